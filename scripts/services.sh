@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# Make sure the services Drover's tests need are up: a RabbitMQ broker and a
+# systemd *user* manager reachable over a session bus.
+#
+#   scripts/services.sh up            ensure both services; prints nothing
+#   scripts/services.sh env           ensure, then print `export` lines:
+#                                       eval "$(scripts/services.sh env)"
+#   scripts/services.sh status        one line per service
+#   scripts/services.sh down-systemd  stop the private user manager we started
+#
+# Written for a Debian 12 machine where we are root and PID 1 is usually not
+# systemd. Idempotent; stdout carries only what a subcommand is meant to
+# print; progress notes and errors go to stderr; every wait has a deadline.
+set -euo pipefail
+
+readonly DEFAULT_AMQP_URL='amqp://guest:guest@127.0.0.1:5672/%2f'
+readonly AMQP_HOST=127.0.0.1 AMQP_PORT=5672
+readonly RABBIT_DEADLINE=${DROVER_RABBIT_DEADLINE:-90} SYSTEMD_DEADLINE=${DROVER_SYSTEMD_DEADLINE:-30}
+readonly RABBIT_LOG_DIR=/var/log/rabbitmq
+readonly SYSTEMD_BIN=/lib/systemd/systemd
+# sd_booted() checks this directory; `systemd --user` exits 1 without a word
+# when it is missing.
+readonly BOOTED_MARKER=/run/systemd/system
+readonly PRIVATE_RUNTIME_DIR=${DROVER_RUNTIME_DIR:-/tmp/drover-run}
+readonly PID_FILE=$PRIVATE_RUNTIME_DIR/systemd-user.pid
+readonly MANAGER_LOG=$PRIVATE_RUNTIME_DIR/systemd-user.log
+
+APT_UPDATED=false
+
+# ---------------------------------------------------------------- helpers --
+
+note() { printf 'services.sh: %s\n' "$*" >&2; }
+die() { printf 'services.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+pid1_is_systemd() { [[ "$(cat /proc/1/comm 2>/dev/null)" == systemd ]]; }
+
+port_open() {  # host port -> true if a TCP connect succeeds within 2 s
+    # shellcheck disable=SC2016  # $1/$2 are expanded by the inner bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# Our own booted-marker confuses Debian maintainer scripts: invoke-rc.d then
+# takes the systemd path and `systemctl start` fails (no system bus), which
+# breaks e.g. rabbitmq-server's postinst. So hide it while apt runs, if it is
+# one we (or a previous run) created: empty, and PID 1 is not systemd.
+apt_install() {
+    [[ $EUID -eq 0 ]] || die "need root to install: $*"
+    local log hid_marker=false rc=0
+    log=$(mktemp /tmp/drover-apt.XXXXXX.log)
+    if ! pid1_is_systemd && [[ -d $BOOTED_MARKER ]] && rmdir "$BOOTED_MARKER" 2>/dev/null; then
+        hid_marker=true
+    fi
+    note "installing $* (apt log: $log)"
+    if ! $APT_UPDATED; then
+        timeout 600 apt-get -q update >>"$log" 2>&1 || rc=$?
+        APT_UPDATED=true
+    fi
+    if [[ $rc -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive timeout 900 \
+            apt-get install -y -q -o DPkg::Lock::Timeout=120 "$@" >>"$log" 2>&1 || rc=$?
+    fi
+    if $hid_marker; then mkdir -p "$BOOTED_MARKER"; fi
+    if [[ $rc -ne 0 ]]; then
+        tail -n 30 "$log" >&2
+        die "apt-get failed (exit $rc) installing: $*; full log in $log"
+    fi
+    rm -f "$log"
+}
+
+ensure_python() {
+    have python3 || apt_install python3
+}
+
+# --------------------------------------------------------------- RabbitMQ --
+
+rabbit_ping() { timeout 15 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+# Fails when the node is down *or* when its app was stopped (stop_app).
+rabbit_app_running() { timeout 15 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; }
+
+rabbit_fail() {
+    local f node_log
+    printf 'services.sh: ERROR: %s\n' "$1" >&2
+    # The node log is named after the node (rabbit@<host>.log): take the most
+    # recently written one. startup_* hold what the launcher printed.
+    node_log=$(find "$RABBIT_LOG_DIR" -maxdepth 1 -name '*.log' -printf '%T@ %p\n' 2>/dev/null |
+        sort -n | tail -n 1 | cut -d' ' -f2-) || true
+    for f in "$node_log" "$RABBIT_LOG_DIR/startup_err" "$RABBIT_LOG_DIR/startup_log"; do
+        [[ -s $f ]] || continue
+        printf -- '--- tail of %s ---\n' "$f" >&2
+        tail -n 20 "$f" >&2
+    done
+    printf 'services.sh: broker logs are in %s/\n' "$RABBIT_LOG_DIR" >&2
+    exit 1
+}
+
+rabbit_start_node() {
+    note "RabbitMQ node is down; starting it"
+    if pid1_is_systemd; then
+        timeout 120 systemctl start rabbitmq-server >&2 || rabbit_fail "systemctl start rabbitmq-server failed"
+    else
+        # Debian's wrapper drops to the rabbitmq user and writes startup_log/err.
+        timeout 120 rabbitmq-server -detached >&2 || rabbit_fail "rabbitmq-server -detached failed"
+    fi
+}
+
+ensure_rabbitmq() {
+    have rabbitmq-server || apt_install rabbitmq-server
+    # Fast path: a single CLI call (each one boots an Erlang VM, ~1 s).
+    if port_open "$AMQP_HOST" "$AMQP_PORT" && rabbit_app_running; then
+        return 0
+    fi
+    if ! rabbit_ping; then
+        rabbit_start_node
+    elif ! rabbit_app_running; then
+        note "RabbitMQ node is up but its app is stopped; running start_app"
+        # Not fatal by itself: the node may be booting already; the wait decides.
+        timeout 60 rabbitmqctl -q start_app >&2 || note "start_app failed; waiting anyway"
+    fi
+    local end=$((SECONDS + RABBIT_DEADLINE))
+    until rabbit_ping && port_open "$AMQP_HOST" "$AMQP_PORT"; do
+        ((SECONDS < end)) || rabbit_fail "RabbitMQ not answering ping and AMQP on $AMQP_HOST:$AMQP_PORT after ${RABBIT_DEADLINE}s"
+        sleep 1
+    done
+}
+
+rabbit_status() {
+    local state
+    if ! have rabbitmq-server; then state="not installed"
+    elif rabbit_app_running && port_open "$AMQP_HOST" "$AMQP_PORT"; then state="running (amqp on $AMQP_HOST:$AMQP_PORT)"
+    elif rabbit_ping; then state="node up, app not running"
+    else state="down"
+    fi
+    printf 'rabbitmq: %s\n' "$state"
+}
+
+# ---------------------------------------------------------------- systemd --
+
+is_user_manager() {  # PID -> true if that process is a `systemd --user`
+    [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == systemd ]] || return 1
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- '--user'
+}
+
+# PID from the pid file, if it is still a `systemd --user` (guards against the
+# PID having been reused by something else).
+manager_pid() {
+    local pid
+    pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && is_user_manager "$pid" || return 1
+    echo "$pid"
+}
+
+# Without systemd as PID 1 every user manager takes the root cgroup as its
+# own, so two of them share slices: stopping one kills the other's dbus and
+# units. Refuse to start a second one (e.g. under another DROVER_RUNTIME_DIR).
+refuse_if_other_manager() {
+    local p pid
+    for p in /proc/[0-9]*; do
+        pid=${p#/proc/}
+        is_user_manager "$pid" || continue
+        die "another systemd --user (pid $pid) is running; two private managers would share the root cgroup.
+  Stop it first (scripts/services.sh down-systemd with its DROVER_RUNTIME_DIR), or use it."
+    done
+}
+
+# One probe of the user manager over the bus. systemctl only says "offline"
+# when the booted-marker is missing, so that counts as not ready.
+manager_answers() {
+    [[ -S $XDG_RUNTIME_DIR/bus ]] || return 1
+    timeout 5 busctl --user status org.freedesktop.systemd1 >/dev/null 2>&1 || return 1
+    local state
+    state=$(timeout 5 systemctl --user is-system-running 2>/dev/null) || true
+    case $state in
+        running | degraded | starting | initializing) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# Wait (with deadline) for the manager to answer; if $1 is a PID, give up
+# early when that process dies.
+wait_manager() {
+    local pid=${1:-} end=$((SECONDS + SYSTEMD_DEADLINE))
+    until manager_answers; do
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
+        ((SECONDS < end)) || return 1
+        sleep 0.5
+    done
+}
+
+manager_fail() {
+    printf 'services.sh: ERROR: %s\n' "$1" >&2
+    if [[ -s $MANAGER_LOG ]]; then
+        printf -- '--- tail of %s ---\n' "$MANAGER_LOG" >&2
+        tail -n 20 "$MANAGER_LOG" >&2
+    fi
+    exit 1
+}
+
+stop_private_manager() {  # PID; SIGTERM lets it stop its units first
+    local pid=$1 end=$((SECONDS + 15))
+    kill -TERM "$pid" 2>/dev/null || return 0
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= end)); then
+            note "user manager $pid ignored SIGTERM for 15s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+}
+
+start_private_manager() {
+    [[ -x $SYSTEMD_BIN ]] || apt_install systemd dbus dbus-user-session
+    have busctl || apt_install systemd
+    have dbus-daemon || apt_install dbus dbus-user-session
+    pid1_is_systemd || refuse_if_other_manager
+    mkdir -p "$BOOTED_MARKER"
+    # A stale socket from a killed manager would make the wait below pass early.
+    rm -f "$XDG_RUNTIME_DIR/bus"
+    note "starting a private systemd user manager (XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR)"
+    # The manager's environment becomes every unit's environment, so give it a
+    # small, fixed one instead of whatever the first caller's shell had.
+    env -i HOME="${HOME:-/root}" USER="$(id -un)" LOGNAME="$(id -un)" SHELL=/bin/bash \
+        LANG="${LANG:-C.UTF-8}" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        XDG_RUNTIME_DIR="$XDG_RUNTIME_DIR" \
+        setsid "$SYSTEMD_BIN" --user </dev/null >"$MANAGER_LOG" 2>&1 &
+    local pid=$!
+    echo "$pid" >"$PID_FILE"
+    if ! wait_manager "$pid"; then
+        if ! kill -0 "$pid" 2>/dev/null; then
+            manager_fail "systemd user manager (pid $pid) exited during startup"
+        fi
+        stop_private_manager "$pid"  # don't leave a half-started one behind
+        manager_fail "systemd user manager (pid $pid) did not answer on $DBUS_SESSION_BUS_ADDRESS within ${SYSTEMD_DEADLINE}s; stopped it"
+    fi
+    record_bus_pid  # in case setsid had to fork
+}
+
+# Write the PID of whoever owns org.freedesktop.systemd1 on our bus.
+record_bus_pid() {
+    local pid
+    pid=$(timeout 5 busctl --user status org.freedesktop.systemd1 2>/dev/null | sed -n 's/^PID=//p') || true
+    if [[ $pid =~ ^[0-9]+$ ]]; then echo "$pid" >"$PID_FILE"; fi
+}
+
+# Create the runtime dir 0700, or insist an existing one already is ours and
+# 0700: never chmod a directory someone pointed us at (think DROVER_RUNTIME_DIR=/tmp).
+ensure_private_dir() {
+    local dir=$1
+    if [[ ! -d $dir ]]; then
+        (umask 077 && mkdir -p "$dir") || die "cannot create $dir"
+    fi
+    local owner_mode
+    owner_mode=$(stat -c '%u %a' "$dir")
+    [[ $owner_mode == "$(id -u) 700" ]] \
+        || die "$dir must be owned by uid $(id -u) with mode 0700 (is: uid/mode $owner_mode)"
+}
+
+ensure_systemd() {
+    # A real systemd box with a user bus already: just use it.
+    local uid_dir
+    uid_dir=/run/user/$(id -u)
+    if pid1_is_systemd && [[ -S ${XDG_RUNTIME_DIR:-$uid_dir}/bus ]]; then
+        export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$uid_dir}
+        export DBUS_SESSION_BUS_ADDRESS=unix:path=$XDG_RUNTIME_DIR/bus
+        wait_manager || die "user bus $XDG_RUNTIME_DIR/bus exists but the user manager does not answer"
+        return 0
+    fi
+
+    export XDG_RUNTIME_DIR=$PRIVATE_RUNTIME_DIR
+    export DBUS_SESSION_BUS_ADDRESS=unix:path=$XDG_RUNTIME_DIR/bus
+    ensure_private_dir "$XDG_RUNTIME_DIR"
+    mkdir -p "$BOOTED_MARKER"      # may have been removed since last run
+
+    local pid
+    if pid=$(manager_pid); then
+        # Reuse it; it may still be starting, so wait before judging it.
+        wait_manager "$pid" && return 0
+        note "user manager $pid does not answer; replacing it"
+        stop_private_manager "$pid"
+    elif manager_answers; then
+        # Pid file lost but a manager serves our bus: adopt it rather than
+        # start a second one on the same runtime dir.
+        record_bus_pid
+        return 0
+    fi
+    start_private_manager
+    timeout 30 systemctl --user daemon-reload >&2 \
+        || manager_fail "systemctl --user daemon-reload failed"
+}
+
+systemd_status() {
+    local pid state
+    if pid1_is_systemd && [[ -S ${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/bus ]]; then
+        export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
+        pid="(session manager)"
+    else
+        export XDG_RUNTIME_DIR=$PRIVATE_RUNTIME_DIR
+        pid=$(manager_pid) || { printf 'systemd-user: not running (no manager for %s)\n' "$XDG_RUNTIME_DIR"; return 0; }
+    fi
+    export DBUS_SESSION_BUS_ADDRESS=unix:path=$XDG_RUNTIME_DIR/bus
+    state=$(timeout 5 systemctl --user is-system-running 2>/dev/null) || true
+    printf 'systemd-user: %s (pid %s, bus %s)\n' "${state:-not answering}" "$pid" "$DBUS_SESSION_BUS_ADDRESS"
+}
+
+down_systemd() {
+    local pid
+    if pid=$(manager_pid); then
+        stop_private_manager "$pid"
+    fi
+    rm -f "$PID_FILE" "$PRIVATE_RUNTIME_DIR/bus"
+}
+
+# ------------------------------------------------------------------- main --
+
+ensure_all() {
+    ensure_python
+    ensure_rabbitmq
+    ensure_systemd
+}
+
+print_env() {
+    # %q quoting keeps eval safe whatever the values contain.
+    printf 'export DROVER_AMQP_URL=%q\n' "${DROVER_AMQP_URL:-$DEFAULT_AMQP_URL}"
+    printf 'export DROVER_SYSTEMD_BUS=user\n'
+    printf 'export XDG_RUNTIME_DIR=%q\n' "$XDG_RUNTIME_DIR"
+    printf 'export DBUS_SESSION_BUS_ADDRESS=%q\n' "$DBUS_SESSION_BUS_ADDRESS"
+}
+
+usage() {
+    echo "usage: $0 {up|env|status|down-systemd}" >&2
+    exit 2
+}
+
+main() {
+    [[ $# -eq 1 ]] || usage
+    case $1 in
+        up) ensure_all ;;
+        env) ensure_all; print_env ;;
+        status) rabbit_status; systemd_status ;;
+        down-systemd) down_systemd ;;
+        *) usage ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,404 @@
+//! The broker adapter: names, topology, a connection that comes back, confirmed publishes.
+//!
+//! Drover owns its reconnect loop instead of using lapin's automatic recovery (young, with open
+//! reports of recoveries that never finish): a [`Link`] is either up or down, every operation
+//! has a deadline, and a failed operation marks the link down so the next one reconnects with
+//! full-jitter backoff. Consumers are not recovered behind the caller's back: the worker
+//! re-subscribes itself, because after a lost channel the broker has already requeued what it
+//! held, and only the worker knows which results must then be thrown away.
+
+use crate::backoff::Jitter;
+use crate::config::BrokerConfig;
+use crate::events::JobEvent;
+use crate::outcome::delay_rung;
+use lapin::options::{
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker is unreachable or the channel broke: try again later.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker took longer than the deadline.
+    #[error("broker did not answer within {0:?} ({1})")]
+    Timeout(Duration, &'static str),
+    /// The broker refused the publish (negative confirm).
+    #[error("broker refused the message ({0})")]
+    Nacked(String),
+    /// The caller's deadline or cancellation came first.
+    #[error("gave up: {0}")]
+    GaveUp(String),
+}
+
+/// Every queue and exchange name Drover uses, from one prefix.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub prefix: String,
+}
+
+impl Names {
+    pub fn work(&self, class: &str) -> String {
+        format!("{}.jobs.{class}", self.prefix)
+    }
+    pub fn dead(&self, class: &str) -> String {
+        format!("{}.dead.{class}", self.prefix)
+    }
+    pub fn events(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// Exchange and queue of one rung of the delay ladder.
+    pub fn delay(&self, rung: Duration) -> String {
+        format!("{}.delay.{}ms", self.prefix, rung.as_millis())
+    }
+    pub fn lease(&self, class: &str, job_id: &str, generation: u32) -> String {
+        format!("{}.lease.{class}.{job_id}.{generation}", self.prefix)
+    }
+}
+
+fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(k), v);
+    }
+    t
+}
+
+fn ms_value(d: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// A connection to the broker with a confirm-mode channel for jobs and a plain one for events.
+pub struct Link {
+    pub cfg: BrokerConfig,
+    pub names: Names,
+    label: String,
+    conn: Option<Connection>,
+    chan: Option<Channel>,
+    events_chan: Option<Channel>,
+    jitter: Jitter,
+    declared: HashSet<String>,
+    pending_events: VecDeque<JobEvent>,
+    dropped_events: u64,
+    /// Number of successful connections so far (1 after the first).
+    pub connections: u64,
+}
+
+const MAX_PENDING_EVENTS: usize = 10_000;
+
+impl Link {
+    pub fn new(cfg: &BrokerConfig, label: &str) -> Link {
+        Link {
+            names: Names { prefix: cfg.prefix.clone() },
+            cfg: cfg.clone(),
+            label: label.to_string(),
+            conn: None,
+            chan: None,
+            events_chan: None,
+            jitter: Jitter::from_os(),
+            declared: HashSet::new(),
+            pending_events: VecDeque::new(),
+            dropped_events: 0,
+            connections: 0,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        let conn_ok = self.conn.as_ref().is_some_and(|c| c.status().connected());
+        let chan_ok = self.chan.as_ref().is_some_and(|c| c.status().connected());
+        conn_ok && chan_ok
+    }
+
+    pub fn connection(&self) -> Option<&Connection> {
+        self.conn.as_ref()
+    }
+
+    /// Forgets the connection; the next operation reconnects.
+    pub fn mark_down(&mut self) {
+        self.chan = None;
+        self.events_chan = None;
+        if let Some(conn) = self.conn.take() {
+            // Closing may hang on a dead socket; do it in the background.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "reconnecting".into())).await;
+            });
+        }
+        self.declared.clear();
+    }
+
+    async fn connect_once(&mut self) -> Result<(), BrokerError> {
+        let props = ConnectionProperties::default().with_connection_name(LongString::from(self.label.as_str()));
+        let conn = tokio::time::timeout(self.cfg.connect_timeout, Connection::connect(&self.cfg.url, props))
+            .await
+            .map_err(|_| BrokerError::Timeout(self.cfg.connect_timeout, "connect"))?
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let op = self.cfg.op_timeout;
+        let chan = deadline(op, "open channel", conn.create_channel()).await?;
+        deadline(op, "confirm.select", chan.confirm_select(ConfirmSelectOptions::default())).await?;
+        let events_chan = deadline(op, "open channel", conn.create_channel()).await?;
+        deadline(
+            op,
+            "declare events exchange",
+            events_chan.exchange_declare(
+                self.names.events().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        self.conn = Some(conn);
+        self.chan = Some(chan);
+        self.events_chan = Some(events_chan);
+        self.connections += 1;
+        Ok(())
+    }
+
+    /// Connects, retrying with full-jitter backoff until it works, `give_up` passes or `cancel`
+    /// fires. Each try has its own deadline (`broker.connect_timeout`).
+    pub async fn ensure_up(&mut self, give_up: Option<Instant>, cancel: &CancellationToken) -> Result<(), BrokerError> {
+        let mut tries = 0u32;
+        while !self.is_up() {
+            self.mark_down();
+            tries += 1;
+            match self.connect_once().await {
+                Ok(()) => {
+                    if tries > 1 || self.connections > 1 {
+                        tracing::info!("broker connection restored after {tries} tries");
+                    }
+                    self.flush_events().await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    let wait = self.cfg.reconnect.delay(tries, self.jitter.unit()).max(Duration::from_millis(50));
+                    if tries == 1 || tries % 10 == 0 {
+                        tracing::warn!("broker unreachable ({e}); retrying with backoff (try {tries}, next in {wait:.1?})");
+                    }
+                    let wake = Instant::now() + wait;
+                    if give_up.is_some_and(|g| wake >= g) {
+                        return Err(BrokerError::GaveUp(format!("broker still unreachable after {tries} tries: {e}")));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => {}
+                        _ = cancel.cancelled() => return Err(BrokerError::GaveUp("cancelled".into())),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn channel(&self) -> Result<&Channel, BrokerError> {
+        self.chan.as_ref().ok_or_else(|| BrokerError::Unavailable("not connected".into()))
+    }
+
+    /// Opens a fresh channel for consuming, with the given prefetch.
+    pub async fn consumer_channel(&mut self, prefetch: u16) -> Result<Channel, BrokerError> {
+        let op = self.cfg.op_timeout;
+        let conn = self.conn.as_ref().ok_or_else(|| BrokerError::Unavailable("not connected".into()))?;
+        let chan = deadline(op, "open channel", conn.create_channel()).await?;
+        deadline(op, "basic.qos", chan.basic_qos(prefetch, BasicQosOptions::default())).await?;
+        Ok(chan)
+    }
+
+    fn queue_args(&self, mut extra: Vec<(&str, AMQPValue)>) -> FieldTable {
+        if let Some(exp) = self.cfg.queue_expires {
+            extra.push(("x-expires", ms_value(exp)));
+        }
+        table(extra)
+    }
+
+    /// Declares the durable work and dead-letter queues of a class.
+    pub async fn declare_class(&mut self, class: &str) -> Result<(), BrokerError> {
+        for name in [self.names.work(class), self.names.dead(class)] {
+            let args = self.queue_args(vec![]);
+            self.declare_queue(&name, args).await?;
+        }
+        Ok(())
+    }
+
+    async fn declare_queue(&mut self, name: &str, args: FieldTable) -> Result<(), BrokerError> {
+        if self.declared.contains(name) {
+            return Ok(());
+        }
+        let op = self.cfg.op_timeout;
+        let chan = self.channel()?;
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let r = deadline(op, "queue.declare", chan.queue_declare(name.into(), opts, args)).await;
+        self.fail_on_err(r)?;
+        self.declared.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Declares the delay rung for `delay` (a fanout exchange and its queue, whose TTL
+    /// dead-letters back through the default exchange to the routing key the message was
+    /// published with) and returns the exchange to publish to, or `None` for "no delay".
+    pub async fn declare_delay(&mut self, delay: Duration) -> Result<Option<String>, BrokerError> {
+        let Some(rung) = delay_rung(delay) else { return Ok(None) };
+        let name = self.names.delay(rung);
+        if self.declared.contains(&name) {
+            return Ok(Some(name));
+        }
+        let op = self.cfg.op_timeout;
+        let chan = self.channel()?.clone();
+        let r = deadline(
+            op,
+            "exchange.declare",
+            chan.exchange_declare(
+                name.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            ),
+        )
+        .await;
+        self.fail_on_err(r)?;
+        let args = self.queue_args(vec![("x-message-ttl", ms_value(rung)), ("x-dead-letter-exchange", AMQPValue::LongString("".into()))]);
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let r = deadline(op, "queue.declare", chan.queue_declare(name.as_str().into(), opts, args)).await;
+        self.fail_on_err(r)?;
+        let r = deadline(
+            op,
+            "queue.bind",
+            chan.queue_bind(name.as_str().into(), name.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default()),
+        )
+        .await;
+        self.fail_on_err(r)?;
+        self.declared.insert(name.clone());
+        Ok(Some(name))
+    }
+
+    /// Declares a lease queue: it holds one copy of a running job and, if nobody deletes it
+    /// first, dead-letters that copy back to the class's work queue after `ttl`.
+    pub async fn declare_lease(&mut self, name: &str, class: &str, ttl: Duration) -> Result<(), BrokerError> {
+        let args = table(vec![
+            ("x-message-ttl", ms_value(ttl)),
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            ("x-dead-letter-routing-key", AMQPValue::LongString(self.names.work(class).as_str().into())),
+            // Garbage-collects the queue once its copy has gone back; long enough never to
+            // delete it while the copy still waits.
+            ("x-expires", ms_value(ttl * 2 + Duration::from_secs(60))),
+        ]);
+        let op = self.cfg.op_timeout;
+        let chan = self.channel()?;
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let r = deadline(op, "queue.declare", chan.queue_declare(name.into(), opts, args)).await;
+        self.fail_on_err(r.map(|_| ()))
+    }
+
+    pub async fn delete_queue(&mut self, name: &str) -> Result<(), BrokerError> {
+        let op = self.cfg.op_timeout;
+        let chan = self.channel()?;
+        let r = deadline(op, "queue.delete", chan.queue_delete(name.into(), QueueDeleteOptions::default())).await;
+        self.declared.remove(name);
+        self.fail_on_err(r.map(|_| ()))
+    }
+
+    /// Publishes and waits for the broker's confirm (persistent messages are confirmed once
+    /// written to disk).
+    pub async fn publish(&mut self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) -> Result<(), BrokerError> {
+        let op = self.cfg.op_timeout;
+        let chan = self.channel()?;
+        let r = async {
+            let confirm = deadline(op, "basic.publish", chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)).await?;
+            let confirmation = tokio::time::timeout(op, confirm)
+                .await
+                .map_err(|_| BrokerError::Timeout(op, "publisher confirm"))?
+                .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+            if confirmation.is_nack() {
+                return Err(BrokerError::Nacked(format!("to {exchange:?} / {key}")));
+            }
+            Ok(())
+        }
+        .await;
+        self.fail_on_err(r)
+    }
+
+    /// Publishes many messages and waits for all their confirms: the fast path of `submit`.
+    pub async fn publish_batch(&mut self, exchange: &str, key: &str, messages: Vec<(Vec<u8>, BasicProperties)>) -> Result<(), BrokerError> {
+        let op = self.cfg.op_timeout;
+        let chan = self.channel()?.clone();
+        let r = async {
+            let mut confirms = Vec::with_capacity(messages.len());
+            for (body, props) in messages {
+                let c = deadline(op, "basic.publish", chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), &body, props)).await?;
+                confirms.push(c);
+            }
+            for c in confirms {
+                let confirmation = tokio::time::timeout(op, c)
+                    .await
+                    .map_err(|_| BrokerError::Timeout(op, "publisher confirm"))?
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+                if confirmation.is_nack() {
+                    return Err(BrokerError::Nacked(format!("to {exchange:?} / {key}")));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        self.fail_on_err(r)
+    }
+
+    /// Publishes a job event without waiting for a confirm. Events are telemetry: while the
+    /// broker is away up to 10,000 are kept and sent after the reconnect; past that the
+    /// oldest are dropped and counted.
+    pub async fn event(&mut self, event: JobEvent) {
+        self.pending_events.push_back(event);
+        while self.pending_events.len() > MAX_PENDING_EVENTS {
+            self.pending_events.pop_front();
+            self.dropped_events += 1;
+        }
+        if self.is_up() {
+            self.flush_events().await;
+        }
+    }
+
+    async fn flush_events(&mut self) {
+        if self.dropped_events > 0 {
+            tracing::warn!("{} job events were dropped while the broker was unreachable", self.dropped_events);
+            self.dropped_events = 0;
+        }
+        let Some(chan) = self.events_chan.clone() else { return };
+        let exchange = self.names.events();
+        while let Some(event) = self.pending_events.front() {
+            let Ok(body) = serde_json::to_vec(event) else {
+                self.pending_events.pop_front();
+                continue;
+            };
+            let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
+            let sent = chan.basic_publish(exchange.as_str().into(), event.routing_key().as_str().into(), BasicPublishOptions::default(), &body, props);
+            match tokio::time::timeout(self.cfg.op_timeout, sent).await {
+                Ok(Ok(_confirm)) => {
+                    self.pending_events.pop_front();
+                }
+                _ => break, // kept for after the reconnect
+            }
+        }
+    }
+
+    fn fail_on_err<T>(&mut self, r: Result<T, BrokerError>) -> Result<T, BrokerError> {
+        if let Err(e) = &r {
+            if !matches!(e, BrokerError::Nacked(_)) {
+                self.mark_down();
+            }
+        }
+        r
+    }
+}
+
+/// Puts a deadline on one broker operation.
+pub async fn deadline<T>(limit: Duration, what: &'static str, f: impl Future<Output = lapin::Result<T>>) -> Result<T, BrokerError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(BrokerError::Unavailable(format!("{what}: {e}"))),
+        Err(_) => Err(BrokerError::Timeout(limit, what)),
+    }
+}

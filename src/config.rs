@@ -1,0 +1,638 @@
+//! Drover's configuration: TOML read once into typed values, with every problem reported at once.
+//!
+//! The file is walked by hand rather than through `#[derive(Deserialize)]` because serde stops at
+//! the first error, and an operator fixing a config at 3 a.m. wants the whole list: each problem
+//! with its key, what was found and what would be accepted. Unknown keys are problems too, since a
+//! typo such as `max_attemps` would otherwise silently fall back to a default.
+
+use crate::backoff::Backoff;
+use crate::duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use toml::{Table, Value};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host: String,
+    pub broker: BrokerConfig,
+    pub systemd: SystemdConfig,
+    pub metrics: MetricsConfig,
+    pub worker: WorkerConfig,
+    pub classes: BTreeMap<String, ClassConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub url: String,
+    /// Prefix of every queue and exchange Drover declares, so that several Drover
+    /// installations (or test runs) can share a broker.
+    pub prefix: String,
+    /// The broker's `consumer_timeout`: a delivery held unacknowledged longer than this makes
+    /// the broker close the channel. AMQP does not expose it, so it is configured; the default
+    /// is RabbitMQ's own (30 minutes since 3.8.17).
+    pub consumer_timeout: Duration,
+    /// Deadline of one connection attempt (TCP, TLS and the AMQP handshake).
+    pub connect_timeout: Duration,
+    /// Deadline of one broker operation (declare, publish confirm).
+    pub op_timeout: Duration,
+    pub reconnect: Backoff,
+    /// Length of a broker-held lease on a long job (see `work::lease`).
+    pub lease_ttl: Duration,
+    /// Queue expiry (`x-expires`) for every queue Drover declares: for throw-away environments
+    /// such as tests; unset in production.
+    pub queue_expires: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    System,
+    User,
+}
+
+#[derive(Clone, Debug)]
+pub struct SystemdConfig {
+    pub bus: Bus,
+    /// `TimeoutStopSec=` of the worker units: must be longer than the drain deadline plus the
+    /// kill grace, or systemd kills what Drover is still draining.
+    pub stop_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// How long a job in flight may go on after a worker is asked to stop.
+    pub drain_deadline: Duration,
+    /// Between TERM and KILL when a handler's process group is stopped.
+    pub kill_grace: Duration,
+    /// Deadline of each preflight check.
+    pub preflight_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Exec,
+    Persistent,
+}
+
+/// When a job runs under a broker-held lease instead of an unacknowledged delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseMode {
+    /// When an attempt may outlast the broker's `consumer_timeout`.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClassConfig {
+    pub name: String,
+    pub mode: Mode,
+    pub command: Vec<String>,
+    pub workers: u32,
+    pub timeout: Duration,
+    pub deadline: Duration,
+    pub max_attempts: u32,
+    pub preflight: Vec<Vec<String>>,
+    pub prefetch: u16,
+    pub retry: Backoff,
+    /// Persistent mode: how long the handler may take to print `{"ready": true}`.
+    pub ready_timeout: Duration,
+    /// Persistent mode: whether to wait for `{"ready": true}` before taking jobs.
+    pub wait_ready: bool,
+    pub lease: LeaseMode,
+}
+
+impl ClassConfig {
+    /// Whether an attempt of this class runs under a lease rather than holding its delivery.
+    pub fn uses_lease(&self, broker: &BrokerConfig, kill_grace: Duration) -> bool {
+        match self.lease {
+            LeaseMode::Always => true,
+            LeaseMode::Never => false,
+            // A minute of margin for the time between delivery and start, and clock slop.
+            LeaseMode::Auto => self.timeout + kill_grace + Duration::from_secs(60) >= broker.consumer_timeout,
+        }
+    }
+}
+
+/// One thing wrong with a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub found: String,
+    pub accepted: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: found {}; accepted: {}", self.key, self.found, self.accepted)
+    }
+}
+
+/// A configuration that was refused, with everything wrong in it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{}: {n} problem{}", self.source_name, if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Something legal but likely wrong, such as timeouts that disagree between layers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            problems: vec![Problem { key: "(file)".into(), found: e.to_string(), accepted: "a readable TOML file".into() }],
+        })?;
+        Config::parse(&text, &name)
+    }
+
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { source_name: source_name.to_string(), problems };
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            fail(vec![Problem { key: "(syntax)".into(), found: e.message().to_string(), accepted: "valid TOML".into() }])
+        })?;
+        let mut r = Reader::default();
+        let config = read_config(&mut r, &table);
+        if r.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(r.problems))
+        }
+    }
+
+    pub fn class(&self, name: &str) -> Result<&ClassConfig, String> {
+        self.classes.get(name).ok_or_else(|| {
+            let known: Vec<_> = self.classes.keys().map(String::as_str).collect();
+            format!("no class `{name}` in the configuration (classes: {})", known.join(", "))
+        })
+    }
+
+    /// Legal settings that are likely wrong.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut w = Vec::new();
+        let needed = self.worker.drain_deadline + self.worker.kill_grace;
+        if self.systemd.stop_timeout <= needed {
+            w.push(Warning(format!(
+                "systemd.stop_timeout ({}) is not longer than worker.drain_deadline + worker.kill_grace ({}): \
+                 systemd would kill workers that are still draining; make it at least {}",
+                duration::format(self.systemd.stop_timeout),
+                duration::format(needed),
+                duration::format(needed + Duration::from_secs(30)),
+            )));
+        }
+        for c in self.classes.values() {
+            if c.timeout > c.deadline {
+                w.push(Warning(format!(
+                    "classes.{}.timeout ({}) is longer than its deadline ({}): the deadline will cut attempts short",
+                    c.name,
+                    duration::format(c.timeout),
+                    duration::format(c.deadline)
+                )));
+            }
+            if c.lease == LeaseMode::Never && c.timeout >= self.broker.consumer_timeout {
+                w.push(Warning(format!(
+                    "classes.{}.timeout ({}) reaches broker.consumer_timeout ({}) and lease = \"never\": \
+                     the broker will close the channel under long jobs and hand them to another worker",
+                    c.name,
+                    duration::format(c.timeout),
+                    duration::format(self.broker.consumer_timeout)
+                )));
+            }
+        }
+        w
+    }
+}
+
+pub fn default_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn read_config(r: &mut Reader, root: &Table) -> Config {
+    let host = r.string(root, "", "host", "a non-empty host name").unwrap_or_else(default_host);
+    if host.trim().is_empty() {
+        r.problem("host", "an empty string", "a non-empty host name");
+    }
+
+    let broker_t = r.section(root, "", "broker");
+    let url = r
+        .string(&broker_t, "broker", "url", "an amqp:// or amqps:// URL")
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        r.problem("broker.url", &format!("`{url}`"), "an amqp:// or amqps:// URL");
+    }
+    let prefix = r.string(&broker_t, "broker", "prefix", "letters, digits, `-`, `_`, `.`").unwrap_or_else(|| "drover".into());
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        r.problem("broker.prefix", &format!("`{prefix}`"), "a non-empty name of letters, digits, `-`, `_`, `.`");
+    }
+    let broker = BrokerConfig {
+        url,
+        prefix,
+        consumer_timeout: r.duration(&broker_t, "broker", "consumer_timeout", Duration::from_secs(1800)),
+        connect_timeout: r.duration(&broker_t, "broker", "connect_timeout", Duration::from_secs(10)),
+        op_timeout: r.duration(&broker_t, "broker", "op_timeout", Duration::from_secs(15)),
+        reconnect: Backoff::new(
+            r.duration(&broker_t, "broker", "reconnect_base", Duration::from_millis(500)),
+            r.duration(&broker_t, "broker", "reconnect_max", Duration::from_secs(30)),
+        ),
+        lease_ttl: r.duration(&broker_t, "broker", "lease_ttl", Duration::from_secs(300)),
+        queue_expires: r.optional_duration(&broker_t, "broker", "queue_expires"),
+    };
+    if broker.lease_ttl < Duration::from_secs(3) {
+        r.problem("broker.lease_ttl", &duration::format(broker.lease_ttl), "at least 3s");
+    }
+    r.unknown_keys(&broker_t, "broker");
+
+    let worker_t = r.section(root, "", "worker");
+    let worker = WorkerConfig {
+        drain_deadline: r.duration(&worker_t, "worker", "drain_deadline", Duration::from_secs(300)),
+        kill_grace: r.duration(&worker_t, "worker", "kill_grace", Duration::from_secs(10)),
+        preflight_timeout: r.duration(&worker_t, "worker", "preflight_timeout", Duration::from_secs(60)),
+    };
+    r.unknown_keys(&worker_t, "worker");
+
+    let systemd_t = r.section(root, "", "systemd");
+    let bus = match r.string(&systemd_t, "systemd", "bus", "\"system\" or \"user\"").as_deref() {
+        None | Some("system") => Bus::System,
+        Some("user") => Bus::User,
+        Some(other) => {
+            r.problem("systemd.bus", &format!("`{other}`"), "\"system\" or \"user\"");
+            Bus::System
+        }
+    };
+    let default_stop = worker.drain_deadline + worker.kill_grace + Duration::from_secs(60);
+    let systemd = SystemdConfig { bus, stop_timeout: r.duration(&systemd_t, "systemd", "stop_timeout", default_stop) };
+    r.unknown_keys(&systemd_t, "systemd");
+
+    let metrics_t = r.section(root, "", "metrics");
+    let listen = r.string(&metrics_t, "metrics", "listen", "an address such as 127.0.0.1:9464").and_then(|s| {
+        s.parse::<SocketAddr>()
+            .map_err(|_| r.problem("metrics.listen", &format!("`{s}`"), "an address such as 127.0.0.1:9464"))
+            .ok()
+    });
+    let metrics = MetricsConfig { listen };
+    r.unknown_keys(&metrics_t, "metrics");
+
+    let classes_t = r.section(root, "", "classes");
+    let mut classes = BTreeMap::new();
+    for (name, value) in &classes_t {
+        let path = format!("classes.{name}");
+        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid_name {
+            r.problem(&path, &format!("class name `{name}`"), "lower-case letters, digits, `_` and `-`, starting with a letter");
+        }
+        let Some(t) = value.as_table() else {
+            r.problem(&path, &type_name(value), "a table of class settings");
+            continue;
+        };
+        classes.insert(name.clone(), read_class(r, &path, name, t));
+    }
+    if classes_t.is_empty() {
+        r.problem("classes", "no class", "at least one [classes.NAME] table");
+    }
+    r.unknown_keys(root, "");
+
+    Config { host, broker, systemd, metrics, worker, classes }
+}
+
+fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig {
+    let mode = match r.string(t, path, "mode", "\"exec\" or \"persistent\"").as_deref() {
+        None | Some("exec") => Mode::Exec,
+        Some("persistent") => Mode::Persistent,
+        Some(other) => {
+            r.problem(&format!("{path}.mode"), &format!("`{other}`"), "\"exec\" or \"persistent\"");
+            Mode::Exec
+        }
+    };
+    let command = match r.argv(t, path, "command") {
+        Some(argv) => argv,
+        None => {
+            if !t.contains_key("command") {
+                r.problem(&format!("{path}.command"), "nothing", "an argv list such as [\"python3\", \"/opt/app/job.py\"]");
+            }
+            Vec::new()
+        }
+    };
+    let mut preflight = Vec::new();
+    if let Some(v) = r.take(t, path, "preflight") {
+        match v.as_array() {
+            Some(checks) => {
+                for (i, check) in checks.iter().enumerate() {
+                    match argv_of(check) {
+                        Some(argv) => preflight.push(argv),
+                        None => r.problem(
+                            &format!("{path}.preflight[{i}]"),
+                            &type_name(check),
+                            "a non-empty argv list of strings such as [\"test\", \"-w\", \"/var/lib/app\"]",
+                        ),
+                    }
+                }
+            }
+            None => r.problem(&format!("{path}.preflight"), &type_name(v), "a list of argv lists"),
+        }
+    }
+    let lease = match r.string(t, path, "lease", "\"auto\", \"always\" or \"never\"").as_deref() {
+        None | Some("auto") => LeaseMode::Auto,
+        Some("always") => LeaseMode::Always,
+        Some("never") => LeaseMode::Never,
+        Some(other) => {
+            r.problem(&format!("{path}.lease"), &format!("`{other}`"), "\"auto\", \"always\" or \"never\"");
+            LeaseMode::Auto
+        }
+    };
+    let class = ClassConfig {
+        name: name.to_string(),
+        mode,
+        command,
+        workers: r.integer(t, path, "workers", 1, 0, 10_000) as u32,
+        timeout: r.duration(t, path, "timeout", Duration::from_secs(3600)),
+        deadline: r.duration(t, path, "deadline", Duration::from_secs(86_400)),
+        max_attempts: r.integer(t, path, "max_attempts", 5, 1, 1000) as u32,
+        preflight,
+        prefetch: r.integer(t, path, "prefetch", 1, 1, 1000) as u16,
+        retry: Backoff::new(
+            r.duration(t, path, "retry_base", Duration::from_secs(10)),
+            r.duration(t, path, "retry_max", Duration::from_secs(3600)),
+        ),
+        ready_timeout: r.duration(t, path, "ready_timeout", Duration::from_secs(600)),
+        wait_ready: r.boolean(t, path, "wait_ready", true),
+        lease,
+    };
+    for (key, d) in [("timeout", class.timeout), ("deadline", class.deadline)] {
+        if d.is_zero() {
+            r.problem(&format!("{path}.{key}"), "0", "a positive duration such as \"40m\"");
+        }
+    }
+    r.unknown_keys(t, path);
+    class
+}
+
+/// Walks tables, remembering which keys were read and what was wrong.
+#[derive(Default)]
+struct Reader {
+    problems: Vec<Problem>,
+    seen: BTreeSet<String>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn type_name(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("the string \"{s}\""),
+        Value::Integer(i) => format!("the integer {i}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::Boolean(b) => format!("the boolean {b}"),
+        Value::Datetime(d) => format!("the date {d}"),
+        Value::Array(_) => "a list".into(),
+        Value::Table(_) => "a table".into(),
+    }
+}
+
+fn argv_of(v: &Value) -> Option<Vec<String>> {
+    let items = v.as_array()?;
+    let argv: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+    argv.filter(|a| !a.is_empty() && !a[0].is_empty())
+}
+
+impl Reader {
+    fn problem(&mut self, key: &str, found: &str, accepted: &str) {
+        self.problems.push(Problem { key: key.into(), found: found.into(), accepted: accepted.into() });
+    }
+
+    fn take<'t>(&mut self, t: &'t Table, path: &str, key: &str) -> Option<&'t Value> {
+        self.seen.insert(join(path, key));
+        t.get(key)
+    }
+
+    fn section(&mut self, t: &Table, path: &str, key: &str) -> Table {
+        match self.take(t, path, key) {
+            None => Table::new(),
+            Some(Value::Table(s)) => s.clone(),
+            Some(v) => {
+                self.problem(&join(path, key), &type_name(v), "a table");
+                Table::new()
+            }
+        }
+    }
+
+    fn string(&mut self, t: &Table, path: &str, key: &str, accepted: &str) -> Option<String> {
+        match self.take(t, path, key)? {
+            Value::String(s) => Some(s.clone()),
+            v => {
+                self.problem(&join(path, key), &type_name(v), accepted);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, t: &Table, path: &str, key: &str, default: Duration) -> Duration {
+        self.optional_duration(t, path, key).unwrap_or(default)
+    }
+
+    fn optional_duration(&mut self, t: &Table, path: &str, key: &str) -> Option<Duration> {
+        const ACCEPTED: &str = "a duration such as \"90s\", \"40m\", \"24h\" or \"1h30m\"";
+        let full = join(path, key);
+        match self.take(t, path, key)? {
+            Value::String(s) => match duration::parse(s) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.problem(&full, &e, ACCEPTED);
+                    None
+                }
+            },
+            v => {
+                self.problem(&full, &type_name(v), ACCEPTED);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, t: &Table, path: &str, key: &str, default: i64, min: i64, max: i64) -> i64 {
+        let accepted = format!("a whole number from {min} to {max}");
+        match self.take(t, path, key) {
+            None => default,
+            Some(Value::Integer(i)) if (min..=max).contains(i) => *i,
+            Some(v) => {
+                self.problem(&join(path, key), &type_name(v), &accepted);
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, t: &Table, path: &str, key: &str, default: bool) -> bool {
+        match self.take(t, path, key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(v) => {
+                self.problem(&join(path, key), &type_name(v), "true or false");
+                default
+            }
+        }
+    }
+
+    fn argv(&mut self, t: &Table, path: &str, key: &str) -> Option<Vec<String>> {
+        let v = self.take(t, path, key)?;
+        let argv = argv_of(v);
+        if argv.is_none() {
+            self.problem(
+                &join(path, key),
+                &type_name(v),
+                "a non-empty argv list of strings (never run through a shell), such as [\"python3\", \"job.py\"]",
+            );
+        }
+        argv
+    }
+
+    fn unknown_keys(&mut self, t: &Table, path: &str) {
+        for key in t.keys() {
+            let full = join(path, key);
+            if !self.seen.contains(&full) && !(path.is_empty() && key == "classes") {
+                self.problem(&full, "an unknown key", "only the keys documented in config/drover.example.toml");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [classes.inference]
+        command = ["python3", "infer.py"]
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, "t.toml").expect("valid");
+        let class = &c.classes["inference"];
+        assert_eq!(class.mode, Mode::Exec);
+        assert_eq!(class.max_attempts, 5);
+        assert_eq!(class.prefetch, 1);
+        assert_eq!(class.timeout, Duration::from_secs(3600));
+        assert_eq!(c.broker.prefix, "drover");
+        assert_eq!(c.systemd.bus, Bus::System);
+        assert!(!c.host.is_empty());
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let text = r#"
+            host = ""
+            colour = "blue"
+            [broker]
+            url = "http://x"
+            [systemd]
+            bus = "session"
+            [metrics]
+            listen = "nowhere"
+            [classes.Bad]
+            command = "python3 x.py"
+            timeout = "40"
+            max_attemps = 3
+            mode = "fork"
+            [classes.ok]
+            command = ["x"]
+            workers = -1
+            preflight = [["test", "-w", "/x"], []]
+        "#;
+        let err = Config::parse(text, "bad.toml").expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        let want = [
+            "host",
+            "colour",
+            "broker.url",
+            "systemd.bus",
+            "metrics.listen",
+            "classes.Bad",
+            "classes.Bad.command",
+            "classes.Bad.timeout",
+            "classes.Bad.max_attemps",
+            "classes.Bad.mode",
+            "classes.ok.workers",
+            "classes.ok.preflight[1]",
+        ];
+        for k in want {
+            assert!(keys.contains(&k), "missing problem for {k}; got {keys:?}");
+        }
+        assert_eq!(keys.len(), want.len(), "{keys:?}");
+        let text = err.to_string();
+        assert!(text.starts_with("bad.toml: 12 problems"), "{text}");
+        assert!(text.contains("classes.Bad.timeout: found `40`: missing unit after 40"), "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_as_such() {
+        let err = Config::parse("[classes.x\ncommand=", "s.toml").expect_err("invalid");
+        assert_eq!(err.problems[0].key, "(syntax)");
+    }
+
+    #[test]
+    fn disagreeing_timeouts_are_warned_about() {
+        let text = r#"
+            [worker]
+            drain_deadline = "10m"
+            [systemd]
+            stop_timeout = "5m"
+            [classes.long]
+            command = ["x"]
+            timeout = "2h"
+            deadline = "1h"
+            lease = "never"
+        "#;
+        let c = Config::parse(text, "w.toml").expect("valid");
+        let w = c.warnings();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].0.contains("systemd.stop_timeout (5m)"));
+    }
+
+    #[test]
+    fn long_classes_use_leases_automatically() {
+        let c = Config::parse(MINIMAL, "t.toml").expect("valid");
+        let mut class = c.classes["inference"].clone();
+        let grace = c.worker.kill_grace;
+        class.timeout = Duration::from_secs(40 * 60);
+        assert!(class.uses_lease(&c.broker, grace), "40m jobs outlast the 30m consumer_timeout");
+        class.timeout = Duration::from_secs(10 * 60);
+        assert!(!class.uses_lease(&c.broker, grace));
+        class.lease = LeaseMode::Always;
+        assert!(class.uses_lease(&c.broker, grace));
+    }
+}

@@ -1,0 +1,152 @@
+//! Job events: every transition of a job, as versioned JSON on the `<prefix>.events` topic
+//! exchange. Drift detection, quarantine and the timeline are built on these, so the shape is
+//! an interface: fields are only ever added, and `v` changes when one changes meaning.
+//!
+//! Routing key: `<event>.<class>.<host>` (dots in names become `_`), so a consumer can bind
+//! `dead_lettered.#`, `*.inference.#` or `#`.
+
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    Succeeded,
+    Failed,
+    RetryScheduled,
+    DeadLettered,
+    Requeued,
+    /// A worker's preflight failed: it takes no job (not tied to a job).
+    Misconfigured,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::RetryScheduled => "retry_scheduled",
+            EventKind::DeadLettered => "dead_lettered",
+            EventKind::Requeued => "requeued",
+            EventKind::Misconfigured => "misconfigured",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub v: u32,
+    pub event: EventKind,
+    /// When the event happened (RFC 3339).
+    pub at: String,
+    pub class: String,
+    pub host: String,
+    pub unit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Run time of the attempt, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Time from submission to start, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_wait_s: Option<f64>,
+    /// How the attempt ended (`succeeded`, `transient`, `rejected`, `failed`, `timeout`, `interrupted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Dead-letter reason, requeue cause, or the failing check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Handler message, check output: bounded in size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay_s: Option<f64>,
+    /// True when the broker had delivered this job before (crash, lost channel, requeue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redelivered: Option<bool>,
+}
+
+impl JobEvent {
+    pub fn new(event: EventKind, at: String, class: &str, host: &str, unit: &str) -> Self {
+        JobEvent {
+            v: VERSION,
+            event,
+            at,
+            class: class.into(),
+            host: host.into(),
+            unit: unit.into(),
+            job_id: None,
+            tenant: None,
+            attempt: None,
+            submitted_at: None,
+            started_at: None,
+            finished_at: None,
+            deadline: None,
+            duration_s: None,
+            queue_wait_s: None,
+            outcome: None,
+            reason: None,
+            detail: None,
+            retry_delay_s: None,
+            redelivered: None,
+        }
+    }
+
+    pub fn routing_key(&self) -> String {
+        let clean = |s: &str| s.replace('.', "_");
+        format!("{}.{}.{}", self.event.as_str(), clean(&self.class), clean(&self.host))
+    }
+}
+
+/// Cuts text to at most `max` bytes on a character boundary, keeping the end, where the
+/// error usually is.
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_versioned_json_with_stable_names() {
+        let mut e = JobEvent::new(EventKind::RetryScheduled, "t".into(), "infer.v2", "gpu.7", "infer-1");
+        e.attempt = Some(2);
+        let json = serde_json::to_value(&e).expect("serialises");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["event"], "retry_scheduled");
+        assert!(json.get("job_id").is_none(), "absent fields are omitted");
+        assert_eq!(e.routing_key(), "retry_scheduled.infer_v2.gpu_7");
+        let back: JobEvent = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(tail("short", 10), "short");
+        assert_eq!(tail("abcdef", 3), "…def");
+        assert_eq!(tail("aé€", 3), "…€");
+    }
+}

@@ -1,0 +1,458 @@
+//! Running jobs through the user's handler: one process per job (exec mode) or one long-lived
+//! process fed JSON lines (persistent mode). See INTERFACE.md for the contract.
+//!
+//! Every handler runs in a process group of its own, so that a timeout or a drain can stop the
+//! whole tree it started (TERM, then KILL after a grace), and leftovers of a finished job are
+//! killed too: nothing a job started outlives it. `PR_SET_PDEATHSIG` makes the direct child die
+//! with the worker when the worker is killed outright; under systemd the unit's control group
+//! does the rest.
+
+use crate::config::{ClassConfig, Mode};
+use crate::events::tail;
+use crate::job::{rfc3339, Job};
+use crate::outcome::Outcome;
+use base64::Engine;
+use serde::Deserialize;
+use std::future::Future;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Exit status of `drover work` when a preflight check failed: the unit file lists it in
+/// `RestartPreventExitStatus=` so that systemd does not restart a misconfigured worker.
+pub const EXIT_MISCONFIGURED: i32 = 78;
+
+const STDERR_TAIL: usize = 2048;
+
+/// Who the handler runs for: the values of the `DROVER_*` environment variables.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub class: String,
+    pub host: String,
+    pub unit: String,
+}
+
+/// The handler could not be run at all (cannot spawn, never became ready): the job is not at
+/// fault, and the worker should give it back and stop.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerDown(pub String);
+
+pub enum Handler {
+    Exec(ExecHandler),
+    Persistent(PersistentHandler),
+}
+
+impl Handler {
+    pub fn new(class: &ClassConfig, who: Identity, kill_grace: Duration) -> Handler {
+        match class.mode {
+            Mode::Exec => Handler::Exec(ExecHandler { command: class.command.clone(), who, kill_grace }),
+            Mode::Persistent => Handler::Persistent(PersistentHandler {
+                command: class.command.clone(),
+                who,
+                kill_grace,
+                ready_timeout: class.ready_timeout,
+                wait_ready: class.wait_ready,
+                proc: None,
+            }),
+        }
+    }
+
+    /// Makes the handler ready to take a job (persistent mode: started and, when configured,
+    /// ready). Exec mode has nothing to prepare.
+    pub async fn prepare(&mut self) -> Result<(), HandlerDown> {
+        match self {
+            Handler::Exec(_) => Ok(()),
+            Handler::Persistent(p) => p.ensure_started().await,
+        }
+    }
+
+    /// Runs one attempt of `job`, for at most `limit`. When `stop` completes first the attempt
+    /// is killed and reported as interrupted with the reason `stop` gave.
+    pub async fn run(&mut self, job: &Job, limit: Duration, stop: impl Future<Output = String>) -> Result<Outcome, HandlerDown> {
+        match self {
+            Handler::Exec(e) => e.run(job, limit, stop).await,
+            Handler::Persistent(p) => p.run(job, limit, stop).await,
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Handler::Persistent(p) = self {
+            p.stop().await;
+        }
+    }
+}
+
+fn command(argv: &[String], who: &Identity) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("DROVER_CLASS", &who.class)
+        .env("DROVER_HOST", &who.host)
+        .env("DROVER_UNIT", &who.unit)
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn signal_group(pgid: u32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    // ESRCH (the group is already gone) is the expected, harmless failure.
+    unsafe {
+        libc::kill(-(pgid as i32), signal);
+    }
+}
+
+/// TERM to the whole group, KILL after `grace`, and reap the child.
+async fn stop_group(child: &mut Child, pgid: u32, grace: Duration) -> Option<ExitStatus> {
+    signal_group(pgid, libc::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => s.ok(),
+        Err(_) => None,
+    };
+    signal_group(pgid, libc::SIGKILL);
+    match status {
+        Some(s) => Some(s),
+        None => child.wait().await.ok(),
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "ended".into(),
+    }
+}
+
+pub struct ExecHandler {
+    command: Vec<String>,
+    who: Identity,
+    kill_grace: Duration,
+}
+
+impl ExecHandler {
+    async fn run(&self, job: &Job, limit: Duration, stop: impl Future<Output = String>) -> Result<Outcome, HandlerDown> {
+        let mut cmd = command(&self.command, &self.who);
+        cmd.env("DROVER_JOB_ID", &job.id)
+            .env("DROVER_ATTEMPT", job.attempt.to_string())
+            .env("DROVER_DEADLINE", rfc3339(job.deadline))
+            .env("DROVER_TENANT", job.tenant.as_deref().unwrap_or(""))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
+        let pgid = child.id().unwrap_or(0);
+
+        // Feed stdin and collect stderr beside the wait, so that a large payload or a chatty
+        // handler cannot deadlock against a full pipe.
+        let stdin = child.stdin.take();
+        let payload = job.payload.clone();
+        let feeder = tokio::spawn(async move {
+            if let Some(mut stdin) = stdin {
+                // A handler that does not read its stdin closes the pipe: not an error.
+                let _ = stdin.write_all(&payload).await;
+            }
+        });
+        let stderr = child.stderr.take();
+        let collector = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(mut s) = stderr {
+                let _ = s.read_to_end(&mut buf).await;
+            }
+            buf
+        });
+
+        let ended = tokio::select! {
+            status = child.wait() => Ok(status),
+            _ = tokio::time::sleep(limit) => Err(None),
+            why = stop => Err(Some(why)),
+        };
+        let outcome = match ended {
+            Ok(status) => {
+                signal_group(pgid, libc::SIGKILL); // leftovers of a finished job
+                let err = String::from_utf8_lossy(&collector.await.unwrap_or_default()).trim().to_string();
+                let status = status.map_err(|e| HandlerDown(format!("cannot wait for handler: {e}")))?;
+                exec_outcome(status, &tail(&err, STDERR_TAIL))
+            }
+            Err(stopped) => {
+                stop_group(&mut child, pgid, self.kill_grace).await;
+                collector.abort();
+                match stopped {
+                    None => Outcome::TimedOut(format!("killed after {:.1}s", limit.as_secs_f64())),
+                    Some(why) => Outcome::Interrupted(why),
+                }
+            }
+        };
+        feeder.abort();
+        Ok(outcome)
+    }
+}
+
+/// Maps an exec-mode exit status to an outcome (INTERFACE.md: 0 done, 75 retry, 65 reject).
+pub fn exec_outcome(status: ExitStatus, stderr_tail: &str) -> Outcome {
+    let with_err = |what: String| if stderr_tail.is_empty() { what } else { format!("{what}: {stderr_tail}") };
+    match status.code() {
+        Some(0) => Outcome::Succeeded,
+        Some(75) => Outcome::Transient(with_err("exit status 75".into())),
+        Some(65) => Outcome::Rejected(with_err("exit status 65".into())),
+        _ => Outcome::Failed(with_err(describe(status))),
+    }
+}
+
+pub struct PersistentHandler {
+    command: Vec<String>,
+    who: Identity,
+    kill_grace: Duration,
+    ready_timeout: Duration,
+    wait_ready: bool,
+    proc: Option<Proc>,
+}
+
+struct Proc {
+    child: Child,
+    pgid: u32,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<serde_json::Value>,
+    ready: Option<bool>,
+    status: Option<String>,
+    #[serde(default)]
+    message: Option<serde_json::Value>,
+}
+
+/// What one line on the handler's stdout means.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    Ready,
+    Result { id: String, outcome: Outcome },
+    /// Not JSON: a stray print. Logged, not fatal: stdout is the protocol channel, but a debug
+    /// print should not cost a job.
+    Noise,
+    /// JSON that breaks the protocol: the handler cannot be trusted with the next job.
+    Violation(String),
+}
+
+/// Parses one line of a persistent handler's stdout.
+pub fn parse_line(line: &str) -> Line {
+    let trimmed = line.trim();
+    if !trimmed.starts_with('{') {
+        return Line::Noise;
+    }
+    let reply: Reply = match serde_json::from_str(trimmed) {
+        Ok(r) => r,
+        Err(_) => return Line::Noise,
+    };
+    if reply.ready == Some(true) && reply.id.is_none() {
+        return Line::Ready;
+    }
+    let id = match reply.id {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => return Line::Violation(format!("result without an id: {}", tail(trimmed, 200))),
+    };
+    let message = match reply.message {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    };
+    let outcome = match reply.status.as_deref() {
+        Some("ok") => Outcome::Succeeded,
+        Some("retry") => Outcome::Transient(message),
+        Some("reject") => Outcome::Rejected(message),
+        Some("fail") => Outcome::Failed(message),
+        other => return Line::Violation(format!("status {other:?} is not ok, retry, reject or fail")),
+    };
+    Line::Result { id, outcome }
+}
+
+/// The line written to a persistent handler for one job.
+pub fn job_line(job: &Job) -> String {
+    let mut obj = serde_json::json!({
+        "id": job.id,
+        "class": job.class,
+        "attempt": job.attempt,
+        "deadline": rfc3339(job.deadline),
+        "tenant": job.tenant,
+    });
+    match serde_json::from_slice::<serde_json::Value>(&job.payload) {
+        Ok(v) => obj["payload"] = v,
+        Err(_) => obj["payload_b64"] = base64::engine::general_purpose::STANDARD.encode(&job.payload).into(),
+    }
+    let mut s = obj.to_string();
+    s.push('\n');
+    s
+}
+
+impl PersistentHandler {
+    async fn ensure_started(&mut self) -> Result<(), HandlerDown> {
+        if self.proc.is_some() {
+            return Ok(());
+        }
+        let mut cmd = command(&self.command, &self.who);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
+        let pgid = child.id().unwrap_or(0);
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(HandlerDown("handler started without pipes".into()));
+        };
+        let mut proc = Proc { child, pgid, stdin, stdout: BufReader::new(stdout).lines() };
+        if self.wait_ready {
+            let waited = tokio::time::timeout(self.ready_timeout, async {
+                loop {
+                    match proc.stdout.next_line().await {
+                        Ok(Some(line)) => match parse_line(&line) {
+                            Line::Ready => return Ok(()),
+                            _ => tracing::info!(target: "handler", "{line}"),
+                        },
+                        Ok(None) => return Err("handler exited before it was ready".to_string()),
+                        Err(e) => return Err(format!("cannot read the handler's output: {e}")),
+                    }
+                }
+            })
+            .await;
+            let failure = match waited {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(format!("handler not ready after {:?}", self.ready_timeout)),
+            };
+            if let Some(e) = failure {
+                let status = stop_group(&mut proc.child, proc.pgid, self.kill_grace).await;
+                let status = status.map(describe).unwrap_or_default();
+                return Err(HandlerDown(format!("{e} ({status})")));
+            }
+        }
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    async fn run(&mut self, job: &Job, limit: Duration, stop: impl Future<Output = String>) -> Result<Outcome, HandlerDown> {
+        self.ensure_started().await?;
+        let Some(proc) = self.proc.as_mut() else {
+            return Err(HandlerDown("handler not running".into()));
+        };
+        let exchange = async {
+            proc.stdin.write_all(job_line(job).as_bytes()).await.map_err(|e| format!("cannot write the job: {e}"))?;
+            proc.stdin.flush().await.map_err(|e| format!("cannot write the job: {e}"))?;
+            loop {
+                match proc.stdout.next_line().await {
+                    Ok(Some(line)) => match parse_line(&line) {
+                        Line::Result { id, outcome } if id == job.id => return Ok(outcome),
+                        Line::Result { id, .. } => return Err(format!("answered for job {id} while running {}", job.id)),
+                        Line::Violation(v) => return Err(v),
+                        Line::Ready => {}
+                        Line::Noise => tracing::info!(target: "handler", "{line}"),
+                    },
+                    Ok(None) => return Err("handler exited".to_string()),
+                    Err(e) => return Err(format!("cannot read the handler's output: {e}")),
+                }
+            }
+        };
+        let ended = tokio::select! {
+            r = exchange => Ok(r),
+            _ = tokio::time::sleep(limit) => Err(None),
+            why = stop => Err(Some(why)),
+        };
+        match ended {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(broken)) => {
+                let status = self.stop().await.map(describe).unwrap_or_default();
+                Ok(Outcome::Failed(format!("persistent handler failed: {broken} ({status}); restarting it")))
+            }
+            Err(None) => {
+                self.stop().await;
+                Ok(Outcome::TimedOut(format!("killed after {:.1}s; handler restarted", limit.as_secs_f64())))
+            }
+            Err(Some(why)) => {
+                self.stop().await;
+                Ok(Outcome::Interrupted(why))
+            }
+        }
+    }
+
+    async fn stop(&mut self) -> Option<ExitStatus> {
+        let mut proc = self.proc.take()?;
+        drop(proc.stdin); // EOF asks a well-behaved handler to leave on its own
+        match tokio::time::timeout(Duration::from_millis(200), proc.child.wait()).await {
+            Ok(status) => {
+                signal_group(proc.pgid, libc::SIGKILL);
+                status.ok()
+            }
+            Err(_) => stop_group(&mut proc.child, proc.pgid, self.kill_grace).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_lines_table() {
+        let cases: Vec<(&str, Line)> = vec![
+            (r#"{"ready": true}"#, Line::Ready),
+            (r#"{"id": "a", "status": "ok"}"#, Line::Result { id: "a".into(), outcome: Outcome::Succeeded }),
+            (
+                r#"{"id": 7, "status": "retry", "message": "busy"}"#,
+                Line::Result { id: "7".into(), outcome: Outcome::Transient("busy".into()) },
+            ),
+            (
+                r#"{"id": "a", "status": "reject", "message": {"field": "x"}}"#,
+                Line::Result { id: "a".into(), outcome: Outcome::Rejected(r#"{"field":"x"}"#.into()) },
+            ),
+            (r#"{"id": "a", "status": "fail"}"#, Line::Result { id: "a".into(), outcome: Outcome::Failed(String::new()) }),
+            ("loading model...", Line::Noise),
+            ("{not json", Line::Noise),
+            (r#"{"status": "ok"}"#, Line::Violation("result without an id: {\"status\": \"ok\"}".into())),
+            (r#"{"id": "a", "status": "done"}"#, Line::Violation("status Some(\"done\") is not ok, retry, reject or fail".into())),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse_line(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn job_lines_carry_json_payloads_as_json_and_others_as_base64() {
+        let mut job = Job {
+            id: "j".into(),
+            class: "c".into(),
+            attempt: 1,
+            submitted_at: 0,
+            deadline: 0,
+            tenant: None,
+            payload: br#"{"n": 1}"#.to_vec(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&job_line(&job)).expect("json");
+        assert_eq!(v["payload"]["n"], 1);
+        assert!(v.get("payload_b64").is_none());
+        job.payload = vec![0xff, 0x00];
+        let v: serde_json::Value = serde_json::from_str(&job_line(&job)).expect("json");
+        assert_eq!(v["payload_b64"], "/wA=");
+    }
+
+    #[test]
+    fn exit_statuses_follow_the_contract() {
+        let st = |code: i32| ExitStatus::from_raw(code << 8);
+        assert_eq!(exec_outcome(st(0), ""), Outcome::Succeeded);
+        assert_eq!(exec_outcome(st(75), "later"), Outcome::Transient("exit status 75: later".into()));
+        assert_eq!(exec_outcome(st(65), ""), Outcome::Rejected("exit status 65".into()));
+        assert_eq!(exec_outcome(st(1), ""), Outcome::Failed("exit status 1".into()));
+        assert_eq!(exec_outcome(ExitStatus::from_raw(9), ""), Outcome::Failed("killed by signal 9".into()));
+    }
+}

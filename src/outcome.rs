@@ -1,0 +1,238 @@
+//! What happens to a job after an attempt: the decision itself, as data.
+//!
+//! [`decide`] turns what the handler did ([`Outcome`]) into what the worker must do with the
+//! message ([`Action`]): acknowledge it, retry it after a jittered delay held by the broker,
+//! dead-letter it with a reason, or requeue it without charging an attempt (the worker, not the
+//! job, was at fault). Pure: the clock and the random number come in as arguments.
+
+use crate::backoff::Backoff;
+use std::time::Duration;
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0 / `"status": "ok"`.
+    Succeeded,
+    /// Exit 75 / `"retry"`: transient, try again.
+    Transient(String),
+    /// Exit 65 / `"reject"`: the job itself is bad.
+    Rejected(String),
+    /// Any other exit status, a signal, `"fail"`, a handler that died or broke the protocol.
+    Failed(String),
+    /// The attempt ran past the class's `timeout` or the job's deadline and was killed.
+    TimedOut(String),
+    /// The worker stopped the attempt for its own reasons (drain deadline, lost its lease or
+    /// its channel): the job did nothing wrong.
+    Interrupted(String),
+}
+
+impl Outcome {
+    /// The short name used in events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Transient(_) => "transient",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Failed(_) => "failed",
+            Outcome::TimedOut(_) => "timeout",
+            Outcome::Interrupted(_) => "interrupted",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Succeeded => "",
+            Outcome::Transient(m)
+            | Outcome::Rejected(m)
+            | Outcome::Failed(m)
+            | Outcome::TimedOut(m)
+            | Outcome::Interrupted(m) => m,
+        }
+    }
+}
+
+/// Why a job was dead-lettered. The string forms are written into the dead letter's
+/// `x-drover-dead-reason` header and are part of the interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadReason {
+    MaxAttempts,
+    Rejected,
+    DeadlineExpired,
+    Undecodable,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::MaxAttempts => "max_attempts",
+            DeadReason::Rejected => "rejected",
+            DeadReason::DeadlineExpired => "deadline_expired",
+            DeadReason::Undecodable => "undecodable",
+        }
+    }
+}
+
+/// What the worker does with the message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Ack,
+    /// Republish with `attempt + 1` through the broker-held delay queues, then acknowledge.
+    Retry { delay: Duration },
+    /// Publish to the class's dead-letter queue with the reason, then acknowledge.
+    DeadLetter { reason: DeadReason, detail: String },
+    /// Give the message back unchanged: no attempt is charged.
+    Requeue { why: String },
+}
+
+/// The retry policy of a class.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+/// Decides what to do after attempt number `attempt` (1-based) ended with `outcome`.
+/// `time_left` is what remains of the job's absolute deadline; `unit` is a uniform random
+/// number in `[0, 1)` for the jitter.
+pub fn decide(outcome: &Outcome, attempt: u32, time_left: Duration, policy: &RetryPolicy, unit: f64) -> Action {
+    let retry_or_give_up = |detail: &str| {
+        if attempt >= policy.max_attempts {
+            return Action::DeadLetter {
+                reason: DeadReason::MaxAttempts,
+                detail: format!("attempt {attempt} of {}: {detail}", policy.max_attempts),
+            };
+        }
+        let delay = policy.backoff.delay(attempt, unit);
+        if delay >= time_left {
+            // The retry would come back after the deadline only to be dead-lettered then.
+            return Action::DeadLetter {
+                reason: DeadReason::DeadlineExpired,
+                detail: format!("no time left for a retry after: {detail}"),
+            };
+        }
+        Action::Retry { delay }
+    };
+    match outcome {
+        Outcome::Succeeded => Action::Ack,
+        Outcome::Rejected(m) => Action::DeadLetter { reason: DeadReason::Rejected, detail: m.clone() },
+        Outcome::Transient(m) | Outcome::Failed(m) | Outcome::TimedOut(m) => retry_or_give_up(m),
+        Outcome::Interrupted(m) => Action::Requeue { why: m.clone() },
+    }
+}
+
+/// Decides, before running anything, whether a delivered job may run at all.
+pub fn admit(time_left: Option<Duration>) -> Option<Action> {
+    match time_left {
+        Some(left) if left.is_zero() => Some(Action::DeadLetter {
+            reason: DeadReason::DeadlineExpired,
+            detail: "deadline passed before the job could start".into(),
+        }),
+        _ => None,
+    }
+}
+
+/// Broker-held delays: a ladder of delay queues with a queue-wide TTL each.
+///
+/// RabbitMQ expires per-message TTLs only at the head of a queue, so one queue holding mixed
+/// delays would keep a 1 s retry behind a 1 h one. Each rung holds a single delay, so its head
+/// always expires first. Rungs are a geometric grid, four per doubling (about 19% apart), from
+/// 1 s up; a delay is rounded *down* to its rung so that the backoff's cap is never passed, and
+/// the jitter survives the rounding (four rungs per doubling still spread a herd). Delays under
+/// half a second go straight back to the work queue.
+pub fn delay_rung(delay: Duration) -> Option<Duration> {
+    const RUNGS_PER_DOUBLING: f64 = 4.0;
+    let secs = delay.as_secs_f64();
+    if secs < 0.5 {
+        return None;
+    }
+    if secs < 1.0 {
+        return Some(Duration::from_secs(1));
+    }
+    let k = (secs.log2() * RUNGS_PER_DOUBLING + 1e-9).floor();
+    let rung_ms = (1000.0 * (k / RUNGS_PER_DOUBLING).exp2()).round() as u64;
+    Some(Duration::from_millis(rung_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 3, backoff: Backoff::new(S(10), S(600)) }
+    }
+
+    #[test]
+    fn decision_table() {
+        let day = S(86_400);
+        let cases: Vec<(Outcome, u32, Duration, f64, Action)> = vec![
+            (Outcome::Succeeded, 1, day, 0.5, Action::Ack),
+            (Outcome::Succeeded, 3, day, 0.5, Action::Ack),
+            (Outcome::Transient("busy".into()), 1, day, 0.5, Action::Retry { delay: S(5) }),
+            (Outcome::Failed("exit 1".into()), 2, day, 0.5, Action::Retry { delay: S(10) }),
+            (Outcome::TimedOut("40m".into()), 2, day, 1.0, Action::Retry { delay: S(20) }),
+            (
+                Outcome::Failed("exit 1".into()),
+                3,
+                day,
+                0.5,
+                Action::DeadLetter { reason: DeadReason::MaxAttempts, detail: "attempt 3 of 3: exit 1".into() },
+            ),
+            (
+                Outcome::Rejected("bad input".into()),
+                1,
+                day,
+                0.5,
+                Action::DeadLetter { reason: DeadReason::Rejected, detail: "bad input".into() },
+            ),
+            (
+                Outcome::Transient("busy".into()),
+                1,
+                S(3),
+                0.5,
+                Action::DeadLetter {
+                    reason: DeadReason::DeadlineExpired,
+                    detail: "no time left for a retry after: busy".into(),
+                },
+            ),
+            (Outcome::Interrupted("drain".into()), 3, day, 0.5, Action::Requeue { why: "drain".into() }),
+        ];
+        for (outcome, attempt, left, unit, want) in cases {
+            assert_eq!(decide(&outcome, attempt, left, &policy(), unit), want, "{outcome:?} attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn an_expired_job_is_not_admitted() {
+        assert!(matches!(
+            admit(Some(Duration::ZERO)),
+            Some(Action::DeadLetter { reason: DeadReason::DeadlineExpired, .. })
+        ));
+        assert_eq!(admit(Some(S(1))), None);
+        assert_eq!(admit(None), None);
+    }
+
+    #[test]
+    fn delay_rungs_round_down_on_a_fine_grid() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (ms(100), None),
+            (ms(600), Some(S(1))),
+            (S(1), Some(S(1))),
+            (ms(1200), Some(ms(1189))),
+            (S(2), Some(S(2))),
+            (S(3), Some(ms(2828))),
+            (S(600), Some(S(512))),
+            (S(3600), Some(ms(3_444_312))),
+        ];
+        for (delay, want) in cases {
+            let rung = delay_rung(delay);
+            assert_eq!(rung, want, "{delay:?}");
+            if let Some(r) = rung {
+                assert!(r <= delay.max(S(1)));
+                assert!(r.as_secs_f64() > delay.as_secs_f64() * 0.8, "{delay:?} -> {r:?}");
+            }
+        }
+    }
+}
