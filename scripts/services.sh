@@ -24,6 +24,7 @@ readonly BOOTED_MARKER=/run/systemd/system
 readonly PRIVATE_RUNTIME_DIR=${DROVER_RUNTIME_DIR:-/tmp/drover-run}
 readonly PID_FILE=$PRIVATE_RUNTIME_DIR/systemd-user.pid
 readonly MANAGER_LOG=$PRIVATE_RUNTIME_DIR/systemd-user.log
+readonly LOCK_FILE=/tmp/drover-services.lock LOCK_DEADLINE=300
 
 APT_UPDATED=false
 
@@ -54,12 +55,12 @@ apt_install() {
     fi
     note "installing $* (apt log: $log)"
     if ! $APT_UPDATED; then
-        timeout 600 apt-get -q update >>"$log" 2>&1 || rc=$?
+        timeout 600 apt-get -q update >>"$log" 2>&1 9>&- || rc=$?
         APT_UPDATED=true
     fi
     if [[ $rc -eq 0 ]]; then
         DEBIAN_FRONTEND=noninteractive timeout 900 \
-            apt-get install -y -q -o DPkg::Lock::Timeout=120 "$@" >>"$log" 2>&1 || rc=$?
+            apt-get install -y -q -o DPkg::Lock::Timeout=120 "$@" >>"$log" 2>&1 9>&- || rc=$?
     fi
     if $hid_marker; then mkdir -p "$BOOTED_MARKER"; fi
     if [[ $rc -ne 0 ]]; then
@@ -98,10 +99,10 @@ rabbit_fail() {
 rabbit_start_node() {
     note "RabbitMQ node is down; starting it"
     if pid1_is_systemd; then
-        timeout 120 systemctl start rabbitmq-server >&2 || rabbit_fail "systemctl start rabbitmq-server failed"
+        timeout 120 systemctl start rabbitmq-server >&2 9>&- || rabbit_fail "systemctl start rabbitmq-server failed"
     else
         # Debian's wrapper drops to the rabbitmq user and writes startup_log/err.
-        timeout 120 rabbitmq-server -detached >&2 || rabbit_fail "rabbitmq-server -detached failed"
+        timeout 120 rabbitmq-server -detached >&2 9>&- || rabbit_fail "rabbitmq-server -detached failed"
     fi
 }
 
@@ -116,7 +117,7 @@ ensure_rabbitmq() {
     elif ! rabbit_app_running; then
         note "RabbitMQ node is up but its app is stopped; running start_app"
         # Not fatal by itself: the node may be booting already; the wait decides.
-        timeout 60 rabbitmqctl -q start_app >&2 || note "start_app failed; waiting anyway"
+        timeout 60 rabbitmqctl -q start_app >&2 9>&- || note "start_app failed; waiting anyway"
     fi
     local end=$((SECONDS + RABBIT_DEADLINE))
     until rabbit_ping && port_open "$AMQP_HOST" "$AMQP_PORT"; do
@@ -212,11 +213,40 @@ stop_private_manager() {  # PID; SIGTERM lets it stop its units first
     done
 }
 
+# A SIGKILLed manager leaves its services (and its dbus-daemon) running in
+# the slices it created; a leftover worker would keep consuming from the test
+# queues. No other user manager runs (checked before), so whatever is still in
+# these slices is a stale child of ours. Our own ancestors are spared.
+kill_stale_unit_processes() {
+    local pid ancestors=" " p=$$ stale=()
+    while [[ $p -gt 1 ]]; do
+        ancestors+="$p "
+        p=$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null) || break
+    done
+    while read -r pid; do
+        [[ -n $pid && $ancestors != *" $pid "* ]] && stale+=("$pid")
+    done < <(find /sys/fs/cgroup -regextype posix-extended \
+                -regex '.*/(app|session|background)\.slice/(.*/)?cgroup\.procs' \
+                -exec cat {} + 2>/dev/null | sort -un)
+    [[ ${#stale[@]} -gt 0 ]] || return 0
+    note "stopping ${#stale[@]} process(es) left behind by a dead user manager: ${stale[*]}"
+    kill -TERM "${stale[@]}" 2>/dev/null || true
+    local end=$((SECONDS + 5))
+    while any_alive "${stale[@]}" && ((SECONDS < end)); do sleep 0.2; done
+    kill -KILL "${stale[@]}" 2>/dev/null || true
+}
+
+any_alive() {
+    local pid
+    for pid; do kill -0 "$pid" 2>/dev/null && return 0; done
+    return 1
+}
+
 start_private_manager() {
     [[ -x $SYSTEMD_BIN ]] || apt_install systemd dbus dbus-user-session
     have busctl || apt_install systemd
     have dbus-daemon || apt_install dbus dbus-user-session
-    pid1_is_systemd || refuse_if_other_manager
+    pid1_is_systemd || { refuse_if_other_manager; kill_stale_unit_processes; }
     mkdir -p "$BOOTED_MARKER"
     # A stale socket from a killed manager would make the wait below pass early.
     rm -f "$XDG_RUNTIME_DIR/bus"
@@ -226,7 +256,7 @@ start_private_manager() {
     env -i HOME="${HOME:-/root}" USER="$(id -un)" LOGNAME="$(id -un)" SHELL=/bin/bash \
         LANG="${LANG:-C.UTF-8}" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         XDG_RUNTIME_DIR="$XDG_RUNTIME_DIR" \
-        setsid "$SYSTEMD_BIN" --user </dev/null >"$MANAGER_LOG" 2>&1 &
+        setsid "$SYSTEMD_BIN" --user </dev/null >"$MANAGER_LOG" 2>&1 9>&- &
     local pid=$!
     echo "$pid" >"$PID_FILE"
     if ! wait_manager "$pid"; then
@@ -316,7 +346,18 @@ down_systemd() {
 
 # ------------------------------------------------------------------- main --
 
+# Tests may call us in parallel; without a lock two callers could each start
+# a user manager or race apt. Held until the script exits; whatever may spawn
+# a daemon (apt postinst, rabbitmq, systemd) gets `9>&-` so that daemon does
+# not inherit the fd and hold the lock forever.
+take_lock() {
+    exec 9>"$LOCK_FILE"
+    flock -w "$LOCK_DEADLINE" 9 \
+        || die "another services.sh still holds $LOCK_FILE after ${LOCK_DEADLINE}s"
+}
+
 ensure_all() {
+    take_lock
     ensure_python
     ensure_rabbitmq
     ensure_systemd
@@ -341,7 +382,7 @@ main() {
         up) ensure_all ;;
         env) ensure_all; print_env ;;
         status) rabbit_status; systemd_status ;;
-        down-systemd) down_systemd ;;
+        down-systemd) take_lock; down_systemd ;;
         *) usage ;;
     esac
 }

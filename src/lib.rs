@@ -6,3 +6,7 @@ pub mod events;
 pub mod handler;
 pub mod job;
 pub mod outcome;
+pub mod notify;
+pub mod preflight;
+pub mod work;
+pub mod submit;

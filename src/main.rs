@@ -1,1 +1,126 @@
-fn main() {}
+//! The `drover` binary: parses arguments, sets up logging, loads the configuration and hands
+//! over to the library. Exit codes: 0 success, 1 the operation ran but did not succeed, 2 bad
+//! usage or bad configuration.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use drover::config::Config;
+use drover::{duration, submit, work};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "drover", version, about = "A self-healing supervisor for a fleet of job workers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one worker in the foreground (what drover-worker@.service runs).
+    Work {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        class: String,
+        /// The unit's instance (e.g. inference-3); also DROVER_UNIT for the handler.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Publish jobs with publisher confirms; prints one job id per line.
+    Submit {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        class: String,
+        /// The payload, as given (JSON or not).
+        #[arg(long, conflicts_with = "payload_file")]
+        payload: Option<String>,
+        /// Read the payload from a file.
+        #[arg(long)]
+        payload_file: Option<PathBuf>,
+        /// Deadline from now, e.g. 24h (default: the class's deadline).
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<std::time::Duration>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
+    /// Validate a configuration: exit 0, or print every problem and exit 2.
+    CheckConfig { file: PathBuf },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    duration::parse(s)
+}
+
+/// A failure with its exit code.
+struct Failure(u8, anyhow::Error);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(code, e)) => {
+            eprintln!("drover: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| Failure(2, e.into()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    // One thread: a worker runs one job at a time, and the handler's PR_SET_PDEATHSIG is tied
+    // to the thread that spawned it, which must live as long as the worker.
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure(1, e.into()))
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::CheckConfig { file } => {
+            let cfg = load(&file)?;
+            for w in cfg.warnings() {
+                eprintln!("warning: {}", w.0);
+            }
+            println!("{}: ok ({} classes)", file.display(), cfg.classes.len());
+            Ok(0)
+        }
+        Command::Work { config, class, instance } => {
+            let cfg = load(&config)?;
+            cfg.class(&class).map_err(|e| Failure(2, anyhow::anyhow!(e)))?;
+            for w in cfg.warnings() {
+                tracing::warn!("{}", w.0);
+            }
+            let code = runtime()?.block_on(work::run(cfg, &class, instance)).map_err(|e| Failure(1, e))?;
+            Ok(code.clamp(0, 255) as u8)
+        }
+        Command::Submit { config, class, payload, payload_file, deadline, tenant, count } => {
+            let cfg = load(&config)?;
+            cfg.class(&class).map_err(|e| Failure(2, anyhow::anyhow!(e)))?;
+            let payload = match (payload, payload_file) {
+                (Some(p), _) => p.into_bytes(),
+                (None, Some(f)) => std::fs::read(&f)
+                    .with_context(|| format!("cannot read the payload file {}", f.display()))
+                    .map_err(|e| Failure(2, e))?,
+                (None, None) => b"{}".to_vec(),
+            };
+            let s = submit::Submission { class, payload, deadline, tenant, count };
+            let ids = runtime()?.block_on(submit::submit(&cfg, &s)).map_err(|e| Failure(1, e))?;
+            let mut out = std::io::stdout().lock();
+            for id in ids {
+                if writeln!(out, "{id}").is_err() {
+                    break; // a closed pipe (| head) is not an error
+                }
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! `drover work`: one worker. Consumes its class's queue, runs each job through the handler,
+//! and records the decision on the broker. This module joins the pure decisions
+//! ([`crate::outcome`]) to the adapters ([`crate::amqp`], [`crate::handler`]).
+//!
+//! Two ways of holding a running job, chosen per class at start-up and logged:
+//! - **delivery**: the job's delivery stays unacknowledged while it runs; if the worker dies
+//!   the broker redelivers it. If the channel is lost mid-job, the broker has already requeued
+//!   the job for another worker, so this worker kills its copy at once rather than run it twice.
+//! - **lease** (attempts that may outlast the broker's `consumer_timeout`, which would close the
+//!   channel under a long job): at start a copy of the job is put in a queue of its own whose
+//!   TTL dead-letters it back to the work queue, and the delivery is acknowledged. The worker
+//!   renews the lease (a fresh copy, then the old queue deleted) every third of its TTL. If the
+//!   worker dies, the copy comes back within one TTL; if the worker cannot renew before the TTL
+//!   runs out, it kills its job, because the copy is about to run elsewhere.
+
+use crate::amqp::{BrokerError, Link};
+use crate::backoff::Jitter;
+use crate::config::{ClassConfig, Config};
+use crate::duration;
+use crate::events::{tail, EventKind, JobEvent};
+use crate::handler::{Handler, HandlerDown, Identity, EXIT_MISCONFIGURED};
+use crate::job::{self, now_ms, rfc3339, with_headers, Job};
+use crate::notify;
+use crate::outcome::{admit, decide, Action, DeadReason, Outcome, RetryPolicy};
+use crate::preflight;
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What a worker shares with its signal handler.
+#[derive(Default)]
+struct Drain {
+    token: CancellationToken,
+    started: OnceLock<Instant>,
+    consumer: Mutex<Option<(Channel, String)>>,
+}
+
+impl Drain {
+    /// Starts draining: no new job, and the consumer is cancelled at once, even mid-job.
+    fn begin(&self) {
+        let _ = self.started.set(Instant::now());
+        self.token.cancel();
+        let consumer = self.consumer.lock().ok().and_then(|mut c| c.take());
+        if let Some((chan, tag)) = consumer {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), chan.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
+            });
+        }
+    }
+
+    /// Completes when the drain deadline has passed (never when no drain was asked for).
+    async fn deadline_passed(&self, deadline: Duration) -> String {
+        self.token.cancelled().await;
+        let started = self.started.get().copied().unwrap_or_else(Instant::now);
+        tokio::time::sleep_until(started + deadline).await;
+        format!("drain deadline ({}) reached", duration::format(deadline))
+    }
+}
+
+struct Worker {
+    cfg: Config,
+    class: ClassConfig,
+    unit: String,
+    link: Link,
+    handler: Handler,
+    jitter: Jitter,
+    drain: Arc<Drain>,
+    uses_lease: bool,
+}
+
+/// Runs a worker until it is told to stop; returns the process exit status.
+pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> anyhow::Result<i32> {
+    let class = cfg.class(class_name).map_err(anyhow::Error::msg)?.clone();
+    let unit = unit_name(class_name, instance.as_deref());
+    let who = Identity { class: class.name.clone(), host: cfg.host.clone(), unit: unit.clone() };
+    let uses_lease = class.uses_lease(&cfg.broker, cfg.worker.kill_grace);
+    let mut w = Worker {
+        link: Link::new(&cfg.broker, &format!("drover work {unit}")),
+        handler: Handler::new(&class, who, cfg.worker.kill_grace),
+        jitter: Jitter::from_os(),
+        drain: Arc::new(Drain::default()),
+        cfg,
+        class,
+        unit,
+        uses_lease,
+    };
+    tokio::spawn(notify::watchdog_loop());
+    spawn_signal_handler(w.drain.clone())?;
+    w.explain_holding();
+    w.main().await
+}
+
+fn unit_name(class: &str, instance: Option<&str>) -> String {
+    match instance {
+        // Under systemd the instance comes from the template, and the unit is its full name.
+        Some(i) if std::env::var_os("INVOCATION_ID").is_some() => format!("drover-worker@{i}.service"),
+        Some(i) => i.to_string(),
+        None => format!("{class}-{}", std::process::id()),
+    }
+}
+
+fn spawn_signal_handler(drain: Arc<Drain>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("asked to stop: draining (no new job; the running one may finish)");
+        notify::status("draining");
+        drain.begin();
+    });
+    Ok(())
+}
+
+impl Worker {
+    fn explain_holding(&self) {
+        let b = &self.cfg.broker;
+        let (c, grace) = (&self.class, self.cfg.worker.kill_grace);
+        if self.uses_lease {
+            tracing::info!(
+                "class {}: attempts may run {} (+{} kill grace); the broker's consumer_timeout is taken as {} \
+                 (broker.consumer_timeout; AMQP cannot read the broker's setting), which would close the channel \
+                 under such a job and hand it to another worker. So each job runs under a broker-held lease: the \
+                 delivery is acknowledged at start and a copy waits in a lease queue ({}.lease.*), renewed every {}; \
+                 if this worker dies the copy returns to the queue within {}",
+                c.name,
+                duration::format(c.timeout),
+                duration::format(grace),
+                duration::format(b.consumer_timeout),
+                b.prefix,
+                duration::format(b.lease_ttl / 3),
+                duration::format(b.lease_ttl),
+            );
+        } else {
+            tracing::info!(
+                "class {}: attempts end within {} (+{} grace), inside the broker's consumer_timeout of {} \
+                 (broker.consumer_timeout): each job holds its unacknowledged delivery while it runs",
+                c.name,
+                duration::format(c.timeout),
+                duration::format(grace),
+                duration::format(b.consumer_timeout),
+            );
+        }
+    }
+
+    async fn main(&mut self) -> anyhow::Result<i32> {
+        notify::status("connecting to the broker");
+        if self.link.ensure_up(None, &self.drain.token).await.is_err() {
+            return Ok(0); // stopped before the broker came
+        }
+        if let Err(failure) = preflight::run(&self.class.preflight, self.cfg.worker.preflight_timeout).await {
+            tracing::error!("{failure}; taking no job (exit {EXIT_MISCONFIGURED}: not to be restarted)");
+            notify::status(&format!("misconfigured: {failure}"));
+            let mut e = self.event(EventKind::Misconfigured, None);
+            e.reason = Some(format!("preflight check {:?} failed ({})", failure.check, failure.status));
+            e.detail = Some(failure.output.clone());
+            self.link.event(e).await;
+            return Ok(EXIT_MISCONFIGURED);
+        }
+        notify::status("starting the handler");
+        if let Err(e) = self.handler.prepare().await {
+            tracing::error!("{e}");
+            return Ok(1);
+        }
+        notify::ready();
+        notify::status("idle");
+        tracing::info!("worker {} ready for class {} on {}", self.unit, self.class.name, self.link.names.work(&self.class.name));
+
+        let code = loop {
+            if self.drain.token.is_cancelled() {
+                break 0;
+            }
+            if self.link.ensure_up(None, &self.drain.token).await.is_err() {
+                break 0;
+            }
+            match self.consume().await {
+                Ok(Some(code)) => break code,
+                Ok(None) => continue, // reconnect
+                Err(e) => {
+                    tracing::warn!("broker trouble: {e}; reconnecting");
+                    self.link.mark_down();
+                }
+            }
+        };
+        notify::stopping();
+        self.handler.shutdown().await;
+        if let Some(conn) = self.link.connection() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.close(200, "worker stopping".into())).await;
+        }
+        tracing::info!("worker {} stopped", self.unit);
+        Ok(code)
+    }
+
+    /// Subscribes and handles deliveries until the link breaks (`None`) or the worker is done.
+    async fn consume(&mut self) -> Result<Option<i32>, BrokerError> {
+        self.link.declare_class(&self.class.name).await?;
+        let chan = self.link.consumer_channel(self.class.prefetch).await?;
+        let queue = self.link.names.work(&self.class.name);
+        let mut consumer = crate::amqp::deadline(
+            self.cfg.broker.op_timeout,
+            "basic.consume",
+            chan.basic_consume(queue.as_str().into(), self.unit.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()),
+        )
+        .await?;
+        let tag = consumer.tag().as_str().to_string();
+        if let Ok(mut c) = self.drain.consumer.lock() {
+            *c = Some((chan.clone(), tag.clone()));
+        }
+        if self.drain.token.is_cancelled() {
+            let _ = chan.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+        }
+        loop {
+            let next = tokio::select! {
+                d = consumer.next() => d,
+                _ = self.drain.token.cancelled() => break,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    if self.drain.token.is_cancelled() {
+                        requeue_quietly(&delivery).await;
+                        break;
+                    }
+                    if let Err(e) = self.handle(delivery, &chan).await {
+                        tracing::warn!("broker trouble while recording a result: {e}");
+                        return Ok(None);
+                    }
+                    if let Handler::Persistent(_) = self.handler {
+                        if let Err(HandlerDown(e)) = self.handler.prepare().await {
+                            tracing::error!("{e}");
+                            return Ok(Some(1));
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("consumer failed: {e}");
+                    self.link.mark_down();
+                    return Ok(None);
+                }
+                None if self.drain.token.is_cancelled() => break,
+                None => {
+                    tracing::warn!("the broker cancelled the consumer; subscribing again");
+                    self.link.mark_down();
+                    return Ok(None);
+                }
+            }
+        }
+        // Draining: a delivery that was already on its way after the cancel goes back.
+        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+            requeue_quietly(&d).await;
+        }
+        Ok(Some(0))
+    }
+
+    fn event(&self, kind: EventKind, job: Option<&Job>) -> JobEvent {
+        let mut e = JobEvent::new(kind, rfc3339(now_ms()), &self.class.name, &self.cfg.host, &self.unit);
+        if let Some(j) = job {
+            e.job_id = Some(j.id.clone());
+            e.tenant = j.tenant.clone();
+            e.attempt = Some(j.attempt);
+            e.submitted_at = Some(rfc3339(j.submitted_at));
+            e.deadline = Some(rfc3339(j.deadline));
+        }
+        e
+    }
+
+    /// Runs one delivery to its end. An error means the broker went away while the result was
+    /// being recorded; the delivery is then the broker's again (it requeues unacknowledged
+    /// deliveries of a closed channel) or the lease's.
+    async fn handle(&mut self, delivery: Delivery, chan: &Channel) -> Result<(), BrokerError> {
+        let now = now_ms();
+        let job = match Job::decode(&delivery.properties, &delivery.data, &self.class.name, self.class.deadline, now) {
+            Ok(j) => j,
+            Err(why) => {
+                tracing::warn!("undecodable message dead-lettered: {why}");
+                let mut e = self.event(EventKind::DeadLettered, None);
+                e.job_id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_string());
+                e.reason = Some(DeadReason::Undecodable.as_str().into());
+                e.detail = Some(why.clone());
+                self.dead_letter(&delivery.properties, &delivery.data, DeadReason::Undecodable, &why).await?;
+                ack(&delivery).await;
+                self.link.event(e).await;
+                return Ok(());
+            }
+        };
+        if let Some(Action::DeadLetter { reason, detail }) = admit(Some(job.time_left(now))) {
+            tracing::info!("job {} dead-lettered without running: {detail}", job.id);
+            self.dead_letter(&delivery.properties, &delivery.data, reason, &detail).await?;
+            ack(&delivery).await;
+            let mut e = self.event(EventKind::DeadLettered, Some(&job));
+            e.reason = Some(reason.as_str().into());
+            e.detail = Some(detail);
+            self.link.event(e).await;
+            return Ok(());
+        }
+
+        let mut lease = None;
+        if self.uses_lease {
+            match Lease::take(&mut self.link, &job, &delivery).await {
+                Ok(l) => lease = Some(l),
+                Err(e) => {
+                    requeue_quietly(&delivery).await;
+                    return Err(e);
+                }
+            }
+        }
+
+        let started = now_ms();
+        let mut e = self.event(EventKind::Started, Some(&job));
+        e.started_at = Some(rfc3339(started));
+        e.queue_wait_s = Some((started - job.submitted_at).max(0) as f64 / 1000.0);
+        e.redelivered = Some(delivery.redelivered);
+        self.link.event(e).await;
+        notify::status(&format!("running job {} (attempt {}) since {}", job.id, job.attempt, rfc3339(started)));
+
+        let limit = self.class.timeout.min(job.time_left(started));
+        let lost = CancellationToken::new();
+        let outcome = {
+            let drain = self.drain.clone();
+            let drain_deadline = self.cfg.worker.drain_deadline;
+            let lost_ref = &lost;
+            let stop = async move {
+                tokio::select! {
+                    why = drain.deadline_passed(drain_deadline) => why,
+                    _ = lost_ref.cancelled() => "lost the job to the broker (channel closed or lease not renewed): it runs elsewhere".to_string(),
+                }
+            };
+            let link = &mut self.link;
+            let keeper = async {
+                match lease.as_mut() {
+                    Some(l) => l.keep(link, lost_ref).await,
+                    None => watch_delivery(&delivery, chan, lost_ref).await,
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                r = self.handler.run(&job, limit, stop) => r,
+                _ = keeper => unreachable!("the keeper never completes"),
+            }
+        };
+        let finished = now_ms();
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(HandlerDown(why)) => {
+                tracing::error!("{why}");
+                Outcome::Interrupted(why)
+            }
+        };
+
+        let mut done = self.event(EventKind::Failed, Some(&job));
+        done.started_at = Some(rfc3339(started));
+        done.finished_at = Some(rfc3339(finished));
+        done.duration_s = Some((finished - started) as f64 / 1000.0);
+        done.outcome = Some(outcome.kind().into());
+        if !outcome.message().is_empty() {
+            done.detail = Some(tail(outcome.message(), 2048));
+        }
+
+        if lost.is_cancelled() && lease.is_none() {
+            tracing::warn!("job {}: the channel closed under it; the broker has requeued it and will deliver it again", job.id);
+            done.event = EventKind::Requeued;
+            done.reason = Some("broker channel lost".into());
+            self.link.event(done).await;
+            notify::status("idle");
+            return Ok(());
+        }
+
+        let policy = RetryPolicy { max_attempts: self.class.max_attempts, backoff: self.class.retry };
+        let action = decide(&outcome, job.attempt, job.time_left(finished), &policy, self.jitter.unit());
+        match &outcome {
+            Outcome::Succeeded => tracing::debug!("job {} succeeded", job.id),
+            o => tracing::info!("job {} attempt {}: {} {}", job.id, job.attempt, o.kind(), tail(o.message(), 300)),
+        }
+        let recorded = match lease.as_mut() {
+            Some(l) => l.finish(&mut self.link, &action, &job, &self.cfg.host, &self.unit).await,
+            None => self.settle(&delivery, &action, &job).await,
+        };
+        if outcome != Outcome::Succeeded {
+            self.link.event(done.clone()).await;
+        }
+        match action {
+            Action::Ack => done.event = EventKind::Succeeded,
+            Action::Retry { delay } => {
+                done.event = EventKind::RetryScheduled;
+                done.retry_delay_s = Some(delay.as_secs_f64());
+            }
+            Action::DeadLetter { reason, .. } => {
+                done.event = EventKind::DeadLettered;
+                done.reason = Some(reason.as_str().into());
+            }
+            Action::Requeue { why } => {
+                done.event = EventKind::Requeued;
+                done.reason = Some(why);
+            }
+        }
+        self.link.event(done).await;
+        notify::status(if self.drain.token.is_cancelled() { "draining" } else { "idle" });
+        recorded
+    }
+
+    /// Records the decision for a job that holds its delivery.
+    async fn settle(&mut self, delivery: &Delivery, action: &Action, job: &Job) -> Result<(), BrokerError> {
+        if !delivery.acker.usable() {
+            tracing::warn!("job {}: the channel closed before the result was recorded; the broker will deliver it again", job.id);
+            return Ok(());
+        }
+        match action {
+            Action::Ack => ack(delivery).await,
+            Action::Retry { delay } => {
+                self.publish_retry(&delivery.properties, &delivery.data, job, *delay).await?;
+                ack(delivery).await;
+            }
+            Action::DeadLetter { reason, detail } => {
+                self.dead_letter(&delivery.properties, &delivery.data, *reason, detail).await?;
+                ack(delivery).await;
+            }
+            Action::Requeue { .. } => requeue_quietly(delivery).await,
+        }
+        Ok(())
+    }
+
+    async fn publish_retry(&mut self, props: &BasicProperties, body: &[u8], job: &Job, delay: Duration) -> Result<(), BrokerError> {
+        let work = self.link.names.work(&self.class.name);
+        let exchange = self.link.declare_delay(delay).await?.unwrap_or_default();
+        let props = with_headers(props, envelope(job, job.attempt + 1));
+        self.link.publish(&exchange, &work, body, props).await
+    }
+
+    async fn dead_letter(&mut self, props: &BasicProperties, body: &[u8], reason: DeadReason, detail: &str) -> Result<(), BrokerError> {
+        let dead = self.link.names.dead(&self.class.name);
+        let props = with_headers(props, dead_headers(reason, detail, &self.cfg.host, &self.unit));
+        self.link.publish("", &dead, body, props).await
+    }
+}
+
+fn envelope(job: &Job, attempt: u32) -> Vec<(&'static str, AMQPValue)> {
+    vec![
+        (job::H_ATTEMPT, AMQPValue::LongUInt(attempt)),
+        (job::H_SUBMITTED, AMQPValue::LongLongInt(job.submitted_at)),
+        (job::H_DEADLINE, AMQPValue::LongLongInt(job.deadline)),
+    ]
+}
+
+fn dead_headers(reason: DeadReason, detail: &str, host: &str, unit: &str) -> Vec<(&'static str, AMQPValue)> {
+    vec![
+        (job::H_DEAD_REASON, job::long_string(reason.as_str())),
+        (job::H_DEAD_DETAIL, job::long_string(&tail(detail, 4096))),
+        (job::H_DEAD_AT, AMQPValue::LongLongInt(now_ms())),
+        (job::H_DEAD_HOST, job::long_string(host)),
+        (job::H_DEAD_UNIT, job::long_string(unit)),
+    ]
+}
+
+async fn ack(delivery: &Delivery) {
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("acknowledgement not sent: the channel is gone; the broker will deliver the job again"),
+        Err(e) => tracing::warn!("acknowledgement failed ({e}); the broker will deliver the job again"),
+    }
+}
+
+async fn requeue_quietly(delivery: &Delivery) {
+    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+}
+
+/// Completes (by cancelling `lost`) when the delivery can no longer be acknowledged.
+async fn watch_delivery(delivery: &Delivery, chan: &Channel, lost: &CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if delivery.acker.poisoned() || !chan.status().connected() {
+            lost.cancel();
+            return;
+        }
+    }
+}
+
+/// A broker-held lease on a running job (see the module doc).
+struct Lease {
+    class: String,
+    job_id: String,
+    generation: u32,
+    queue: String,
+    props: BasicProperties,
+    body: Vec<u8>,
+    renewed: Instant,
+    ttl: Duration,
+}
+
+impl Lease {
+    async fn take(link: &mut Link, job: &Job, delivery: &Delivery) -> Result<Lease, BrokerError> {
+        let ttl = link.cfg.lease_ttl;
+        let mut lease = Lease {
+            class: job.class.clone(),
+            job_id: job.id.clone(),
+            generation: 0,
+            queue: link.names.lease(&job.class, &job.id, 0),
+            props: with_headers(&delivery.properties, envelope(job, job.attempt)),
+            body: delivery.data.clone(),
+            renewed: Instant::now(),
+            ttl,
+        };
+        link.declare_lease(&lease.queue, &lease.class, ttl).await?;
+        link.publish("", &lease.queue, &lease.body, lease.props.clone()).await?;
+        if !matches!(delivery.acker.ack(BasicAckOptions::default()).await, Ok(true)) {
+            // The broker will redeliver the job: the lease copy must not come back as well.
+            let _ = link.delete_queue(&lease.queue).await;
+            return Err(BrokerError::Unavailable("channel closed before the lease was taken".into()));
+        }
+        lease.renewed = Instant::now();
+        Ok(lease)
+    }
+
+    fn expires(&self) -> Instant {
+        self.renewed + self.ttl
+    }
+
+    /// Renews the lease every third of its TTL; cancels `lost` when that became impossible.
+    async fn keep(&mut self, link: &mut Link, lost: &CancellationToken) {
+        let margin = Duration::from_secs(1).min(self.ttl / 4);
+        loop {
+            tokio::time::sleep_until(self.renewed + self.ttl / 3).await;
+            let give_up = self.expires() - margin;
+            loop {
+                if link.ensure_up(Some(give_up), &CancellationToken::new()).await.is_err() {
+                    tracing::error!("job {}: lease could not be renewed before it expired; stopping the job", self.job_id);
+                    lost.cancel();
+                    return;
+                }
+                match self.renew(link).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!("job {}: lease renewal failed ({e}); retrying", self.job_id),
+                }
+                if Instant::now() >= give_up {
+                    lost.cancel();
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn renew(&mut self, link: &mut Link) -> Result<(), BrokerError> {
+        let next = link.names.lease(&self.class, &self.job_id, self.generation + 1);
+        link.declare_lease(&next, &self.class, self.ttl).await?;
+        link.publish("", &next, &self.body, self.props.clone()).await?;
+        let old = std::mem::replace(&mut self.queue, next);
+        self.generation += 1;
+        self.renewed = Instant::now();
+        link.delete_queue(&old).await
+    }
+
+    /// Records the decision, then releases the lease. Retries across reconnects until the lease
+    /// would expire anyway; past that the copy returns to the queue and the job runs again.
+    async fn finish(&mut self, link: &mut Link, action: &Action, job: &Job, host: &str, unit: &str) -> Result<(), BrokerError> {
+        let give_up = self.expires() - Duration::from_millis(500);
+        let work = link.names.work(&self.class);
+        let mut published = matches!(action, Action::Ack);
+        loop {
+            let attempt = async {
+                if !published {
+                    match action {
+                        Action::Retry { delay } => {
+                            let exchange = link.declare_delay(*delay).await?.unwrap_or_default();
+                            let props = with_headers(&self.props, envelope(job, job.attempt + 1));
+                            link.publish(&exchange, &work, &self.body, props).await?;
+                        }
+                        Action::DeadLetter { reason, detail } => {
+                            let props = with_headers(&self.props, dead_headers(*reason, detail, host, unit));
+                            let dead = link.names.dead(&self.class);
+                            link.publish("", &dead, &self.body, props).await?;
+                        }
+                        Action::Requeue { .. } => link.publish("", &work, &self.body, self.props.clone()).await?,
+                        Action::Ack => {}
+                    }
+                    published = true;
+                }
+                link.delete_queue(&self.queue).await
+            };
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= give_up => {
+                    tracing::error!("job {}: result not recorded before the lease expired ({e}); it will run again", self.job_id);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!("job {}: recording the result failed ({e}); retrying", self.job_id);
+                    let _ = link.ensure_up(Some(give_up), &CancellationToken::new()).await;
+                }
+            }
+        }
+    }
+}
