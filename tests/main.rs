@@ -1,0 +1,11 @@
+//! Drover's integration tests: real `drover work` processes against a real RabbitMQ.
+//! `scripts/services.sh up` starts what they need; `scripts/test.sh` runs them.
+
+mod harness;
+
+mod bad_input;
+mod broker_outage;
+mod drain;
+mod failures;
+mod flow;
+mod lease;
