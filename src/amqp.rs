@@ -180,7 +180,9 @@ impl Link {
                 Err(e) => {
                     let wait = self.cfg.reconnect.delay(tries, self.jitter.unit()).max(Duration::from_millis(50));
                     if tries == 1 || tries % 10 == 0 {
-                        tracing::warn!("broker unreachable ({e}); retrying with backoff (try {tries}, next in {wait:.1?})");
+                        tracing::warn!(
+                            "broker unreachable ({e}); retrying with backoff (try {tries}, next in {wait:.1?})"
+                        );
                     }
                     let wake = Instant::now() + wait;
                     if give_up.is_some_and(|g| wake >= g) {
@@ -242,7 +244,9 @@ impl Link {
     /// dead-letters back through the default exchange to the routing key the message was
     /// published with) and returns the exchange to publish to, or `None` for "no delay".
     pub async fn declare_delay(&mut self, delay: Duration) -> Result<Option<String>, BrokerError> {
-        let Some(rung) = delay_rung(delay) else { return Ok(None) };
+        let Some(rung) = delay_rung(delay) else {
+            return Ok(None);
+        };
         let name = self.names.delay(rung);
         if self.declared.contains(&name) {
             return Ok(Some(name));
@@ -261,14 +265,23 @@ impl Link {
         )
         .await;
         self.fail_on_err(r)?;
-        let args = self.queue_args(vec![("x-message-ttl", ms_value(rung)), ("x-dead-letter-exchange", AMQPValue::LongString("".into()))]);
+        let args = self.queue_args(vec![
+            ("x-message-ttl", ms_value(rung)),
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+        ]);
         let opts = QueueDeclareOptions { durable: true, ..Default::default() };
         let r = deadline(op, "queue.declare", chan.queue_declare(name.as_str().into(), opts, args)).await;
         self.fail_on_err(r)?;
         let r = deadline(
             op,
             "queue.bind",
-            chan.queue_bind(name.as_str().into(), name.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default()),
+            chan.queue_bind(
+                name.as_str().into(),
+                name.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
         )
         .await;
         self.fail_on_err(r)?;
@@ -304,11 +317,22 @@ impl Link {
 
     /// Publishes and waits for the broker's confirm (persistent messages are confirmed once
     /// written to disk).
-    pub async fn publish(&mut self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) -> Result<(), BrokerError> {
+    pub async fn publish(
+        &mut self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
         let op = self.cfg.op_timeout;
         let chan = self.channel()?;
         let r = async {
-            let confirm = deadline(op, "basic.publish", chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)).await?;
+            let confirm = deadline(
+                op,
+                "basic.publish",
+                chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props),
+            )
+            .await?;
             let confirmation = tokio::time::timeout(op, confirm)
                 .await
                 .map_err(|_| BrokerError::Timeout(op, "publisher confirm"))?
@@ -323,13 +347,23 @@ impl Link {
     }
 
     /// Publishes many messages and waits for all their confirms: the fast path of `submit`.
-    pub async fn publish_batch(&mut self, exchange: &str, key: &str, messages: Vec<(Vec<u8>, BasicProperties)>) -> Result<(), BrokerError> {
+    pub async fn publish_batch(
+        &mut self,
+        exchange: &str,
+        key: &str,
+        messages: Vec<(Vec<u8>, BasicProperties)>,
+    ) -> Result<(), BrokerError> {
         let op = self.cfg.op_timeout;
         let chan = self.channel()?.clone();
         let r = async {
             let mut confirms = Vec::with_capacity(messages.len());
             for (body, props) in messages {
-                let c = deadline(op, "basic.publish", chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), &body, props)).await?;
+                let c = deadline(
+                    op,
+                    "basic.publish",
+                    chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), &body, props),
+                )
+                .await?;
                 confirms.push(c);
             }
             for c in confirms {
@@ -366,7 +400,9 @@ impl Link {
             tracing::warn!("{} job events were dropped while the broker was unreachable", self.dropped_events);
             self.dropped_events = 0;
         }
-        let Some(chan) = self.events_chan.clone() else { return };
+        let Some(chan) = self.events_chan.clone() else {
+            return;
+        };
         let exchange = self.names.events();
         while let Some(event) = self.pending_events.front() {
             let Ok(body) = serde_json::to_vec(event) else {
@@ -374,7 +410,13 @@ impl Link {
                 continue;
             };
             let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
-            let sent = chan.basic_publish(exchange.as_str().into(), event.routing_key().as_str().into(), BasicPublishOptions::default(), &body, props);
+            let sent = chan.basic_publish(
+                exchange.as_str().into(),
+                event.routing_key().as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            );
             match tokio::time::timeout(self.cfg.op_timeout, sent).await {
                 Ok(Ok(_confirm)) => {
                     self.pending_events.pop_front();
@@ -395,7 +437,11 @@ impl Link {
 }
 
 /// Puts a deadline on one broker operation.
-pub async fn deadline<T>(limit: Duration, what: &'static str, f: impl Future<Output = lapin::Result<T>>) -> Result<T, BrokerError> {
+pub async fn deadline<T>(
+    limit: Duration,
+    what: &'static str,
+    f: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, BrokerError> {
     match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(BrokerError::Unavailable(format!("{what}: {e}"))),

@@ -164,7 +164,11 @@ impl Config {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             source_name: name.clone(),
-            problems: vec![Problem { key: "(file)".into(), found: e.to_string(), accepted: "a readable TOML file".into() }],
+            problems: vec![Problem {
+                key: "(file)".into(),
+                found: e.to_string(),
+                accepted: "a readable TOML file".into(),
+            }],
         })?;
         Config::parse(&text, &name)
     }
@@ -172,7 +176,11 @@ impl Config {
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError { source_name: source_name.to_string(), problems };
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
-            fail(vec![Problem { key: "(syntax)".into(), found: e.message().to_string(), accepted: "valid TOML".into() }])
+            fail(vec![Problem {
+                key: "(syntax)".into(),
+                found: e.message().to_string(),
+                accepted: "valid TOML".into(),
+            }])
         })?;
         let mut r = Reader::default();
         let config = read_config(&mut r, &table);
@@ -250,7 +258,8 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
         r.problem("broker.url", &format!("`{url}`"), "an amqp:// or amqps:// URL");
     }
-    let prefix = r.string(&broker_t, "broker", "prefix", "letters, digits, `-`, `_`, `.`").unwrap_or_else(|| "drover".into());
+    let prefix =
+        r.string(&broker_t, "broker", "prefix", "letters, digits, `-`, `_`, `.`").unwrap_or_else(|| "drover".into());
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         r.problem("broker.prefix", &format!("`{prefix}`"), "a non-empty name of letters, digits, `-`, `_`, `.`");
     }
@@ -309,7 +318,11 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
         let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
             && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         if !valid_name {
-            r.problem(&path, &format!("class name `{name}`"), "lower-case letters, digits, `_` and `-`, starting with a letter");
+            r.problem(
+                &path,
+                &format!("class name `{name}`"),
+                "lower-case letters, digits, `_` and `-`, starting with a letter",
+            );
         }
         let Some(t) = value.as_table() else {
             r.problem(&path, &type_name(value), "a table of class settings");
@@ -338,7 +351,11 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         Some(argv) => argv,
         None => {
             if !t.contains_key("command") {
-                r.problem(&format!("{path}.command"), "nothing", "an argv list such as [\"python3\", \"/opt/app/job.py\"]");
+                r.problem(
+                    &format!("{path}.command"),
+                    "nothing",
+                    "an argv list such as [\"python3\", \"/opt/app/job.py\"]",
+                );
             }
             Vec::new()
         }

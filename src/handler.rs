@@ -71,7 +71,12 @@ impl Handler {
 
     /// Runs one attempt of `job`, for at most `limit`. When `stop` completes first the attempt
     /// is killed and reported as interrupted with the reason `stop` gave.
-    pub async fn run(&mut self, job: &Job, limit: Duration, stop: impl Future<Output = String>) -> Result<Outcome, HandlerDown> {
+    pub async fn run(
+        &mut self,
+        job: &Job,
+        limit: Duration,
+        stop: impl Future<Output = String>,
+    ) -> Result<Outcome, HandlerDown> {
         match self {
             Handler::Exec(e) => e.run(job, limit, stop).await,
             Handler::Persistent(p) => p.run(job, limit, stop).await,
@@ -140,7 +145,12 @@ pub struct ExecHandler {
 }
 
 impl ExecHandler {
-    async fn run(&self, job: &Job, limit: Duration, stop: impl Future<Output = String>) -> Result<Outcome, HandlerDown> {
+    async fn run(
+        &self,
+        job: &Job,
+        limit: Duration,
+        stop: impl Future<Output = String>,
+    ) -> Result<Outcome, HandlerDown> {
         let mut cmd = command(&self.command, &self.who);
         cmd.env("DROVER_JOB_ID", &job.id)
             .env("DROVER_ATTEMPT", job.attempt.to_string())
@@ -149,9 +159,8 @@ impl ExecHandler {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
+        let mut child =
+            cmd.spawn().map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
         let pgid = child.id().unwrap_or(0);
 
         // Feed stdin and collect stderr beside the wait, so that a large payload or a chatty
@@ -201,7 +210,13 @@ impl ExecHandler {
 
 /// Maps an exec-mode exit status to an outcome (INTERFACE.md: 0 done, 75 retry, 65 reject).
 pub fn exec_outcome(status: ExitStatus, stderr_tail: &str) -> Outcome {
-    let with_err = |what: String| if stderr_tail.is_empty() { what } else { format!("{what}: {stderr_tail}") };
+    let with_err = |what: String| {
+        if stderr_tail.is_empty() {
+            what
+        } else {
+            format!("{what}: {stderr_tail}")
+        }
+    };
     match status.code() {
         Some(0) => Outcome::Succeeded,
         Some(75) => Outcome::Transient(with_err("exit status 75".into())),
@@ -239,7 +254,10 @@ struct Reply {
 #[derive(Debug, PartialEq)]
 pub enum Line {
     Ready,
-    Result { id: String, outcome: Outcome },
+    Result {
+        id: String,
+        outcome: Outcome,
+    },
     /// Not JSON: a stray print. Logged, not fatal: stdout is the protocol channel, but a debug
     /// print should not cost a job.
     Noise,
@@ -305,9 +323,8 @@ impl PersistentHandler {
         }
         let mut cmd = command(&self.command, &self.who);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
+        let mut child =
+            cmd.spawn().map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
         let pgid = child.id().unwrap_or(0);
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(HandlerDown("handler started without pipes".into()));
@@ -342,7 +359,12 @@ impl PersistentHandler {
         Ok(())
     }
 
-    async fn run(&mut self, job: &Job, limit: Duration, stop: impl Future<Output = String>) -> Result<Outcome, HandlerDown> {
+    async fn run(
+        &mut self,
+        job: &Job,
+        limit: Duration,
+        stop: impl Future<Output = String>,
+    ) -> Result<Outcome, HandlerDown> {
         self.ensure_started().await?;
         let Some(proc) = self.proc.as_mut() else {
             return Err(HandlerDown("handler not running".into()));
@@ -354,7 +376,9 @@ impl PersistentHandler {
                 match proc.stdout.next_line().await {
                     Ok(Some(line)) => match parse_line(&line) {
                         Line::Result { id, outcome } if id == job.id => return Ok(outcome),
-                        Line::Result { id, .. } => return Err(format!("answered for job {id} while running {}", job.id)),
+                        Line::Result { id, .. } => {
+                            return Err(format!("answered for job {id} while running {}", job.id))
+                        }
                         Line::Violation(v) => return Err(v),
                         Line::Ready => {}
                         Line::Noise => tracing::info!(target: "handler", "{line}"),
@@ -416,11 +440,17 @@ mod tests {
                 r#"{"id": "a", "status": "reject", "message": {"field": "x"}}"#,
                 Line::Result { id: "a".into(), outcome: Outcome::Rejected(r#"{"field":"x"}"#.into()) },
             ),
-            (r#"{"id": "a", "status": "fail"}"#, Line::Result { id: "a".into(), outcome: Outcome::Failed(String::new()) }),
+            (
+                r#"{"id": "a", "status": "fail"}"#,
+                Line::Result { id: "a".into(), outcome: Outcome::Failed(String::new()) },
+            ),
             ("loading model...", Line::Noise),
             ("{not json", Line::Noise),
             (r#"{"status": "ok"}"#, Line::Violation("result without an id: {\"status\": \"ok\"}".into())),
-            (r#"{"id": "a", "status": "done"}"#, Line::Violation("status Some(\"done\") is not ok, retry, reject or fail".into())),
+            (
+                r#"{"id": "a", "status": "done"}"#,
+                Line::Violation("status Some(\"done\") is not ok, retry, reject or fail".into()),
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(parse_line(line), want, "{line}");

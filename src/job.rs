@@ -75,7 +75,13 @@ impl Job {
 
     /// Reads a delivered message. `default_deadline` applies when the message carries none
     /// (published by another tool); it counts from the submission time.
-    pub fn decode(props: &BasicProperties, body: &[u8], class: &str, default_deadline: Duration, now: EpochMs) -> Result<Job, String> {
+    pub fn decode(
+        props: &BasicProperties,
+        body: &[u8],
+        class: &str,
+        default_deadline: Duration,
+        now: EpochMs,
+    ) -> Result<Job, String> {
         let id = props
             .message_id()
             .as_ref()

@@ -21,7 +21,9 @@ pub fn status(text: &str) {
 /// worker's event loop wedges, the pings stop and systemd restarts the unit. Returns at once
 /// when the unit has no watchdog.
 pub async fn watchdog_loop() {
-    let Some(interval) = sd_notify::watchdog_enabled() else { return };
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
     let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(100)));
     loop {
         tick.tick().await;

@@ -77,11 +77,18 @@ impl DeadReason {
 pub enum Action {
     Ack,
     /// Republish with `attempt + 1` through the broker-held delay queues, then acknowledge.
-    Retry { delay: Duration },
+    Retry {
+        delay: Duration,
+    },
     /// Publish to the class's dead-letter queue with the reason, then acknowledge.
-    DeadLetter { reason: DeadReason, detail: String },
+    DeadLetter {
+        reason: DeadReason,
+        detail: String,
+    },
     /// Give the message back unchanged: no attempt is charged.
-    Requeue { why: String },
+    Requeue {
+        why: String,
+    },
 }
 
 /// The retry policy of a class.

@@ -79,9 +79,12 @@ mod tests {
     async fn passing_checks_pass_and_the_first_failure_is_reported_with_its_output() {
         let t = Duration::from_secs(10);
         assert_eq!(run(&[argv(&["true"]), argv(&["test", "-d", "/"])], t).await, Ok(()));
-        let err = run(&[argv(&["true"]), argv(&["sh", "-c", "echo cannot write /var/lib/app >&2; exit 3"]), argv(&["false"])], t)
-            .await
-            .expect_err("fails");
+        let err = run(
+            &[argv(&["true"]), argv(&["sh", "-c", "echo cannot write /var/lib/app >&2; exit 3"]), argv(&["false"])],
+            t,
+        )
+        .await
+        .expect_err("fails");
         assert_eq!(err.check[0], "sh");
         assert!(err.status.contains('3'), "{err}");
         assert_eq!(err.output, "cannot write /var/lib/app");

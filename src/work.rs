@@ -49,7 +49,11 @@ impl Drain {
         let consumer = self.consumer.lock().ok().and_then(|mut c| c.take());
         if let Some((chan, tag)) = consumer {
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), chan.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    chan.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+                )
+                .await;
             });
         }
     }
@@ -99,7 +103,9 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
 fn unit_name(class: &str, instance: Option<&str>) -> String {
     match instance {
         // Under systemd the instance comes from the template, and the unit is its full name.
-        Some(i) if std::env::var_os("INVOCATION_ID").is_some() => format!("drover-worker@{i}.service"),
+        Some(i) if std::env::var_os("INVOCATION_ID").is_some() => {
+            format!("drover-worker@{i}.service")
+        }
         Some(i) => i.to_string(),
         None => format!("{class}-{}", std::process::id()),
     }
@@ -173,7 +179,12 @@ impl Worker {
         }
         notify::ready();
         notify::status("idle");
-        tracing::info!("worker {} ready for class {} on {}", self.unit, self.class.name, self.link.names.work(&self.class.name));
+        tracing::info!(
+            "worker {} ready for class {} on {}",
+            self.unit,
+            self.class.name,
+            self.link.names.work(&self.class.name)
+        );
 
         let code = loop {
             if self.drain.token.is_cancelled() {
@@ -208,7 +219,12 @@ impl Worker {
         let mut consumer = crate::amqp::deadline(
             self.cfg.broker.op_timeout,
             "basic.consume",
-            chan.basic_consume(queue.as_str().into(), self.unit.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()),
+            chan.basic_consume(
+                queue.as_str().into(),
+                self.unit.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
         )
         .await?;
         let tag = consumer.tag().as_str().to_string();
@@ -365,7 +381,10 @@ impl Worker {
         }
 
         if lost.is_cancelled() && lease.is_none() {
-            tracing::warn!("job {}: the channel closed under it; the broker has requeued it and will deliver it again", job.id);
+            tracing::warn!(
+                "job {}: the channel closed under it; the broker has requeued it and will deliver it again",
+                job.id
+            );
             done.event = EventKind::Requeued;
             done.reason = Some("broker channel lost".into());
             self.link.event(done).await;
@@ -409,7 +428,10 @@ impl Worker {
     /// Records the decision for a job that holds its delivery.
     async fn settle(&mut self, delivery: &Delivery, action: &Action, job: &Job) -> Result<(), BrokerError> {
         if !delivery.acker.usable() {
-            tracing::warn!("job {}: the channel closed before the result was recorded; the broker will deliver it again", job.id);
+            tracing::warn!(
+                "job {}: the channel closed before the result was recorded; the broker will deliver it again",
+                job.id
+            );
             return Ok(());
         }
         match action {
@@ -427,14 +449,26 @@ impl Worker {
         Ok(())
     }
 
-    async fn publish_retry(&mut self, props: &BasicProperties, body: &[u8], job: &Job, delay: Duration) -> Result<(), BrokerError> {
+    async fn publish_retry(
+        &mut self,
+        props: &BasicProperties,
+        body: &[u8],
+        job: &Job,
+        delay: Duration,
+    ) -> Result<(), BrokerError> {
         let work = self.link.names.work(&self.class.name);
         let exchange = self.link.declare_delay(delay).await?.unwrap_or_default();
         let props = with_headers(props, envelope(job, job.attempt + 1));
         self.link.publish(&exchange, &work, body, props).await
     }
 
-    async fn dead_letter(&mut self, props: &BasicProperties, body: &[u8], reason: DeadReason, detail: &str) -> Result<(), BrokerError> {
+    async fn dead_letter(
+        &mut self,
+        props: &BasicProperties,
+        body: &[u8],
+        reason: DeadReason,
+        detail: &str,
+    ) -> Result<(), BrokerError> {
         let dead = self.link.names.dead(&self.class.name);
         let props = with_headers(props, dead_headers(reason, detail, &self.cfg.host, &self.unit));
         self.link.publish("", &dead, body, props).await
@@ -462,8 +496,12 @@ fn dead_headers(reason: DeadReason, detail: &str, host: &str, unit: &str) -> Vec
 async fn ack(delivery: &Delivery) {
     match delivery.acker.ack(BasicAckOptions::default()).await {
         Ok(true) => {}
-        Ok(false) => tracing::warn!("acknowledgement not sent: the channel is gone; the broker will deliver the job again"),
-        Err(e) => tracing::warn!("acknowledgement failed ({e}); the broker will deliver the job again"),
+        Ok(false) => {
+            tracing::warn!("acknowledgement not sent: the channel is gone; the broker will deliver the job again")
+        }
+        Err(e) => {
+            tracing::warn!("acknowledgement failed ({e}); the broker will deliver the job again")
+        }
     }
 }
 
@@ -531,13 +569,18 @@ impl Lease {
             let give_up = self.expires() - margin;
             loop {
                 if link.ensure_up(Some(give_up), &CancellationToken::new()).await.is_err() {
-                    tracing::error!("job {}: lease could not be renewed before it expired; stopping the job", self.job_id);
+                    tracing::error!(
+                        "job {}: lease could not be renewed before it expired; stopping the job",
+                        self.job_id
+                    );
                     lost.cancel();
                     return;
                 }
                 match self.renew(link).await {
                     Ok(()) => break,
-                    Err(e) => tracing::warn!("job {}: lease renewal failed ({e}); retrying", self.job_id),
+                    Err(e) => {
+                        tracing::warn!("job {}: lease renewal failed ({e}); retrying", self.job_id)
+                    }
                 }
                 if Instant::now() >= give_up {
                     lost.cancel();
@@ -559,7 +602,14 @@ impl Lease {
 
     /// Records the decision, then releases the lease. Retries across reconnects until the lease
     /// would expire anyway; past that the copy returns to the queue and the job runs again.
-    async fn finish(&mut self, link: &mut Link, action: &Action, job: &Job, host: &str, unit: &str) -> Result<(), BrokerError> {
+    async fn finish(
+        &mut self,
+        link: &mut Link,
+        action: &Action,
+        job: &Job,
+        host: &str,
+        unit: &str,
+    ) -> Result<(), BrokerError> {
         let give_up = self.expires() - Duration::from_millis(500);
         let work = link.names.work(&self.class);
         let mut published = matches!(action, Action::Ack);
@@ -587,7 +637,10 @@ impl Lease {
             match attempt.await {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= give_up => {
-                    tracing::error!("job {}: result not recorded before the lease expired ({e}); it will run again", self.job_id);
+                    tracing::error!(
+                        "job {}: result not recorded before the lease expired ({e}); it will run again",
+                        self.job_id
+                    );
                     return Ok(());
                 }
                 Err(e) => {

@@ -12,7 +12,11 @@ fn check_config_lists_every_problem_and_exits_2() {
     let dir = std::env::temp_dir().join(format!("drover-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("bad.toml");
-    std::fs::write(&path, "[broker]\nurl = \"http://x\"\n[classes.a]\ncommand = []\ntimeout = \"forever\"\nmax_attempts = 0\n").expect("write");
+    std::fs::write(
+        &path,
+        "[broker]\nurl = \"http://x\"\n[classes.a]\ncommand = []\ntimeout = \"forever\"\nmax_attempts = 0\n",
+    )
+    .expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_drover")).args(["check-config"]).arg(&path).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -49,10 +53,11 @@ async fn undecodable_messages_are_dead_lettered_and_the_worker_goes_on() {
     }
     env.publish_raw("b", b"no id at all", BasicProperties::default()).await;
     let good = env.submit("b", r#"{"sleep": 0}"#, 1, &[])[0].clone();
-    events.wait_for("the dead letter and the next job", Duration::from_secs(30), |e| {
-        count(e, "dead_lettered") >= 1 && count(e, "succeeded") >= 1
-    })
-    .await;
+    events
+        .wait_for("the dead letter and the next job", Duration::from_secs(30), |e| {
+            count(e, "dead_lettered") >= 1 && count(e, "succeeded") >= 1
+        })
+        .await;
     let dead = env.dead_letters("b").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "undecodable");
@@ -81,7 +86,8 @@ async fn a_handler_that_prints_garbage_breaks_the_protocol_or_dies_costs_an_atte
     let broken = env.submit("g", r#"{"break_attempts": 1}"#, 1, &[])[0].clone();
     let dies = env.submit("g", r#"{"die_attempts": 1}"#, 1, &[])[0].clone();
     events.wait_for("three successes", Duration::from_secs(60), |e| count(e, "succeeded") >= 3).await;
-    let attempt_of = |id: &str| events.of("succeeded").find(|e| e.job_id.as_deref() == Some(id)).and_then(|e| e.attempt);
+    let attempt_of =
+        |id: &str| events.of("succeeded").find(|e| e.job_id.as_deref() == Some(id)).and_then(|e| e.attempt);
     assert_eq!(attempt_of(&noisy), Some(1), "stray prints are logged, not fatal");
     assert_eq!(attempt_of(&broken), Some(2));
     assert_eq!(attempt_of(&dies), Some(2));

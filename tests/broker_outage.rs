@@ -59,5 +59,7 @@ async fn every_job_completes_across_a_broker_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(depth, Some(0));
-    events.wait_for("events flushed after the reconnect", Duration::from_secs(30), |e| count(e, "succeeded") >= 100).await;
+    events
+        .wait_for("events flushed after the reconnect", Duration::from_secs(30), |e| count(e, "succeeded") >= 100)
+        .await;
 }

@@ -33,7 +33,9 @@ async fn failing_rejected_and_expired_jobs_are_dead_lettered_with_their_reason_w
 
     let dead = env.dead_letters("f").await;
     assert_eq!(dead.len(), 3, "{dead:?}");
-    let find = |id: &str| dead.iter().find(|d| d.id.as_deref() == Some(id)).unwrap_or_else(|| panic!("{id} not dead-lettered: {dead:?}"));
+    let find = |id: &str| {
+        dead.iter().find(|d| d.id.as_deref() == Some(id)).unwrap_or_else(|| panic!("{id} not dead-lettered: {dead:?}"))
+    };
     let d = find(&always);
     assert_eq!(d.reason, "max_attempts");
     assert!(d.detail.contains("attempt 3 of 3") && d.detail.contains("exit status 1"), "{}", d.detail);
@@ -42,10 +44,7 @@ async fn failing_rejected_and_expired_jobs_are_dead_lettered_with_their_reason_w
     assert_eq!(d.reason, "rejected");
     assert_eq!(d.attempt, Some(1), "a rejected job is not retried");
     assert_eq!(find(&expired).reason, "deadline_expired");
-    assert!(
-        !env.behave("start").iter().any(|(id, _)| id == &expired),
-        "an expired job must not run"
-    );
+    assert!(!env.behave("start").iter().any(|(id, _)| id == &expired), "an expired job must not run");
     let starts_of_always = env.behave("start").iter().filter(|(id, _)| id == &always).count();
     assert_eq!(starts_of_always, 3);
     let retried: Vec<_> = events.of("retry_scheduled").filter(|e| e.job_id.as_deref() == Some(&always)).collect();
@@ -85,7 +84,11 @@ async fn a_job_past_its_timeout_is_killed_with_its_children_and_retried() {
     assert_eq!(retry.job_id.as_deref(), Some(id.as_str()));
     wait_until("the killed job's grandchild to be gone", Duration::from_secs(5), || !process_alive(grandchild));
 
-    events.wait_for("the dead letter after the second timeout", Duration::from_secs(30), |e| count(e, "dead_lettered") >= 1).await;
+    events
+        .wait_for("the dead letter after the second timeout", Duration::from_secs(30), |e| {
+            count(e, "dead_lettered") >= 1
+        })
+        .await;
     let second = read_pid(&pidfile).expect("pid");
     assert_ne!(second, grandchild, "the job ran a second time");
     wait_until("the second grandchild to be gone", Duration::from_secs(5), || !process_alive(second));

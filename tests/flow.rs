@@ -25,9 +25,7 @@ async fn five_hundred_jobs_over_three_workers_with_transient_failures_all_succee
     let flaky = env.submit("flow", r#"{"fail_attempts": 1}"#, 50, &[]);
     ids.extend(flaky.iter().cloned());
 
-    events
-        .wait_for("500 successes", Duration::from_secs(120), |e| count(e, "succeeded") >= 500)
-        .await;
+    events.wait_for("500 successes", Duration::from_secs(120), |e| count(e, "succeeded") >= 500).await;
 
     let mut succeeded: HashMap<&str, usize> = HashMap::new();
     for e in events.of("succeeded") {
@@ -41,7 +39,8 @@ async fn five_hundred_jobs_over_three_workers_with_transient_failures_all_succee
     assert_eq!(retries.len(), 50, "{}", events.summary());
     assert!(retries.iter().all(|e| e.outcome.as_deref() == Some("transient") && e.retry_delay_s.unwrap_or(9.0) < 2.0));
     for id in &flaky {
-        let attempts: Vec<u32> = events.of("succeeded").filter(|e| e.job_id.as_deref() == Some(id)).filter_map(|e| e.attempt).collect();
+        let attempts: Vec<u32> =
+            events.of("succeeded").filter(|e| e.job_id.as_deref() == Some(id)).filter_map(|e| e.attempt).collect();
         assert_eq!(attempts, vec![2], "flaky job {id}");
     }
     // Redeliveries: in a run without crashes or outages the broker redelivers nothing; a

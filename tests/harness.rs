@@ -123,7 +123,9 @@ impl Env {
         let chan = conn.create_channel().await.expect("channel");
         let queue = format!("{}.dead.{class}", self.prefix);
         let mut out = Vec::new();
-        while let Some(msg) = chan.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+        while let Some(msg) =
+            chan.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.expect("basic.get")
+        {
             let d = msg.delivery;
             out.push(DeadLetter {
                 id: d.properties.message_id().as_ref().map(|s| s.as_str().to_string()),
@@ -249,11 +251,23 @@ impl Events {
         .await?;
         let mut args = FieldTable::default();
         args.insert("x-expires".into(), AMQPValue::LongLongInt(600_000));
-        chan.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
-        chan.queue_bind(queue.as_str().into(), exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        chan.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
             .await?;
+        chan.queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         let consumer = chan
-            .basic_consume(queue.as_str().into(), "test".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                "test".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
             .await?;
         self.consumer = Some((conn, consumer));
         Ok(())

@@ -61,7 +61,9 @@ async fn a_leased_job_whose_worker_dies_comes_back_after_the_lease_and_completes
     w1.wait_exit(Duration::from_secs(5)).expect("killed");
     // The delivery was acknowledged at start: only the lease copy can bring the job back.
     let _w2 = env.worker("l", "l-2");
-    events.wait_for("completion after the lease ran out", Duration::from_secs(40), |e| count(e, "succeeded") >= 1).await;
+    events
+        .wait_for("completion after the lease ran out", Duration::from_secs(40), |e| count(e, "succeeded") >= 1)
+        .await;
     let ok = events.of("succeeded").next().expect("success");
     assert_eq!((ok.job_id.as_deref(), ok.unit.as_str()), (Some(id.as_str()), "l-2"));
 }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs Drover's tests: unit tests of the pure decisions and integration tests against a real
+# RabbitMQ (and, for the supervisor, a real systemd user manager), both started by
+# scripts/services.sh when they are not running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/services.sh env)"
+cargo build --quiet --all-targets
+exec cargo test --all-targets -- --test-threads "${DROVER_TEST_THREADS:-4}" "$@"
