@@ -31,6 +31,14 @@ impl Backoff {
         Duration::from_nanos(ceiling_ns.min(self.cap.as_nanos()).min(u64::MAX as u128) as u64)
     }
 
+    /// "Equal jitter": half of the window fixed, half drawn. For restarts of units, where a
+    /// near-zero delay (possible under full jitter) would let a crash-looping unit restart in
+    /// a tight loop; the delay still grows to the cap and still spreads a herd.
+    pub fn equal_jitter(&self, attempt: u32, unit: f64) -> Duration {
+        let half = self.ceiling(attempt) / 2;
+        half + Backoff::new(half, half).delay(1, unit)
+    }
+
     /// Full-jitter delay for try `attempt` given `unit`, a uniform random number in `[0, 1)`.
     /// Values of `unit` outside that range are clamped, so a bad random source cannot produce a
     /// delay past the cap.
@@ -90,6 +98,15 @@ mod tests {
         ];
         for (attempt, unit, want) in cases {
             assert_eq!(b.delay(*attempt, *unit), *want, "attempt {attempt} unit {unit}");
+        }
+    }
+
+    #[test]
+    fn equal_jitter_never_drops_below_half_the_window() {
+        let b = Backoff::new(S(2), S(60));
+        let cases = [(1, 0.0, 1_000), (1, 0.999, 1_999), (3, 0.5, 6_000), (10, 0.0, 30_000), (10, 1.0, 60_000)];
+        for (attempt, unit, ms) in cases {
+            assert_eq!(b.equal_jitter(attempt, unit), Duration::from_millis(ms), "attempt {attempt} unit {unit}");
         }
     }
 

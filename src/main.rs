@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use drover::config::Config;
-use drover::{duration, submit, work};
+use drover::{drift, duration, submit, work};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,23 @@ enum Command {
     },
     /// Validate a configuration: exit 0, or print every problem and exit 2.
     CheckConfig { file: PathBuf },
+    /// Latency drift detection tools.
+    Drift {
+        #[command(subcommand)]
+        command: DriftCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DriftCommand {
+    /// Run the production drift detector over a CSV of completions (`timestamp,value`) and write
+    /// `timestamp,score,alert`.
+    Replay {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -91,6 +108,22 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 eprintln!("warning: {}", w.0);
             }
             println!("{}: ok ({} classes)", file.display(), cfg.classes.len());
+            Ok(0)
+        }
+        Command::Drift { command: DriftCommand::Replay { input, output } } => {
+            let open = std::fs::File::open(&input)
+                .with_context(|| format!("cannot read {}", input.display()))
+                .map_err(|e| Failure(2, e))?;
+            let out = std::fs::File::create(&output)
+                .with_context(|| format!("cannot write {}", output.display()))
+                .map_err(|e| Failure(2, e))?;
+            let stats = drift::replay(std::io::BufReader::new(open), std::io::BufWriter::new(out), Default::default())
+                .with_context(|| format!("replay of {}", input.display()))
+                .map_err(|e| Failure(2, e))?;
+            eprintln!(
+                "{} rows, {} alerts started, {} rows alerting",
+                stats.rows, stats.alerts_started, stats.alert_rows
+            );
             Ok(0)
         }
         Command::Work { config, class, instance } => {

@@ -1,0 +1,964 @@
+//! Latency drift detector: tells on-call that a job class has become slower than its own
+//! history, long before the SLA (which may be 50x the typical duration) is at risk.
+//!
+//! Method. Durations are modelled in log space, where they are roughly Gaussian. The baseline
+//! is learnt from the class's own completions: a robust (Huber) location with a memory of
+//! thousands of completions, an hour-of-day profile (24 bins, interpolated) so a daily cycle
+//! is not mistaken for drift, and a robust scale (mean clipped absolute deviation, computed on
+//! out-of-sample residuals so it also covers the baseline's own estimation error). Each
+//! completion's residual `u = ln(duration) - expected` feeds a small bank of CUSUMs, one per
+//! shift size (1.12x, 1.5x, 2x, 4x, 12x by default), each adding the log-likelihood ratio of
+//! "the median moved by that ratio" against "no change". Both hypotheses include 2% of
+//! stragglers (at least 2x slower, exponential beyond), which is what makes the test robust: a
+//! 3x straggler is well explained by the tail and adds little evidence, a run of 2x values
+//! adds ~3 nats each, and no single completion may add more than 60% of a threshold, so one
+//! freak job never alerts while two consecutive 12x jobs do. Small shifts and ramps are
+//! caught by accumulation in the 1.12x CUSUM, big ones in two to five completions. The score
+//! is the largest CUSUM as a fraction of its threshold; an alert starts when it reaches 1.
+//! While evidence is building (score >= `freeze_fraction`) or an alert fires, the baseline is
+//! frozen, so a ramp or step never becomes the new normal before it is reported. Hysteresis:
+//! once firing, the CUSUMs are capped at their thresholds, and the alert lasts at least
+//! `min_alert_completions` and resolves only when every CUSUM has decayed below
+//! `release_fraction` of its threshold, i.e. after several completions back near baseline. A
+//! permanent slowdown therefore keeps alerting until the caller resets the detector. No alert
+//! fires during `warmup`. Cost per completion is constant: six log densities (a few `exp`/`ln`
+//! each) and O(1) baseline updates, well under a microsecond; the whole state is ~60 numbers
+//! and can be exported with [`Detector::snapshot`].
+
+use std::fmt;
+use std::io::{BufRead, Write};
+
+/// Number of shift sizes in the CUSUM bank.
+pub const SHIFTS: usize = 5;
+/// Hour-of-day bins of the daily profile.
+pub const SEASON_BINS: usize = 24;
+
+const SECONDS_PER_DAY: f64 = 86_400.0;
+/// Huber clip, in baseline scales, for the location and profile updates: stragglers pull the
+/// baseline by at most this much each, while Gaussian data lose only ~5% efficiency.
+const HUBER_CLIP: f64 = 2.0;
+/// Clip, in baseline scales, of absolute residuals entering the scale estimate.
+const SCALE_CLIP: f64 = 2.5;
+/// E[min(|Z|, 2.5)] for a standard normal Z: turns the mean clipped deviation into a sigma.
+const CLIPPED_ABS_NORMAL_MEAN: f64 = 0.793_876_286_444_609;
+/// Residuals below -3 scales are winsorised: a job that died instantly says nothing about
+/// slowness and must not wipe out the evidence gathered by the CUSUMs.
+const LOWER_Z_CAP: f64 = 3.0;
+/// No single completion may bring more than this share of a CUSUM's threshold: one freak
+/// job, however extreme, never alerts on its own, while two consecutive 12x jobs do.
+const MAX_SHARE_PER_COMPLETION: f64 = 0.6;
+/// Durations are clamped to 1 ms so that a 0 s job has a finite logarithm.
+const MIN_DURATION_S: f64 = 1e-3;
+
+/// Tuning of a [`Detector`]. The defaults suit classes whose jobs take minutes to hours and
+/// finish a few times per hour; all counts are in completions, not wall-clock time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorConfig {
+    /// Completions used only for learning: no alert can fire before this many have been seen.
+    pub warmup: u64,
+    /// Effective memory (completions) of the baseline location and scale once warmed up. Long,
+    /// so the baseline follows seasonal evolution of the workload but not a ramp.
+    pub baseline_memory: f64,
+    /// Effective memory of each hour-of-day bin, in completions that fall in that bin.
+    pub season_memory: f64,
+    /// Pseudo-count shrinking a sparsely observed hour-of-day bin towards "no daily effect".
+    pub season_prior: f64,
+    /// Scale (standard deviation of ln duration) assumed before any data; 0.3 is typical.
+    pub initial_scale: f64,
+    /// Floor on the scale: a class with near-constant durations should not alert on a 5%
+    /// change just because it is statistically significant.
+    pub min_scale: f64,
+    /// Share of completions assumed to be stragglers in the null model.
+    pub straggler_fraction: f64,
+    /// A straggler takes at least this multiple of the typical duration.
+    pub straggler_min_ratio: f64,
+    /// Mean ln-duration of a straggler beyond `straggler_min_ratio` (0.5 with a 2x minimum puts
+    /// the typical straggler at 2 * e^0.5 = 3.3x).
+    pub straggler_mean_log: f64,
+    /// Slowdown ratios of the median that the CUSUM bank is tuned to (each > 1).
+    pub shift_ratios: [f64; SHIFTS],
+    /// Alarm thresholds (nats of accumulated log-likelihood ratio), one per shift ratio.
+    pub thresholds: [f64; SHIFTS],
+    /// The baseline stops learning while any CUSUM is above this fraction of its threshold.
+    pub freeze_fraction: f64,
+    /// A firing alert resolves once every CUSUM is at or below this fraction of its threshold.
+    pub release_fraction: f64,
+    /// Hold-down: an alert, once started, fires for at least this many completions.
+    pub min_alert_completions: u64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            warmup: 1000,
+            baseline_memory: 5000.0,
+            season_memory: 200.0,
+            season_prior: 4.0,
+            initial_scale: 0.3,
+            min_scale: 0.03,
+            straggler_fraction: 0.02,
+            straggler_min_ratio: 2.0,
+            straggler_mean_log: 0.5,
+            shift_ratios: [1.12, 1.5, 2.0, 4.0, 12.0],
+            thresholds: [8.0, 14.0, 12.0, 17.0, 6.0],
+            freeze_fraction: 0.5,
+            release_fraction: 0.3,
+            min_alert_completions: 10,
+        }
+    }
+}
+
+/// Outcome of one completion.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// Strongest evidence of slowdown as a fraction of its alarm threshold, in [0, 1].
+    pub score: f64,
+    /// True on the completion where an alert starts and on every completion while it fires.
+    pub alert: bool,
+}
+
+/// The complete state of a [`Detector`] as plain numbers, so a restart can resume where it
+/// stopped (`Detector::restore(cfg, detector.snapshot())` continues identically).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorState {
+    /// Completions observed (non-finite inputs excluded).
+    pub completions: u64,
+    /// Robust location of ln(duration), all hours pooled.
+    pub location: f64,
+    /// Robust scale of the ln-duration residuals after the daily profile.
+    pub scale: f64,
+    /// Hour-of-day deviation of ln(duration) from `location`, per bin (UTC hours).
+    pub season_offset: [f64; SEASON_BINS],
+    /// Completions seen per hour-of-day bin.
+    pub season_count: [f64; SEASON_BINS],
+    /// CUSUM statistics (nats), one per shift ratio.
+    pub cusum: [f64; SHIFTS],
+    /// Whether an alert is firing.
+    pub firing: bool,
+    /// Completions the current alert has been firing for (0 when not firing).
+    pub firing_for: u64,
+}
+
+/// Incremental latency drift detector for one job class. See the module docs for the method.
+#[derive(Clone, Debug)]
+pub struct Detector {
+    cfg: DetectorConfig,
+    st: DetectorState,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectorConfig) -> Self {
+        let st = DetectorState {
+            completions: 0,
+            location: 0.0,
+            scale: cfg.initial_scale,
+            season_offset: [0.0; SEASON_BINS],
+            season_count: [0.0; SEASON_BINS],
+            cusum: [0.0; SHIFTS],
+            firing: false,
+            firing_for: 0,
+        };
+        Detector { cfg, st }
+    }
+
+    /// Resumes from a [`Detector::snapshot`]; `cfg` should be the configuration it ran with.
+    pub fn restore(cfg: DetectorConfig, state: DetectorState) -> Self {
+        Detector { cfg, st: state }
+    }
+
+    /// The whole state as plain data.
+    pub fn snapshot(&self) -> DetectorState {
+        self.st.clone()
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    pub fn is_alerting(&self) -> bool {
+        self.st.firing
+    }
+
+    /// Feeds one completed job: its completion time (Unix seconds, UTC; only the time of day
+    /// is used) and its duration in seconds. Durations under 1 ms count as 1 ms; a non-finite
+    /// time or duration is ignored and the current verdict is returned unchanged.
+    pub fn observe(&mut self, timestamp_unix_s: f64, value_s: f64) -> Verdict {
+        if !(timestamp_unix_s.is_finite() && value_s.is_finite()) {
+            return self.verdict();
+        }
+        let x = value_s.max(MIN_DURATION_S).ln();
+        self.st.completions += 1;
+        if self.st.completions == 1 {
+            self.st.location = x;
+            return self.verdict();
+        }
+        let residual = x - self.expected_ln(timestamp_unix_s);
+        if self.warmed_up() {
+            self.accumulate(residual);
+            self.update_alert();
+        }
+        if self.baseline_may_learn() {
+            self.learn(x, timestamp_unix_s, residual);
+        }
+        self.verdict()
+    }
+
+    /// How unusual a job that is still running after `elapsed_s` is: the robust z-score of
+    /// ln(elapsed) against the baseline at its slowest hour of day (so the answer does not
+    /// depend on when the job started). Gaussian reading: 3 is slower than 99.9% of normal
+    /// jobs; stragglers at 5x reach about ln(5)/scale (6.4 at scale 0.25), so alerting on a
+    /// single running job needs a threshold beyond that. Returns 0 until warm-up is over.
+    pub fn running_evidence(&self, elapsed_s: f64) -> f64 {
+        if !self.warmed_up() || !elapsed_s.is_finite() {
+            return 0.0;
+        }
+        let slowest_hour = (0..SEASON_BINS).map(|bin| self.shrunk_offset(bin)).fold(f64::NEG_INFINITY, f64::max);
+        let expected = self.st.location + slowest_hour;
+        (elapsed_s.max(MIN_DURATION_S).ln() - expected) / self.scale()
+    }
+
+    fn warmed_up(&self) -> bool {
+        self.st.completions > self.cfg.warmup
+    }
+
+    fn scale(&self) -> f64 {
+        self.st.scale.max(self.cfg.min_scale)
+    }
+
+    fn verdict(&self) -> Verdict {
+        Verdict { score: self.evidence_ratio().clamp(0.0, 1.0), alert: self.st.firing }
+    }
+
+    /// The largest CUSUM as a fraction of its threshold.
+    fn evidence_ratio(&self) -> f64 {
+        self.st
+            .cusum
+            .iter()
+            .zip(self.cfg.thresholds.iter())
+            .map(|(s, h)| s / h.max(f64::MIN_POSITIVE))
+            .fold(0.0, f64::max)
+    }
+
+    fn expected_ln(&self, timestamp_unix_s: f64) -> f64 {
+        self.st.location + self.season_offset(timestamp_unix_s)
+    }
+
+    /// Daily profile at this time of day, linearly interpolated between bin centres so that
+    /// expectations do not jump on the hour.
+    fn season_offset(&self, timestamp_unix_s: f64) -> f64 {
+        let position = day_fraction(timestamp_unix_s) * SEASON_BINS as f64 - 0.5;
+        let below = position.floor();
+        let weight = position - below;
+        let lo = (below as i64).rem_euclid(SEASON_BINS as i64) as usize;
+        let hi = (lo + 1) % SEASON_BINS;
+        (1.0 - weight) * self.shrunk_offset(lo) + weight * self.shrunk_offset(hi)
+    }
+
+    fn shrunk_offset(&self, bin: usize) -> f64 {
+        let n = self.st.season_count[bin];
+        self.st.season_offset[bin] * n / (n + self.cfg.season_prior.max(0.0))
+    }
+
+    fn accumulate(&mut self, residual: f64) {
+        let model = NullModel::new(self.scale(), &self.cfg);
+        let u = residual.max(-LOWER_Z_CAP * model.sigma);
+        let ln_null = model.ln_density(u);
+        for (j, s) in self.st.cusum.iter_mut().enumerate() {
+            let shift = self.cfg.shift_ratios[j].max(1.0).ln();
+            let single_completion_limit = MAX_SHARE_PER_COMPLETION * self.cfg.thresholds[j];
+            let llr = if j == SHIFTS - 1 && u > shift {
+                // Slower than the largest shift tested is at least that suspicious; the
+                // straggler tail would otherwise explain a 12x job that is also a straggler.
+                model.ln_density(0.0) - model.ln_density(shift)
+            } else {
+                model.ln_density(u - shift) - ln_null
+            };
+            let llr = llr.min(single_completion_limit);
+            *s = (*s + llr).max(0.0);
+            if self.st.firing {
+                // Capped while firing so that recovery is noticed within a few completions
+                // instead of after paying back hours of excess evidence.
+                *s = s.min(self.cfg.thresholds[j]);
+            }
+        }
+    }
+
+    fn update_alert(&mut self) {
+        let ratio = self.evidence_ratio();
+        if self.st.firing {
+            let held_long_enough = self.st.firing_for >= self.cfg.min_alert_completions;
+            if held_long_enough && ratio <= self.cfg.release_fraction {
+                self.st.firing = false;
+                self.st.firing_for = 0;
+            } else {
+                self.st.firing_for += 1;
+            }
+        } else if ratio >= 1.0 {
+            self.st.firing = true;
+            self.st.firing_for = 1;
+            for (s, h) in self.st.cusum.iter_mut().zip(self.cfg.thresholds.iter()) {
+                *s = s.min(*h);
+            }
+        }
+    }
+
+    /// Expected clipped absolute residual per unit of scale under the null model: the Gaussian
+    /// core's share plus the stragglers, which nearly always sit beyond the clip. Without the
+    /// straggler term 2% of stragglers would inflate the scale by ~4% and blunt every CUSUM.
+    fn scale_consistency(&self) -> f64 {
+        let eps = self.cfg.straggler_fraction.clamp(0.0, 0.5);
+        (1.0 - eps) * CLIPPED_ABS_NORMAL_MEAN + eps * SCALE_CLIP
+    }
+
+    fn baseline_may_learn(&self) -> bool {
+        !self.warmed_up() || (!self.st.firing && self.evidence_ratio() < self.cfg.freeze_fraction)
+    }
+
+    /// Moves the baseline towards this completion. `residual` was computed before the update,
+    /// so the scale measures genuine prediction error, profile noise included.
+    fn learn(&mut self, x: f64, timestamp_unix_s: f64, residual: f64) {
+        let scale = self.scale();
+        let rate = learning_rate(self.st.completions as f64, self.cfg.baseline_memory);
+        let level_before = self.st.location;
+        self.st.location += rate * huber(x - level_before, scale);
+        let clipped_abs = residual.abs().min(SCALE_CLIP * scale);
+        self.st.scale += rate * (clipped_abs / self.scale_consistency() - self.st.scale);
+
+        let bin = season_bin(timestamp_unix_s);
+        self.st.season_count[bin] += 1.0;
+        let bin_rate = learning_rate(self.st.season_count[bin], self.cfg.season_memory);
+        let offset = self.st.season_offset[bin];
+        self.st.season_offset[bin] += bin_rate * huber(x - level_before - offset, scale);
+    }
+}
+
+/// 1/n while young (a plain average, fast to converge), then a fixed exponential forgetting.
+fn learning_rate(n: f64, memory: f64) -> f64 {
+    (1.0 / n.max(1.0)).max(1.0 / memory.max(1.0))
+}
+
+fn huber(error: f64, scale: f64) -> f64 {
+    let limit = HUBER_CLIP * scale;
+    error.clamp(-limit, limit)
+}
+
+fn day_fraction(timestamp_unix_s: f64) -> f64 {
+    timestamp_unix_s.rem_euclid(SECONDS_PER_DAY) / SECONDS_PER_DAY
+}
+
+fn season_bin(timestamp_unix_s: f64) -> usize {
+    ((day_fraction(timestamp_unix_s) * SEASON_BINS as f64) as usize).min(SEASON_BINS - 1)
+}
+
+/// Density of a log-duration residual when nothing has changed: a Gaussian core plus a share
+/// of stragglers whose extra log-duration is exponential (smoothed by the same Gaussian noise,
+/// i.e. an exponentially modified Gaussian). A shifted copy of the same density is the
+/// "slowed down" hypothesis, so stragglers are expected before and after a change alike.
+struct NullModel {
+    sigma: f64,
+    tail_start: f64,
+    tail_mean: f64,
+    ln_core_weight: f64,
+    ln_tail_weight: f64,
+}
+
+impl NullModel {
+    fn new(sigma: f64, cfg: &DetectorConfig) -> Self {
+        let eps = cfg.straggler_fraction.clamp(0.0, 0.5);
+        let tail_mean = cfg.straggler_mean_log.max(1e-3);
+        NullModel {
+            sigma,
+            tail_start: cfg.straggler_min_ratio.max(1.0).ln(),
+            tail_mean,
+            ln_core_weight: (1.0 - eps).ln() - (sigma * (2.0 * std::f64::consts::PI).sqrt()).ln(),
+            ln_tail_weight: eps.ln() - tail_mean.ln() + sigma * sigma / (2.0 * tail_mean * tail_mean),
+        }
+    }
+
+    fn ln_density(&self, u: f64) -> f64 {
+        let z = u / self.sigma;
+        let core = self.ln_core_weight - 0.5 * z * z;
+        let excess = u - self.tail_start;
+        let tail = self.ln_tail_weight - excess / self.tail_mean
+            + ln_normal_cdf(excess / self.sigma - self.sigma / self.tail_mean);
+        log_add_exp(core, tail)
+    }
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if hi == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
+}
+
+/// ln Φ(x), accurate far into the lower tail where Φ itself underflows.
+fn ln_normal_cdf(x: f64) -> f64 {
+    ln_erfc(-x / std::f64::consts::SQRT_2) - std::f64::consts::LN_2
+}
+
+/// ln erfc(x) by the Chebyshev fit of Numerical Recipes (`erfcc`, relative error < 1.2e-7),
+/// written in log form so large arguments do not underflow.
+fn ln_erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let ln_upper = t.ln() - z * z + poly;
+    if x >= 0.0 {
+        ln_upper
+    } else {
+        (2.0 - ln_upper.exp()).ln()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay of a CSV history.
+
+/// Totals of a [`replay`] run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Data rows read (and written).
+    pub rows: u64,
+    /// Rows written with `alert` = 1.
+    pub alert_rows: u64,
+    /// Alerts that started (0 -> 1 transitions).
+    pub alerts_started: u64,
+}
+
+/// Why a replay stopped.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// Reading the input or writing the output failed.
+    Io(std::io::Error),
+    /// The first line is not `timestamp,value`.
+    Header { found: String },
+    /// A data row is malformed; `line` is 1-based and counts the header.
+    Row { line: u64, reason: String },
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Io(e) => write!(f, "I/O error: {e}"),
+            ReplayError::Header { found } => {
+                write!(f, "line 1: expected header `timestamp,value`, found `{found}`")
+            }
+            ReplayError::Row { line, reason } => write!(f, "line {line}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReplayError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for ReplayError {
+    fn from(e: std::io::Error) -> Self {
+        ReplayError::Io(e)
+    }
+}
+
+/// Runs a fresh detector over a CSV history and writes one verdict per row.
+///
+/// Input: header `timestamp,value`, then one row per completed job in completion order;
+/// `timestamp` is `YYYY-MM-DD HH:MM:SS` (UTC) or RFC 3339 (`2026-11-21T10:00:00Z`, `+01:00`
+/// offsets, fractional seconds), `value` the duration in seconds (finite, >= 0). Blank lines
+/// are skipped. Output: header `timestamp,score,alert`, then per row the timestamp as given,
+/// the score with 4 decimals and `alert` as 1 or 0. Stops at the first bad row.
+pub fn replay(
+    mut input: impl BufRead,
+    mut output: impl Write,
+    cfg: DetectorConfig,
+) -> Result<ReplayStats, ReplayError> {
+    let mut detector = Detector::new(cfg);
+    let mut stats = ReplayStats::default();
+    let mut line_no: u64 = 0;
+    let mut buf = Vec::new();
+    let mut header_seen = false;
+    let mut was_alerting = false;
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = std::str::from_utf8(&buf)
+            .map_err(|_| ReplayError::Row { line: line_no, reason: "not valid UTF-8".to_string() })?;
+        let text = text.trim_start_matches('\u{feff}').trim();
+        if !header_seen {
+            check_header(text)?;
+            writeln!(output, "timestamp,score,alert")?;
+            header_seen = true;
+            continue;
+        }
+        if text.is_empty() {
+            continue;
+        }
+        let (timestamp_text, t, value) =
+            parse_row(text).map_err(|reason| ReplayError::Row { line: line_no, reason })?;
+        let verdict = detector.observe(t, value);
+        writeln!(output, "{},{:.4},{}", timestamp_text, verdict.score, u8::from(verdict.alert))?;
+        stats.rows += 1;
+        stats.alert_rows += u64::from(verdict.alert);
+        stats.alerts_started += u64::from(verdict.alert && !was_alerting);
+        was_alerting = verdict.alert;
+    }
+    if !header_seen {
+        return Err(ReplayError::Header { found: String::new() });
+    }
+    output.flush()?;
+    Ok(stats)
+}
+
+fn check_header(text: &str) -> Result<(), ReplayError> {
+    let mut fields = text.split(',').map(str::trim);
+    let ok = fields.next() == Some("timestamp") && fields.next() == Some("value") && fields.next().is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(ReplayError::Header { found: text.to_string() })
+    }
+}
+
+fn parse_row(text: &str) -> Result<(&str, f64, f64), String> {
+    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+    if fields.len() != 2 {
+        return Err(format!("expected 2 fields `timestamp,value`, found {}", fields.len()));
+    }
+    let t = parse_timestamp(fields[0]).map_err(|why| format!("bad timestamp `{}`: {why}", fields[0]))?;
+    let value: f64 = fields[1].parse().map_err(|_| format!("bad value `{}`: not a number", fields[1]))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("bad value `{}`: a duration must be a finite number of seconds >= 0", fields[1]));
+    }
+    Ok((fields[0], t, value))
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS` (UTC) or RFC 3339 into Unix seconds. A missing zone means UTC.
+pub fn parse_timestamp(text: &str) -> Result<f64, String> {
+    let b = text.as_bytes();
+    if b.len() < 19 {
+        return Err("expected `YYYY-MM-DD HH:MM:SS` or RFC 3339".to_string());
+    }
+    let expect = |i: usize, what: &[u8]| -> Result<(), String> {
+        if what.contains(&b[i]) {
+            Ok(())
+        } else {
+            Err(format!("unexpected `{}` at position {}", b[i] as char, i + 1))
+        }
+    };
+    expect(4, b"-")?;
+    expect(7, b"-")?;
+    expect(10, b"T t")?;
+    expect(13, b":")?;
+    expect(16, b":")?;
+    let year = digits(b, 0, 4)?;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let second = digits(b, 17, 2)?;
+    if !(1..=12).contains(&month) {
+        return Err(format!("month {month} out of range"));
+    }
+    if day < 1 || day > days_in_month(year, month) {
+        return Err(format!("day {day} out of range for {year:04}-{month:02}"));
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err("time of day out of range".to_string());
+    }
+    let (fraction, rest) = parse_fraction(&text[19..])?;
+    let offset_s = parse_zone(rest)?;
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_s;
+    Ok(seconds as f64 + fraction)
+}
+
+fn digits(b: &[u8], start: usize, len: usize) -> Result<i64, String> {
+    let mut value = 0i64;
+    for &c in &b[start..start + len] {
+        if !c.is_ascii_digit() {
+            return Err(format!("expected a digit at position {}", start + 1));
+        }
+        value = value * 10 + i64::from(c - b'0');
+    }
+    Ok(value)
+}
+
+fn parse_fraction(text: &str) -> Result<(f64, &str), String> {
+    let Some(after_dot) = text.strip_prefix('.') else {
+        return Ok((0.0, text));
+    };
+    let len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
+    if len == 0 {
+        return Err("expected digits after the decimal point".to_string());
+    }
+    let fraction: f64 = format!("0.{}", &after_dot[..len]).parse().map_err(|_| "bad fractional seconds".to_string())?;
+    Ok((fraction, &after_dot[len..]))
+}
+
+/// Zone suffix to seconds east of UTC: nothing, `Z` or `±HH:MM`.
+fn parse_zone(text: &str) -> Result<i64, String> {
+    match text {
+        "" | "Z" | "z" => return Ok(0),
+        _ => {}
+    }
+    let b = text.as_bytes();
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return Err(format!("unexpected `{text}` after the time")),
+    };
+    if b.len() != 6 || b[3] != b':' {
+        return Err(format!("bad UTC offset `{text}`, expected ±HH:MM"));
+    }
+    let hours = digits(b, 1, 2)?;
+    let minutes = digits(b, 4, 2)?;
+    if hours > 23 || minutes > 59 {
+        return Err(format!("UTC offset `{text}` out of range"));
+    }
+    Ok(sign * (hours * 3_600 + minutes * 60))
+}
+
+fn is_leap_year(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64 plus Box-Muller: deterministic test data without dependencies.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn uniform(&mut self) -> f64 {
+            ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+
+        fn normal(&mut self) -> f64 {
+            let radius = (-2.0 * self.uniform().ln()).sqrt();
+            radius * (2.0 * std::f64::consts::PI * self.uniform()).cos()
+        }
+    }
+
+    const T0: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z
+
+    /// `n` completions 15 min apart: 30 min median, sigma 0.25, daily +-20%, 2% stragglers
+    /// at 2-5x; `factor(i)` multiplies the median of completion `i`.
+    fn history(seed: u64, n: usize, factor: impl Fn(usize) -> f64) -> Vec<(f64, f64)> {
+        let mut rng = Rng(seed);
+        (0..n)
+            .map(|i| {
+                let t = T0 + 900.0 * i as f64;
+                let daily = 1.0 + 0.2 * (2.0 * std::f64::consts::PI * t / 86_400.0).sin();
+                let mut v = 1800.0 * daily * factor(i) * (0.25 * rng.normal()).exp();
+                if rng.uniform() < 0.02 {
+                    v *= 2.0 + 3.0 * rng.uniform();
+                }
+                (t, v)
+            })
+            .collect()
+    }
+
+    fn run(detector: &mut Detector, data: &[(f64, f64)]) -> Vec<Verdict> {
+        data.iter().map(|&(t, v)| detector.observe(t, v)).collect()
+    }
+
+    fn alert_starts(verdicts: &[Verdict]) -> Vec<usize> {
+        (0..verdicts.len()).filter(|&i| verdicts[i].alert && (i == 0 || !verdicts[i - 1].alert)).collect()
+    }
+
+    const STABLE: usize = 3000;
+
+    #[test]
+    fn stable_histories_do_not_alert() {
+        for seed in 1..=5 {
+            let data = history(seed, 8000, |_| 1.0);
+            let verdicts = run(&mut Detector::new(DetectorConfig::default()), &data);
+            assert_eq!(alert_starts(&verdicts), Vec::<usize>::new(), "seed {seed}");
+            assert!(verdicts.iter().all(|v| (0.0..=1.0).contains(&v.score)));
+        }
+    }
+
+    #[test]
+    fn steps_are_caught_quickly() {
+        // (ratio, worst acceptable delay in completions)
+        let table = [(2.0, 12), (4.0, 6), (12.0, 3)];
+        for (ratio, max_delay) in table {
+            for seed in 10..15 {
+                let data = history(seed, STABLE + 50, |i| if i >= STABLE { ratio } else { 1.0 });
+                let verdicts = run(&mut Detector::new(DetectorConfig::default()), &data);
+                let starts = alert_starts(&verdicts);
+                assert_eq!(starts.len(), 1, "ratio {ratio} seed {seed}: {starts:?}");
+                let delay = starts[0] + 1 - STABLE;
+                assert!((1..=max_delay).contains(&delay), "ratio {ratio} seed {seed}: delay {delay}");
+            }
+        }
+    }
+
+    #[test]
+    fn alert_resolves_after_recovery() {
+        let data = history(21, STABLE + 300, |i| if (STABLE..STABLE + 100).contains(&i) { 2.0 } else { 1.0 });
+        let verdicts = run(&mut Detector::new(DetectorConfig::default()), &data);
+        assert_eq!(alert_starts(&verdicts).len(), 1);
+        assert!(verdicts[STABLE + 99].alert, "still firing during the slowdown");
+        let resolved = (STABLE + 100..data.len()).find(|&i| !verdicts[i].alert);
+        let resolved = resolved.expect("the alert resolves");
+        assert!(resolved <= STABLE + 140, "resolved at {resolved}");
+        assert!(verdicts[resolved..].iter().all(|v| !v.alert), "no flapping afterwards");
+    }
+
+    #[test]
+    fn hold_down_prevents_flapping() {
+        let cfg = DetectorConfig::default();
+        // A short burst fires for at least the hold-down even though it ends at once.
+        let burst = history(31, STABLE + 100, |i| if (STABLE..STABLE + 3).contains(&i) { 12.0 } else { 1.0 });
+        let verdicts = run(&mut Detector::new(cfg.clone()), &burst);
+        let starts = alert_starts(&verdicts);
+        assert_eq!(starts.len(), 1);
+        let fired = verdicts[starts[0]..].iter().take_while(|v| v.alert).count();
+        assert!(fired as u64 >= cfg.min_alert_completions, "fired {fired}");
+        // Slow and normal jobs interleaved (2x, 2x, 1x, ...) make one alert, not many.
+        let mixed = history(32, STABLE + 300, |i| if i >= STABLE && (i - STABLE) % 3 != 2 { 2.0 } else { 1.0 });
+        let verdicts = run(&mut Detector::new(cfg), &mixed);
+        let starts = alert_starts(&verdicts);
+        assert_eq!(starts.len(), 1, "{starts:?}");
+        assert!(starts[0] < STABLE + 40, "{starts:?}");
+        assert!(verdicts[starts[0]..].iter().all(|v| v.alert));
+    }
+
+    #[test]
+    fn no_alert_during_warmup() {
+        let cfg = DetectorConfig::default();
+        let warmup = cfg.warmup as usize;
+        // Wildly slow from the 10th job on: still learning, so nothing may fire yet.
+        let data = history(41, warmup + 50, |i| if i >= 10 { 12.0 } else { 1.0 });
+        let verdicts = run(&mut Detector::new(cfg), &data);
+        assert!(verdicts[..warmup].iter().all(|v| !v.alert && v.score == 0.0));
+    }
+
+    #[test]
+    fn stragglers_alone_do_not_alert() {
+        // Ten times the usual straggler rate, each 2-5x: the tail model absorbs them.
+        let mut rng = Rng(51);
+        let data: Vec<(f64, f64)> = history(52, 8000, |_| 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, v))| {
+                let straggler = i >= STABLE && i % 50 == 0;
+                (t, if straggler { v * (2.0 + 3.0 * rng.uniform()) } else { v })
+            })
+            .collect();
+        let verdicts = run(&mut Detector::new(DetectorConfig::default()), &data);
+        assert_eq!(alert_starts(&verdicts), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_single_extreme_job_does_not_alert() {
+        let mut data = history(61, STABLE + 50, |_| 1.0);
+        data[STABLE].1 *= 1000.0;
+        let verdicts = run(&mut Detector::new(DetectorConfig::default()), &data);
+        assert!(verdicts.iter().all(|v| !v.alert));
+    }
+
+    #[test]
+    fn snapshot_and_restore_continue_identically() {
+        let data = history(71, STABLE + 400, |i| if i >= STABLE + 200 { 2.0 } else { 1.0 });
+        let cfg = DetectorConfig::default();
+        let mut original = Detector::new(cfg.clone());
+        let split = STABLE + 205; // mid-alert, so hold-down state is exercised too
+        run(&mut original, &data[..split]);
+        let mut resumed = Detector::restore(cfg, original.snapshot());
+        assert_eq!(resumed.snapshot(), original.snapshot());
+        for &(t, v) in &data[split..] {
+            assert_eq!(original.observe(t, v), resumed.observe(t, v));
+        }
+        assert_eq!(resumed.snapshot(), original.snapshot());
+    }
+
+    #[test]
+    fn running_evidence_grows_with_elapsed_time() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        assert_eq!(detector.running_evidence(1e6), 0.0, "nothing learnt yet");
+        run(&mut detector, &history(81, STABLE, |_| 1.0));
+        let typical = detector.running_evidence(1800.0);
+        let six_hours = detector.running_evidence(6.0 * 3600.0);
+        assert!(typical < 0.5, "typical {typical}");
+        assert!(six_hours > 8.0, "six hours {six_hours}");
+    }
+
+    #[test]
+    fn non_finite_inputs_are_ignored() {
+        let mut detector = Detector::new(DetectorConfig::default());
+        run(&mut detector, &history(91, 100, |_| 1.0));
+        let before = detector.snapshot();
+        detector.observe(f64::NAN, 10.0);
+        detector.observe(T0, f64::INFINITY);
+        assert_eq!(detector.snapshot(), before);
+    }
+
+    #[test]
+    fn timestamps_parse_in_both_formats() {
+        let table = [
+            ("1970-01-01 00:00:00", 0.0),
+            ("2026-11-21 10:00:00", 1_795_255_200.0),
+            ("2026-11-21T10:00:00Z", 1_795_255_200.0),
+            ("2026-11-21T11:00:00+01:00", 1_795_255_200.0),
+            ("2026-11-21T04:30:00-05:30", 1_795_255_200.0),
+            ("2026-11-21T10:00:00.250Z", 1_795_255_200.25),
+            ("2024-02-29T00:00:00Z", 1_709_164_800.0),
+            ("2000-03-01 00:00:00", 951_868_800.0),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_timestamp(text), Ok(expected), "{text}");
+        }
+        for bad in [
+            "2026-13-01 00:00:00",
+            "2025-02-29 00:00:00",
+            "2026-11-21 24:00:00",
+            "2026-11-21T10:00:00+1",
+            "2026-11-21T10:00:00Q",
+            "2026/11/21 10:00:00",
+            "yesterday",
+        ] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn replay_str(input: &str) -> (Result<ReplayStats, ReplayError>, String) {
+        let mut out = Vec::new();
+        let result = replay(input.as_bytes(), &mut out, DetectorConfig::default());
+        (result, String::from_utf8(out).expect("output is UTF-8"))
+    }
+
+    #[test]
+    fn replay_echoes_timestamps_and_scores_every_row() {
+        let input = "timestamp,value\r\n\
+                     2026-11-21 10:00:00,1800\r\n\
+                     2026-11-21T10:15:00Z,1700.5\n\
+                     2026-11-21T11:30:00.5+01:00,1900\n\
+                     \n";
+        let (result, out) = replay_str(input);
+        let stats = result.expect("valid input");
+        assert_eq!(stats.rows, 3);
+        assert_eq!(stats.alerts_started, 0);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "timestamp,score,alert");
+        assert_eq!(lines[1], "2026-11-21 10:00:00,0.0000,0");
+        assert_eq!(lines[2], "2026-11-21T10:15:00Z,0.0000,0");
+        assert_eq!(lines[3], "2026-11-21T11:30:00.5+01:00,0.0000,0");
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn replay_alerts_on_a_slowdown() {
+        let mut input = String::from("timestamp,value\n");
+        for (t, v) in history(101, STABLE + 30, |i| if i >= STABLE { 4.0 } else { 1.0 }) {
+            input.push_str(&format!("{},{v:.1}\n", t as i64));
+        }
+        // Unix seconds are not a supported format: rewrite them as UTC date-times.
+        let input: String = input
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                if i == 0 {
+                    return format!("{line}\n");
+                }
+                let (t, v) = line.split_once(',').expect("two fields");
+                format!("{},{v}\n", format_utc(t.parse().expect("integer time")))
+            })
+            .collect();
+        let (result, out) = replay_str(&input);
+        let stats = result.expect("valid input");
+        assert_eq!(stats.rows as usize, STABLE + 30);
+        assert_eq!(stats.alerts_started, 1);
+        let first_alert = out.lines().skip(1).position(|l| l.ends_with(",1"));
+        let first_alert = first_alert.expect("an alert row");
+        assert!((STABLE..STABLE + 6).contains(&first_alert), "{first_alert}");
+    }
+
+    /// Inverse of `days_from_civil`, only to build test input.
+    fn format_utc(unix_s: i64) -> String {
+        let days = unix_s.div_euclid(86_400);
+        let secs = unix_s.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    }
+
+    #[test]
+    fn replay_rejects_a_bad_header() {
+        let (result, _) = replay_str("time,duration\n2026-11-21 10:00:00,1800\n");
+        let err = result.expect_err("bad header");
+        assert!(matches!(err, ReplayError::Header { .. }));
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let (result, _) = replay_str("");
+        assert!(matches!(result, Err(ReplayError::Header { .. })));
+    }
+
+    #[test]
+    fn replay_names_the_line_of_a_bad_row() {
+        let table = [
+            ("2026-11-21 10:00:00,abc", "not a number"),
+            ("2026-11-21 10:00:00,-5", "finite number"),
+            ("2026-11-21 10:00:00,NaN", "finite number"),
+            ("2026-11-21 10:00:00", "expected 2 fields"),
+            ("2026-02-30 10:00:00,1800", "bad timestamp"),
+        ];
+        for (bad_row, why) in table {
+            let input = format!("timestamp,value\n2026-11-21 09:00:00,1800\n{bad_row}\n");
+            let (result, _) = replay_str(&input);
+            let err = result.expect_err(bad_row);
+            assert!(matches!(err, ReplayError::Row { line: 3, .. }), "{err:?}");
+            let message = err.to_string();
+            assert!(message.starts_with("line 3: ") && message.contains(why), "{message}");
+        }
+    }
+}
