@@ -277,6 +277,8 @@ async fn plain_case(chan: &Channel, consumers: u32, jobs: u64) -> (f64, f64) {
 struct Mem {
     rss_kb: u64,
     hwm_kb: u64,
+    anon_kb: u64,
+    file_kb: u64,
 }
 
 fn mem_of(pid: u32) -> Option<Mem> {
@@ -287,7 +289,12 @@ fn mem_of(pid: u32) -> Option<Mem> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    Some(Mem { rss_kb: field("VmRSS:")?, hwm_kb: field("VmHWM:")? })
+    Some(Mem {
+        rss_kb: field("VmRSS:")?,
+        hwm_kb: field("VmHWM:")?,
+        anon_kb: field("RssAnon:").unwrap_or(0),
+        file_kb: field("RssFile:").unwrap_or(0),
+    })
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
@@ -567,7 +574,7 @@ fn main() {
     }
     let hwm = max_hwm(&mem_worker);
     println!(
-        "| `drover work` persistent, RSS after the load (VmRSS median / VmHWM max) | 1 | {:.1} MB / {:.1} MB | | | ≤ 15 MB | {} |",
+        "| `drover work` persistent, RSS after the load (VmRSS median / VmHWM max) | 1 | {:.1} MiB / {:.1} MiB | | | ≤ 15 MiB | {} |",
         mb(med_rss(&mem_worker)),
         mb(hwm),
         yes(mb(hwm) <= 15.0)
@@ -602,7 +609,8 @@ fn main() {
 
     println!("\n### Memory (kB)\n");
     let show = |label: &str, v: &[Mem]| {
-        let s: Vec<String> = v.iter().map(|m| format!("{}/{}", m.rss_kb, m.hwm_kb)).collect();
+        let s: Vec<String> =
+            v.iter().map(|m| format!("{}/{} ({} anon + {} file)", m.rss_kb, m.hwm_kb, m.anon_kb, m.file_kb)).collect();
         println!("- {label} (VmRSS/VmHWM): {}", s.join(", "));
     };
     show("`drover work` persistent x1", &mem_worker);

@@ -21,7 +21,8 @@ readonly SYSTEMD_BIN=/lib/systemd/systemd
 # sd_booted() checks this directory; `systemd --user` exits 1 without a word
 # when it is missing.
 readonly BOOTED_MARKER=/run/systemd/system
-readonly PRIVATE_RUNTIME_DIR=${DROVER_RUNTIME_DIR:-/tmp/drover-run}
+# Not under /tmp: units with PrivateTmp=yes would not see the notify socket and the bus there.
+readonly PRIVATE_RUNTIME_DIR=${DROVER_RUNTIME_DIR:-/run/drover-user}
 readonly PID_FILE=$PRIVATE_RUNTIME_DIR/systemd-user.pid
 readonly MANAGER_LOG=$PRIVATE_RUNTIME_DIR/systemd-user.log
 readonly LOCK_FILE=/tmp/drover-services.lock LOCK_DEADLINE=300

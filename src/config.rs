@@ -20,6 +20,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub systemd: SystemdConfig,
     pub metrics: MetricsConfig,
+    pub supervisor: SupervisorConfig,
     pub worker: WorkerConfig,
     pub classes: BTreeMap<String, ClassConfig>,
 }
@@ -55,9 +56,35 @@ pub enum Bus {
 #[derive(Clone, Debug)]
 pub struct SystemdConfig {
     pub bus: Bus,
+    /// Name of the worker template, without `@.service`: units are `<unit_prefix>@<class>-<n>.service`.
+    pub unit_prefix: String,
+    /// `WatchdogSec=` of the worker units.
+    pub watchdog: Duration,
+    /// Extra `KEY=value` environment for the worker units.
+    pub environment: Vec<String>,
+    /// Deadline of one D-Bus call.
+    pub call_timeout: Duration,
+    /// Sandboxing directives of the worker template to leave out, for hosts that cannot apply
+    /// them (containers that forbid remounting `/proc/sys`, say).
+    pub relax_sandbox: Vec<String>,
     /// `TimeoutStopSec=` of the worker units: must be longer than the drain deadline plus the
     /// kill grace, or systemd kills what Drover is still draining.
     pub stop_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// The control socket `drover status` and friends talk to.
+    pub socket: std::path::PathBuf,
+    /// Unit starts per second (staggered with jitter within each slot).
+    pub start_rate: f64,
+    pub restart: Backoff,
+    /// Running this long resets a unit's restart backoff.
+    pub stable_after: Duration,
+    /// Consecutive failures that make a unit `failing` (and raise an alert).
+    pub failing_after: u32,
+    /// Full resync with systemd, as a backstop to its signals.
+    pub resync: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -234,6 +261,28 @@ impl Config {
     }
 }
 
+/// The sandboxing directives of the worker template that `systemd.relax_sandbox` may leave out.
+pub const SANDBOX_DIRECTIVES: &[&str] = &[
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectClock",
+    "ProtectHostname",
+    "RestrictSUIDSGID",
+    "RestrictRealtime",
+    "RestrictNamespaces",
+    "LockPersonality",
+    "SystemCallArchitectures",
+    "RestrictAddressFamilies",
+    "CapabilityBoundingSet",
+];
+
 pub fn default_host() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
@@ -299,7 +348,40 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
         }
     };
     let default_stop = worker.drain_deadline + worker.kill_grace + Duration::from_secs(60);
-    let systemd = SystemdConfig { bus, stop_timeout: r.duration(&systemd_t, "systemd", "stop_timeout", default_stop) };
+    let unit_prefix =
+        r.string(&systemd_t, "systemd", "unit_prefix", "a unit name prefix").unwrap_or_else(|| "drover-worker".into());
+    if unit_prefix.is_empty() || !unit_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        r.problem("systemd.unit_prefix", &format!("`{unit_prefix}`"), "letters, digits, `-`, `_`, `.`");
+    }
+    let mut environment = Vec::new();
+    if let Some(v) = r.take(&systemd_t, "systemd", "environment") {
+        match argv_of(v) {
+            Some(list) if list.iter().all(|e| e.split_once('=').is_some_and(|(k, _)| !k.is_empty())) => {
+                environment = list
+            }
+            _ => r.problem("systemd.environment", &type_name(v), "a list of \"KEY=value\" strings"),
+        }
+    }
+    let mut relax_sandbox = Vec::new();
+    if let Some(v) = r.take(&systemd_t, "systemd", "relax_sandbox") {
+        match argv_of(v) {
+            Some(list) if list.iter().all(|d| SANDBOX_DIRECTIVES.contains(&d.as_str())) => relax_sandbox = list,
+            _ => r.problem(
+                "systemd.relax_sandbox",
+                &type_name(v),
+                &format!("a list of sandboxing directives among {}", SANDBOX_DIRECTIVES.join(", ")),
+            ),
+        }
+    }
+    let systemd = SystemdConfig {
+        bus,
+        relax_sandbox,
+        unit_prefix,
+        watchdog: r.duration(&systemd_t, "systemd", "watchdog", Duration::from_secs(60)),
+        environment,
+        call_timeout: r.duration(&systemd_t, "systemd", "call_timeout", Duration::from_secs(10)),
+        stop_timeout: r.duration(&systemd_t, "systemd", "stop_timeout", default_stop),
+    };
     r.unknown_keys(&systemd_t, "systemd");
 
     let metrics_t = r.section(root, "", "metrics");
@@ -310,6 +392,39 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     });
     let metrics = MetricsConfig { listen };
     r.unknown_keys(&metrics_t, "metrics");
+
+    let sup_t = r.section(root, "", "supervisor");
+    let default_socket = match systemd.bus {
+        Bus::System => std::path::PathBuf::from("/run/drover"),
+        Bus::User => std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("drover"),
+    }
+    .join(format!("{}.sock", broker.prefix));
+    let socket =
+        r.string(&sup_t, "supervisor", "socket", "a path").map(std::path::PathBuf::from).unwrap_or(default_socket);
+    let start_rate = match r.take(&sup_t, "supervisor", "start_rate") {
+        None => 10.0,
+        Some(Value::Integer(i)) if *i > 0 => *i as f64,
+        Some(Value::Float(f)) if *f > 0.0 && f.is_finite() => *f,
+        Some(v) => {
+            r.problem("supervisor.start_rate", &type_name(v), "a positive number of starts per second");
+            10.0
+        }
+    };
+    let supervisor = SupervisorConfig {
+        socket,
+        start_rate,
+        restart: Backoff::new(
+            r.duration(&sup_t, "supervisor", "restart_base", Duration::from_secs(2)),
+            r.duration(&sup_t, "supervisor", "restart_max", Duration::from_secs(300)),
+        ),
+        stable_after: r.duration(&sup_t, "supervisor", "stable_after", Duration::from_secs(120)),
+        failing_after: r.integer(&sup_t, "supervisor", "failing_after", 5, 1, 1000) as u32,
+        resync: r.duration(&sup_t, "supervisor", "resync", Duration::from_secs(30)),
+    };
+    r.unknown_keys(&sup_t, "supervisor");
 
     let classes_t = r.section(root, "", "classes");
     let mut classes = BTreeMap::new();
@@ -335,7 +450,7 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     }
     r.unknown_keys(root, "");
 
-    Config { host, broker, systemd, metrics, worker, classes }
+    Config { host, broker, systemd, metrics, supervisor, worker, classes }
 }
 
 fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig {

@@ -4,8 +4,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use drover::config::Bus;
 use drover::config::Config;
-use drover::{drift, duration, submit, work};
+use drover::{control, drift, duration, submit, supervise, units, work};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,12 +20,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The per-host supervisor (what drover-supervisor.service runs).
+    Supervise {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Units, their state and current job, and recent alerts, from the supervisor.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the unit files for this binary and configuration, and reload the manager.
+    InstallUnits {
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        system: bool,
+        #[arg(long)]
+        user: bool,
+        #[arg(long)]
+        config: PathBuf,
+        /// Write here instead of the manager's directory (no reload).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run one worker in the foreground (what drover-worker@.service runs).
     Work {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long)]
-        class: String,
+        /// The job class; by default read from the instance name (`inference-3` -> `inference`).
+        #[arg(long, required_unless_present = "instance")]
+        class: Option<String>,
         /// The unit's instance (e.g. inference-3); also DROVER_UNIT for the handler.
         #[arg(long)]
         instance: Option<String>,
@@ -126,8 +153,66 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(0)
         }
+        Command::Supervise { config } => {
+            let cfg = load(&config)?;
+            for w in cfg.warnings() {
+                tracing::warn!("{}", w.0);
+            }
+            let code = runtime()?.block_on(supervise::run(cfg)).map_err(|e| Failure(1, e))?;
+            Ok(code.clamp(0, 255) as u8)
+        }
+        Command::Status { config, json } => {
+            let cfg = load(&config)?;
+            let req = control::Request::Status;
+            let resp = runtime()?
+                .block_on(control::request(&cfg.supervisor.socket, &req, std::time::Duration::from_secs(10)))
+                .map_err(|e| Failure(1, e))?;
+            let Some(status) = resp.status else {
+                return Err(Failure(1, anyhow::anyhow!(resp.error.unwrap_or_else(|| "no status".into()))));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).map_err(|e| Failure(1, e.into()))?);
+            } else {
+                print!("{}", control::render_table(&status));
+            }
+            Ok(0)
+        }
+        Command::InstallUnits { system, user: _, config, dir } => {
+            let cfg = load(&config)?;
+            let config = std::fs::canonicalize(&config).map_err(|e| Failure(2, e.into()))?;
+            let bin = std::env::current_exe().map_err(|e| Failure(1, e.into()))?;
+            let files = units::render(&cfg, &bin, &config);
+            let target = dir.clone().unwrap_or_else(|| units::unit_dir(system));
+            let written = units::write(&target, &files)
+                .with_context(|| format!("cannot write unit files to {}", target.display()))
+                .map_err(|e| Failure(1, e))?;
+            for p in &written {
+                println!("{}", p.display());
+            }
+            eprintln!("{}", units::summary(&cfg));
+            if dir.is_none() {
+                let bus = if system { Bus::System } else { Bus::User };
+                runtime()?
+                    .block_on(async {
+                        let sd = drover::systemd::Systemd::connect(bus, cfg.systemd.call_timeout).await?;
+                        sd.reload().await
+                    })
+                    .context("cannot reload the systemd manager")
+                    .map_err(|e| Failure(1, e))?;
+            }
+            Ok(0)
+        }
         Command::Work { config, class, instance } => {
             let cfg = load(&config)?;
+            let class = match (class, instance.as_deref()) {
+                (Some(c), _) => c,
+                (None, Some(i)) => drover::reconcile::class_of_instance(i)
+                    .ok_or_else(|| {
+                        Failure(2, anyhow::anyhow!("cannot read a class from the instance `{i}` (expected CLASS-N)"))
+                    })?
+                    .to_string(),
+                (None, None) => return Err(Failure(2, anyhow::anyhow!("--class or --instance is required"))),
+            };
             cfg.class(&class).map_err(|e| Failure(2, anyhow::anyhow!(e)))?;
             for w in cfg.warnings() {
                 tracing::warn!("{}", w.0);

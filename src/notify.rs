@@ -6,7 +6,9 @@ use sd_notify::NotifyState;
 use std::time::Duration;
 
 pub fn ready() {
-    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    if let Err(e) = sd_notify::notify(&[NotifyState::Ready]) {
+        tracing::warn!("cannot tell systemd we are ready: {e}");
+    }
 }
 
 pub fn stopping() {

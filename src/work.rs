@@ -81,7 +81,7 @@ struct Worker {
 /// Runs a worker until it is told to stop; returns the process exit status.
 pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> anyhow::Result<i32> {
     let class = cfg.class(class_name).map_err(anyhow::Error::msg)?.clone();
-    let unit = unit_name(class_name, instance.as_deref());
+    let unit = unit_name(&cfg.systemd.unit_prefix, class_name, instance.as_deref());
     let who = Identity { class: class.name.clone(), host: cfg.host.clone(), unit: unit.clone() };
     let uses_lease = class.uses_lease(&cfg.broker, cfg.worker.kill_grace);
     let mut w = Worker {
@@ -100,11 +100,11 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
     w.main().await
 }
 
-fn unit_name(class: &str, instance: Option<&str>) -> String {
+fn unit_name(unit_prefix: &str, class: &str, instance: Option<&str>) -> String {
     match instance {
         // Under systemd the instance comes from the template, and the unit is its full name.
         Some(i) if std::env::var_os("INVOCATION_ID").is_some() => {
-            format!("drover-worker@{i}.service")
+            format!("{unit_prefix}@{i}.service")
         }
         Some(i) => i.to_string(),
         None => format!("{class}-{}", std::process::id()),

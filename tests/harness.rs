@@ -52,9 +52,14 @@ impl Env {
     fn with_broker(name: &str, classes: &str, broker: BrokerUse) -> Env {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let prefix = format!("t-{name}-{id}");
-        let dir = std::env::temp_dir().join(format!("drover-test-{name}-{id}"));
+        // Not under /tmp: worker units run with PrivateTmp=yes and must see the test's files.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("drover-test-{name}-{id}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let body = classes.replace("{handler}", &handler()).replace("{dir}", &dir.display().to_string());
+        let body = classes
+            .replace("{handler}", &handler())
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{id}", id)
+            .replace("{behave_log}", &dir.join("behave.log").display().to_string());
         let text = format!(
             "[broker]\nurl = \"{}\"\nprefix = \"{prefix}\"\nqueue_expires = \"10m\"\nreconnect_base = \"200ms\"\nreconnect_max = \"2s\"\nconnect_timeout = \"5s\"\nop_timeout = \"5s\"\n{body}",
             amqp_url()

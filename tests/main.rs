@@ -9,3 +9,4 @@ mod drain;
 mod failures;
 mod flow;
 mod lease;
+mod supervisor;

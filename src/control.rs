@@ -1,0 +1,228 @@
+//! The supervisor's control interface: a Unix socket with owner-only permissions that also
+//! checks the peer's uid, and a small JSON protocol (one request line, one response line).
+//! `drover status` is its first client.
+
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub host: String,
+    /// When this report was made (RFC 3339).
+    pub at: String,
+    /// Whether the supervisor currently reaches systemd.
+    pub systemd_connected: bool,
+    pub units: Vec<UnitStatus>,
+    /// Recent alerts raised by the supervisor, newest last.
+    pub alerts: Vec<AlertRecord>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct UnitStatus {
+    pub unit: String,
+    pub class: String,
+    /// systemd's ActiveState/SubState, as systemd says them.
+    pub state: String,
+    pub health: String,
+    /// Restarts done by this supervisor since it started.
+    pub restarts: u32,
+    pub main_pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<CurrentJob>,
+    /// Why the unit is unhealthy (preflight output, last exit), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CurrentJob {
+    pub id: String,
+    pub attempt: u32,
+    pub since: String,
+    pub age_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AlertRecord {
+    pub at: String,
+    pub kind: String,
+    pub unit: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Serves requests until `cancel` fires. The socket is created owner-only (0600, in a 0700
+/// directory when Drover creates it), and each peer's uid must be ours or root's.
+pub async fn serve(path: PathBuf, report: Arc<Mutex<StatusReport>>, cancel: CancellationToken) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = cancel.cancelled() => break,
+        };
+        let allowed = stream.peer_cred().map(|c| c.uid() == me || c.uid() == 0).unwrap_or(false);
+        let report = report.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, allowed, report)).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+async fn answer(stream: UnixStream, allowed: bool, report: Arc<Mutex<StatusReport>>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).take(64 * 1024).read_line(&mut line).await?;
+    let response = if !allowed {
+        Response { ok: false, status: None, error: Some("permission denied: not the supervisor's user".into()) }
+    } else {
+        match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Status) => {
+                let status = report.lock().map(|r| r.clone()).unwrap_or_default();
+                Response { ok: true, status: Some(status), error: None }
+            }
+            Err(e) => Response { ok: false, status: None, error: Some(format!("bad request: {e}")) },
+        }
+    };
+    let mut text = serde_json::to_string(&response).unwrap_or_default();
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+use tokio::io::AsyncReadExt;
+
+/// Sends one request to the supervisor at `path`.
+pub async fn request(path: &Path, req: &Request, timeout: Duration) -> anyhow::Result<Response> {
+    let exchange = async {
+        let mut stream = UnixStream::connect(path).await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the supervisor at {} ({e}): is `drover supervise` running?", path.display())
+        })?;
+        let mut text = serde_json::to_string(req)?;
+        text.push('\n');
+        stream.write_all(text.as_bytes()).await?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await?;
+        Ok::<_, anyhow::Error>(serde_json::from_str::<Response>(&line)?)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("the supervisor at {} did not answer within {timeout:?}", path.display()))?
+}
+
+/// The status as a table for people.
+pub fn render_table(r: &StatusReport) -> String {
+    let mut out = format!(
+        "host {}  ({} units, systemd {})\n",
+        r.host,
+        r.units.len(),
+        if r.systemd_connected { "connected" } else { "UNREACHABLE" }
+    );
+    out.push_str(&format!(
+        "{:<34} {:<12} {:<18} {:<13} {:>8}  {}\n",
+        "UNIT", "CLASS", "STATE", "HEALTH", "RESTARTS", "JOB"
+    ));
+    for u in &r.units {
+        let job = match &u.job {
+            Some(j) => format!("{} (attempt {}, {})", short_id(&j.id), j.attempt, age(j.age_s)),
+            None => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<34} {:<12} {:<18} {:<13} {:>8}  {}\n",
+            u.unit, u.class, u.state, u.health, u.restarts, job
+        ));
+        if let Some(d) = &u.detail {
+            out.push_str(&format!("    └ {d}\n"));
+        }
+    }
+    if !r.alerts.is_empty() {
+        out.push_str("recent alerts:\n");
+        for a in r.alerts.iter().rev().take(10) {
+            out.push_str(&format!("  {} {} {}: {}\n", a.at, a.kind, a.unit, a.message));
+        }
+    }
+    out
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+fn age(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// Reads the job a worker is running from its sd_notify STATUS
+/// (`running job <id> (attempt <n>) since <rfc3339>`).
+pub fn parse_worker_status(text: &str, now_ms: i64) -> Option<CurrentJob> {
+    let rest = text.strip_prefix("running job ")?;
+    let (id, rest) = rest.split_once(" (attempt ")?;
+    let (attempt, rest) = rest.split_once(") since ")?;
+    let since = rest.trim();
+    let started = humantime::parse_rfc3339_weak(since).ok().map(crate::job::to_ms)?;
+    Some(CurrentJob {
+        id: id.to_string(),
+        attempt: attempt.parse().ok()?,
+        since: since.to_string(),
+        age_s: (now_ms - started).max(0) as f64 / 1000.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_status_lines_are_read_back() {
+        let j = parse_worker_status("running job abc-1 (attempt 2) since 2026-11-21T10:00:00.000Z", 1_763_719_260_000)
+            .expect("parsed");
+        assert_eq!((j.id.as_str(), j.attempt), ("abc-1", 2));
+        assert_eq!(parse_worker_status("idle", 0), None);
+        assert_eq!(parse_worker_status("running job x (attempt z) since now", 0), None);
+    }
+
+    #[test]
+    fn requests_are_tagged_json() {
+        assert_eq!(serde_json::to_string(&Request::Status).expect("json"), r#"{"cmd":"status"}"#);
+    }
+
+    #[test]
+    fn ages_read_like_durations() {
+        assert_eq!((age(5.0), age(125.0), age(7300.0)), ("5s".into(), "2m05s".into(), "2h01m".into()));
+    }
+}

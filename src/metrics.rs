@@ -1,0 +1,36 @@
+//! Every metric name Drover exports, in one place, and the Prometheus recorder with histogram
+//! buckets that span real job durations (a second to two days: a 30-minute job and a 6-hour job
+//! land in different buckets). Served on `/metrics` by `supervise`.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const UNITS: &str = "drover_units";
+pub const UNIT_RESTARTS_TOTAL: &str = "drover_unit_restarts_total";
+pub const RECONCILE_PASSES_TOTAL: &str = "drover_reconcile_passes_total";
+pub const RECONCILE_SECONDS: &str = "drover_reconcile_duration_seconds";
+pub const DBUS_CALL_SECONDS: &str = "drover_dbus_call_duration_seconds";
+pub const JOBS_TOTAL: &str = "drover_jobs_total";
+pub const JOB_SECONDS: &str = "drover_job_duration_seconds";
+pub const JOB_QUEUE_WAIT_SECONDS: &str = "drover_job_queue_wait_seconds";
+pub const ALERTS_FIRING: &str = "drover_alerts_firing";
+
+/// Buckets for job run time and queue wait, seconds: 1 s ... 48 h.
+pub const JOB_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0, 3600.0, 5400.0, 7200.0, 10800.0,
+    14400.0, 21600.0, 43200.0, 86400.0, 172800.0,
+];
+
+/// Buckets for fast operations (D-Bus calls, reconcile passes), seconds: 100 µs ... 30 s.
+pub const FAST_BUCKETS: &[f64] =
+    &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0];
+
+/// Installs the global recorder and returns the handle that renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(JOB_SECONDS.into()), JOB_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(JOB_QUEUE_WAIT_SECONDS.into()), JOB_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(DBUS_CALL_SECONDS.into()), FAST_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(RECONCILE_SECONDS.into()), FAST_BUCKETS)?
+        .install_recorder()?;
+    Ok(handle)
+}

@@ -1,0 +1,445 @@
+//! `drover supervise`: the per-host brain. Joins the reconciler ([`crate::reconcile`]) to
+//! systemd ([`crate::systemd`]), serves the control socket and `/metrics`, and turns the job
+//! events of this host's workers into metrics and status.
+//!
+//! Event-driven with a backstop: systemd's signals (job completions, property changes, units
+//! appearing) trigger a pass; so does the next scheduled start or restart; a full resync runs
+//! every `supervisor.resync` regardless. A lost bus is retried with jittered backoff, and the
+//! workers keep running meanwhile: the supervisor is not in the jobs' data path.
+
+use crate::amqp::Link;
+use crate::backoff::Jitter;
+use crate::config::Config;
+use crate::control::{self, AlertRecord, StatusReport, UnitStatus};
+use crate::events::{EventKind, JobEvent};
+use crate::job::{now_ms, rfc3339};
+use crate::metrics as m;
+use crate::notify;
+use crate::reconcile::{class_of_instance, desired_instances, Alert, Health, Op, Policy, Reconciler};
+use crate::systemd::{Systemd, SystemdError};
+use futures_lite::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const MAX_ALERTS: usize = 50;
+
+/// What the event consumer learns that systemd does not say.
+#[derive(Default)]
+struct FromEvents {
+    /// Unit -> the output of its failed preflight check.
+    misconfigured: HashMap<String, String>,
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<i32> {
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone())?;
+    let handle = m::install()?;
+    if let Some(addr) = cfg.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tokio::spawn(serve_metrics(listener, handle, cancel.clone()));
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    let report = Arc::new(Mutex::new(StatusReport { host: cfg.host.clone(), ..Default::default() }));
+    let socket = cfg.supervisor.socket.clone();
+    let serving = tokio::spawn(control::serve(socket.clone(), report.clone(), cancel.clone()));
+    tracing::info!("control socket at {}", socket.display());
+    let from_events = Arc::new(Mutex::new(FromEvents::default()));
+    tokio::spawn(consume_events(cfg.clone(), from_events.clone(), cancel.clone()));
+    tokio::spawn(notify::watchdog_loop());
+    notify::ready();
+
+    let mut s = Supervisor {
+        desired: desired_units(&cfg),
+        policy: Policy {
+            restart: cfg.supervisor.restart,
+            stable_after: cfg.supervisor.stable_after,
+            failing_after: cfg.supervisor.failing_after,
+            start_rate: cfg.supervisor.start_rate,
+        },
+        cfg,
+        reconciler: Reconciler::default(),
+        jitter: Jitter::from_os(),
+        origin: Instant::now(),
+        report,
+        from_events,
+    };
+    s.run(&cancel).await;
+    notify::stopping();
+    cancel.cancel();
+    let _ = serving.await;
+    Ok(0)
+}
+
+fn spawn_signal_handler(cancel: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("supervisor stopping; the worker units keep running and are adopted by the next supervisor");
+        cancel.cancel();
+    });
+    Ok(())
+}
+
+/// Full unit names the configuration wants on this host.
+pub fn desired_units(cfg: &Config) -> BTreeSet<String> {
+    desired_instances(cfg.classes.values().map(|c| (c.name.as_str(), c.workers)))
+        .into_iter()
+        .map(|i| unit_name(&cfg.systemd.unit_prefix, &i))
+        .collect()
+}
+
+pub fn unit_name(prefix: &str, instance: &str) -> String {
+    format!("{prefix}@{instance}.service")
+}
+
+struct Supervisor {
+    cfg: Config,
+    desired: BTreeSet<String>,
+    policy: Policy,
+    reconciler: Reconciler,
+    jitter: Jitter,
+    origin: Instant,
+    report: Arc<Mutex<StatusReport>>,
+    from_events: Arc<Mutex<FromEvents>>,
+}
+
+impl Supervisor {
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    async fn run(&mut self, cancel: &CancellationToken) {
+        let mut tries = 0u32;
+        while !cancel.is_cancelled() {
+            match Systemd::connect(self.cfg.systemd.bus, self.cfg.systemd.call_timeout).await {
+                Ok(sd) => {
+                    if tries > 0 {
+                        tracing::info!("systemd reachable again after {tries} failed tries");
+                    }
+                    tries = 0;
+                    if let Err(e) = self.session(&sd, cancel).await {
+                        tracing::warn!("lost systemd ({e}); reconnecting with backoff; workers keep running");
+                    }
+                }
+                Err(e) => {
+                    tries += 1;
+                    if tries == 1 || tries % 10 == 0 {
+                        tracing::warn!("systemd unreachable ({e}); retrying with backoff (try {tries})");
+                    }
+                }
+            }
+            if let Ok(mut r) = self.report.lock() {
+                r.systemd_connected = false;
+            }
+            let wait =
+                self.cfg.broker.reconnect.delay(tries.max(1), self.jitter.unit()).max(Duration::from_millis(100));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+    }
+
+    /// Reconciles until the bus connection breaks (an error) or the supervisor stops (Ok).
+    async fn session(&mut self, sd: &Systemd, cancel: &CancellationToken) -> Result<(), SystemdError> {
+        let changes = sd.changes(&format!("{}@", self.cfg.systemd.unit_prefix)).await?;
+        let mut changes = std::pin::pin!(changes);
+        let pattern = format!("{}@*.service", self.cfg.systemd.unit_prefix);
+        tracing::info!(
+            "supervising {} worker units ({pattern}) over the {:?} bus",
+            self.desired.len(),
+            self.cfg.systemd.bus
+        );
+        loop {
+            let wake_at = self.pass(sd, &pattern).await?;
+            let resync = Instant::now() + self.cfg.supervisor.resync;
+            let next = wake_at.map_or(resync, |w| (self.origin + Duration::from_millis(w)).min(resync));
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                change = changes.next() => {
+                    if change.is_none() {
+                        return Err(SystemdError::Unavailable("the bus connection closed".into()));
+                    }
+                    // Signals come in bursts (a start emits several): let the burst pass.
+                    let settle = tokio::time::sleep(Duration::from_millis(50));
+                    tokio::pin!(settle);
+                    loop {
+                        tokio::select! {
+                            _ = &mut settle => break,
+                            c = changes.next() => if c.is_none() { break },
+                        }
+                    }
+                }
+                _ = cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// One reconcile pass; returns when the next one is due for a scheduled start.
+    async fn pass(&mut self, sd: &Systemd, pattern: &str) -> Result<Option<u64>, SystemdError> {
+        let started = std::time::Instant::now();
+        let observed = sd.list(pattern).await?;
+        let now = self.now();
+        let jitter = &mut self.jitter;
+        let plan = self.reconciler.plan(&self.desired, &observed, &self.policy, now, &mut || jitter.unit());
+        for op in &plan.ops {
+            let r = match op {
+                Op::Start(u) => {
+                    tracing::info!("starting {u}");
+                    sd.start(u).await
+                }
+                Op::Stop(u) => {
+                    tracing::info!("stopping surplus unit {u} (it drains first)");
+                    sd.stop(u).await
+                }
+                Op::ResetFailed(u) => sd.reset_failed(u).await,
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        for (name, t) in &self.reconciler.tracks {
+            if plan.ops.contains(&Op::Start(name.clone())) && t.restarts > 0 {
+                let class = class_of(&self.cfg.systemd.unit_prefix, name);
+                metrics::counter!(m::UNIT_RESTARTS_TOTAL, "class" => class).increment(1);
+            }
+        }
+        self.record_alerts(&plan.alerts);
+        self.update_report(&observed);
+        metrics::counter!(m::RECONCILE_PASSES_TOTAL).increment(1);
+        metrics::histogram!(m::RECONCILE_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(plan.wake_at)
+    }
+
+    fn record_alerts(&mut self, alerts: &[Alert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let Ok(mut r) = self.report.lock() else { return };
+        for a in alerts {
+            let (kind, unit, message) = match a {
+                Alert::Failing { unit, failures, last_exit } => {
+                    tracing::error!("ALERT {unit} is failing: {failures} failures in a row, last: {last_exit}; restarting at the capped delay");
+                    ("failing", unit, format!("{failures} failures in a row, last: {last_exit}"))
+                }
+                Alert::Misconfigured { unit, detail } => {
+                    tracing::error!("ALERT {unit} is misconfigured: {detail}; not restarted");
+                    ("misconfigured", unit, detail.clone())
+                }
+                Alert::Recovered { unit } => {
+                    tracing::info!("resolved: {unit} has run stably again");
+                    ("resolved", unit, "running stably again".to_string())
+                }
+            };
+            r.alerts.push(AlertRecord { at: rfc3339(now_ms()), kind: kind.into(), unit: unit.clone(), message });
+        }
+        let excess = r.alerts.len().saturating_sub(MAX_ALERTS);
+        r.alerts.drain(..excess);
+    }
+
+    fn update_report(&self, observed: &BTreeMap<String, crate::reconcile::Observed>) {
+        let now = now_ms();
+        let prefix = &self.cfg.systemd.unit_prefix;
+        let events = self.from_events.lock().ok();
+        let mut units = Vec::new();
+        let mut by_health: BTreeMap<(String, &'static str), u32> = BTreeMap::new();
+        let names: BTreeSet<&String> = self.desired.iter().chain(observed.keys()).collect();
+        for name in names {
+            let o = observed.get(name);
+            let t = self.reconciler.tracks.get(name);
+            let health = match (t.and_then(|t| t.health), o) {
+                (Some(h), _) => h,
+                (None, Some(o)) if o.active_state == "active" => Health::Stopping, // surplus, being stopped
+                _ => Health::Stopped,
+            };
+            let class = class_of(prefix, name);
+            *by_health.entry((class.clone(), health.as_str())).or_default() += 1;
+            let detail = match health {
+                Health::Misconfigured => events
+                    .as_ref()
+                    .and_then(|e| e.misconfigured.get(name).cloned())
+                    .or_else(|| t.and_then(|t| t.misconfigured.clone())),
+                Health::Failing | Health::Restarting => o.map(|o| format!("last exit: {}", exit_text(o))),
+                _ => None,
+            };
+            units.push(UnitStatus {
+                unit: name.clone(),
+                class,
+                state: o.map(|o| format!("{}/{}", o.active_state, o.sub_state)).unwrap_or_else(|| "absent".into()),
+                health: health.as_str().into(),
+                restarts: t.map(|t| t.restarts).unwrap_or(0),
+                main_pid: o.map(|o| o.main_pid).unwrap_or(0),
+                job: o.and_then(|o| control::parse_worker_status(&o.status_text, now)),
+                detail,
+            });
+        }
+        for class in self.cfg.classes.keys() {
+            for h in ["healthy", "starting", "restarting", "stopping", "failing", "misconfigured", "stopped"] {
+                let n = by_health.get(&(class.clone(), h)).copied().unwrap_or(0);
+                metrics::gauge!(m::UNITS, "class" => class.clone(), "health" => h).set(n as f64);
+            }
+        }
+        if let Ok(mut r) = self.report.lock() {
+            r.at = rfc3339(now);
+            r.systemd_connected = true;
+            r.units = units;
+        }
+    }
+}
+
+fn exit_text(o: &crate::reconcile::Observed) -> String {
+    if o.exec_main_code == crate::reconcile::CLD_EXITED {
+        format!("exit status {}", o.exec_main_status)
+    } else {
+        format!("signal {}", o.exec_main_status)
+    }
+}
+
+fn class_of(prefix: &str, unit: &str) -> String {
+    unit.strip_prefix(prefix)
+        .and_then(|s| s.strip_prefix('@'))
+        .and_then(|s| s.strip_suffix(".service"))
+        .and_then(class_of_instance)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Consumes this host's job events: job outcome and duration metrics, and the output of failed
+/// preflight checks for `drover status`.
+async fn consume_events(cfg: Config, into: Arc<Mutex<FromEvents>>, cancel: CancellationToken) {
+    let mut link = Link::new(&cfg.broker, "drover supervise");
+    let host_key = cfg.host.replace('.', "_");
+    while !cancel.is_cancelled() {
+        if link.ensure_up(None, &cancel).await.is_err() {
+            return;
+        }
+        let consumed = async {
+            let chan = link.consumer_channel(100).await?;
+            let op = cfg.broker.op_timeout;
+            let q = crate::amqp::deadline(
+                op,
+                "queue.declare",
+                chan.queue_declare(
+                    "".into(),
+                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            let name = q.name().as_str().to_string();
+            let key = format!("*.*.{host_key}");
+            crate::amqp::deadline(
+                op,
+                "queue.bind",
+                chan.queue_bind(
+                    name.as_str().into(),
+                    link.names.events().as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            let mut consumer = crate::amqp::deadline(
+                op,
+                "basic.consume",
+                chan.basic_consume(
+                    name.as_str().into(),
+                    "supervisor".into(),
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            loop {
+                let next = tokio::select! {
+                    d = consumer.next() => d,
+                    _ = cancel.cancelled() => return Ok(()),
+                };
+                let Some(Ok(d)) = next else {
+                    return Err(crate::amqp::BrokerError::Unavailable("event consumer closed".into()));
+                };
+                if let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) {
+                    record_event(&e, &into);
+                }
+            }
+        };
+        match consumed.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("job events: {e}; reconnecting");
+                link.mark_down();
+            }
+        }
+    }
+}
+
+fn record_event(e: &JobEvent, into: &Arc<Mutex<FromEvents>>) {
+    let class = e.class.clone();
+    match e.event {
+        EventKind::Started => {
+            if let Some(w) = e.queue_wait_s {
+                metrics::histogram!(m::JOB_QUEUE_WAIT_SECONDS, "class" => class).record(w);
+            }
+        }
+        EventKind::Succeeded | EventKind::RetryScheduled | EventKind::DeadLettered | EventKind::Requeued => {
+            let outcome = e.outcome.clone().unwrap_or_else(|| "undecodable".into());
+            metrics::counter!(m::JOBS_TOTAL, "class" => class.clone(), "outcome" => outcome.clone(), "result" => e.event.as_str())
+                .increment(1);
+            if let Some(d) = e.duration_s {
+                metrics::histogram!(m::JOB_SECONDS, "class" => class, "outcome" => outcome).record(d);
+            }
+        }
+        EventKind::Misconfigured => {
+            let text = [e.reason.as_deref(), e.detail.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+            if let Ok(mut f) = into.lock() {
+                f.misconfigured.insert(e.unit.clone(), text);
+            }
+        }
+        EventKind::Failed => {}
+    }
+}
+
+/// A deliberately small HTTP responder: `GET /metrics` and nothing else.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (mut stream, _): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+            _ = cancel.cancelled() => return,
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await else { return };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics") {
+                ("200 OK", handle.render())
+            } else {
+                ("404 Not Found", "only /metrics is served here\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes())).await;
+        });
+    }
+}

@@ -1,0 +1,340 @@
+//! The supervisor against a real systemd user manager and a real broker: staggered starts,
+//! healing with jittered backoff, failing and misconfigured units, adoption on restart, scale
+//! down with drains, and a bus that goes away.
+
+use crate::harness::{count, wait_until, Env};
+use drover::control::{StatusReport, UnitStatus};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `[systemd]` and `[supervisor]` sections of a test host: its own unit template name, the
+/// user bus, fast restarts. Sandboxing that needs systemd as PID 1 is relaxed (README).
+const HOST: &str = r#"
+[systemd]
+bus = "user"
+unit_prefix = "dw-{id}"
+relax_sandbox = ["ProtectKernelTunables", "ProtectKernelLogs", "ProtectControlGroups"]
+environment = ["BEHAVE_LOG={behave_log}"]
+[supervisor]
+start_rate = 4
+restart_base = "1s"
+restart_max = "4s"
+failing_after = 3
+stable_after = "20s"
+resync = "5s"
+[worker]
+drain_deadline = "30s"
+kill_grace = "2s"
+"#;
+
+pub struct Host {
+    pub env: Env,
+    pub prefix: String,
+    supervisor: Option<Child>,
+}
+
+impl Host {
+    pub fn new(name: &str, classes: &str) -> Host {
+        let env = Env::new(name, &format!("{HOST}\n{classes}"));
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        let prefix = text
+            .lines()
+            .find_map(|l| l.strip_prefix("unit_prefix = \"").and_then(|r| r.strip_suffix('"')))
+            .expect("unit prefix")
+            .to_string();
+        let out = drover(&["install-units", "--user", "--config"], &env);
+        assert!(out.status.success(), "install-units: {}", String::from_utf8_lossy(&out.stderr));
+        Host { env, prefix, supervisor: None }
+    }
+
+    pub fn start_supervisor(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.env.dir.join("supervisor.log"))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["supervise", "--config"])
+            .arg(&self.env.config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the supervisor");
+        self.supervisor = Some(child);
+    }
+
+    pub fn stop_supervisor(&mut self) {
+        if let Some(mut c) = self.supervisor.take() {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    pub fn unit(&self, instance: &str) -> String {
+        format!("{}@{instance}.service", self.prefix)
+    }
+
+    /// `drover status --json`, or None while the supervisor does not answer.
+    pub fn status(&self) -> Option<StatusReport> {
+        let out = drover(&["status", "--json", "--config"], &self.env);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("status is JSON"))
+    }
+
+    pub fn units(&self) -> BTreeMap<String, UnitStatus> {
+        self.status().map(|s| s.units.into_iter().map(|u| (u.unit.clone(), u)).collect()).unwrap_or_default()
+    }
+
+    pub fn wait_status(&self, what: &str, limit: Duration, cond: impl Fn(&BTreeMap<String, UnitStatus>) -> bool) {
+        let end = Instant::now() + limit;
+        loop {
+            let units = self.units();
+            if cond(&units) {
+                return;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}; status: {units:#?}\nsupervisor log:\n{}",
+                    self.supervisor_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn supervisor_log(&self) -> String {
+        std::fs::read_to_string(self.env.dir.join("supervisor.log")).unwrap_or_default()
+    }
+
+    pub fn show(&self, unit: &str, prop: &str) -> String {
+        let out = systemctl(&["show", unit, "-p", prop, "--value"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn main_pids(&self, n: u32, class: &str) -> Vec<String> {
+        (1..=n).map(|i| self.show(&self.unit(&format!("{class}-{i}")), "MainPID")).collect()
+    }
+
+    /// Rewrites `workers = A` to `workers = B` in the configuration.
+    pub fn set_workers(&self, from: u32, to: u32) {
+        let text = std::fs::read_to_string(&self.env.config).expect("config");
+        std::fs::write(&self.env.config, text.replace(&format!("workers = {from}"), &format!("workers = {to}")))
+            .expect("write");
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- supervisor log ----\n{}", self.supervisor_log());
+        }
+        self.stop_supervisor();
+        let pattern = format!("{}@*", self.prefix);
+        systemctl(&["kill", "--signal=SIGKILL", &pattern]);
+        systemctl(&["stop", &pattern]);
+        systemctl(&["reset-failed", &pattern]);
+        let dir = drover::units::unit_dir(false);
+        let _ = std::fs::remove_file(dir.join(format!("{}@.service", self.prefix)));
+    }
+}
+
+fn drover(args: &[&str], env: &Env) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_drover")).args(args).arg(&env.config).output().expect("run drover")
+}
+
+pub fn systemctl(args: &[&str]) -> std::process::Output {
+    Command::new("systemctl").arg("--user").args(args).output().expect("systemctl")
+}
+
+const PERSISTENT: &str = r#"
+[classes.w]
+mode = "persistent"
+command = ["python3", "{handler}", "persistent"]
+timeout = "60s"
+workers = 8
+"#;
+
+fn all_healthy(n: usize) -> impl Fn(&BTreeMap<String, UnitStatus>) -> bool {
+    move |u| u.len() == n && u.values().all(|s| s.health == "healthy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_from_zero_to_eight_starts_all_spread_in_time() {
+    let mut h = Host::new("sup-scale", PERSISTENT);
+    h.start_supervisor();
+    h.wait_status("8 healthy units", Duration::from_secs(60), all_healthy(8));
+    let mut starts: Vec<u64> = (1..=8)
+        .map(|i| h.show(&h.unit(&format!("w-{i}")), "ExecMainStartTimestampMonotonic").parse().expect("timestamp"))
+        .collect();
+    starts.sort();
+    let spread = Duration::from_micros(starts[7] - starts[0]);
+    // 4 starts a second: 8 units need at least 1.75 s; all at once would be a few ms.
+    assert!(spread >= Duration::from_millis(1500), "8 starts within {spread:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_restarted_after_a_delay_and_its_job_completes() {
+    let mut h = Host::new("sup-kill", &PERSISTENT.replace("workers = 8", "workers = 2"));
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("2 healthy units", Duration::from_secs(60), all_healthy(2));
+    let id = h.env.submit("w", r#"{"sleep": 4}"#, 1, &[])[0].clone();
+    events.wait_for("the job to start", Duration::from_secs(30), |e| count(e, "started") >= 1).await;
+    let unit = events.of("started").next().expect("started").unit.clone();
+    let pid: i32 = h.show(&unit, "MainPID").parse().expect("pid");
+    assert!(pid > 0, "{unit} has no main process");
+    let killed_at = Instant::now();
+    // SAFETY: kills the worker's main process, as the OOM killer would.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    h.wait_status("the killed unit back and healthy", Duration::from_secs(30), |u| {
+        u.get(&unit).is_some_and(|s| s.restarts == 1 && s.health == "healthy")
+    });
+    let back_after = killed_at.elapsed();
+    assert!(back_after >= Duration::from_millis(400), "restarted after {back_after:?}: no delay");
+    let new_pid: i32 = h.show(&unit, "MainPID").parse().expect("pid");
+    assert_ne!(new_pid, pid);
+    events.wait_for("the job to complete", Duration::from_secs(30), |e| count(e, "succeeded") >= 1).await;
+    let ok = events.of("succeeded").next().expect("success");
+    assert_eq!(ok.job_id.as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_always_crashes_backs_off_and_becomes_failing_without_a_tight_loop() {
+    let mut h = Host::new(
+        "sup-crash",
+        r#"
+        [classes.c]
+        mode = "persistent"
+        command = ["python3", "-c", "import sys; sys.exit(3)"]
+        workers = 1
+        "#,
+    );
+    h.start_supervisor();
+    let unit = h.unit("c-1");
+    let started = Instant::now();
+    h.wait_status("the unit to be failing", Duration::from_secs(60), |u| {
+        u.get(&unit).is_some_and(|s| s.health == "failing")
+    });
+    let status = h.status().expect("status");
+    assert!(
+        status.alerts.iter().any(|a| a.kind == "failing" && a.unit == unit),
+        "a failing alert: {:?}",
+        status.alerts
+    );
+    // Restarts at 1 s base doubling to a 4 s cap with equal jitter: in 12 s, a few restarts, not a loop.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()));
+    let restarts = h.units()[&unit].restarts;
+    assert!((2..=8).contains(&restarts), "{restarts} restarts in about 12 s");
+    let alerts = h.status().expect("status").alerts.iter().filter(|a| a.kind == "failing").count();
+    assert_eq!(alerts, 1, "one alert, not one per crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_whose_preflight_fails_is_misconfigured_not_restarted_and_shows_why() {
+    let mut h = Host::new(
+        "sup-preflight",
+        r#"
+        [classes.p]
+        mode = "exec"
+        command = ["python3", "{handler}"]
+        workers = 1
+        preflight = [["test", "-w", "/nonexistent/model-cache"]]
+        "#,
+    );
+    h.start_supervisor();
+    let unit = h.unit("p-1");
+    h.wait_status("the unit to be misconfigured with its reason", Duration::from_secs(60), |u| {
+        u.get(&unit).is_some_and(|s| {
+            s.health == "misconfigured" && s.detail.as_deref().unwrap_or("").contains("/nonexistent/model-cache")
+        })
+    });
+    let first = h.show(&unit, "ExecMainStartTimestampMonotonic");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(h.show(&unit, "ExecMainStartTimestampMonotonic"), first, "not restarted");
+    assert_eq!(h.units()[&unit].restarts, 0);
+    let table = drover(&["status", "--config"], &h.env);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("misconfigured") && text.contains("/nonexistent/model-cache"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_supervisor_adopts_running_units_without_disturbing_them() {
+    let mut h = Host::new("sup-adopt", PERSISTENT);
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("8 healthy units", Duration::from_secs(60), all_healthy(8));
+    h.env.submit("w", r#"{"sleep": 5}"#, 3, &[]);
+    events.wait_for("3 jobs running", Duration::from_secs(30), |e| count(e, "started") >= 3).await;
+    let before = h.main_pids(8, "w");
+    h.stop_supervisor();
+    h.start_supervisor();
+    h.wait_status("the new supervisor's view", Duration::from_secs(30), |u| {
+        all_healthy(8)(u) && u.values().filter(|s| s.job.is_some()).count() == 3
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(h.main_pids(8, "w"), before, "no unit restarted");
+    events.wait_for("the 3 jobs to finish", Duration::from_secs(30), |e| count(e, "succeeded") >= 3).await;
+    assert!(events.of("succeeded").all(|e| e.attempt == Some(1)));
+    assert_eq!(count(&events.all, "started"), 3, "no job was started twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_down_drains_the_removed_units_and_loses_no_job() {
+    let mut h = Host::new("sup-down", PERSISTENT);
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("8 healthy units", Duration::from_secs(60), all_healthy(8));
+    let ids = h.env.submit("w", r#"{"sleep": 4}"#, 8, &[]);
+    events.wait_for("8 jobs running", Duration::from_secs(30), |e| count(e, "started") >= 8).await;
+    h.stop_supervisor();
+    h.set_workers(8, 4);
+    h.start_supervisor();
+    h.wait_status("4 units left", Duration::from_secs(60), |u| {
+        u.len() == 4
+            && u.values().all(|s| s.health == "healthy")
+            && u.keys().all(|k| k.contains("@w-1") || k.contains("@w-2") || k.contains("@w-3") || k.contains("@w-4"))
+    });
+    events.wait_for("all 8 jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 8).await;
+    for id in &ids {
+        assert_eq!(
+            events.of("succeeded").filter(|e| e.job_id.as_deref() == Some(id)).count(),
+            1,
+            "{id} succeeded once"
+        );
+    }
+    assert_eq!(count(&events.all, "requeued"), 0, "the removed units drained: their jobs finished in place");
+    for i in 5..=8 {
+        let unit = h.unit(&format!("w-{i}"));
+        let state = h.show(&unit, "ActiveState");
+        assert!(state == "inactive" || state.is_empty(), "{unit} is {state}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_survives_the_bus_going_away_without_restarting_workers() {
+    let mut h = Host::new("sup-bus", &PERSISTENT.replace("workers = 8", "workers = 2"));
+    h.start_supervisor();
+    h.wait_status("2 healthy units", Duration::from_secs(60), all_healthy(2));
+    let before = h.main_pids(2, "w");
+    // The session bus daemon goes away; socket activation brings it back on the next connection.
+    let out = systemctl(&["kill", "--signal=SIGKILL", "dbus.service"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the supervisor to notice", Duration::from_secs(30), || {
+        h.supervisor_log().contains("lost systemd") || h.status().is_some_and(|s| !s.systemd_connected)
+    });
+    h.wait_status("the supervisor back on the bus", Duration::from_secs(60), |u| {
+        h.status().is_some_and(|s| s.systemd_connected) && all_healthy(2)(u)
+    });
+    assert_eq!(h.main_pids(2, "w"), before, "no worker restarted");
+    // And it heals again afterwards.
+    let pid: i32 = before[0].parse().expect("pid");
+    assert!(pid > 0);
+    // SAFETY: kills a worker of ours.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let unit = h.unit("w-1");
+    h.wait_status("the killed unit healed", Duration::from_secs(30), |u| {
+        u.get(&unit).is_some_and(|s| s.restarts == 1 && s.health == "healthy")
+    });
+}
