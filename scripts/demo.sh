@@ -1,37 +1,46 @@
 #!/usr/bin/env bash
-# Drover's main job on one machine: a broker, workers of the example class running the example
-# persistent handler, a stream of demo jobs (10% fail transiently and are retried with jittered
-# backoff), and the queue draining while the workers report what they do.
+# Drover's main job on one machine, end to end: a RabbitMQ broker, a systemd manager (a private
+# user manager when the machine has none), `drover supervise` with three workers of the demo
+# class running the example persistent handler, a stream of demo jobs (10% fail transiently and
+# are retried with jittered backoff), and `drover status` showing the units and their jobs.
 #   scripts/demo.sh [SECONDS]      (default 60; Ctrl-C stops earlier)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-60}
 eval "$(scripts/services.sh env)"
 cargo build --quiet --release
-bin=target/release/drover
-run=$(mktemp -d /tmp/drover-demo.XXXXXX)
-sed -e "s|@EXAMPLES@|$PWD/examples|g" -e "s|@PREFIX@|demo-$$|g" config/demo.toml >"$run/drover.toml"
-$bin check-config "$run/drover.toml" >/dev/null
+bin=$PWD/target/release/drover
 
-pids=()
+# Not under /tmp: the worker units run with PrivateTmp=yes.
+run=$PWD/target/demo/run-$$
+mkdir -p "$run"
+id=$$
+sed -e "s|@EXAMPLES@|$PWD/examples|g" -e "s|@ID@|$id|g" config/demo.toml >"$run/drover.toml"
+$bin check-config "$run/drover.toml" >/dev/null
+$bin install-units --user --config "$run/drover.toml" >/dev/null 2>&1
+
+supervisor=
 cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    echo "worker logs: $run"
+    [[ -n $supervisor ]] && kill -TERM "$supervisor" 2>/dev/null && wait "$supervisor" 2>/dev/null
+    systemctl --user stop "demo$id@*" 2>/dev/null || true
+    systemctl --user reset-failed "demo$id@*" 2>/dev/null || true
+    rm -f "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/demo$id@.service"
+    echo "logs: $run"
 }
 trap cleanup EXIT
-for i in 1 2 3; do
-    $bin work --config "$run/drover.toml" --class demo --instance "demo-$i" 2>"$run/demo-$i.log" &
-    pids+=($!)
-done
 
-submitted=0
+$bin supervise --config "$run/drover.toml" 2>"$run/supervisor.log" &
+supervisor=$!
+
 end=$((SECONDS + duration))
+submitted=0
 while ((SECONDS < end)); do
-    $bin submit --config "$run/drover.toml" --class demo --payload '{"seconds": 0.5, "fail_rate": 0.1}' --count 3 >>"$run/ids"
-    submitted=$((submitted + 3))
-    depth=$(rabbitmqctl -q list_queues name messages 2>/dev/null | awk -v q="demo-$$.jobs.demo" '$1 == q {print $2}')
-    printf '%(%H:%M:%S)T  submitted %4d  queued %4s  retries so far %3d\n' -1 "$submitted" "${depth:-?}" \
-        "$(cat "$run"/demo-*.log | grep -c 'transient' || true)"
+    $bin submit --config "$run/drover.toml" --class demo --payload '{"seconds": 2, "fail_rate": 0.1}' --count 2 >>"$run/ids"
+    submitted=$((submitted + 2))
+    clear 2>/dev/null || true
+    printf 'Drover demo: %d jobs submitted, %ds left (Ctrl-C to stop)\n\n' "$submitted" $((end - SECONDS))
+    $bin status --config "$run/drover.toml" 2>&1 || true
     sleep 2
 done
+printf '\nmetrics (from http://127.0.0.1:19464/metrics):\n'
+curl -s http://127.0.0.1:19464/metrics 2>/dev/null | grep -E '^drover_(jobs_total|units\{.*healthy)' || true
