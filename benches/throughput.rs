@@ -1,7 +1,7 @@
 //! Worker throughput: no-op jobs per second through `drover work`, each against the limit for
 //! its setting measured in the same run, and the worker's memory. See BENCHMARKS.md.
 //!
-//!     cargo bench --bench throughput
+//!     cargo bench --bench throughput      (under `cargo test` it is a small smoke run)
 //!
 //! Needs a RabbitMQ broker (`scripts/services.sh up`; `DROVER_AMQP_URL` overrides the loopback
 //! default) and `python3`. Knobs: `DROVER_BENCH_ROUNDS` (3), `DROVER_BENCH_JOBS` (20000, the
@@ -120,9 +120,20 @@ impl Case {
         assert_eq!(ids.len() as u64, n);
     }
 
-    fn spawn_worker(&self, i: usize) -> Child {
+    fn spawn_worker(&self, i: usize) -> Worker {
+        use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(self.dir.join(format!("worker-{i}.log"))).expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_drover"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+        // A worker must not outlive the bench (killed, or stopped by a test runner's timeout):
+        // it would keep consuming and skew whatever runs next on the machine.
+        // SAFETY: prctl is async-signal-safe; the spawning thread (main) lives as long as the bench.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["work", "--config"])
             .arg(&self.config_path)
             .args(["--class", "noop", "--instance", &format!("bench-{i}")])
@@ -132,7 +143,8 @@ impl Case {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start drover work")
+            .expect("start drover work");
+        Worker(child)
     }
 
     fn worker_logs(&self) -> String {
@@ -310,18 +322,30 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// A `drover work` process, killed if the bench unwinds before stopping it.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 struct WorkerResult {
     rate: f64,
     /// Per worker process: (drover work, its handler).
     mem: Vec<(Mem, Option<Mem>)>,
 }
 
-async fn stop_workers(workers: &mut [Child]) {
+async fn stop_workers(workers: &mut [Worker]) {
     for w in workers.iter() {
         // SAFETY: signals our own child.
-        unsafe { libc::kill(w.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(w.0.id() as i32, libc::SIGTERM) };
     }
-    for w in workers.iter_mut() {
+    for Worker(w) in workers.iter_mut() {
         let end = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(_)) = w.try_wait() {
@@ -339,14 +363,14 @@ async fn stop_workers(workers: &mut [Child]) {
 
 async fn drover_case(chan: &Channel, case: Case, workers: usize, jobs: u64) -> WorkerResult {
     case.load(jobs).await;
-    let mut procs: Vec<Child> = (0..workers).map(|i| case.spawn_worker(i)).collect();
+    let mut procs: Vec<Worker> = (0..workers).map(|i| case.spawn_worker(i)).collect();
     let w = measure(chan, &case.queue, workers as u32).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // the last in-flight jobs
     let mem = procs
         .iter()
         .map(|p| {
-            let m = mem_of(p.id()).unwrap_or_default();
-            let handler = children_of(p.id()).into_iter().filter_map(mem_of).next();
+            let m = mem_of(p.0.id()).unwrap_or_default();
+            let handler = children_of(p.0.id()).into_iter().filter_map(mem_of).next();
             (m, handler)
         })
         .collect();
@@ -476,10 +500,16 @@ fn fmt_rounds(v: &[f64]) -> String {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; a filter argument is not supported (every case runs).
-    let rounds = env_num("DROVER_BENCH_ROUNDS", 3).max(1) as usize;
-    let jobs = env_num("DROVER_BENCH_JOBS", 20_000);
-    let exec_jobs = env_num("DROVER_BENCH_EXEC_JOBS", 3_000);
+    // `cargo bench` passes --bench. Without it (`cargo test --benches` / `--all-targets`) this
+    // is a smoke run: one small round, so a test run does not spend minutes loading the broker.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (r0, j0, e0) = if benching { (3, 20_000, 3_000) } else { (1, 200, 50) };
+    let rounds = env_num("DROVER_BENCH_ROUNDS", r0).max(1) as usize;
+    let jobs = env_num("DROVER_BENCH_JOBS", j0);
+    let exec_jobs = env_num("DROVER_BENCH_EXEC_JOBS", e0);
+    if !benching {
+        eprintln!("throughput: smoke run (numbers meaningless); `cargo bench --bench throughput` measures");
+    }
 
     println!("## Machine\n");
     for (k, v) in machine() {

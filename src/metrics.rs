@@ -4,7 +4,10 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Units by health (healthy, failing, ...).
 pub const UNITS: &str = "drover_units";
+/// Units by systemd ActiveState.
+pub const UNITS_BY_STATE: &str = "drover_units_by_state";
 pub const UNIT_RESTARTS_TOTAL: &str = "drover_unit_restarts_total";
 pub const RECONCILE_PASSES_TOTAL: &str = "drover_reconcile_passes_total";
 pub const RECONCILE_SECONDS: &str = "drover_reconcile_duration_seconds";

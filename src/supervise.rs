@@ -43,8 +43,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let handle = m::install()?;
     if let Some(addr) = cfg.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(serve_metrics(listener, handle, cancel.clone()));
-        tracing::info!("metrics on http://{addr}/metrics");
     }
     let report = Arc::new(Mutex::new(StatusReport { host: cfg.host.clone(), ..Default::default() }));
     let socket = cfg.supervisor.socket.clone();
@@ -257,6 +257,7 @@ impl Supervisor {
         let events = self.from_events.lock().ok();
         let mut units = Vec::new();
         let mut by_health: BTreeMap<(String, &'static str), u32> = BTreeMap::new();
+        let mut by_state: BTreeMap<(String, &str), u32> = BTreeMap::new();
         let names: BTreeSet<&String> = self.desired.iter().chain(observed.keys()).collect();
         for name in names {
             let o = observed.get(name);
@@ -268,6 +269,12 @@ impl Supervisor {
             };
             let class = class_of(prefix, name);
             *by_health.entry((class.clone(), health.as_str())).or_default() += 1;
+            let active = o.map(|o| o.active_state.as_str()).unwrap_or("absent");
+            let active = match active {
+                "active" | "activating" | "deactivating" | "inactive" | "failed" | "absent" => active,
+                _ => "other", // a state this systemd has and we do not know: a bounded label set
+            };
+            *by_state.entry((class.clone(), active)).or_default() += 1;
             let detail = match health {
                 Health::Misconfigured => events
                     .as_ref()
@@ -291,6 +298,10 @@ impl Supervisor {
             for h in ["healthy", "starting", "restarting", "stopping", "failing", "misconfigured", "stopped"] {
                 let n = by_health.get(&(class.clone(), h)).copied().unwrap_or(0);
                 metrics::gauge!(m::UNITS, "class" => class.clone(), "health" => h).set(n as f64);
+            }
+            for st in ["active", "activating", "deactivating", "inactive", "failed", "absent", "other"] {
+                let n = by_state.get(&(class.clone(), st)).copied().unwrap_or(0);
+                metrics::gauge!(m::UNITS_BY_STATE, "class" => class.clone(), "state" => st).set(n as f64);
             }
         }
         if let Ok(mut r) = self.report.lock() {

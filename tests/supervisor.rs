@@ -16,6 +16,8 @@ bus = "user"
 unit_prefix = "dw-{id}"
 relax_sandbox = ["ProtectKernelTunables", "ProtectKernelLogs", "ProtectControlGroups"]
 environment = ["BEHAVE_LOG={behave_log}"]
+[metrics]
+listen = "127.0.0.1:0"
 [supervisor]
 start_rate = 4
 restart_base = "1s"
@@ -108,6 +110,22 @@ impl Host {
         std::fs::read_to_string(self.env.dir.join("supervisor.log")).unwrap_or_default()
     }
 
+    /// Scrapes the supervisor's `/metrics` (its address is in its log).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let log = self.supervisor_log();
+        let addr = log
+            .lines()
+            .rev()
+            .find_map(|l| l.split("metrics on http://").nth(1).and_then(|r| r.split('/').next()))
+            .expect("the supervisor logs its metrics address");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        text
+    }
+
     pub fn show(&self, unit: &str, prop: &str) -> String {
         let out = systemctl(&["show", unit, "-p", prop, "--value"]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -198,6 +216,25 @@ async fn a_killed_worker_is_restarted_after_a_delay_and_its_job_completes() {
     events.wait_for("the job to complete", Duration::from_secs(30), |e| count(e, "succeeded") >= 1).await;
     let ok = events.of("succeeded").next().expect("success");
     assert_eq!(ok.job_id.as_deref(), Some(id.as_str()));
+
+    let metrics = h.metrics();
+    assert!(metrics.contains(r#"drover_unit_restarts_total{class="w"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"drover_units{class="w",health="healthy"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"drover_units_by_state{class="w",state="active"} 2"#), "{metrics}");
+    assert!(metrics.contains("drover_reconcile_passes_total"), "{metrics}");
+    assert!(metrics.contains("drover_dbus_call_duration_seconds_bucket"), "{metrics}");
+    // Job durations are histograms whose buckets tell a 30-minute job from a 6-hour one.
+    wait_until("the job's outcome in /metrics", Duration::from_secs(10), || {
+        h.metrics().contains(r#"drover_jobs_total{class="w",outcome="succeeded",result="succeeded"} 1"#)
+    });
+    let metrics = h.metrics();
+    for le in ["1800", "21600", "86400"] {
+        assert!(
+            metrics
+                .contains(&format!(r#"drover_job_duration_seconds_bucket{{class="w",outcome="succeeded",le="{le}"}}"#)),
+            "{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
