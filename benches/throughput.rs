@@ -436,6 +436,7 @@ async fn handler_only(case: &Case, n: u64) -> f64 {
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
     h.shutdown().await;
+    let _ = std::fs::remove_dir_all(&case.dir);
     rate
 }
 

@@ -162,9 +162,13 @@ impl Supervisor {
             self.desired.len(),
             self.cfg.systemd.bus
         );
+        let mut resync = Instant::now();
         loop {
-            let wake_at = self.pass(sd, &pattern).await?;
-            let resync = Instant::now() + self.cfg.supervisor.resync;
+            let full = Instant::now() >= resync;
+            if full {
+                resync = Instant::now() + self.cfg.supervisor.resync;
+            }
+            let wake_at = self.pass(sd, &pattern, full).await?;
             let next = wake_at.map_or(resync, |w| (self.origin + Duration::from_millis(w)).min(resync));
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -188,9 +192,9 @@ impl Supervisor {
     }
 
     /// One reconcile pass; returns when the next one is due for a scheduled start.
-    async fn pass(&mut self, sd: &Systemd, pattern: &str) -> Result<Option<u64>, SystemdError> {
+    async fn pass(&mut self, sd: &Systemd, pattern: &str, full: bool) -> Result<Option<u64>, SystemdError> {
         let started = std::time::Instant::now();
-        let observed = sd.list(pattern).await?;
+        let observed = sd.list(pattern, full).await?;
         let now = self.now();
         let jitter = &mut self.jitter;
         let plan = self.reconciler.plan(&self.desired, &observed, &self.policy, now, &mut || jitter.unit());

@@ -5,12 +5,14 @@
 use crate::config::Bus;
 use crate::reconcile::Observed;
 use futures_lite::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zbus::fdo::PropertiesProxy;
 use zbus::names::InterfaceName;
+use zbus::zvariant::OwnedVariant;
 use zbus_systemd::systemd1::ManagerProxy;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,41 @@ pub struct Systemd {
     timeout: Duration,
     /// D-Bus calls made, for the benchmark and `/metrics`.
     pub calls: AtomicU64,
+    /// Service properties by unit object path, kept current by `PropertiesChanged` signals so
+    /// that a pass costs one `ListUnitsByPatterns` instead of a `GetAll` per unit.
+    cache: Arc<Mutex<HashMap<String, ServiceProps>>>,
+}
+
+/// The service properties the supervisor reads.
+#[derive(Clone, Debug, Default)]
+struct ServiceProps {
+    main_pid: u32,
+    n_restarts: u32,
+    exec_main_code: i32,
+    exec_main_status: i32,
+    status_text: String,
+}
+
+impl ServiceProps {
+    fn apply(&mut self, p: &HashMap<String, OwnedVariant>) {
+        let u32_of = |k: &str| p.get(k).and_then(|v| u32::try_from(&**v).ok());
+        let i32_of = |k: &str| p.get(k).and_then(|v| i32::try_from(&**v).ok());
+        if let Some(v) = u32_of("MainPID") {
+            self.main_pid = v;
+        }
+        if let Some(v) = u32_of("NRestarts") {
+            self.n_restarts = v;
+        }
+        if let Some(v) = i32_of("ExecMainCode") {
+            self.exec_main_code = v;
+        }
+        if let Some(v) = i32_of("ExecMainStatus") {
+            self.exec_main_status = v;
+        }
+        if let Some(v) = p.get("StatusText").and_then(|v| String::try_from(v.clone()).ok()) {
+            self.status_text = v;
+        }
+    }
 }
 
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
@@ -55,7 +92,7 @@ impl Systemd {
             .await
             .map_err(|_| SystemdError::Timeout("connect", timeout))?
             .map_err(|e| SystemdError::Unavailable(format!("cannot reach the {bus:?} bus: {e}")))?;
-        let sd = Systemd { conn, manager, timeout, calls: AtomicU64::new(0) };
+        let sd = Systemd { conn, manager, timeout, calls: AtomicU64::new(0), cache: Arc::default() };
         sd.call("Subscribe", sd.manager.subscribe()).await?;
         Ok(sd)
     }
@@ -96,20 +133,31 @@ impl Systemd {
             .map_err(|e| SystemdError::Unavailable(e.to_string()))?;
         let stream = self.call("AddMatch", zbus::MessageStream::for_match_rule(rule, &self.conn, None)).await?;
         let escaped = format!("/org/freedesktop/systemd1/unit/{}", bus_escape(unit_prefix));
+        let cache = self.cache.clone();
         Ok(stream.filter_map(move |m| {
             let m = m.ok()?;
             let header = m.header();
             let member = header.member().map(|s| s.as_str().to_string()).unwrap_or_default();
             let path = header.path().map(|p| p.as_str().to_string()).unwrap_or_default();
-            let ours =
-                path.starts_with(&escaped) || matches!(member.as_str(), "JobRemoved" | "UnitNew" | "UnitRemoved");
-            ours.then_some(())
+            let ours = path.starts_with(&escaped);
+            if ours && member == "PropertiesChanged" {
+                type Changed = (String, HashMap<String, OwnedVariant>, Vec<String>);
+                if let Ok((iface, changed, _)) = m.body().deserialize::<Changed>() {
+                    if iface == SERVICE_IFACE {
+                        if let Some(props) = cache.lock().ok().as_mut().and_then(|c| c.get_mut(&path)) {
+                            props.apply(&changed);
+                        }
+                    }
+                }
+            }
+            (ours || matches!(member.as_str(), "JobRemoved" | "UnitNew" | "UnitRemoved")).then_some(())
         }))
     }
 
     /// Every loaded unit matching `pattern` (e.g. `drover-worker@*.service`) with the service
-    /// properties the reconciler needs.
-    pub async fn list(&self, pattern: &str) -> Result<BTreeMap<String, Observed>, SystemdError> {
+    /// properties the reconciler needs. Properties come from the signal-fed cache; `full`
+    /// re-reads them all (the periodic resync, a backstop for a missed signal).
+    pub async fn list(&self, pattern: &str, full: bool) -> Result<BTreeMap<String, Observed>, SystemdError> {
         let units = self
             .call("ListUnitsByPatterns", self.manager.list_units_by_patterns(vec![], vec![pattern.to_string()]))
             .await?;
@@ -123,7 +171,14 @@ impl Systemd {
                 has_job: job_id != 0,
                 ..Default::default()
             };
-            if o.load_state == "loaded" {
+            let cached = if full { None } else { self.cache.lock().ok().and_then(|c| c.get(path.as_str()).cloned()) };
+            if let Some(p) = cached {
+                o.main_pid = p.main_pid;
+                o.n_restarts = p.n_restarts;
+                o.exec_main_code = p.exec_main_code;
+                o.exec_main_status = p.exec_main_status;
+                o.status_text = p.status_text;
+            } else if o.load_state == "loaded" {
                 let props = PropertiesProxy::builder(&self.conn)
                     .destination("org.freedesktop.systemd1")
                     .path(path.clone())
@@ -134,14 +189,16 @@ impl Systemd {
                 let iface = InterfaceName::from_static_str_unchecked(SERVICE_IFACE);
                 match self.call("GetAll", async { props.get_all(iface).await.map_err(zbus::Error::from) }).await {
                     Ok(p) => {
-                        let get_u32 = |k: &str| p.get(k).and_then(|v| u32::try_from(&**v).ok()).unwrap_or(0);
-                        let get_i32 = |k: &str| p.get(k).and_then(|v| i32::try_from(&**v).ok()).unwrap_or(0);
-                        o.main_pid = get_u32("MainPID");
-                        o.n_restarts = get_u32("NRestarts");
-                        o.exec_main_code = get_i32("ExecMainCode");
-                        o.exec_main_status = get_i32("ExecMainStatus");
-                        o.status_text =
-                            p.get("StatusText").and_then(|v| String::try_from(v.clone()).ok()).unwrap_or_default();
+                        let mut props = ServiceProps::default();
+                        props.apply(&p);
+                        o.main_pid = props.main_pid;
+                        o.n_restarts = props.n_restarts;
+                        o.exec_main_code = props.exec_main_code;
+                        o.exec_main_status = props.exec_main_status;
+                        o.status_text = props.status_text.clone();
+                        if let Ok(mut c) = self.cache.lock() {
+                            c.insert(path.as_str().to_string(), props);
+                        }
                     }
                     // The unit vanished between the two calls: report what the listing said.
                     Err(SystemdError::Refused(..)) => {}
