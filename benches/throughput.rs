@@ -67,6 +67,9 @@ fn median(v: &[f64]) -> f64 {
 
 /// A unique prefix, a config file, and the queue's jobs loaded before anything is timed.
 struct Case {
+    /// Run the workers on the path they take under systemd (`INVOCATION_ID` set: no
+    /// PR_SET_PDEATHSIG hook on handlers, the unit's control group does that job).
+    systemd_path: bool,
     cfg: Config,
     config_path: PathBuf,
     dir: PathBuf,
@@ -86,7 +89,7 @@ impl Case {
         let config_path = dir.join("drover.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let cfg = Config::parse(&text, "bench").unwrap_or_else(|e| panic!("bench config: {e}"));
-        Case { queue: format!("{prefix}.jobs.noop"), cfg, config_path, dir }
+        Case { systemd_path: false, queue: format!("{prefix}.jobs.noop"), cfg, config_path, dir }
     }
 
     fn persistent(name: &str) -> Case {
@@ -139,6 +142,7 @@ impl Case {
             .args(["--class", "noop", "--instance", &format!("bench-{i}")])
             .env("DROVER_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.systemd_path.then_some(("INVOCATION_ID", "bench")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -543,6 +547,10 @@ fn main() {
             eprintln!("  raw spawn           {sp:>7.0}/s");
             let e1 = drover_case(&chan, Case::exec("exec1"), 1, exec_jobs).await;
             eprintln!("  exec x1             {:>7.0}/s", e1.rate);
+            let mut under_systemd = Case::exec("exec1sd");
+            under_systemd.systemd_path = true;
+            let e1sd = drover_case(&chan, under_systemd, 1, exec_jobs).await;
+            eprintln!("  exec x1 (systemd)   {:>7.0}/s", e1sd.rate);
             let sp_pre = raw_spawn_pre_exec(exec_jobs).await;
             eprintln!("  spawn + pre_exec    {sp_pre:>7.0}/s");
             let h_exec = handler_only(&Case::exec("hexec"), exec_jobs).await;
@@ -559,6 +567,8 @@ fn main() {
                 ("pers2", d2.rate),
                 ("spawn", sp),
                 ("exec1", e1.rate),
+                ("exec1sd", e1sd.rate),
+                ("ratio_exec1sd", e1sd.rate / sp),
                 ("spawn_pre_exec", sp_pre),
                 ("exec_handler", h_exec),
                 ("pers_handler", h_pers),
@@ -593,7 +603,8 @@ fn main() {
     for (name, n, case, base, ratio) in [
         ("`drover work` persistent vs plain lapin consumer", 1, "pers1", "plain1", "ratio_pers1"),
         ("`drover work` persistent vs plain lapin consumer", 2, "pers2", "plain2", "ratio_pers2"),
-        ("`drover work` exec `/bin/true` vs raw tokio spawn", 1, "exec1", "spawn", "ratio_exec1"),
+        ("`drover work` exec `/bin/true` vs raw tokio spawn, outside systemd", 1, "exec1", "spawn", "ratio_exec1"),
+        ("`drover work` exec `/bin/true` vs raw tokio spawn, systemd path", 1, "exec1sd", "spawn", "ratio_exec1sd"),
     ] {
         let q = m(ratio);
         println!(
@@ -622,7 +633,8 @@ fn main() {
         ("plain2_inproc", "plain lapin consumers x2 (in-process clock, cross-check)"),
         ("pers2", "`drover work` persistent x2"),
         ("spawn", "raw tokio spawn of /bin/true"),
-        ("exec1", "`drover work` exec /bin/true x1"),
+        ("exec1", "`drover work` exec /bin/true x1, outside systemd (PDEATHSIG hook)"),
+        ("exec1sd", "`drover work` exec /bin/true x1, systemd path (no hook)"),
         ("spawn_pre_exec", "diagnostic: raw spawn with a pre_exec hook (fork path)"),
         ("exec_handler", "diagnostic: drover's exec handler in-process, no broker"),
         ("pers_handler", "diagnostic: drover's persistent handler in-process, no broker"),
@@ -632,7 +644,8 @@ fn main() {
     for (k, label) in [
         ("ratio_pers1", "ratio persistent x1"),
         ("ratio_pers2", "ratio persistent x2"),
-        ("ratio_exec1", "ratio exec x1"),
+        ("ratio_exec1", "ratio exec x1, outside systemd"),
+        ("ratio_exec1sd", "ratio exec x1, systemd path"),
     ] {
         let v: Vec<String> = r[k].iter().map(|x| format!("{x:.2}")).collect();
         println!("| {label} | {} |", v.join(" / "));

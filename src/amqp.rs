@@ -381,9 +381,10 @@ impl Link {
         self.fail_on_err(r)
     }
 
-    /// Publishes a job event without waiting for a confirm. Events are telemetry: while the
-    /// broker is away up to 10,000 are kept and sent after the reconnect; past that the
-    /// oldest are dropped and counted.
+    /// Publishes a job event without waiting for it: events are telemetry and stay off the
+    /// job's critical path (each publish runs as its own task while the worker waits for its
+    /// handler). While the broker is away up to 10,000 are kept and sent after the reconnect;
+    /// past that the oldest are dropped and counted.
     pub async fn event(&mut self, event: JobEvent) {
         self.pending_events.push_back(event);
         while self.pending_events.len() > MAX_PENDING_EVENTS {
@@ -400,29 +401,26 @@ impl Link {
             tracing::warn!("{} job events were dropped while the broker was unreachable", self.dropped_events);
             self.dropped_events = 0;
         }
-        let Some(chan) = self.events_chan.clone() else {
-            return;
-        };
+        let Some(chan) = self.events_chan.clone() else { return };
         let exchange = self.names.events();
-        while let Some(event) = self.pending_events.front() {
-            let Ok(body) = serde_json::to_vec(event) else {
-                self.pending_events.pop_front();
-                continue;
-            };
-            let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
-            let sent = chan.basic_publish(
-                exchange.as_str().into(),
-                event.routing_key().as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            );
-            match tokio::time::timeout(self.cfg.op_timeout, sent).await {
-                Ok(Ok(_confirm)) => {
-                    self.pending_events.pop_front();
+        let op = self.cfg.op_timeout;
+        while let Some(event) = self.pending_events.pop_front() {
+            let Ok(body) = serde_json::to_vec(&event) else { continue };
+            let (chan, exchange, key) = (chan.clone(), exchange.clone(), event.routing_key());
+            tokio::spawn(async move {
+                let props =
+                    BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
+                let sent = chan.basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                );
+                if !matches!(tokio::time::timeout(op, sent).await, Ok(Ok(_))) {
+                    tracing::debug!("a job event was lost with the broker connection");
                 }
-                _ => break, // kept for after the reconnect
-            }
+            });
         }
     }
 

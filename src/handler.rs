@@ -98,12 +98,18 @@ fn command(argv: &[String], who: &Identity) -> Command {
         .env("DROVER_UNIT", &who.unit)
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+    // Outside systemd, PR_SET_PDEATHSIG makes the handler die with a worker that is killed
+    // outright. Under systemd the unit's control group already does that (KillMode=control-group),
+    // and the hook is skipped: a pre_exec hook turns posix_spawn into fork+exec, which halves the
+    // rate at which exec mode can start handlers.
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
     }
     cmd
 }

@@ -1,7 +1,7 @@
 //! Stopping workers: SIGTERM drains (no new job; the running one finishes or is requeued at the
 //! drain deadline without charge and completes elsewhere); SIGKILL loses nothing.
 
-use crate::harness::{count, wait_until, Env};
+use crate::harness::{count, process_alive, wait_until, Env};
 use std::time::Duration;
 
 const CLASS: &str = r#"
@@ -63,21 +63,31 @@ async fn sigkill_mid_job_loses_nothing() {
     let env = Env::new("kill", &CLASS.replace("{drain}", "30s"));
     let mut events = env.events().await;
     let mut w1 = env.worker("d", "d-1");
-    let id = env.submit("d", r#"{"sleep": 3}"#, 1, &[])[0].clone();
-    events.wait_for("the job to start", Duration::from_secs(30), |e| count(e, "started") >= 1).await;
+    let id = env.submit("d", r#"{"sleep": 6}"#, 1, &[])[0].clone();
+    wait_until("the job to start", Duration::from_secs(30), || !env.behave("start").is_empty());
+    let handler_pid = handler_pids(&env)[0];
     w1.signal(libc::SIGKILL);
     w1.wait_exit(Duration::from_secs(5)).expect("killed");
-    // The handler dies with the worker (PR_SET_PDEATHSIG), so the job does not run on as an orphan.
-    wait_until("the killed worker's handler to go", Duration::from_secs(5), || {
-        let starts = env.behave("start").len();
-        starts == 1 && env.behave("done").is_empty()
-    });
+    // The handler dies with the worker (PR_SET_PDEATHSIG): the job does not run on as an orphan
+    // while the broker hands it to another worker.
+    wait_until("the killed worker's handler to go", Duration::from_secs(5), || !process_alive(handler_pid));
+    assert!(env.behave("done").is_empty(), "the orphaned attempt must not complete");
 
     let _w2 = env.worker("d", "d-2");
-    events.wait_for("the redelivered job to complete", Duration::from_secs(30), |e| count(e, "succeeded") >= 1).await;
+    events.wait_for("the redelivered job to complete", Duration::from_secs(40), |e| count(e, "succeeded") >= 1).await;
     let ok = events.of("succeeded").next().expect("success");
     assert_eq!((ok.job_id.as_deref(), ok.unit.as_str()), (Some(id.as_str()), "d-2"));
-    let second_start = events.of("started").filter(|e| e.unit == "d-2").next().expect("started on d-2");
+    let second_start = events.of("started").find(|e| e.unit == "d-2").expect("started on d-2");
     assert_eq!(second_start.redelivered, Some(true), "the broker redelivered it");
     assert_eq!(env.behave("done").len(), 1, "it completed once");
+}
+
+/// Pids of the handler processes that started a job, from the test handler's log.
+fn handler_pids(env: &Env) -> Vec<i32> {
+    std::fs::read_to_string(env.behave_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("start "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
 }
