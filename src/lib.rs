@@ -28,6 +28,7 @@
 //! and calls one of the entry points. ARCHITECTURE.md says where each thing lives and which
 //! rules the modules keep.
 
+pub mod alerts;
 pub mod amqp;
 pub mod backoff;
 pub mod config;
@@ -46,4 +47,5 @@ pub mod submit;
 pub mod supervise;
 pub mod systemd;
 pub mod units;
+pub mod webhook;
 pub mod work;
