@@ -227,6 +227,18 @@ impl Link {
         Ok(())
     }
 
+    /// Ready messages in a class's work queue (declared as the workers declare it, so that a
+    /// missing queue is created rather than closing the channel).
+    pub async fn backlog(&mut self, class: &str) -> Result<u32, BrokerError> {
+        let op = self.cfg.op_timeout;
+        let args = self.queue_args(vec![]);
+        let name = self.names.work(class);
+        let chan = self.channel()?;
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let r = deadline(op, "queue.declare", chan.queue_declare(name.as_str().into(), opts, args)).await;
+        self.fail_on_err(r.map(|q| q.message_count()))
+    }
+
     async fn declare_queue(&mut self, name: &str, args: FieldTable) -> Result<(), BrokerError> {
         if self.declared.contains(name) {
             return Ok(());

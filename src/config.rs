@@ -21,6 +21,7 @@ pub struct Config {
     pub systemd: SystemdConfig,
     pub metrics: MetricsConfig,
     pub supervisor: SupervisorConfig,
+    pub alerts: AlertsConfig,
     pub worker: WorkerConfig,
     pub classes: BTreeMap<String, ClassConfig>,
 }
@@ -85,6 +86,29 @@ pub struct SupervisorConfig {
     pub failing_after: u32,
     /// Full resync with systemd, as a backstop to its signals.
     pub resync: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct AlertsConfig {
+    /// An Alertmanager-compatible webhook (http://host:port/path) that receives every firing
+    /// and resolved alert.
+    pub webhook: Option<String>,
+    /// Where the latency baselines are kept across restarts.
+    pub state_dir: std::path::PathBuf,
+    pub evaluate_every: Duration,
+    /// A condition must hold this long before it fires (drift alerts have their own evidence
+    /// and fire at once).
+    pub fire_after: Duration,
+    /// Hold-down: an alert resolves only after its condition has been clear this long.
+    pub resolve_after: Duration,
+    /// Completions a class needs before its drift detector may alert.
+    pub drift_warmup: u64,
+    /// How unusual a still-running job must be (robust z of its age against the class's
+    /// baseline) to be reported.
+    pub running_evidence: f64,
+    /// Stalled: a backlog and no completion for this many usual gaps, and at least `stall_min`.
+    pub stall_gaps: f64,
+    pub stall_min: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -426,6 +450,48 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     };
     r.unknown_keys(&sup_t, "supervisor");
 
+    let alerts_t = r.section(root, "", "alerts");
+    let webhook = r.string(&alerts_t, "alerts", "webhook", "an http:// URL");
+    if let Some(w) = &webhook {
+        if let Err(e) = crate::webhook::parse_url(w) {
+            r.problem("alerts.webhook", &e, "an http://host:port/path URL");
+        }
+    }
+    let default_state = match systemd.bus {
+        Bus::System => std::path::PathBuf::from("/var/lib/drover"),
+        Bus::User => std::env::var_os("XDG_STATE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("drover"),
+    };
+    let number = |r: &mut Reader, key: &str, default: f64| match r.take(&alerts_t, "alerts", key) {
+        None => default,
+        Some(Value::Integer(i)) if *i > 0 => *i as f64,
+        Some(Value::Float(f)) if *f > 0.0 && f.is_finite() => *f,
+        Some(v) => {
+            r.problem(&format!("alerts.{key}"), &type_name(v), "a positive number");
+            default
+        }
+    };
+    let running_evidence = number(r, "running_evidence", 8.0);
+    let stall_gaps = number(r, "stall_gaps", 10.0);
+    let alerts = AlertsConfig {
+        webhook,
+        state_dir: r
+            .string(&alerts_t, "alerts", "state_dir", "a path")
+            .map(std::path::PathBuf::from)
+            .unwrap_or(default_state),
+        evaluate_every: r.duration(&alerts_t, "alerts", "evaluate_every", Duration::from_secs(15)),
+        fire_after: r.duration(&alerts_t, "alerts", "fire_after", Duration::from_secs(60)),
+        resolve_after: r.duration(&alerts_t, "alerts", "resolve_after", Duration::from_secs(600)),
+        drift_warmup: r.integer(&alerts_t, "alerts", "drift_warmup", 1000, 1, 1_000_000) as u64,
+        running_evidence,
+        stall_gaps,
+        stall_min: r.duration(&alerts_t, "alerts", "stall_min", Duration::from_secs(900)),
+    };
+    r.unknown_keys(&alerts_t, "alerts");
+
     let classes_t = r.section(root, "", "classes");
     let mut classes = BTreeMap::new();
     for (name, value) in &classes_t {
@@ -450,7 +516,7 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     }
     r.unknown_keys(root, "");
 
-    Config { host, broker, systemd, metrics, supervisor, worker, classes }
+    Config { host, broker, systemd, metrics, supervisor, alerts, worker, classes }
 }
 
 fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig {

@@ -25,8 +25,14 @@ pub struct StatusReport {
     /// Whether the supervisor currently reaches systemd.
     pub systemd_connected: bool,
     pub units: Vec<UnitStatus>,
-    /// Recent alerts raised by the supervisor, newest last.
+    /// Recent alerts raised by the supervisor about units, newest last.
     pub alerts: Vec<AlertRecord>,
+    /// Latency, SLA and stall alerts firing now.
+    #[serde(default)]
+    pub firing: Vec<crate::alerts::Alert>,
+    /// Recently resolved ones, newest last.
+    #[serde(default)]
+    pub resolved: Vec<crate::alerts::Alert>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -165,11 +171,58 @@ pub fn render_table(r: &StatusReport) -> String {
             out.push_str(&format!("    └ {d}\n"));
         }
     }
+    if !r.firing.is_empty() {
+        out.push_str("FIRING:\n");
+        for a in &r.firing {
+            out.push_str(&format!("  {} {}: {}\n", a.key.name, labels(&a.key), a.summary));
+        }
+    }
     if !r.alerts.is_empty() {
         out.push_str("recent alerts:\n");
         for a in r.alerts.iter().rev().take(10) {
             out.push_str(&format!("  {} {} {}: {}\n", a.at, a.kind, a.unit, a.message));
         }
+    }
+    out
+}
+
+fn labels(k: &crate::alerts::AlertKey) -> String {
+    k.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Firing and recent alerts for people (`drover alerts`).
+pub fn render_alerts(r: &StatusReport) -> String {
+    let mut out = String::new();
+    if r.firing.is_empty() {
+        out.push_str("no alert firing\n");
+    }
+    for a in &r.firing {
+        out.push_str(&format!(
+            "FIRING   {} [{}] {} since {}\n  {}\n",
+            a.key.name,
+            a.severity.as_str(),
+            labels(&a.key),
+            crate::job::rfc3339(a.since_ms),
+            a.summary
+        ));
+        for (k, v) in &a.annotations {
+            if !v.is_empty() {
+                out.push_str(&format!("    {k}: {v}\n"));
+            }
+        }
+    }
+    for a in r.resolved.iter().rev().take(20) {
+        out.push_str(&format!(
+            "resolved {} {} {} .. {}: {}\n",
+            a.key.name,
+            labels(&a.key),
+            crate::job::rfc3339(a.since_ms),
+            a.resolved_ms.map(crate::job::rfc3339).unwrap_or_default(),
+            a.summary
+        ));
+    }
+    for a in r.alerts.iter().rev().take(20) {
+        out.push_str(&format!("unit     {} {} {}: {}\n", a.at, a.kind, a.unit, a.message));
     }
     out
 }

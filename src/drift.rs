@@ -44,15 +44,13 @@ const CLIPPED_ABS_NORMAL_MEAN: f64 = 0.793_876_286_444_609;
 /// Residuals below -3 scales are winsorised: a job that died instantly says nothing about
 /// slowness and must not wipe out the evidence gathered by the CUSUMs.
 const LOWER_Z_CAP: f64 = 3.0;
-/// No single completion may bring more than this share of a CUSUM's threshold: one freak
-/// job, however extreme, never alerts on its own, while two consecutive 12x jobs do.
-const MAX_SHARE_PER_COMPLETION: f64 = 0.6;
 /// Durations are clamped to 1 ms so that a 0 s job has a finite logarithm.
 const MIN_DURATION_S: f64 = 1e-3;
 
 /// Tuning of a [`Detector`]. The defaults suit classes whose jobs take minutes to hours and
 /// finish a few times per hour; all counts are in completions, not wall-clock time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct DetectorConfig {
     /// Completions used only for learning: no alert can fire before this many have been seen.
     pub warmup: u64,
@@ -79,6 +77,9 @@ pub struct DetectorConfig {
     pub shift_ratios: [f64; SHIFTS],
     /// Alarm thresholds (nats of accumulated log-likelihood ratio), one per shift ratio.
     pub thresholds: [f64; SHIFTS],
+    /// Most evidence one completion may add to each CUSUM, as a share of its threshold (< 1,
+    /// so that one freak job, however extreme, never alerts on its own).
+    pub max_share_per_completion: [f64; SHIFTS],
     /// The baseline stops learning while any CUSUM is above this fraction of its threshold.
     pub freeze_fraction: f64,
     /// A firing alert resolves once every CUSUM is at or below this fraction of its threshold.
@@ -101,6 +102,7 @@ impl Default for DetectorConfig {
             straggler_mean_log: 0.5,
             shift_ratios: [1.12, 1.5, 2.0, 4.0, 12.0],
             thresholds: [8.0, 14.0, 12.0, 17.0, 6.0],
+            max_share_per_completion: [0.6; SHIFTS],
             freeze_fraction: 0.5,
             release_fraction: 0.3,
             min_alert_completions: 10,
@@ -119,7 +121,7 @@ pub struct Verdict {
 
 /// The complete state of a [`Detector`] as plain numbers, so a restart can resume where it
 /// stopped (`Detector::restore(cfg, detector.snapshot())` continues identically).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DetectorState {
     /// Completions observed (non-finite inputs excluded).
     pub completions: u64,
@@ -137,6 +139,31 @@ pub struct DetectorState {
     pub firing: bool,
     /// Completions the current alert has been firing for (0 when not firing).
     pub firing_for: u64,
+    /// The last [`RECENT`] durations (seconds, after the 1 ms floor), oldest overwritten first.
+    #[serde(default)]
+    pub recent: [f64; RECENT],
+    /// How many of `recent` are filled (at most [`RECENT`]).
+    #[serde(default)]
+    pub recent_len: usize,
+    /// Where the next duration goes in `recent`.
+    #[serde(default)]
+    pub recent_next: usize,
+}
+
+/// Number of recent durations kept for [`Detector::recent_median_s`].
+pub const RECENT: usize = 9;
+
+/// The baseline a completion is compared with, for alert texts. See [`Detector::baseline`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Baseline {
+    /// Typical (median) duration at that time of day, seconds, daily profile included.
+    pub median_s: f64,
+    /// 99th percentile of the duration at that time of day under the detector's null model
+    /// (lognormal core plus the assumed share of stragglers), seconds.
+    pub p99_s: f64,
+    /// Robust standard deviation of ln(duration) around the baseline (0.25 means a typical job
+    /// lands within about 0.78x..1.28x of the median).
+    pub scale: f64,
 }
 
 /// Incremental latency drift detector for one job class. See the module docs for the method.
@@ -157,6 +184,9 @@ impl Detector {
             cusum: [0.0; SHIFTS],
             firing: false,
             firing_for: 0,
+            recent: [0.0; RECENT],
+            recent_len: 0,
+            recent_next: 0,
         };
         Detector { cfg, st }
     }
@@ -186,7 +216,9 @@ impl Detector {
         if !(timestamp_unix_s.is_finite() && value_s.is_finite()) {
             return self.verdict();
         }
-        let x = value_s.max(MIN_DURATION_S).ln();
+        let value_s = value_s.max(MIN_DURATION_S);
+        self.remember(value_s);
+        let x = value_s.ln();
         self.st.completions += 1;
         if self.st.completions == 1 {
             self.st.location = x;
@@ -215,6 +247,36 @@ impl Detector {
         let slowest_hour = (0..SEASON_BINS).map(|bin| self.shrunk_offset(bin)).fold(f64::NEG_INFINITY, f64::max);
         let expected = self.st.location + slowest_hour;
         (elapsed_s.max(MIN_DURATION_S).ln() - expected) / self.scale()
+    }
+
+    /// The baseline at this time of day (Unix seconds, UTC), or `None` during warm-up.
+    pub fn baseline(&self, timestamp_unix_s: f64) -> Option<Baseline> {
+        if !self.warmed_up() || !timestamp_unix_s.is_finite() {
+            return None;
+        }
+        let expected = self.expected_ln(timestamp_unix_s);
+        let model = NullModel::new(self.scale(), &self.cfg);
+        Some(Baseline { median_s: expected.exp(), p99_s: (expected + model.quantile(0.99)).exp(), scale: self.scale() })
+    }
+
+    /// Median of the last [`RECENT`] observed durations (fewer at the start), seconds; `None`
+    /// before the first completion. Warm-up completions count.
+    pub fn recent_median_s(&self) -> Option<f64> {
+        let n = self.st.recent_len.min(RECENT);
+        if n == 0 {
+            return None;
+        }
+        let mut values = self.st.recent;
+        let values = &mut values[..n];
+        values.sort_by(f64::total_cmp);
+        Some(if n % 2 == 1 { values[n / 2] } else { 0.5 * (values[n / 2 - 1] + values[n / 2]) })
+    }
+
+    fn remember(&mut self, value_s: f64) {
+        let next = self.st.recent_next % RECENT;
+        self.st.recent[next] = value_s;
+        self.st.recent_next = (next + 1) % RECENT;
+        self.st.recent_len = (self.st.recent_len + 1).min(RECENT);
     }
 
     fn warmed_up(&self) -> bool {
@@ -265,7 +327,7 @@ impl Detector {
         let ln_null = model.ln_density(u);
         for (j, s) in self.st.cusum.iter_mut().enumerate() {
             let shift = self.cfg.shift_ratios[j].max(1.0).ln();
-            let single_completion_limit = MAX_SHARE_PER_COMPLETION * self.cfg.thresholds[j];
+            let single_completion_limit = self.cfg.max_share_per_completion[j].min(1.0) * self.cfg.thresholds[j];
             let llr = if j == SHIFTS - 1 && u > shift {
                 // Slower than the largest shift tested is at least that suspicious; the
                 // straggler tail would otherwise explain a 12x job that is also a straggler.
@@ -356,6 +418,7 @@ fn season_bin(timestamp_unix_s: f64) -> usize {
 /// "slowed down" hypothesis, so stragglers are expected before and after a change alike.
 struct NullModel {
     sigma: f64,
+    eps: f64,
     tail_start: f64,
     tail_mean: f64,
     ln_core_weight: f64,
@@ -368,11 +431,42 @@ impl NullModel {
         let tail_mean = cfg.straggler_mean_log.max(1e-3);
         NullModel {
             sigma,
+            eps,
             tail_start: cfg.straggler_min_ratio.max(1.0).ln(),
             tail_mean,
             ln_core_weight: (1.0 - eps).ln() - (sigma * (2.0 * std::f64::consts::PI).sqrt()).ln(),
             ln_tail_weight: eps.ln() - tail_mean.ln() + sigma * sigma / (2.0 * tail_mean * tail_mean),
         }
+    }
+
+    /// Probability that a residual exceeds `u`: the Gaussian core's upper tail plus the
+    /// stragglers' (an exponentially modified Gaussian starting at `tail_start`).
+    fn survival(&self, u: f64) -> f64 {
+        let eps = self.eps;
+        let rate = 1.0 / self.tail_mean;
+        let core = ln_normal_cdf(-u / self.sigma).exp();
+        let excess = u - self.tail_start;
+        let tail = ln_normal_cdf(-excess / self.sigma).exp()
+            + (-rate * excess
+                + 0.5 * (rate * self.sigma).powi(2)
+                + ln_normal_cdf(excess / self.sigma - rate * self.sigma))
+            .exp();
+        (1.0 - eps) * core + eps * tail
+    }
+
+    /// Residual exceeded with probability `1 - p`, by bisection (not on the per-completion path).
+    fn quantile(&self, p: f64) -> f64 {
+        let target = (1.0 - p).clamp(1e-12, 1.0 - 1e-12);
+        let (mut lo, mut hi) = (-10.0 * self.sigma, self.tail_start + 40.0 * (self.tail_mean + self.sigma));
+        for _ in 0..100 {
+            let mid = 0.5 * (lo + hi);
+            if self.survival(mid) > target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
     }
 
     fn ln_density(&self, u: f64) -> f64 {

@@ -38,6 +38,7 @@ pub mod duration;
 pub mod events;
 pub mod handler;
 pub mod job;
+pub mod latency;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;

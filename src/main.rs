@@ -33,6 +33,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Firing and recent alerts (latency drift, jobs running long, deadlines at risk, stalls,
+    /// failing and misconfigured units).
+    Alerts {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the unit files for this binary and configuration, and reload the manager.
     InstallUnits {
         #[arg(long, conflicts_with = "user", required_unless_present = "user")]
@@ -174,6 +182,31 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 println!("{}", serde_json::to_string_pretty(&status).map_err(|e| Failure(1, e.into()))?);
             } else {
                 print!("{}", control::render_table(&status));
+            }
+            Ok(0)
+        }
+        Command::Alerts { config, json } => {
+            let cfg = load(&config)?;
+            let resp = runtime()?
+                .block_on(control::request(
+                    &cfg.supervisor.socket,
+                    &control::Request::Status,
+                    std::time::Duration::from_secs(10),
+                ))
+                .map_err(|e| Failure(1, e))?;
+            let Some(status) = resp.status else {
+                return Err(Failure(1, anyhow::anyhow!(resp.error.unwrap_or_else(|| "no status".into()))));
+            };
+            if json {
+                let doc = serde_json::json!({
+                    "host": status.host,
+                    "firing": status.firing,
+                    "resolved": status.resolved,
+                    "units": status.alerts,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Failure(1, e.into()))?);
+            } else {
+                print!("{}", control::render_alerts(&status));
             }
             Ok(0)
         }

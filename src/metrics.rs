@@ -15,6 +15,7 @@ pub const DBUS_CALL_SECONDS: &str = "drover_dbus_call_duration_seconds";
 pub const JOBS_TOTAL: &str = "drover_jobs_total";
 pub const JOB_SECONDS: &str = "drover_job_duration_seconds";
 pub const JOB_QUEUE_WAIT_SECONDS: &str = "drover_job_queue_wait_seconds";
+/// 1 while an alert fires, 0 once it resolved; labels alertname, class, host, severity.
 pub const ALERTS_FIRING: &str = "drover_alerts_firing";
 
 /// Buckets for job run time and queue wait, seconds: 1 s ... 48 h.

@@ -7,12 +7,15 @@
 //! every `supervisor.resync` regardless. A lost bus is retried with jittered backoff, and the
 //! workers keep running meanwhile: the supervisor is not in the jobs' data path.
 
+use crate::alerts::{self, AlertBook};
 use crate::amqp::Link;
 use crate::backoff::Jitter;
 use crate::config::Config;
 use crate::control::{self, AlertRecord, StatusReport, UnitStatus};
+use crate::drift::DetectorConfig;
 use crate::events::{EventKind, JobEvent};
 use crate::job::{now_ms, rfc3339};
+use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
 use crate::metrics as m;
 use crate::notify;
 use crate::reconcile::{class_of_instance, desired_instances, Alert, Health, Op, Policy, Reconciler};
@@ -51,7 +54,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let serving = tokio::spawn(control::serve(socket.clone(), report.clone(), cancel.clone()));
     tracing::info!("control socket at {}", socket.display());
     let from_events = Arc::new(Mutex::new(FromEvents::default()));
-    tokio::spawn(consume_events(cfg.clone(), from_events.clone(), cancel.clone()));
+    let watching = tokio::spawn(watch_jobs(cfg.clone(), from_events.clone(), report.clone(), cancel.clone()));
     tokio::spawn(notify::watchdog_loop());
     notify::ready();
 
@@ -74,6 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     notify::stopping();
     cancel.cancel();
     let _ = serving.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), watching).await;
     Ok(0)
 }
 
@@ -333,14 +337,41 @@ fn class_of(prefix: &str, unit: &str) -> String {
         .to_string()
 }
 
-/// Consumes this host's job events: job outcome and duration metrics, and the output of failed
-/// preflight checks for `drover status`.
-async fn consume_events(cfg: Config, into: Arc<Mutex<FromEvents>>, cancel: CancellationToken) {
+/// Consumes the fleet's job events: job outcome and duration metrics for this host, the
+/// output of failed preflight checks for `drover status`, and the latency watch (drift, jobs
+/// running long, deadlines at risk, stalls) whose alerts go to the log, `/metrics`, the webhook
+/// and `drover alerts`.
+async fn watch_jobs(
+    cfg: Config,
+    into: Arc<Mutex<FromEvents>>,
+    report: Arc<Mutex<StatusReport>>,
+    cancel: CancellationToken,
+) {
     let mut link = Link::new(&cfg.broker, "drover supervise");
-    let host_key = cfg.host.replace('.', "_");
+    let baselines_path = cfg.alerts.state_dir.join(format!("{}-baselines.json", cfg.broker.prefix));
+    let saved = std::fs::read(&baselines_path).ok().and_then(|b| serde_json::from_slice::<Baselines>(&b).ok());
+    if saved.is_some() {
+        tracing::info!("latency baselines restored from {}", baselines_path.display());
+    }
+    let watch_cfg = WatchConfig {
+        detector: DetectorConfig { warmup: cfg.alerts.drift_warmup, ..DetectorConfig::default() },
+        running_evidence: cfg.alerts.running_evidence,
+        stall_gaps: cfg.alerts.stall_gaps,
+        stall_min: cfg.alerts.stall_min,
+    };
+    let mut watch = LatencyWatch::new(watch_cfg, &cfg.host, cfg.classes.keys().cloned(), saved);
+    let mut book = AlertBook::default();
+    let webhook = cfg
+        .alerts
+        .webhook
+        .as_deref()
+        .and_then(|u| crate::webhook::parse_url(u).ok())
+        .map(|t| crate::webhook::spawn(t, cfg.host.clone()));
+    let mut tick = tokio::time::interval(cfg.alerts.evaluate_every);
+    let mut last_save = Instant::now();
     while !cancel.is_cancelled() {
         if link.ensure_up(None, &cancel).await.is_err() {
-            return;
+            break;
         }
         let consumed = async {
             let chan = link.consumer_channel(100).await?;
@@ -356,14 +387,13 @@ async fn consume_events(cfg: Config, into: Arc<Mutex<FromEvents>>, cancel: Cance
             )
             .await?;
             let name = q.name().as_str().to_string();
-            let key = format!("*.*.{host_key}");
             crate::amqp::deadline(
                 op,
                 "queue.bind",
                 chan.queue_bind(
                     name.as_str().into(),
                     link.names.events().as_str().into(),
-                    key.as_str().into(),
+                    "#".into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 ),
@@ -381,24 +411,122 @@ async fn consume_events(cfg: Config, into: Arc<Mutex<FromEvents>>, cancel: Cance
             )
             .await?;
             loop {
-                let next = tokio::select! {
-                    d = consumer.next() => d,
+                tokio::select! {
+                    d = consumer.next() => {
+                        let Some(Ok(d)) = d else {
+                            return Err(crate::amqp::BrokerError::Unavailable("event consumer closed".into()));
+                        };
+                        if let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) {
+                            if e.host == cfg.host {
+                                record_event(&e, &into);
+                            }
+                            watch.observe(&e);
+                        }
+                    }
+                    _ = tick.tick() => {
+                        let mut backlog = BTreeMap::new();
+                        for class in cfg.classes.keys() {
+                            if let Ok(n) = link.backlog(class).await {
+                                backlog.insert(class.clone(), u64::from(n));
+                            }
+                        }
+                        let did = what_drover_did(&report, &cfg.host);
+                        let now = now_ms();
+                        for c in watch.evaluate(now, &backlog, &did) {
+                            let policy = alerts::Policy {
+                                fire_after: if c.key.name == latency::DRIFT { Duration::ZERO } else { cfg.alerts.fire_after },
+                                resolve_after: cfg.alerts.resolve_after,
+                            };
+                            if let Some(t) = book.update(c, policy, now) {
+                                deliver(&t, &cfg.host, webhook.as_ref());
+                            }
+                        }
+                        if let Ok(mut r) = report.lock() {
+                            r.firing = book.firing().into_iter().cloned().collect();
+                            r.resolved = book.resolved().to_vec();
+                        }
+                        if last_save.elapsed() >= Duration::from_secs(60) {
+                            save_baselines(&baselines_path, &watch.snapshot());
+                            last_save = Instant::now();
+                        }
+                    }
                     _ = cancel.cancelled() => return Ok(()),
-                };
-                let Some(Ok(d)) = next else {
-                    return Err(crate::amqp::BrokerError::Unavailable("event consumer closed".into()));
-                };
-                if let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) {
-                    record_event(&e, &into);
                 }
             }
         };
         match consumed.await {
-            Ok(()) => return,
+            Ok(()) => break,
             Err(e) => {
                 tracing::warn!("job events: {e}; reconnecting");
                 link.mark_down();
             }
+        }
+    }
+    save_baselines(&baselines_path, &watch.snapshot());
+}
+
+fn save_baselines(path: &std::path::Path, b: &Baselines) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(b).unwrap_or_default())?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!("cannot save latency baselines to {}: {e}", path.display());
+    }
+}
+
+/// What the supervisor already did about each class on this host, for alert texts.
+fn what_drover_did(report: &Arc<Mutex<StatusReport>>, host: &str) -> BTreeMap<String, String> {
+    let Ok(r) = report.lock() else { return BTreeMap::new() };
+    let mut by_class: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for u in &r.units {
+        let mut notes = Vec::new();
+        if matches!(u.health.as_str(), "failing" | "misconfigured" | "restarting") {
+            notes.push(format!("{} is {}", u.unit, u.health));
+        }
+        if u.restarts > 0 {
+            notes.push(format!("{} restarted {} time(s)", u.unit, u.restarts));
+        }
+        by_class.entry(u.class.clone()).or_default().extend(notes);
+    }
+    by_class
+        .into_iter()
+        .map(|(c, notes)| {
+            let text = if notes.is_empty() {
+                format!("nothing on {host}")
+            } else {
+                format!("on {host}: {}", notes.join("; "))
+            };
+            (c, text)
+        })
+        .collect()
+}
+
+fn deliver(t: &alerts::Transition, host: &str, webhook: Option<&tokio::sync::mpsc::Sender<alerts::Transition>>) {
+    let (a, firing) = match t {
+        alerts::Transition::Fired(a) => (a, true),
+        alerts::Transition::Resolved(a) => (a, false),
+    };
+    if firing {
+        tracing::warn!("ALERT {} {:?}: {} ({:?})", a.key.name, a.key.labels, a.summary, a.annotations);
+    } else {
+        tracing::info!("resolved: {} {:?}: {}", a.key.name, a.key.labels, a.summary);
+    }
+    metrics::gauge!(
+        m::ALERTS_FIRING,
+        "alertname" => a.key.name.clone(),
+        "class" => a.key.label("class").to_string(),
+        "host" => if a.key.label("host").is_empty() { host.to_string() } else { a.key.label("host").to_string() },
+        "severity" => a.severity.as_str()
+    )
+    .set(if firing { 1.0 } else { 0.0 });
+    if let Some(tx) = webhook {
+        if tx.try_send(t.clone()).is_err() {
+            tracing::error!("alert webhook queue full: {} not delivered", a.key.name);
         }
     }
 }

@@ -3,10 +3,11 @@
 
 mod harness;
 
+mod alerts;
 mod bad_input;
 mod broker_outage;
 mod drain;
 mod failures;
 mod flow;
 mod lease;
-mod supervisor;
+pub mod supervisor;

@@ -1,0 +1,427 @@
+//! Latency watch: job events in, alert conditions out. Per class (fleet-wide) and per class on
+//! this host, a drift detector learns the run time's baseline ([`crate::drift`]); running jobs
+//! are tracked so that a job running far past its class's usual high percentile is evidence
+//! before it completes; deadlines are projected (SLA at risk); a class with a backlog and no
+//! completion for far longer than its usual gap is stalled. Pure: time comes in as arguments,
+//! backlogs are read by the caller.
+
+use crate::alerts::{AlertKey, Condition, Severity};
+use crate::drift::{Detector, DetectorConfig, DetectorState};
+use crate::duration;
+use crate::events::{EventKind, JobEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    pub detector: DetectorConfig,
+    /// A running job whose `running_evidence` reaches this is reported.
+    pub running_evidence: f64,
+    /// Stalled: a backlog and no completion for this many usual gaps...
+    pub stall_gaps: f64,
+    /// ...and at least this long.
+    pub stall_min: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct Running {
+    unit: String,
+    host: String,
+    started_ms: i64,
+    deadline_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+struct ClassWatch {
+    fleet: Detector,
+    here: Detector,
+    running: HashMap<String, Running>,
+    last_completion_ms: Option<i64>,
+    gaps_ms: VecDeque<i64>,
+    backlog_since_ms: Option<i64>,
+}
+
+const MAX_RUNNING: usize = 10_000;
+const GAPS: usize = 31;
+
+/// Baselines to persist across restarts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Baselines {
+    pub fleet: BTreeMap<String, DetectorState>,
+    pub here: BTreeMap<String, DetectorState>,
+}
+
+pub struct LatencyWatch {
+    cfg: WatchConfig,
+    host: String,
+    classes: BTreeMap<String, ClassWatch>,
+}
+
+/// Alert names, part of the interface (labels of `drover_alerts_firing`).
+pub const DRIFT: &str = "LatencyDrift";
+pub const RUNNING_LONG: &str = "JobRunningLong";
+pub const SLA_AT_RISK: &str = "SlaAtRisk";
+pub const STALLED: &str = "ClassStalled";
+
+fn parse_ms(s: &Option<String>) -> Option<i64> {
+    s.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok()).map(crate::job::to_ms)
+}
+
+fn secs(s: f64) -> String {
+    duration::format(Duration::from_secs_f64(s.max(0.0)))
+}
+
+impl LatencyWatch {
+    pub fn new(cfg: WatchConfig, host: &str, classes: impl Iterator<Item = String>, saved: Option<Baselines>) -> Self {
+        let saved = saved.unwrap_or_default();
+        let detector = |state: Option<&DetectorState>| match state {
+            Some(s) => Detector::restore(cfg.detector.clone(), s.clone()),
+            None => Detector::new(cfg.detector.clone()),
+        };
+        let classes = classes
+            .map(|c| {
+                let w = ClassWatch {
+                    fleet: detector(saved.fleet.get(&c)),
+                    here: detector(saved.here.get(&c)),
+                    running: HashMap::new(),
+                    last_completion_ms: None,
+                    gaps_ms: VecDeque::new(),
+                    backlog_since_ms: None,
+                };
+                (c, w)
+            })
+            .collect();
+        LatencyWatch { cfg, host: host.to_string(), classes }
+    }
+
+    pub fn snapshot(&self) -> Baselines {
+        Baselines {
+            fleet: self.classes.iter().map(|(c, w)| (c.clone(), w.fleet.snapshot())).collect(),
+            here: self.classes.iter().map(|(c, w)| (c.clone(), w.here.snapshot())).collect(),
+        }
+    }
+
+    /// Feeds one job event.
+    pub fn observe(&mut self, e: &JobEvent) {
+        let host = self.host.clone();
+        let Some(w) = self.classes.get_mut(&e.class) else { return };
+        let Some(id) = e.job_id.clone() else { return };
+        match e.event {
+            EventKind::Started => {
+                if w.running.len() < MAX_RUNNING {
+                    let started_ms = parse_ms(&e.started_at).or_else(|| parse_ms(&Some(e.at.clone()))).unwrap_or(0);
+                    let deadline_ms = parse_ms(&e.deadline);
+                    w.running
+                        .insert(id, Running { unit: e.unit.clone(), host: e.host.clone(), started_ms, deadline_ms });
+                }
+            }
+            EventKind::Succeeded
+            | EventKind::Failed
+            | EventKind::RetryScheduled
+            | EventKind::DeadLettered
+            | EventKind::Requeued => {
+                w.running.remove(&id);
+                // Completions that say how long the work takes: successes, and timeouts (a
+                // job killed at its timeout took at least that long: the incident's signature).
+                let counts = e.event == EventKind::Succeeded
+                    || (e.event == EventKind::Failed && e.outcome.as_deref() == Some("timeout"));
+                let (Some(d), true) = (e.duration_s, counts) else { return };
+                let finished_ms = parse_ms(&e.finished_at).unwrap_or(0);
+                let t = finished_ms as f64 / 1000.0;
+                w.fleet.observe(t, d);
+                if e.host == host {
+                    w.here.observe(t, d);
+                }
+                if e.event == EventKind::Succeeded {
+                    if let Some(last) = w.last_completion_ms {
+                        w.gaps_ms.push_back((finished_ms - last).max(0));
+                        if w.gaps_ms.len() > GAPS {
+                            w.gaps_ms.pop_front();
+                        }
+                    }
+                    w.last_completion_ms = Some(w.last_completion_ms.map_or(finished_ms, |l| l.max(finished_ms)));
+                }
+            }
+            EventKind::Misconfigured => {}
+        }
+    }
+
+    /// Evaluates every condition now. `backlog` is the number of ready jobs per class (absent:
+    /// unknown); `did` says what Drover already did per class (restarts, failing or
+    /// misconfigured units), for the alert texts.
+    pub fn evaluate(
+        &mut self,
+        now_ms: i64,
+        backlog: &BTreeMap<String, u64>,
+        did: &BTreeMap<String, String>,
+    ) -> Vec<Condition> {
+        let mut out = Vec::new();
+        let now_s = now_ms as f64 / 1000.0;
+        let host = self.host.clone();
+        for (class, w) in self.classes.iter_mut() {
+            let did = did.get(class).cloned().unwrap_or_else(|| "nothing yet".into());
+            let base = |note: &str| {
+                let mut a = BTreeMap::new();
+                a.insert("drover_did".to_string(), did.clone());
+                a.insert("note".to_string(), note.to_string());
+                a
+            };
+            for (scope_host, det) in [("", &w.fleet), (host.as_str(), &w.here)] {
+                let key = AlertKey::new(DRIFT, &[("class", class), ("host", scope_host)]);
+                let where_ = if scope_host.is_empty() { "fleet-wide".to_string() } else { format!("on {scope_host}") };
+                let (summary, mut ann) = match (det.baseline(now_s), det.recent_median_s()) {
+                    (Some(b), Some(r)) => (
+                        format!(
+                            "run time of class {class} drifted {where_}: recent median {} against a baseline median of {} ({:.1}x)",
+                            secs(r),
+                            secs(b.median_s),
+                            r / b.median_s.max(1e-9)
+                        ),
+                        base("baseline learnt from this class's own history; the SLA may still be met"),
+                    ),
+                    _ => (format!("run time of class {class} {where_}: learning its baseline"), base("")),
+                };
+                if let Some(b) = det.baseline(now_s) {
+                    ann.insert("baseline_median".into(), secs(b.median_s));
+                    ann.insert("baseline_p99".into(), secs(b.p99_s));
+                }
+                out.push(Condition {
+                    key,
+                    active: det.is_alerting(),
+                    severity: Severity::Warning,
+                    summary,
+                    annotations: ann,
+                });
+            }
+
+            // Running jobs: far past the class's usual high percentile, or projected past
+            // their deadline.
+            let baseline = w.fleet.baseline(now_s);
+            let expected_s = match (baseline.as_ref().map(|b| b.median_s), w.fleet.recent_median_s()) {
+                (Some(b), Some(r)) => Some(b.max(r)),
+                (b, r) => b.or(r),
+            };
+            let mut long: Vec<(&String, &Running, f64)> = w
+                .running
+                .iter()
+                .map(|(id, r)| (id, r, (now_ms - r.started_ms).max(0) as f64 / 1000.0))
+                .filter(|(_, _, elapsed)| w.fleet.running_evidence(*elapsed) >= self.cfg.running_evidence)
+                .collect();
+            long.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let summary = match (long.first(), &baseline) {
+                (Some((id, r, el)), Some(b)) => format!(
+                    "{} job(s) of class {class} running unusually long: {id} on {} ({}) for {}, baseline p99 {}",
+                    long.len(),
+                    r.unit,
+                    r.host,
+                    secs(*el),
+                    secs(b.p99_s)
+                ),
+                _ => format!("no job of class {class} is running unusually long"),
+            };
+            out.push(Condition {
+                key: AlertKey::new(RUNNING_LONG, &[("class", class)]),
+                active: !long.is_empty(),
+                severity: Severity::Warning,
+                summary,
+                annotations: base("a slow job is evidence of drift before it completes"),
+            });
+
+            let at_risk: Vec<(&String, &Running, i64)> = match expected_s {
+                Some(exp) => w
+                    .running
+                    .iter()
+                    .filter_map(|(id, r)| {
+                        let deadline = r.deadline_ms?;
+                        let elapsed = (now_ms - r.started_ms).max(0) as f64 / 1000.0;
+                        // Expected to take at least the class's usual time, and a job already past
+                        // that is expected to go on for a while yet.
+                        let remaining = (exp - elapsed).max(exp * 0.25);
+                        let projected = now_ms + (remaining * 1000.0) as i64;
+                        (projected > deadline).then_some((id, r, projected - deadline))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let summary = match at_risk.iter().max_by_key(|x| x.2) {
+                Some((id, r, late)) => format!(
+                    "{} job(s) of class {class} projected to miss their deadline: {id} on {} by about {}",
+                    at_risk.len(),
+                    r.unit,
+                    secs(*late as f64 / 1000.0)
+                ),
+                None => format!("no job of class {class} is projected to miss its deadline"),
+            };
+            out.push(Condition {
+                key: AlertKey::new(SLA_AT_RISK, &[("class", class)]),
+                active: !at_risk.is_empty(),
+                severity: Severity::Critical,
+                summary,
+                annotations: base(
+                    "projection: the class's expected run time (the worse of baseline and recent median)",
+                ),
+            });
+
+            // Stalled: a backlog and no completion for far longer than the usual gap.
+            let queued = backlog.get(class).copied();
+            match queued {
+                Some(n) if n > 0 => {
+                    w.backlog_since_ms.get_or_insert(now_ms);
+                }
+                Some(_) => w.backlog_since_ms = None,
+                None => {}
+            }
+            let mut gaps: Vec<i64> = w.gaps_ms.iter().copied().collect();
+            gaps.sort_unstable();
+            let usual_gap_ms = gaps.get(gaps.len() / 2).copied();
+            let limit_ms = usual_gap_ms
+                .map(|g| (g as f64 * self.cfg.stall_gaps) as i64)
+                .unwrap_or(0)
+                .max(self.cfg.stall_min.as_millis() as i64);
+            // Quiet since the last completion; a class that never completed anything, since its
+            // backlog was first seen.
+            let quiet_since = w.last_completion_ms.or(w.backlog_since_ms);
+            let stalled = queued.unwrap_or(0) > 0 && quiet_since.is_some_and(|q| now_ms - q > limit_ms);
+            let summary = if stalled {
+                format!(
+                    "class {class} is stalled: {} job(s) waiting and no completion for {} (usual gap {})",
+                    queued.unwrap_or(0),
+                    secs(quiet_since.map_or(0, |q| now_ms - q) as f64 / 1000.0),
+                    usual_gap_ms.map_or("unknown".to_string(), |g| secs(g as f64 / 1000.0))
+                )
+            } else {
+                format!("class {class} is making progress")
+            };
+            out.push(Condition {
+                key: AlertKey::new(STALLED, &[("class", class)]),
+                active: stalled,
+                severity: Severity::Critical,
+                summary,
+                annotations: base(""),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::rfc3339;
+
+    fn cfg() -> WatchConfig {
+        WatchConfig {
+            detector: DetectorConfig { warmup: 20, ..DetectorConfig::default() },
+            running_evidence: 8.0,
+            stall_gaps: 10.0,
+            stall_min: Duration::from_secs(60),
+        }
+    }
+
+    fn event(kind: EventKind, id: &str, host: &str, start_ms: i64, dur_s: f64, deadline_ms: i64) -> JobEvent {
+        let mut e = JobEvent::new(kind, rfc3339(start_ms), "c", host, "u-1");
+        e.job_id = Some(id.into());
+        e.started_at = Some(rfc3339(start_ms));
+        e.finished_at = Some(rfc3339(start_ms + (dur_s * 1000.0) as i64));
+        e.duration_s = Some(dur_s);
+        e.deadline = Some(rfc3339(deadline_ms));
+        e
+    }
+
+    fn active<'a>(c: &'a [Condition], name: &str) -> Vec<&'a Condition> {
+        c.iter().filter(|c| c.key.name == name && c.active).collect()
+    }
+
+    #[test]
+    fn a_slow_class_drifts_and_long_running_and_late_jobs_are_seen_before_they_finish() {
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let day = 86_400_000;
+        let mut t = 1_000_000_000_000i64;
+        for i in 0..60 {
+            let d = 100.0 * (1.0 + 0.05 * ((i % 7) as f64 - 3.0) / 3.0);
+            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, d, t + day));
+            t += 200_000;
+        }
+        let (none, nothing) = (BTreeMap::new(), BTreeMap::new());
+        let c = w.evaluate(t, &none, &nothing);
+        assert!(active(&c, DRIFT).is_empty(), "stable: no drift");
+        // A job that has been running 20x the usual time, with a deadline an hour away.
+        w.observe(&event(EventKind::Started, "slow", "h1", t - 2_000_000, 0.0, t + 3_600_000 - 2_000_000));
+        let c = w.evaluate(t, &none, &nothing);
+        let long = active(&c, RUNNING_LONG);
+        assert_eq!(long.len(), 1, "{c:#?}");
+        assert!(long[0].summary.contains("slow on u-1"), "{}", long[0].summary);
+        assert!(active(&c, SLA_AT_RISK).is_empty(), "an hour left, about 100 s expected");
+        // Four times slower from now on: drift fires within a few completions, on this host too.
+        for i in 0..6 {
+            w.observe(&event(EventKind::Succeeded, &format!("s{i}"), "h1", t, 400.0, t + day));
+            t += 500_000;
+        }
+        let c = w.evaluate(t, &none, &nothing);
+        let drift = active(&c, DRIFT);
+        assert_eq!(drift.len(), 2, "fleet-wide and on h1: {c:#?}");
+        assert!(drift[0].summary.contains("4.0x") || drift[0].summary.contains("x)"), "{}", drift[0].summary);
+        assert!(drift[0].annotations.contains_key("baseline_median"));
+    }
+
+    #[test]
+    fn sla_at_risk_when_the_expected_finish_passes_the_deadline() {
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let mut t = 1_000_000_000_000i64;
+        for i in 0..30 {
+            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, 100.0, t + 86_400_000));
+            t += 200_000;
+        }
+        // Started 10 s ago, about 90 s to go, deadline in 30 s.
+        w.observe(&event(EventKind::Started, "late", "h1", t - 10_000, 0.0, t + 30_000));
+        let (none, nothing) = (BTreeMap::new(), BTreeMap::new());
+        let c = w.evaluate(t, &none, &nothing);
+        let risk = active(&c, SLA_AT_RISK);
+        assert_eq!(risk.len(), 1, "{c:#?}");
+        assert!(risk[0].summary.contains("late on u-1"), "{}", risk[0].summary);
+        w.observe(&event(EventKind::Succeeded, "late", "h1", t - 10_000, 20.0, t + 30_000));
+        assert!(active(&w.evaluate(t, &none, &nothing), SLA_AT_RISK).is_empty(), "finished: no longer at risk");
+    }
+
+    #[test]
+    fn a_backlog_without_completions_for_many_usual_gaps_is_a_stall() {
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let mut t = 1_000_000_000_000i64;
+        for i in 0..10 {
+            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, 1.0, t + 86_400_000));
+            t += 10_000; // a completion every 10 s
+        }
+        let last = t - 10_000 + 1000;
+        let did = BTreeMap::from([("c".to_string(), "restarted u-1 twice".to_string())]);
+        let backlog = BTreeMap::from([("c".to_string(), 5u64)]);
+        let cases = [(last + 50_000, false), (last + 90_000, false), (last + 101_000, true)];
+        for (now, want) in cases {
+            let c = w.evaluate(now, &backlog, &did);
+            let stalled = active(&c, STALLED);
+            assert_eq!(!stalled.is_empty(), want, "at +{} s", (now - last) / 1000);
+            if want {
+                assert!(stalled[0].summary.contains("5 job(s) waiting"), "{}", stalled[0].summary);
+                assert_eq!(stalled[0].annotations["drover_did"], "restarted u-1 twice");
+            }
+        }
+        let empty = BTreeMap::from([("c".to_string(), 0u64)]);
+        assert!(active(&w.evaluate(last + 200_000, &empty, &did), STALLED).is_empty(), "no backlog: not stalled");
+    }
+
+    #[test]
+    fn baselines_survive_a_restart() {
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let mut t = 1_000_000_000_000i64;
+        for i in 0..40 {
+            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, 100.0, t + 86_400_000));
+            t += 200_000;
+        }
+        let saved = w.snapshot();
+        let json = serde_json::to_string(&saved).expect("serialises");
+        let back: Baselines = serde_json::from_str(&json).expect("parses");
+        let w2 = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), Some(back));
+        let b = w2.classes["c"].fleet.baseline(t as f64 / 1000.0).expect("no relearning from zero");
+        assert!((b.median_s - 100.0).abs() < 5.0, "{b:?}");
+    }
+}
