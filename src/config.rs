@@ -379,7 +379,7 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     }
     let mut environment = Vec::new();
     if let Some(v) = r.take(&systemd_t, "systemd", "environment") {
-        match argv_of(v) {
+        match strings_of(v) {
             Some(list) if list.iter().all(|e| e.split_once('=').is_some_and(|(k, _)| !k.is_empty())) => {
                 environment = list
             }
@@ -388,7 +388,7 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     }
     let mut relax_sandbox = Vec::new();
     if let Some(v) = r.take(&systemd_t, "systemd", "relax_sandbox") {
-        match argv_of(v) {
+        match strings_of(v) {
             Some(list) if list.iter().all(|d| SANDBOX_DIRECTIVES.contains(&d.as_str())) => relax_sandbox = list,
             _ => r.problem(
                 "systemd.relax_sandbox",
@@ -620,6 +620,11 @@ fn type_name(v: &Value) -> String {
         Value::Array(_) => "a list".into(),
         Value::Table(_) => "a table".into(),
     }
+}
+
+/// A list of strings, possibly empty.
+fn strings_of(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?.iter().map(|i| i.as_str().map(str::to_string)).collect()
 }
 
 fn argv_of(v: &Value) -> Option<Vec<String>> {
