@@ -88,6 +88,8 @@ pub struct Link {
     declared: HashSet<String>,
     pending_events: VecDeque<JobEvent>,
     dropped_events: u64,
+    /// Event publishes on their way, awaited before the process exits.
+    in_flight: tokio::task::JoinSet<()>,
     /// Number of successful connections so far (1 after the first).
     pub connections: u64,
 }
@@ -107,6 +109,7 @@ impl Link {
             declared: HashSet::new(),
             pending_events: VecDeque::new(),
             dropped_events: 0,
+            in_flight: tokio::task::JoinSet::new(),
             connections: 0,
         }
     }
@@ -419,7 +422,8 @@ impl Link {
         while let Some(event) = self.pending_events.pop_front() {
             let Ok(body) = serde_json::to_vec(&event) else { continue };
             let (chan, exchange, key) = (chan.clone(), exchange.clone(), event.routing_key());
-            tokio::spawn(async move {
+            while self.in_flight.try_join_next().is_some() {}
+            self.in_flight.spawn(async move {
                 let props =
                     BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
                 let sent = chan.basic_publish(
@@ -434,6 +438,12 @@ impl Link {
                 }
             });
         }
+    }
+
+    /// Waits (at most `limit`) for the events on their way: called before the process exits.
+    pub async fn settle_events(&mut self, limit: Duration) {
+        let in_flight = &mut self.in_flight;
+        let _ = tokio::time::timeout(limit, async { while in_flight.join_next().await.is_some() {} }).await;
     }
 
     fn fail_on_err<T>(&mut self, r: Result<T, BrokerError>) -> Result<T, BrokerError> {

@@ -170,6 +170,7 @@ impl Worker {
             e.reason = Some(format!("preflight check {:?} failed ({})", failure.check, failure.status));
             e.detail = Some(failure.output.clone());
             self.link.event(e).await;
+            self.link.settle_events(self.cfg.broker.op_timeout).await;
             return Ok(EXIT_MISCONFIGURED);
         }
         notify::status("starting the handler");
@@ -203,6 +204,7 @@ impl Worker {
             }
         };
         notify::stopping();
+        self.link.settle_events(self.cfg.broker.op_timeout).await;
         self.handler.shutdown().await;
         if let Some(conn) = self.link.connection() {
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.close(200, "worker stopping".into())).await;
