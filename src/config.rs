@@ -158,6 +158,9 @@ pub struct ClassConfig {
     /// Persistent mode: whether to wait for `{"ready": true}` before taking jobs.
     pub wait_ready: bool,
     pub lease: LeaseMode,
+    /// During a drain, requeue at once a job expected to need clearly longer than the time left
+    /// (instead of burning work until the deadline).
+    pub drain_early_requeue: bool,
 }
 
 impl ClassConfig {
@@ -584,6 +587,7 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         ),
         ready_timeout: r.duration(t, path, "ready_timeout", Duration::from_secs(600)),
         wait_ready: r.boolean(t, path, "wait_ready", true),
+        drain_early_requeue: r.boolean(t, path, "drain_early_requeue", true),
         lease,
     };
     for (key, d) in [("timeout", class.timeout), ("deadline", class.deadline)] {

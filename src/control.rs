@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -15,6 +15,45 @@ use tokio_util::sync::CancellationToken;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Drain a scope: cordon, let jobs finish until `deadline_s` from now, requeue the rest,
+    /// stop the units.
+    Drain {
+        scope: crate::maintenance::Scope,
+        deadline_s: f64,
+        reason: String,
+        who: String,
+    },
+    /// Take no new jobs in a scope; running ones go on.
+    Cordon {
+        scope: crate::maintenance::Scope,
+        reason: String,
+        who: String,
+    },
+    /// Lift drains and cordons of a scope.
+    Undrain {
+        scope: crate::maintenance::Scope,
+        reason: String,
+        who: String,
+    },
+    /// Progress of the maintenance orders in force.
+    Progress,
+    /// What Drover did and why, since a time (ms since the epoch).
+    Timeline {
+        since_ms: i64,
+    },
+}
+
+/// One line of the timeline: who did what, why, when.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TimelineEntry {
+    pub at: String,
+    pub at_ms: i64,
+    pub host: String,
+    pub who: String,
+    pub what: String,
+    pub why: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -71,15 +110,41 @@ pub struct AlertRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
+    #[serde(default)]
+    pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusReport>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<crate::maintenance::Progress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// Serves requests until `cancel` fires. The socket is created owner-only (0600, in a 0700
 /// directory when Drover creates it), and each peer's uid must be ours or root's.
-pub async fn serve(path: PathBuf, report: Arc<Mutex<StatusReport>>, cancel: CancellationToken) -> anyhow::Result<()> {
+/// Answers one request (the supervisor's side of the protocol).
+pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+
+impl Response {
+    pub fn error(host: &str, e: impl std::fmt::Display) -> Response {
+        Response {
+            ok: false,
+            host: host.into(),
+            status: None,
+            progress: vec![],
+            timeline: vec![],
+            error: Some(e.to_string()),
+        }
+    }
+
+    pub fn ok(host: &str) -> Response {
+        Response { ok: true, host: host.into(), status: None, progress: vec![], timeline: vec![], error: None }
+    }
+}
+
+pub async fn serve(path: PathBuf, handler: Handler, cancel: CancellationToken) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -97,28 +162,25 @@ pub async fn serve(path: PathBuf, report: Arc<Mutex<StatusReport>>, cancel: Canc
             _ = cancel.cancelled() => break,
         };
         let allowed = stream.peer_cred().map(|c| c.uid() == me || c.uid() == 0).unwrap_or(false);
-        let report = report.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, allowed, report)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, allowed, handler)).await;
         });
     }
     let _ = std::fs::remove_file(&path);
     Ok(())
 }
 
-async fn answer(stream: UnixStream, allowed: bool, report: Arc<Mutex<StatusReport>>) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, allowed: bool, handler: Handler) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).take(64 * 1024).read_line(&mut line).await?;
     let response = if !allowed {
-        Response { ok: false, status: None, error: Some("permission denied: not the supervisor's user".into()) }
+        Response::error("", "permission denied: not the supervisor's user")
     } else {
         match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Status) => {
-                let status = report.lock().map(|r| r.clone()).unwrap_or_default();
-                Response { ok: true, status: Some(status), error: None }
-            }
-            Err(e) => Response { ok: false, status: None, error: Some(format!("bad request: {e}")) },
+            Ok(req) => handler(req),
+            Err(e) => Response::error("", format!("bad request: {e}")),
         }
     };
     let mut text = serde_json::to_string(&response).unwrap_or_default();

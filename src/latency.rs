@@ -102,6 +102,20 @@ impl LatencyWatch {
         }
     }
 
+    /// The usual run time of a class now (seconds): the worse of its baseline median and its
+    /// recent median.
+    pub fn expected_s(&self, class: &str, now_s: f64) -> Option<f64> {
+        let w = self.classes.get(class)?;
+        match (w.fleet.baseline(now_s).map(|b| b.median_s), w.fleet.recent_median_s()) {
+            (Some(b), Some(r)) => Some(b.max(r)),
+            (b, r) => b.or(r),
+        }
+    }
+
+    pub fn classes(&self) -> impl Iterator<Item = &String> {
+        self.classes.keys()
+    }
+
     /// Feeds one job event.
     pub fn observe(&mut self, e: &JobEvent) {
         let host = self.host.clone();

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use drover::config::Bus;
 use drover::config::Config;
-use drover::{control, drift, duration, submit, supervise, units, work};
+use drover::{control, drainctl, drift, duration, submit, supervise, units, work};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,46 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a unit, a host or a class: no new jobs, running ones finish until the deadline,
+    /// the rest are requeued without charge, the units stop. Works from any host.
+    Drain {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// How long running jobs may go on, e.g. 30m.
+        #[arg(long, value_parser = parse_duration)]
+        deadline: std::time::Duration,
+        #[arg(long)]
+        reason: String,
+        /// Show progress until it is safe to power off (exit 0), or until the drain is late (exit 1).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take no new jobs in a unit, host or class; running jobs go on.
+    Cordon {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift the drains and cordons of a unit, host or class.
+    Undrain {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(long)]
+        reason: String,
+    },
+    /// What Drover did and why (drains, cordons, requeues, restarts, alerts), with who and when.
+    Timeline {
+        #[arg(long)]
+        config: PathBuf,
+        /// How far back, e.g. 24h (default: everything kept).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
     },
@@ -103,6 +143,40 @@ enum DriftCommand {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false, id = "scope")]
+struct ScopeFlags {
+    /// A unit of this host (its name or instance, e.g. inference-3).
+    #[arg(long)]
+    unit: Option<String>,
+    /// A host, by its configured name (any host's supervisor is reached through the broker).
+    #[arg(long)]
+    host: Option<String>,
+    /// A class, on every host.
+    #[arg(long)]
+    class: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ScopeArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[command(flatten)]
+    which: ScopeFlags,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> drover::maintenance::Scope {
+        use drover::maintenance::Scope;
+        match (&self.which.unit, &self.which.host, &self.which.class) {
+            (Some(u), _, _) => Scope::Unit(u.clone()),
+            (_, Some(h), _) => Scope::Host(h.clone()),
+            (_, _, Some(c)) => Scope::Class(c.clone()),
+            _ => unreachable!("clap requires one of --unit, --host, --class"),
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -182,6 +256,46 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 println!("{}", serde_json::to_string_pretty(&status).map_err(|e| Failure(1, e.into()))?);
             } else {
                 print!("{}", control::render_table(&status));
+            }
+            Ok(0)
+        }
+        Command::Drain { scope, deadline, reason, wait, json } => {
+            let cfg = load(&scope.config)?;
+            let code = runtime()?
+                .block_on(drainctl::run(&cfg, drainctl::Op::Drain, scope.scope(), Some(deadline), reason, wait, json))
+                .map_err(|e| Failure(1, e))?;
+            Ok(code as u8)
+        }
+        Command::Cordon { scope, reason } => {
+            let cfg = load(&scope.config)?;
+            let code = runtime()?
+                .block_on(drainctl::run(&cfg, drainctl::Op::Cordon, scope.scope(), None, reason, false, false))
+                .map_err(|e| Failure(1, e))?;
+            Ok(code as u8)
+        }
+        Command::Undrain { scope, reason } => {
+            let cfg = load(&scope.config)?;
+            let code = runtime()?
+                .block_on(drainctl::run(&cfg, drainctl::Op::Undrain, scope.scope(), None, reason, false, false))
+                .map_err(|e| Failure(1, e))?;
+            Ok(code as u8)
+        }
+        Command::Timeline { config, since, json } => {
+            let cfg = load(&config)?;
+            let since_ms = since.map(|d| drover::job::now_ms() - d.as_millis() as i64).unwrap_or(0);
+            let resp = runtime()?
+                .block_on(control::request(
+                    &cfg.supervisor.socket,
+                    &control::Request::Timeline { since_ms },
+                    std::time::Duration::from_secs(10),
+                ))
+                .map_err(|e| Failure(1, e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&resp.timeline).map_err(|e| Failure(1, e.into()))?);
+            } else {
+                for e in &resp.timeline {
+                    println!("{}  {:<10} {:<8} {:<36} {}  ({})", e.at, e.host, e.who, e.what, e.scope, e.why);
+                }
             }
             Ok(0)
         }

@@ -151,6 +151,7 @@ impl Reconciler {
     pub fn plan(
         &mut self,
         desired: &BTreeSet<String>,
+        held: &BTreeSet<String>,
         observed: &BTreeMap<String, Observed>,
         policy: &Policy,
         now: u64,
@@ -159,7 +160,8 @@ impl Reconciler {
         let mut plan = Plan::default();
         let spacing = (1000.0 / policy.start_rate.max(0.001)) as u64;
         let absent = Observed::default();
-        for name in desired {
+        // Held units (drained) are neither started nor stopped here: the drain owns them.
+        for name in desired.iter().filter(|n| !held.contains(*n)) {
             let o = observed.get(name).unwrap_or(&absent);
             let t = self.tracks.entry(name.clone()).or_default();
             if o.is_up() {
@@ -253,7 +255,7 @@ impl Reconciler {
         }
         // Units of ours that are not wanted: drain and stop them (the worker drains on SIGTERM).
         for (name, o) in observed {
-            if desired.contains(name) {
+            if desired.contains(name) || held.contains(name) {
                 continue;
             }
             if o.is_up() && !o.has_job {
@@ -263,7 +265,7 @@ impl Reconciler {
             }
             self.tracks.remove(name);
         }
-        self.tracks.retain(|name, _| desired.contains(name));
+        self.tracks.retain(|name, _| desired.contains(name) && !held.contains(name));
         plan
     }
 }
@@ -322,7 +324,7 @@ mod tests {
         };
         let mut observed = BTreeMap::new();
         while starts.len() < 200 && now < 60_000 {
-            let plan = r.plan(&desired, &observed, &policy(), now, &mut rand);
+            let plan = r.plan(&desired, &BTreeSet::new(), &observed, &policy(), now, &mut rand);
             for op in plan.ops {
                 if let Op::Start(n) = op {
                     starts.push(now);
@@ -348,19 +350,19 @@ mod tests {
         let mut half = || 0.5;
         // Running, then it crashes again and again.
         let mut now = 0;
-        r.plan(&desired, &map(vec![obs("w-1", "active")]), &p, now, &mut half);
+        r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut half);
         let mut delays = Vec::new();
         let mut alerts = Vec::new();
         for _ in 0..8 {
             now += 1000;
-            let plan = r.plan(&desired, &map(vec![exited("w-1", 1)]), &p, now, &mut half);
+            let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut half);
             alerts.extend(plan.alerts);
             let wake = plan.wake_at.expect("a restart is scheduled");
             delays.push(wake - now);
             now = wake;
-            let plan = r.plan(&desired, &map(vec![exited("w-1", 1)]), &p, now, &mut half);
+            let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut half);
             assert_eq!(plan.ops, vec![Op::ResetFailed("w-1".into()), Op::Start("w-1".into())]);
-            r.plan(&desired, &map(vec![obs("w-1", "active")]), &p, now, &mut half);
+            r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut half);
         }
         // Equal jitter at u = 0.5: three quarters of 2 s, 4 s, 8 s, ... capped at 60 s.
         assert_eq!(delays, vec![1500, 3000, 6000, 12000, 24000, 45000, 45000, 45000]);
@@ -376,16 +378,16 @@ mod tests {
         let p = policy();
         let mut zero = || 0.0;
         let mut now = 0;
-        r.plan(&desired, &map(vec![obs("w-1", "active")]), &p, now, &mut zero);
+        r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut zero);
         for _ in 0..3 {
             now += 100;
-            let plan = r.plan(&desired, &map(vec![exited("w-1", 1)]), &p, now, &mut zero);
+            let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut zero);
             now = plan.wake_at.expect("restart");
-            r.plan(&desired, &map(vec![exited("w-1", 1)]), &p, now, &mut zero);
-            r.plan(&desired, &map(vec![obs("w-1", "active")]), &p, now, &mut zero);
+            r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut zero);
+            r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut zero);
         }
         assert_eq!(r.tracks["w-1"].failures, 3);
-        let plan = r.plan(&desired, &map(vec![obs("w-1", "active")]), &p, now + 31_000, &mut zero);
+        let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now + 31_000, &mut zero);
         assert_eq!(plan.alerts, vec![Alert::Recovered { unit: "w-1".into() }]);
         assert_eq!(r.tracks["w-1"].failures, 0);
         assert_eq!(r.tracks["w-1"].health, Some(Health::Healthy));
@@ -398,11 +400,11 @@ mod tests {
         let mut zero = || 0.0;
         let mut bad = exited("w-1", EXIT_MISCONFIGURED);
         bad.status_text = "misconfigured: preflight check [\"test\"] failed".into();
-        r.plan(&desired, &map(vec![obs("w-1", "active")]), &policy(), 0, &mut zero);
-        let plan = r.plan(&desired, &map(vec![bad.clone()]), &policy(), 100, &mut zero);
+        r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &policy(), 0, &mut zero);
+        let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![bad.clone()]), &policy(), 100, &mut zero);
         assert!(plan.ops.is_empty() && plan.wake_at.is_none(), "{plan:?}");
         assert!(matches!(&plan.alerts[..], [Alert::Misconfigured { detail, .. }] if detail.contains("preflight")));
-        let plan = r.plan(&desired, &map(vec![bad]), &policy(), 100_000, &mut zero);
+        let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![bad]), &policy(), 100_000, &mut zero);
         assert!(plan.ops.is_empty() && plan.alerts.is_empty(), "still left alone, alerted once");
         assert_eq!(r.tracks["w-1"].health, Some(Health::Misconfigured));
     }
@@ -412,7 +414,7 @@ mod tests {
         let mut r = Reconciler::default();
         let desired = set(&["w-1", "w-2"]);
         let observed = map(vec![obs("w-1", "active"), obs("w-2", "active"), obs("w-3", "active"), exited("w-4", 1)]);
-        let plan = r.plan(&desired, &observed, &policy(), 0, &mut || 0.0);
+        let plan = r.plan(&desired, &BTreeSet::new(), &observed, &policy(), 0, &mut || 0.0);
         assert_eq!(plan.ops, vec![Op::Stop("w-3".into()), Op::ResetFailed("w-4".into())]);
         assert_eq!(r.tracks["w-1"].health, Some(Health::Healthy));
         assert!(!r.tracks.contains_key("w-3"));
@@ -425,7 +427,7 @@ mod tests {
         let mut queued = obs("w-3", "inactive");
         queued.has_job = true;
         let observed = map(vec![obs("w-1", "dead-before-auto-restart"), obs("w-2", "deactivating"), queued]);
-        let plan = r.plan(&desired, &observed, &policy(), 0, &mut || 0.0);
+        let plan = r.plan(&desired, &BTreeSet::new(), &observed, &policy(), 0, &mut || 0.0);
         assert!(plan.ops.is_empty(), "{plan:?}");
         assert_eq!(r.tracks["w-2"].health, Some(Health::Stopping));
     }

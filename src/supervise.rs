@@ -16,8 +16,10 @@ use crate::drift::DetectorConfig;
 use crate::events::{EventKind, JobEvent};
 use crate::job::{now_ms, rfc3339};
 use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
+use crate::maintenance::{self, Act, UnitView};
 use crate::metrics as m;
 use crate::notify;
+use crate::orders::{load_orders, Ctx, Maintenance, Timeline};
 use crate::reconcile::{class_of_instance, desired_instances, Alert, Health, Op, Policy, Reconciler};
 use crate::systemd::{Systemd, SystemdError};
 use futures_lite::StreamExt;
@@ -50,11 +52,39 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         tokio::spawn(serve_metrics(listener, handle, cancel.clone()));
     }
     let report = Arc::new(Mutex::new(StatusReport { host: cfg.host.clone(), ..Default::default() }));
+    let orders_path = cfg.alerts.state_dir.join(format!("{}-orders.json", cfg.broker.prefix));
+    let orders = load_orders(&orders_path);
+    if !orders.is_empty() {
+        tracing::info!("resuming {} maintenance order(s) from {}", orders.len(), orders_path.display());
+    }
+    let maint = Arc::new(Mutex::new(Maintenance { orders, ..Default::default() }));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let timeline = Timeline {
+        path: cfg.alerts.state_dir.join(format!("{}-timeline.jsonl", cfg.broker.prefix)),
+        host: cfg.host.clone(),
+    };
+    let ctx = Arc::new(Ctx {
+        host: cfg.host.clone(),
+        report: report.clone(),
+        maint: maint.clone(),
+        wake: wake.clone(),
+        orders_path,
+        timeline: timeline.clone(),
+    });
+    let handler: control::Handler = Arc::new(move |req| ctx.handle(req));
     let socket = cfg.supervisor.socket.clone();
-    let serving = tokio::spawn(control::serve(socket.clone(), report.clone(), cancel.clone()));
+    let serving = tokio::spawn(control::serve(socket.clone(), handler.clone(), cancel.clone()));
     tracing::info!("control socket at {}", socket.display());
+    tokio::spawn(crate::fleet::serve(cfg.clone(), handler, cancel.clone()));
     let from_events = Arc::new(Mutex::new(FromEvents::default()));
-    let watching = tokio::spawn(watch_jobs(cfg.clone(), from_events.clone(), report.clone(), cancel.clone()));
+    let watching = tokio::spawn(watch_jobs(
+        cfg.clone(),
+        from_events.clone(),
+        report.clone(),
+        maint.clone(),
+        timeline.clone(),
+        cancel.clone(),
+    ));
     tokio::spawn(notify::watchdog_loop());
     notify::ready();
 
@@ -72,6 +102,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         origin: Instant::now(),
         report,
         from_events,
+        maint,
+        wake,
+        timeline,
     };
     s.run(&cancel).await;
     notify::stopping();
@@ -117,6 +150,9 @@ struct Supervisor {
     origin: Instant,
     report: Arc<Mutex<StatusReport>>,
     from_events: Arc<Mutex<FromEvents>>,
+    maint: Arc<Mutex<Maintenance>>,
+    wake: Arc<tokio::sync::Notify>,
+    timeline: Timeline,
 }
 
 impl Supervisor {
@@ -173,7 +209,12 @@ impl Supervisor {
                 resync = Instant::now() + self.cfg.supervisor.resync;
             }
             let wake_at = self.pass(sd, &pattern, full).await?;
-            let next = wake_at.map_or(resync, |w| (self.origin + Duration::from_millis(w)).min(resync));
+            let mut next = wake_at.map_or(resync, |w| (self.origin + Duration::from_millis(w)).min(resync));
+            // A drain in progress is watched every second: its deadline, its progress.
+            let draining = self.maint.lock().map(|m| m.progress.iter().any(|p| !p.done)).unwrap_or(false);
+            if draining {
+                next = next.min(Instant::now() + Duration::from_secs(1));
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 change = changes.next() => {
@@ -190,18 +231,103 @@ impl Supervisor {
                         }
                     }
                 }
+                _ = self.wake.notified() => {}
                 _ = cancel.cancelled() => return Ok(()),
             }
         }
+    }
+
+    /// Applies the maintenance orders: signals and stops, progress; returns the held units.
+    async fn maintain(
+        &mut self,
+        sd: &Systemd,
+        observed: &BTreeMap<String, crate::reconcile::Observed>,
+    ) -> Result<(BTreeSet<String>, BTreeSet<String>), SystemdError> {
+        let now = now_ms();
+        let prefix = self.cfg.systemd.unit_prefix.clone();
+        let views: Vec<UnitView> = self
+            .desired
+            .iter()
+            .chain(observed.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|name| {
+                let o = observed.get(name);
+                UnitView {
+                    unit: name.clone(),
+                    class: class_of(&prefix, name),
+                    up: o.is_some_and(|o| {
+                        matches!(o.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
+                    }),
+                    main_pid: o.map(|o| o.main_pid).unwrap_or(0),
+                    job: o.and_then(|o| control::parse_worker_status(&o.status_text, now)).map(|j| (j.id, j.age_s)),
+                }
+            })
+            .collect();
+        let early: BTreeSet<String> =
+            self.cfg.classes.values().filter(|c| c.drain_early_requeue).map(|c| c.name.clone()).collect();
+        let (acts, held, orders) = {
+            let Ok(mut m) = self.maint.lock() else { return Ok(Default::default()) };
+            let m = &mut *m;
+            let (acts, held) =
+                maintenance::plan(&m.orders, &self.cfg.host, &views, &m.expected_s, &early, &mut m.mem, now);
+            m.progress = m
+                .orders
+                .iter()
+                .map(|o| maintenance::progress(o, &self.cfg.host, &views, &m.expected_s, &m.moved))
+                .collect();
+            (acts, held, m.orders.clone())
+        };
+        for act in &acts {
+            let (r, what, unit) = match act {
+                Act::Cordon(u) => (sd.kill(u, libc::SIGUSR1).await, "cordon unit".to_string(), u),
+                Act::Uncordon(u) => (sd.kill(u, libc::SIGUSR2).await, "resume unit".to_string(), u),
+                Act::RequeueNow { unit, job, why } => {
+                    tracing::info!("{unit}: requeueing job {job}: {why}");
+                    self.timeline.record("drover", &format!("requeue job {job}"), why, unit);
+                    (sd.kill(unit, crate::work::requeue_signal()).await, String::new(), unit)
+                }
+                Act::Stop(u) => {
+                    tracing::info!("{u} drained: stopping it");
+                    (sd.stop(u).await, "stop drained unit".to_string(), u)
+                }
+            };
+            if !what.is_empty() {
+                let why = orders
+                    .iter()
+                    .find(|o| {
+                        maintenance::applies(
+                            &o.scope,
+                            &self.cfg.host,
+                            views.iter().find(|v| &v.unit == unit).unwrap_or(&UnitView::default()),
+                        )
+                    })
+                    .map(|o| o.reason.clone())
+                    .unwrap_or_default();
+                self.timeline.record("drover", &what, &why, unit);
+            }
+            match r {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let cordoned: BTreeSet<String> = views
+            .iter()
+            .filter(|v| orders.iter().any(|o| maintenance::applies(&o.scope, &self.cfg.host, v)))
+            .map(|v| v.unit.clone())
+            .collect();
+        Ok((held, cordoned))
     }
 
     /// One reconcile pass; returns when the next one is due for a scheduled start.
     async fn pass(&mut self, sd: &Systemd, pattern: &str, full: bool) -> Result<Option<u64>, SystemdError> {
         let started = std::time::Instant::now();
         let observed = sd.list(pattern, full).await?;
+        let (held, cordoned) = self.maintain(sd, &observed).await?;
         let now = self.now();
         let jitter = &mut self.jitter;
-        let plan = self.reconciler.plan(&self.desired, &observed, &self.policy, now, &mut || jitter.unit());
+        let plan = self.reconciler.plan(&self.desired, &held, &observed, &self.policy, now, &mut || jitter.unit());
         for op in &plan.ops {
             let r = match op {
                 Op::Start(u) => {
@@ -227,7 +353,7 @@ impl Supervisor {
             }
         }
         self.record_alerts(&plan.alerts);
-        self.update_report(&observed);
+        self.update_report(&observed, &held, &cordoned);
         metrics::counter!(m::RECONCILE_PASSES_TOTAL).increment(1);
         metrics::histogram!(m::RECONCILE_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(plan.wake_at)
@@ -253,13 +379,19 @@ impl Supervisor {
                     ("resolved", unit, "running stably again".to_string())
                 }
             };
+            self.timeline.record("drover", &format!("unit {kind}"), &message, unit);
             r.alerts.push(AlertRecord { at: rfc3339(now_ms()), kind: kind.into(), unit: unit.clone(), message });
         }
         let excess = r.alerts.len().saturating_sub(MAX_ALERTS);
         r.alerts.drain(..excess);
     }
 
-    fn update_report(&self, observed: &BTreeMap<String, crate::reconcile::Observed>) {
+    fn update_report(
+        &self,
+        observed: &BTreeMap<String, crate::reconcile::Observed>,
+        held: &BTreeSet<String>,
+        cordoned: &BTreeSet<String>,
+    ) {
         let now = now_ms();
         let prefix = &self.cfg.systemd.unit_prefix;
         let events = self.from_events.lock().ok();
@@ -276,7 +408,19 @@ impl Supervisor {
                 _ => Health::Stopped,
             };
             let class = class_of(prefix, name);
-            *by_health.entry((class.clone(), health.as_str())).or_default() += 1;
+            let up = o.is_some_and(|o| o.active_state != "inactive" && o.active_state != "failed");
+            let health_text = if held.contains(name) {
+                if up {
+                    "draining"
+                } else {
+                    "drained"
+                }
+            } else if cordoned.contains(name) && up {
+                "cordoned"
+            } else {
+                health.as_str()
+            };
+            *by_health.entry((class.clone(), health_text)).or_default() += 1;
             let active = o.map(|o| o.active_state.as_str()).unwrap_or("absent");
             let active = match active {
                 "active" | "activating" | "deactivating" | "inactive" | "failed" | "absent" => active,
@@ -295,7 +439,7 @@ impl Supervisor {
                 unit: name.clone(),
                 class,
                 state: o.map(|o| format!("{}/{}", o.active_state, o.sub_state)).unwrap_or_else(|| "absent".into()),
-                health: health.as_str().into(),
+                health: health_text.into(),
                 restarts: t.map(|t| t.restarts).unwrap_or(0),
                 main_pid: o.map(|o| o.main_pid).unwrap_or(0),
                 job: o.and_then(|o| control::parse_worker_status(&o.status_text, now)),
@@ -303,7 +447,18 @@ impl Supervisor {
             });
         }
         for class in self.cfg.classes.keys() {
-            for h in ["healthy", "starting", "restarting", "stopping", "failing", "misconfigured", "stopped"] {
+            for h in [
+                "healthy",
+                "starting",
+                "restarting",
+                "stopping",
+                "failing",
+                "misconfigured",
+                "stopped",
+                "cordoned",
+                "draining",
+                "drained",
+            ] {
                 let n = by_health.get(&(class.clone(), h)).copied().unwrap_or(0);
                 metrics::gauge!(m::UNITS, "class" => class.clone(), "health" => h).set(n as f64);
             }
@@ -345,6 +500,8 @@ async fn watch_jobs(
     cfg: Config,
     into: Arc<Mutex<FromEvents>>,
     report: Arc<Mutex<StatusReport>>,
+    maint: Arc<Mutex<Maintenance>>,
+    timeline: Timeline,
     cancel: CancellationToken,
 ) {
     let mut link = Link::new(&cfg.broker, "drover supervise");
@@ -421,6 +578,7 @@ async fn watch_jobs(
                                 record_event(&e, &into);
                             }
                             watch.observe(&e);
+                            crate::orders::track_moves(&maint, &e, &cfg.host);
                         }
                     }
                     _ = tick.tick() => {
@@ -438,8 +596,17 @@ async fn watch_jobs(
                                 resolve_after: cfg.alerts.resolve_after,
                             };
                             if let Some(t) = book.update(c, policy, now) {
+                                let (what, a) = match &t {
+                                    alerts::Transition::Fired(a) => ("alert fired", a),
+                                    alerts::Transition::Resolved(a) => ("alert resolved", a),
+                                };
+                                timeline.record("drover", &format!("{what}: {}", a.key.name), &a.summary, a.key.label("class"));
                                 deliver(&t, &cfg.host, webhook.as_ref());
                             }
+                        }
+                        if let Ok(mut m) = maint.lock() {
+                            let now_s = now as f64 / 1000.0;
+                            m.expected_s = watch.classes().filter_map(|c| watch.expected_s(c, now_s).map(|e| (c.clone(), e))).collect();
                         }
                         if let Ok(mut r) = report.lock() {
                             r.firing = book.firing().into_iter().cloned().collect();

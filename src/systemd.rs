@@ -218,6 +218,11 @@ impl Systemd {
         self.call("StopUnit", self.manager.stop_unit(unit.to_string(), "replace".into())).await.map(|_| ())
     }
 
+    /// Sends `signal` to the unit's main process.
+    pub async fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        self.call("KillUnit", self.manager.kill_unit(unit.to_string(), "main".into(), signal)).await
+    }
+
     pub async fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
         self.call("ResetFailedUnit", self.manager.reset_failed_unit(unit.to_string())).await
     }

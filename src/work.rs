@@ -34,11 +34,31 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What a worker shares with its signal handler.
-#[derive(Default)]
 struct Drain {
     token: CancellationToken,
     started: OnceLock<Instant>,
     consumer: Mutex<Option<(Channel, String)>>,
+    /// Cordoned (SIGUSR1, undone by SIGUSR2): no new job; the running one goes on.
+    cordoned: tokio::sync::watch::Sender<bool>,
+    /// Requeue the running job now, without charge (the supervisor's drain deadline).
+    requeue_now: tokio::sync::Notify,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            token: CancellationToken::new(),
+            started: OnceLock::new(),
+            consumer: Mutex::new(None),
+            cordoned: tokio::sync::watch::channel(false).0,
+            requeue_now: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// The signal a supervisor sends at a drain's deadline: requeue the running job now.
+pub fn requeue_signal() -> i32 {
+    libc::SIGRTMIN() + 2
 }
 
 impl Drain {
@@ -46,6 +66,18 @@ impl Drain {
     fn begin(&self) {
         let _ = self.started.set(Instant::now());
         self.token.cancel();
+        self.cancel_consumer();
+    }
+
+    /// Cordons: no new job; the running one goes on.
+    fn cordon(&self, on: bool) {
+        self.cordoned.send_replace(on);
+        if on {
+            self.cancel_consumer();
+        }
+    }
+
+    fn cancel_consumer(&self) {
         let consumer = self.consumer.lock().ok().and_then(|mut c| c.take());
         if let Some((chan, tag)) = consumer {
             tokio::spawn(async move {
@@ -115,6 +147,28 @@ fn spawn_signal_handler(drain: Arc<Drain>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut requeue = signal(SignalKind::from_raw(requeue_signal()))?;
+    let d = drain.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {
+                    tracing::info!("cordoned: taking no new job; the running one goes on");
+                    d.cordon(true);
+                }
+                _ = usr2.recv() => {
+                    tracing::info!("cordon lifted: taking jobs again");
+                    d.cordon(false);
+                }
+                _ = requeue.recv() => {
+                    tracing::info!("asked to requeue the running job now");
+                    d.requeue_now.notify_waiters();
+                }
+            }
+        }
+    });
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -218,64 +272,86 @@ impl Worker {
         self.link.declare_class(&self.class.name).await?;
         let chan = self.link.consumer_channel(self.class.prefetch).await?;
         let queue = self.link.names.work(&self.class.name);
-        let mut consumer = crate::amqp::deadline(
-            self.cfg.broker.op_timeout,
-            "basic.consume",
-            chan.basic_consume(
-                queue.as_str().into(),
-                self.unit.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        let tag = consumer.tag().as_str().to_string();
-        if let Ok(mut c) = self.drain.consumer.lock() {
-            *c = Some((chan.clone(), tag.clone()));
-        }
-        if self.drain.token.is_cancelled() {
-            let _ = chan.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-        }
+        let mut cordon = self.drain.cordoned.subscribe();
+        let mut subscriptions = 0u32;
         loop {
-            let next = tokio::select! {
-                d = consumer.next() => d,
-                _ = self.drain.token.cancelled() => break,
-            };
-            match next {
-                Some(Ok(delivery)) => {
-                    if self.drain.token.is_cancelled() {
-                        requeue_quietly(&delivery).await;
-                        break;
-                    }
-                    if let Err(e) = self.handle(delivery, &chan).await {
-                        tracing::warn!("broker trouble while recording a result: {e}");
-                        return Ok(None);
-                    }
-                    if let Handler::Persistent(_) = self.handler {
-                        if let Err(HandlerDown(e)) = self.handler.prepare().await {
-                            tracing::error!("{e}");
-                            return Ok(Some(1));
+            if *cordon.borrow_and_update() {
+                notify::status("cordoned: taking no new job");
+                tokio::select! {
+                    _ = cordon.wait_for(|c| !*c) => {}
+                    _ = self.drain.token.cancelled() => return Ok(Some(0)),
+                }
+                if !chan.status().connected() {
+                    return Ok(None);
+                }
+                notify::status("idle");
+            }
+            subscriptions += 1;
+            let tag = format!("{}#{subscriptions}", self.unit);
+            let mut consumer = crate::amqp::deadline(
+                self.cfg.broker.op_timeout,
+                "basic.consume",
+                chan.basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            if let Ok(mut c) = self.drain.consumer.lock() {
+                *c = Some((chan.clone(), tag.clone()));
+            }
+            if self.drain.token.is_cancelled() || *cordon.borrow() {
+                let _ = chan.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            }
+            let stop = loop {
+                let next = tokio::select! {
+                    d = consumer.next() => d,
+                    _ = self.drain.token.cancelled() => break Some(0),
+                    _ = cordon.wait_for(|c| *c) => break None,
+                };
+                let stopping = self.drain.token.is_cancelled() || *cordon.borrow();
+                match next {
+                    Some(Ok(delivery)) => {
+                        if stopping {
+                            requeue_quietly(&delivery).await;
+                            continue;
+                        }
+                        if let Err(e) = self.handle(delivery, &chan).await {
+                            tracing::warn!("broker trouble while recording a result: {e}");
+                            return Ok(None);
+                        }
+                        if let Handler::Persistent(_) = self.handler {
+                            if let Err(HandlerDown(e)) = self.handler.prepare().await {
+                                tracing::error!("{e}");
+                                return Ok(Some(1));
+                            }
                         }
                     }
+                    Some(Err(e)) => {
+                        tracing::warn!("consumer failed: {e}");
+                        self.link.mark_down();
+                        return Ok(None);
+                    }
+                    None if self.drain.token.is_cancelled() => break Some(0),
+                    None if *cordon.borrow() => break None,
+                    None => {
+                        tracing::warn!("the broker cancelled the consumer; subscribing again");
+                        self.link.mark_down();
+                        return Ok(None);
+                    }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!("consumer failed: {e}");
-                    self.link.mark_down();
-                    return Ok(None);
-                }
-                None if self.drain.token.is_cancelled() => break,
-                None => {
-                    tracing::warn!("the broker cancelled the consumer; subscribing again");
-                    self.link.mark_down();
-                    return Ok(None);
-                }
+            };
+            // Stopped taking jobs (drain or cordon): a delivery already on its way goes back.
+            self.drain.cancel_consumer();
+            while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                requeue_quietly(&d).await;
+            }
+            if stop.is_some() {
+                return Ok(stop);
             }
         }
-        // Draining: a delivery that was already on its way after the cancel goes back.
-        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
-            requeue_quietly(&d).await;
-        }
-        Ok(Some(0))
     }
 
     fn event(&self, kind: EventKind, job: Option<&Job>) -> JobEvent {
@@ -348,6 +424,7 @@ impl Worker {
             let stop = async move {
                 tokio::select! {
                     why = drain.deadline_passed(drain_deadline) => why,
+                    _ = drain.requeue_now.notified() => "requeued at the drain's deadline".to_string(),
                     _ = lost_ref.cancelled() => "lost the job to the broker (channel closed or lease not renewed): it runs elsewhere".to_string(),
                 }
             };

@@ -60,9 +60,7 @@ async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recove
     let hook = Receiver::start();
     let classes = format!(
         r#"
-        [alerts]
         webhook = "http://127.0.0.1:{}/hook"
-        state_dir = "{{dir}}/state"
         evaluate_every = "300ms"
         fire_after = "1s"
         resolve_after = "1s"

@@ -7,6 +7,7 @@ mod alerts;
 mod bad_input;
 mod broker_outage;
 mod drain;
+mod drains;
 mod failures;
 mod flow;
 mod lease;

@@ -28,10 +28,16 @@ resync = "5s"
 [worker]
 drain_deadline = "30s"
 kill_grace = "2s"
+[alerts]
+state_dir = "{dir}/state"
 "#;
 
 pub struct Host {
-    pub env: Env,
+    pub env: std::sync::Arc<Env>,
+    /// This host's configuration (hosts made by `other_host` share the env, its broker prefix
+    /// and its test directory).
+    pub config: std::path::PathBuf,
+    pub name: String,
     pub prefix: String,
     supervisor: Option<Child>,
 }
@@ -51,20 +57,47 @@ impl Host {
             .find_map(|l| l.strip_prefix("unit_prefix = \"").and_then(|r| r.strip_suffix('"')))
             .expect("unit prefix")
             .to_string();
-        let out = drover(&["install-units", "--user", "--config"], &env);
+        let out = drover(&["install-units", "--user", "--config"], &env.config);
         assert!(out.status.success(), "install-units: {}", String::from_utf8_lossy(&out.stderr));
-        Host { env, prefix, supervisor: None }
+        let name = drover::config::Config::load(&env.config).expect("config").host;
+        let config = env.config.clone();
+        Host { env: std::sync::Arc::new(env), config, name, prefix, supervisor: None }
+    }
+
+    /// A second "host" on this machine: the same broker and job queues, its own host name,
+    /// supervisor, unit template, control socket and state. (One systemd user manager serves
+    /// both: a machine can run only one; the unit templates keep them apart.)
+    pub fn other_host(&self, name: &str, workers: u32) -> Host {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let prefix = format!("{}-{name}", self.prefix);
+        let dir = self.env.dir.join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let text = format!(
+            "host = \"{name}\"\n{}",
+            text.replace(&format!("unit_prefix = \"{}\"", self.prefix), &format!("unit_prefix = \"{prefix}\""))
+                .replace("[supervisor]\n", &format!("[supervisor]\nsocket = \"{}/control.sock\"\n", dir.display()))
+                .replace(
+                    &format!("state_dir = \"{}/state\"", self.env.dir.display()),
+                    &format!("state_dir = \"{}/state\"", dir.display()),
+                )
+        );
+        let text = regex_workers(&text, workers);
+        let config = dir.join("drover.toml");
+        std::fs::write(&config, text).expect("write");
+        let out = drover(&["install-units", "--user", "--config"], &config);
+        assert!(out.status.success(), "install-units: {}", String::from_utf8_lossy(&out.stderr));
+        Host { env: self.env.clone(), config, name: name.into(), prefix, supervisor: None }
     }
 
     pub fn start_supervisor(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.env.dir.join("supervisor.log"))
+            .open(self.config.with_file_name("supervisor.log"))
             .expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(["supervise", "--config"])
-            .arg(&self.env.config)
+            .arg(&self.config)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -87,7 +120,7 @@ impl Host {
 
     /// `drover status --json`, or None while the supervisor does not answer.
     pub fn status(&self) -> Option<StatusReport> {
-        let out = drover(&["status", "--json", "--config"], &self.env);
+        let out = drover(&["status", "--json", "--config"], &self.config);
         out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("status is JSON"))
     }
 
@@ -113,7 +146,7 @@ impl Host {
     }
 
     pub fn supervisor_log(&self) -> String {
-        std::fs::read_to_string(self.env.dir.join("supervisor.log")).unwrap_or_default()
+        std::fs::read_to_string(self.config.with_file_name("supervisor.log")).unwrap_or_default()
     }
 
     /// Scrapes the supervisor's `/metrics` (its address is in its log).
@@ -143,8 +176,8 @@ impl Host {
 
     /// Rewrites `workers = A` to `workers = B` in the configuration.
     pub fn set_workers(&self, from: u32, to: u32) {
-        let text = std::fs::read_to_string(&self.env.config).expect("config");
-        std::fs::write(&self.env.config, text.replace(&format!("workers = {from}"), &format!("workers = {to}")))
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        std::fs::write(&self.config, text.replace(&format!("workers = {from}"), &format!("workers = {to}")))
             .expect("write");
     }
 }
@@ -164,8 +197,15 @@ impl Drop for Host {
     }
 }
 
-fn drover(args: &[&str], env: &Env) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_drover")).args(args).arg(&env.config).output().expect("run drover")
+pub fn drover(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_drover")).args(args).arg(config).output().expect("run drover")
+}
+
+fn regex_workers(text: &str, workers: u32) -> String {
+    text.lines()
+        .map(|l| if l.trim_start().starts_with("workers = ") { format!("workers = {workers}") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn systemctl(args: &[&str]) -> std::process::Output {
@@ -297,7 +337,7 @@ async fn a_unit_whose_preflight_fails_is_misconfigured_not_restarted_and_shows_w
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(h.show(&unit, "ExecMainStartTimestampMonotonic"), first, "not restarted");
     assert_eq!(h.units()[&unit].restarts, 0);
-    let table = drover(&["status", "--config"], &h.env);
+    let table = drover(&["status", "--config"], &h.config);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("misconfigured") && text.contains("/nonexistent/model-cache"), "{text}");
 }

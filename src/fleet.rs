@@ -1,0 +1,203 @@
+//! The fleet's control channel: requests to any host's supervisor through a topic exchange on
+//! the broker (`<prefix>.control`, routed `host.<name>` or `all`), answered on the caller's
+//! reply queue. No cluster protocol of our own: a host whose supervisor is down finds the
+//! request waiting in its durable queue when it comes back.
+
+use crate::amqp::{deadline, Link};
+use crate::config::Config;
+use crate::control::{Handler, Request, Response};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Who a request is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Host(String),
+    All,
+}
+
+impl Target {
+    fn key(&self) -> String {
+        match self {
+            Target::Host(h) => format!("host.{}", h.replace('.', "_")),
+            Target::All => "all".into(),
+        }
+    }
+}
+
+fn exchange(cfg: &Config) -> String {
+    format!("{}.control", cfg.broker.prefix)
+}
+
+async fn declare_exchange(chan: &Channel, cfg: &Config) -> Result<(), crate::amqp::BrokerError> {
+    deadline(
+        cfg.broker.op_timeout,
+        "exchange.declare",
+        chan.exchange_declare(
+            exchange(cfg).as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+}
+
+/// The supervisor's side: answers requests routed to this host until `cancel` fires.
+pub async fn serve(cfg: Config, handler: Handler, cancel: CancellationToken) {
+    let mut link = Link::new(&cfg.broker, "drover supervise control");
+    while !cancel.is_cancelled() {
+        if link.ensure_up(None, &cancel).await.is_err() {
+            return;
+        }
+        let served = async {
+            let chan = link.consumer_channel(10).await?;
+            declare_exchange(&chan, &cfg).await?;
+            let queue = format!("{}.control.{}", cfg.broker.prefix, cfg.host);
+            let mut args = FieldTable::default();
+            if let Some(exp) = cfg.broker.queue_expires {
+                args.insert("x-expires".into(), AMQPValue::LongLongInt(exp.as_millis() as i64));
+            }
+            let op = cfg.broker.op_timeout;
+            deadline(
+                op,
+                "queue.declare",
+                chan.queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions { durable: true, ..Default::default() },
+                    args,
+                ),
+            )
+            .await?;
+            for key in [Target::Host(cfg.host.clone()).key(), Target::All.key()] {
+                deadline(
+                    op,
+                    "queue.bind",
+                    chan.queue_bind(
+                        queue.as_str().into(),
+                        exchange(&cfg).as_str().into(),
+                        key.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    ),
+                )
+                .await?;
+            }
+            let mut consumer = deadline(
+                op,
+                "basic.consume",
+                chan.basic_consume(
+                    queue.as_str().into(),
+                    "supervisor-control".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            loop {
+                let d = tokio::select! {
+                    d = consumer.next() => d,
+                    _ = cancel.cancelled() => return Ok(()),
+                };
+                let Some(Ok(d)) = d else {
+                    return Err(crate::amqp::BrokerError::Unavailable("control consumer closed".into()));
+                };
+                let response = match serde_json::from_slice::<Request>(&d.data) {
+                    Ok(req) => handler(req),
+                    Err(e) => Response::error(&cfg.host, format!("bad request: {e}")),
+                };
+                if let Some(reply_to) = d.properties.reply_to() {
+                    let mut props = BasicProperties::default();
+                    if let Some(c) = d.properties.correlation_id() {
+                        props = props.with_correlation_id(c.clone());
+                    }
+                    let body = serde_json::to_vec(&response).unwrap_or_default();
+                    let _ = deadline(
+                        op,
+                        "basic.publish",
+                        chan.basic_publish(
+                            "".into(),
+                            reply_to.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &body,
+                            props,
+                        ),
+                    )
+                    .await;
+                }
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+            }
+        };
+        match served.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("control channel: {e}; reconnecting");
+                link.mark_down();
+            }
+        }
+    }
+}
+
+/// The caller's side: sends `req` and collects answers: the first from a host, or every
+/// answer that arrives within `wait` from all hosts.
+pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -> anyhow::Result<Vec<Response>> {
+    let mut link = Link::new(&cfg.broker, "drover cli");
+    link.ensure_up(Some(Instant::now() + cfg.broker.connect_timeout * 2), &CancellationToken::new()).await?;
+    let chan = link.consumer_channel(100).await?;
+    declare_exchange(&chan, cfg).await?;
+    let op = cfg.broker.op_timeout;
+    let q = deadline(
+        op,
+        "queue.declare",
+        chan.queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    let reply_to = q.name().as_str().to_string();
+    let mut consumer = deadline(
+        op,
+        "basic.consume",
+        chan.basic_consume(
+            reply_to.as_str().into(),
+            "cli".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let props = BasicProperties::default()
+        .with_reply_to(ShortString::from(reply_to.as_str()))
+        .with_correlation_id(ShortString::from(correlation.as_str()))
+        .with_delivery_mode(2);
+    let body = serde_json::to_vec(req)?;
+    link.publish(&exchange(cfg), &target.key(), &body, props).await?;
+    let end = Instant::now() + wait;
+    let mut answers = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(end, consumer.next()).await {
+        if d.properties.correlation_id().as_ref().map(|c| c.as_str()) != Some(correlation.as_str()) {
+            continue;
+        }
+        if let Ok(r) = serde_json::from_slice::<Response>(&d.data) {
+            answers.push(r);
+            if matches!(target, Target::Host(_)) {
+                break;
+            }
+        }
+    }
+    if let Some(conn) = link.connection() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "done".into())).await;
+    }
+    Ok(answers)
+}

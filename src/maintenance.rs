@@ -1,0 +1,320 @@
+//! Maintenance orders (drain, cordon) and what they mean for each unit: which to cordon, which
+//! job to requeue now, which unit to stop, and when a host is safe to power off. Pure: the
+//! supervisor passes the units as systemd and their STATUS lines describe them, and the time.
+//!
+//! A **drain** cordons the units in its scope (no new job; SIGUSR1), lets running jobs finish
+//! until its deadline, requeues what still runs at the deadline without charging an attempt
+//! (the worker's requeue signal), and stops each unit once it is idle. A job whose class
+//! expects it to need clearly longer than the time left is requeued at once instead of burning
+//! work until the deadline (`early_requeue`, per class). A **cordon** only takes new jobs away.
+//! **Undrain** lifts both. Orders are data, persisted by the supervisor, so a restart resumes
+//! them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// A unit's full name, or its instance (`inference-3`).
+    Unit(String),
+    Host(String),
+    Class(String),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Unit(u) => write!(f, "unit {u}"),
+            Scope::Host(h) => write!(f, "host {h}"),
+            Scope::Class(c) => write!(f, "class {c}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Drain,
+    Cordon,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub kind: Kind,
+    pub scope: Scope,
+    pub reason: String,
+    pub who: String,
+    pub at_ms: i64,
+    /// Drains: when what still runs is requeued.
+    pub deadline_ms: Option<i64>,
+}
+
+/// One unit as the supervisor sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnitView {
+    pub unit: String,
+    pub class: String,
+    pub up: bool,
+    pub main_pid: u32,
+    /// The job it runs and for how long (seconds), from its STATUS line.
+    pub job: Option<(String, f64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Act {
+    Cordon(String),
+    Uncordon(String),
+    RequeueNow { unit: String, job: String, why: String },
+    Stop(String),
+}
+
+/// What was already done, so that each signal goes once to each process.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    cordoned: BTreeMap<String, u32>,
+    requeued: BTreeMap<String, u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnitProgress {
+    pub unit: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_s: Option<f64>,
+    /// Expected seconds until the job finishes, from the class's usual duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_left_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub order: Option<Order>,
+    pub host: String,
+    pub units: Vec<UnitProgress>,
+    /// Jobs requeued away from this scope, and where they started again (when known).
+    pub requeued: Vec<Moved>,
+    /// No job left in scope and (drains) every unit in it stopped.
+    pub done: bool,
+    /// A host drain that is done.
+    pub safe_to_power_off: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moved {
+    pub job: String,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+pub fn applies(scope: &Scope, host: &str, u: &UnitView) -> bool {
+    match scope {
+        Scope::Host(h) => h == host,
+        Scope::Class(c) => *c == u.class,
+        Scope::Unit(name) => *name == u.unit || u.unit.contains(&format!("@{name}.service")),
+    }
+}
+
+/// The effect of the orders on the units: signals to send, units to stop, and the units the
+/// reconciler must leave alone (drained: neither started nor stopped by it).
+pub fn plan(
+    orders: &[Order],
+    host: &str,
+    units: &[UnitView],
+    expected_s: &BTreeMap<String, f64>,
+    early_requeue: &BTreeSet<String>,
+    mem: &mut Memory,
+    now_ms: i64,
+) -> (Vec<Act>, BTreeSet<String>) {
+    let mut acts = Vec::new();
+    let mut held = BTreeSet::new();
+    for u in units {
+        let drains: Vec<&Order> =
+            orders.iter().filter(|o| o.kind == Kind::Drain && applies(&o.scope, host, u)).collect();
+        let cordoned = orders.iter().any(|o| applies(&o.scope, host, u));
+        if !drains.is_empty() {
+            held.insert(u.unit.clone());
+        }
+        if !u.up {
+            mem.cordoned.remove(&u.unit);
+            mem.requeued.remove(&u.unit);
+            continue;
+        }
+        if cordoned && mem.cordoned.get(&u.unit) != Some(&u.main_pid) {
+            mem.cordoned.insert(u.unit.clone(), u.main_pid);
+            acts.push(Act::Cordon(u.unit.clone()));
+        }
+        if !cordoned && mem.cordoned.remove(&u.unit).is_some() {
+            acts.push(Act::Uncordon(u.unit.clone()));
+        }
+        // The earliest deadline of the drains that cover it.
+        let Some(deadline) = drains.iter().filter_map(|o| o.deadline_ms).min().or(drains.first().map(|_| i64::MAX))
+        else {
+            continue;
+        };
+        match &u.job {
+            None => acts.push(Act::Stop(u.unit.clone())),
+            Some((job, age)) => {
+                let left_ms = deadline.saturating_sub(now_ms);
+                let why = if left_ms <= 0 {
+                    Some("the drain's deadline was reached".to_string())
+                } else if early_requeue.contains(&u.class) {
+                    expected_s.get(&u.class).and_then(|exp| {
+                        let remaining = exp - age;
+                        // "Clearly": expected to need more than half as long again as is left.
+                        (remaining * 1000.0 > left_ms as f64 * 1.5).then(|| {
+                            format!(
+                                "expected to need about {:.0} s more, past the drain's deadline in {:.0} s: requeued early",
+                                remaining,
+                                left_ms as f64 / 1000.0
+                            )
+                        })
+                    })
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    if mem.requeued.get(&u.unit) != Some(&u.main_pid) {
+                        mem.requeued.insert(u.unit.clone(), u.main_pid);
+                        acts.push(Act::RequeueNow { unit: u.unit.clone(), job: job.clone(), why });
+                    }
+                }
+            }
+        }
+    }
+    (acts, held)
+}
+
+/// Progress of one order on this host.
+pub fn progress(
+    o: &Order,
+    host: &str,
+    units: &[UnitView],
+    expected_s: &BTreeMap<String, f64>,
+    moved: &[Moved],
+) -> Progress {
+    let mine: Vec<&UnitView> = units.iter().filter(|u| applies(&o.scope, host, u)).collect();
+    let units_p: Vec<UnitProgress> = mine
+        .iter()
+        .map(|u| UnitProgress {
+            unit: u.unit.clone(),
+            state: match (u.up, &u.job, o.kind) {
+                (false, _, _) => "stopped".into(),
+                (true, Some(_), _) => "running its last job".into(),
+                (true, None, Kind::Drain) => "stopping".into(),
+                (true, None, Kind::Cordon) => "cordoned".into(),
+            },
+            job: u.job.as_ref().map(|j| j.0.clone()),
+            age_s: u.job.as_ref().map(|j| j.1),
+            expected_left_s: u.job.as_ref().and_then(|(_, age)| expected_s.get(&u.class).map(|e| (e - age).max(0.0))),
+        })
+        .collect();
+    let done = match o.kind {
+        Kind::Drain => mine.iter().all(|u| !u.up),
+        Kind::Cordon => true,
+    };
+    let names: BTreeSet<&str> = mine.iter().map(|u| u.unit.as_str()).collect();
+    Progress {
+        order: Some(o.clone()),
+        host: host.to_string(),
+        units: units_p,
+        requeued: moved.iter().filter(|m| names.contains(m.from.as_str())).cloned().collect(),
+        done,
+        safe_to_power_off: done && matches!(&o.scope, Scope::Host(h) if h == host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(n: u32, class: &str, job: Option<f64>) -> UnitView {
+        UnitView {
+            unit: format!("dw@{class}-{n}.service"),
+            class: class.into(),
+            up: true,
+            main_pid: 100 + n,
+            job: job.map(|age| (format!("job{n}"), age)),
+        }
+    }
+
+    fn order(kind: Kind, scope: Scope, deadline_ms: Option<i64>) -> Order {
+        Order { id: "o1".into(), kind, scope, reason: "swap".into(), who: "ops".into(), at_ms: 0, deadline_ms }
+    }
+
+    #[test]
+    fn a_host_drain_cordons_stops_idle_units_and_requeues_at_the_deadline() {
+        let units = vec![unit(1, "a", None), unit(2, "a", Some(30.0))];
+        let orders = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(60_000))];
+        let mut mem = Memory::default();
+        let none = (BTreeMap::new(), BTreeSet::new());
+        let (acts, held) = plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, 0);
+        assert_eq!(
+            acts,
+            vec![
+                Act::Cordon("dw@a-1.service".into()),
+                Act::Stop("dw@a-1.service".into()),
+                Act::Cordon("dw@a-2.service".into())
+            ]
+        );
+        assert_eq!(held.len(), 2);
+        // Signals go once per process.
+        let (acts, _) = plan(&orders, "h1", &units[1..], &none.0, &none.1, &mut mem, 30_000);
+        assert!(acts.is_empty(), "{acts:?}");
+        let (acts, _) = plan(&orders, "h1", &units[1..], &none.0, &none.1, &mut mem, 60_000);
+        assert!(matches!(&acts[..], [Act::RequeueNow { job, .. }] if job == "job2"), "{acts:?}");
+        let (acts, _) = plan(&orders, "h1", &units[1..], &none.0, &none.1, &mut mem, 61_000);
+        assert!(acts.is_empty(), "requeued once: {acts:?}");
+        let p = progress(&orders[0], "h1", &units, &none.0, &[]);
+        assert!(!p.done && !p.safe_to_power_off);
+        let stopped: Vec<UnitView> = units.iter().map(|u| UnitView { up: false, job: None, ..u.clone() }).collect();
+        let p = progress(&orders[0], "h1", &stopped, &none.0, &[]);
+        assert!(p.done && p.safe_to_power_off);
+    }
+
+    #[test]
+    fn jobs_that_cannot_finish_in_time_are_requeued_early_where_the_class_allows() {
+        let units = vec![unit(1, "long", Some(300.0)), unit(2, "short", Some(300.0)), unit(3, "long", Some(1700.0))];
+        let orders = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(600_000))];
+        let expected = BTreeMap::from([("long".to_string(), 1800.0), ("short".to_string(), 1800.0)]);
+        let early = BTreeSet::from(["long".to_string()]);
+        let (acts, _) = plan(&orders, "h1", &units, &expected, &early, &mut Memory::default(), 0);
+        let requeued: Vec<&str> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Act::RequeueNow { unit, .. } => Some(unit.as_str()),
+                _ => None,
+            })
+            .collect();
+        // long-1: 1500 s left against 600 s: requeued now. long-3: 100 s left: let it finish.
+        // short-2: its class keeps jobs until the deadline.
+        assert_eq!(requeued, vec!["dw@long-1.service"]);
+    }
+
+    #[test]
+    fn cordon_keeps_jobs_and_undrain_lifts_it() {
+        let units = vec![unit(1, "a", Some(5.0)), unit(1, "b", None)];
+        let mut mem = Memory::default();
+        let none = (BTreeMap::new(), BTreeSet::new());
+        let orders = vec![order(Kind::Cordon, Scope::Class("a".into()), None)];
+        let (acts, held) = plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, 0);
+        assert_eq!(acts, vec![Act::Cordon("dw@a-1.service".into())]);
+        assert!(held.is_empty(), "cordoned units stay wanted");
+        let (acts, _) = plan(&[], "h1", &units, &none.0, &none.1, &mut mem, 1);
+        assert_eq!(acts, vec![Act::Uncordon("dw@a-1.service".into())]);
+    }
+
+    #[test]
+    fn scopes() {
+        let u = unit(3, "inference", None);
+        assert!(applies(&Scope::Unit("inference-3".into()), "h", &u));
+        assert!(applies(&Scope::Unit("dw@inference-3.service".into()), "h", &u));
+        assert!(!applies(&Scope::Unit("inference-33".into()), "h", &u));
+        assert!(applies(&Scope::Class("inference".into()), "h", &u));
+        assert!(!applies(&Scope::Host("other".into()), "h", &u));
+    }
+}

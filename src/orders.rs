@@ -1,0 +1,198 @@
+//! The supervisor's side of maintenance and of the control protocol: the orders in force
+//! (persisted, so a restart resumes a drain), the timeline (an append-only JSON-lines file:
+//! who, what, why, when), and the answer to each request, whether it came over the local
+//! socket or over the broker's control exchange.
+
+use crate::control::{Request, Response, StatusReport, TimelineEntry};
+use crate::job::{now_ms, rfc3339};
+use crate::maintenance::{Kind, Memory, Moved, Order, Progress, Scope};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+const MAX_MOVED: usize = 1000;
+
+#[derive(Default)]
+pub struct Maintenance {
+    pub orders: Vec<Order>,
+    pub mem: Memory,
+    /// Jobs requeued away from this host's units by drains, and where they went.
+    pub moved: Vec<Moved>,
+    pub progress: Vec<Progress>,
+    /// Usual run time per class (seconds), from the latency watch.
+    pub expected_s: BTreeMap<String, f64>,
+}
+
+/// Everything a request may touch.
+pub struct Ctx {
+    pub host: String,
+    pub report: Arc<Mutex<StatusReport>>,
+    pub maint: Arc<Mutex<Maintenance>>,
+    pub wake: Arc<tokio::sync::Notify>,
+    pub orders_path: PathBuf,
+    pub timeline: Timeline,
+}
+
+#[derive(Clone)]
+pub struct Timeline {
+    pub path: PathBuf,
+    pub host: String,
+}
+
+impl Timeline {
+    pub fn record(&self, who: &str, what: &str, why: &str, scope: &str) {
+        let now = now_ms();
+        let e = TimelineEntry {
+            at: rfc3339(now),
+            at_ms: now,
+            host: self.host.clone(),
+            who: who.into(),
+            what: what.into(),
+            why: why.into(),
+            scope: scope.into(),
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+            writeln!(f, "{}", serde_json::to_string(&e).unwrap_or_default())
+        };
+        if let Err(err) = write() {
+            tracing::warn!("cannot write the timeline {}: {err}", self.path.display());
+        }
+    }
+
+    pub fn since(&self, since_ms: i64) -> Vec<TimelineEntry> {
+        let Ok(f) = std::fs::File::open(&self.path) else { return Vec::new() };
+        std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<TimelineEntry>(&l).ok())
+            .filter(|e| e.at_ms >= since_ms)
+            .collect()
+    }
+}
+
+pub fn load_orders(path: &PathBuf) -> Vec<Order> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn save_orders(path: &PathBuf, orders: &[Order]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(orders).unwrap_or_default())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Whether a scope concerns this host at all (a host scope for another host does not).
+fn concerns(scope: &Scope, host: &str) -> bool {
+    !matches!(scope, Scope::Host(h) if h != host)
+}
+
+impl Ctx {
+    pub fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Status => {
+                let mut r = Response::ok(&self.host);
+                r.status = self.report.lock().ok().map(|r| r.clone());
+                r
+            }
+            Request::Progress => {
+                let mut r = Response::ok(&self.host);
+                r.progress = self.maint.lock().map(|m| m.progress.clone()).unwrap_or_default();
+                r
+            }
+            Request::Timeline { since_ms } => {
+                let mut r = Response::ok(&self.host);
+                r.timeline = self.timeline.since(since_ms);
+                r
+            }
+            Request::Drain { scope, deadline_s, reason, who } => {
+                let deadline_ms = now_ms() + (deadline_s.max(0.0) * 1000.0) as i64;
+                self.add(Kind::Drain, scope, reason, who, Some(deadline_ms))
+            }
+            Request::Cordon { scope, reason, who } => self.add(Kind::Cordon, scope, reason, who, None),
+            Request::Undrain { scope, reason, who } => {
+                if reason.trim().is_empty() {
+                    return Response::error(&self.host, "--reason is required");
+                }
+                let Ok(mut m) = self.maint.lock() else { return Response::error(&self.host, "state poisoned") };
+                let before = m.orders.len();
+                m.orders.retain(|o| o.scope != scope);
+                let lifted = before - m.orders.len();
+                if let Err(e) = save_orders(&self.orders_path, &m.orders) {
+                    return Response::error(&self.host, format!("cannot save the orders: {e}"));
+                }
+                drop(m);
+                if lifted > 0 {
+                    self.timeline.record(&who, "undrain", &reason, &scope.to_string());
+                }
+                self.wake.notify_one();
+                let mut r = Response::ok(&self.host);
+                r.error = (lifted == 0).then(|| format!("nothing drained or cordoned for {scope} on {}", self.host));
+                r
+            }
+        }
+    }
+
+    fn add(&self, kind: Kind, scope: Scope, reason: String, who: String, deadline_ms: Option<i64>) -> Response {
+        if reason.trim().is_empty() {
+            return Response::error(&self.host, "--reason is required");
+        }
+        if !concerns(&scope, &self.host) {
+            return Response::error(&self.host, format!("{scope} is not this host ({})", self.host));
+        }
+        let order = Order {
+            id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            kind,
+            scope: scope.clone(),
+            reason: reason.clone(),
+            who: who.clone(),
+            at_ms: now_ms(),
+            deadline_ms,
+        };
+        let Ok(mut m) = self.maint.lock() else { return Response::error(&self.host, "state poisoned") };
+        // A new order for the same scope replaces the old one (a cordon becomes a drain, a
+        // drain gets a new deadline).
+        m.orders.retain(|o| o.scope != scope);
+        m.orders.push(order.clone());
+        if let Err(e) = save_orders(&self.orders_path, &m.orders) {
+            return Response::error(&self.host, format!("cannot save the orders: {e}"));
+        }
+        drop(m);
+        let what = match kind {
+            Kind::Drain => format!("drain (deadline {})", deadline_ms.map(rfc3339).unwrap_or_default()),
+            Kind::Cordon => "cordon".into(),
+        };
+        self.timeline.record(&who, &what, &reason, &scope.to_string());
+        self.wake.notify_one();
+        let mut r = Response::ok(&self.host);
+        r.progress = vec![Progress { order: Some(order), host: self.host.clone(), ..Default::default() }];
+        r
+    }
+}
+
+/// Records where a job requeued by a drain went, from the job events.
+pub fn track_moves(maint: &Arc<Mutex<Maintenance>>, e: &crate::events::JobEvent, host: &str) {
+    use crate::events::EventKind;
+    let Some(job) = &e.job_id else { return };
+    let Ok(mut m) = maint.lock() else { return };
+    match e.event {
+        EventKind::Requeued if e.host == host && e.reason.as_deref().unwrap_or("").contains("drain") => {
+            m.moved.push(Moved { job: job.clone(), from: e.unit.clone(), to: None });
+            let excess = m.moved.len().saturating_sub(MAX_MOVED);
+            m.moved.drain(..excess);
+        }
+        EventKind::Started => {
+            if let Some(mv) = m.moved.iter_mut().rev().find(|mv| &mv.job == job && mv.to.is_none() && mv.from != e.unit)
+            {
+                mv.to = Some(format!("{} on {}", e.unit, e.host));
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,138 @@
+//! Maintenance drains (issue: maintenance drains) on two "hosts" on one machine, each with its
+//! own supervisor, host name and unit template, sharing the broker and one systemd user manager:
+//! a host drain issued from the other host, jobs finishing or moved at the deadline, a
+//! supervisor restart in the middle of a drain, cordon and undrain.
+
+use crate::harness::count;
+use crate::supervisor::{drover, Host};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const CLASS: &str = r#"
+[classes.w]
+mode = "persistent"
+command = ["python3", "{handler}", "persistent"]
+timeout = "120s"
+workers = 6
+drain_early_requeue = false
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_host_b_from_host_a_finishes_or_moves_every_job_and_loses_none() {
+    let mut b = Host::new("drain-b", &CLASS.replace("[classes.w]", "[classes.w]").replacen("\n", "\n", 1));
+    let mut a = b.other_host("host-a", 3);
+    let mut events = b.env.events().await;
+    b.start_supervisor();
+    b.wait_status("6 healthy units on B", Duration::from_secs(60), |u| {
+        u.len() == 6 && u.values().all(|s| s.health == "healthy")
+    });
+    let short = b.env.submit("w", r#"{"sleep": 1}"#, 3, &[]);
+    let long = b.env.submit("w", r#"{"sleep": 8}"#, 3, &[]);
+    events.wait_for("6 jobs running on B", Duration::from_secs(30), |e| count(e, "started") >= 6).await;
+    a.start_supervisor();
+    a.wait_status("3 healthy units on A", Duration::from_secs(60), |u| {
+        u.len() == 3 && u.values().all(|s| s.health == "healthy")
+    });
+
+    // From host A's configuration, drain host B.
+    let out = drover(
+        &["drain", "--host", &b.name, "--deadline", "3s", "--reason", "memory swap", "--wait", "--json", "--config"],
+        &a.config,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.lines().any(|l| l.contains(&format!("\"host\":\"{}\"", b.name)) && l.contains("\"units\"")),
+        "B's progress reached A's CLI: {stdout}"
+    );
+    assert!(stdout.contains("\"safe_to_power_off\":true"), "{stdout}");
+    let units = b.units();
+    assert!(
+        units.values().all(|u| !u.state.starts_with("activ") && u.health == "drained"),
+        "every unit of B stopped: {units:#?}"
+    );
+
+    events.wait_for("all 6 jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 6).await;
+    let mut where_ok: HashMap<&str, &str> = HashMap::new();
+    for e in events.of("succeeded") {
+        assert!(where_ok.insert(e.job_id.as_deref().unwrap_or(""), e.host.as_str()).is_none(), "a job succeeded twice");
+    }
+    for id in &short {
+        assert_eq!(where_ok.get(id.as_str()), Some(&b.name.as_str()), "short jobs finish on B before the deadline");
+    }
+    for id in &long {
+        assert_eq!(
+            where_ok.get(id.as_str()),
+            Some(&"host-a"),
+            "long jobs are requeued at the deadline and complete on A"
+        );
+        let requeued = events.of("requeued").find(|e| e.job_id.as_deref() == Some(id)).expect("requeued");
+        assert!(requeued.reason.as_deref().unwrap_or("").contains("drain"), "{requeued:?}");
+        assert_eq!(
+            events.of("succeeded").find(|e| e.job_id.as_deref() == Some(id)).and_then(|e| e.attempt),
+            Some(1),
+            "no attempt charged"
+        );
+        // Never twice at the same time: it started on A only after B gave it back.
+        let rq_at = &requeued.at;
+        let started_on_a =
+            events.of("started").find(|e| e.job_id.as_deref() == Some(id) && e.host == "host-a").expect("started on A");
+        assert!(started_on_a.at >= *rq_at, "started on A at {} before B requeued it at {rq_at}", started_on_a.at);
+    }
+    // The timeline says who drained what, why and when, and where the jobs went.
+    let tl = drover(&["timeline", "--json", "--config"], &b.config);
+    let text = String::from_utf8_lossy(&tl.stdout);
+    assert!(text.contains("memory swap") && text.contains("drain") && text.contains("requeue job"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_survives_a_supervisor_restart_and_undrain_brings_the_units_back() {
+    let mut h = Host::new("drain-restart", &CLASS.replace("workers = 6", "workers = 2"));
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("2 healthy units", Duration::from_secs(60), |u| {
+        u.len() == 2 && u.values().all(|s| s.health == "healthy")
+    });
+    h.env.submit("w", r#"{"sleep": 4}"#, 2, &[]);
+    events.wait_for("2 jobs running", Duration::from_secs(30), |e| count(e, "started") >= 2).await;
+    let out =
+        drover(&["drain", "--host", &h.name, "--deadline", "60s", "--reason", "os upgrade", "--config"], &h.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    h.stop_supervisor();
+    h.start_supervisor();
+    // The new supervisor resumes the drain: the jobs finish in place, then the units stop.
+    h.wait_status("both units drained", Duration::from_secs(60), |u| {
+        u.len() == 2 && u.values().all(|s| s.health == "drained")
+    });
+    events.wait_for("both jobs done", Duration::from_secs(10), |e| count(e, "succeeded") >= 2).await;
+    assert_eq!(count(&events.all, "requeued"), 0, "they had time to finish");
+
+    let out = drover(&["undrain", "--host", &h.name, "--reason", "upgrade done", "--config"], &h.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    h.wait_status("units back", Duration::from_secs(60), |u| u.len() == 2 && u.values().all(|s| s.health == "healthy"));
+    h.env.submit("w", r#"{"sleep": 0}"#, 1, &[]);
+    events.wait_for("work resumes", Duration::from_secs(30), |e| count(e, "succeeded") >= 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_keeps_the_running_job_and_takes_no_new_one() {
+    let mut h = Host::new("cordon", &CLASS.replace("workers = 6", "workers = 1"));
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("1 healthy unit", Duration::from_secs(60), |u| {
+        u.len() == 1 && u.values().all(|s| s.health == "healthy")
+    });
+    h.env.submit("w", r#"{"sleep": 3}"#, 1, &[]);
+    events.wait_for("the job running", Duration::from_secs(30), |e| count(e, "started") >= 1).await;
+    let out = drover(&["cordon", "--unit", "w-1", "--reason", "suspect disk", "--config"], &h.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    h.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
+    let waiting = h.env.submit("w", r#"{"sleep": 0}"#, 1, &[])[0].clone();
+    events.wait_for("the running job finishes", Duration::from_secs(30), |e| count(e, "succeeded") >= 1).await;
+    std::thread::sleep(Duration::from_secs(2));
+    events.wait_for("nothing else", Duration::from_millis(10), |_| true).await;
+    assert!(!events.of("started").any(|e| e.job_id.as_deref() == Some(&waiting)), "a cordoned unit takes no new job");
+    let out = drover(&["undrain", "--unit", "w-1", "--reason", "disk is fine", "--config"], &h.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    events.wait_for("the waiting job runs", Duration::from_secs(30), |e| count(e, "succeeded") >= 2).await;
+}
