@@ -406,14 +406,21 @@ impl PersistentHandler {
                 Ok(Outcome::Failed(format!("persistent handler failed: {broken} ({status}); restarting it")))
             }
             Err(None) => {
-                self.stop().await;
+                self.kill().await;
                 Ok(Outcome::TimedOut(format!("killed after {:.1}s; handler restarted", limit.as_secs_f64())))
             }
             Err(Some(why)) => {
-                self.stop().await;
+                // The job goes elsewhere: stop this attempt at once (TERM, KILL after the
+                // grace), rather than wait for the handler to notice end-of-input.
+                self.kill().await;
                 Ok(Outcome::Interrupted(why))
             }
         }
+    }
+
+    async fn kill(&mut self) -> Option<ExitStatus> {
+        let mut proc = self.proc.take()?;
+        stop_group(&mut proc.child, proc.pgid, self.kill_grace).await
     }
 
     async fn stop(&mut self) -> Option<ExitStatus> {
