@@ -41,6 +41,12 @@ pub enum Request {
     Timeline {
         since_ms: i64,
     },
+    /// Records a line in the host's timeline (rollout steps).
+    Note {
+        what: String,
+        why: String,
+        who: String,
+    },
 }
 
 /// One line of the timeline: who did what, why, when.

@@ -173,3 +173,223 @@ fn show(progress: &[Progress], terminal: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `drover rollout`: drains, changes (an operator's command, or a plain restart of the units)
+/// and undrains hosts in waves, soaking each wave and halting when it looks worse than the hosts
+/// not yet touched. Returns the exit status: 0 done, 1 halted.
+pub struct Rollout {
+    pub hosts: Vec<String>,
+    pub waves: Vec<crate::rollout::WaveSize>,
+    pub command: Vec<String>,
+    pub soak: Duration,
+    pub deadline: Duration,
+    pub reason: String,
+}
+
+async fn one(cfg: &Config, host: &str, req: Request) -> anyhow::Result<Response> {
+    let mut answers = fleet::ask(cfg, &Target::Host(host.to_string()), &req, Duration::from_secs(15)).await?;
+    let r = answers.pop().ok_or_else(|| anyhow::anyhow!("no answer from the supervisor of {host}"))?;
+    if !r.ok {
+        anyhow::bail!("{host}: {}", r.error.clone().unwrap_or_default());
+    }
+    Ok(r)
+}
+
+pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
+    use crate::events::{EventKind, JobEvent};
+    use crate::rollout::{judge, waves, Seen};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    let who = who();
+    let plan = waves(&r.hosts, &r.waves);
+    // Job events of the whole fleet during the rollout, for the comparisons.
+    let seen: Arc<Mutex<Vec<(Instant, JobEvent)>>> = Arc::default();
+    let collector = {
+        let seen = seen.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let _ = collect_events(&cfg, seen).await;
+        })
+    };
+    let note = |hosts: Vec<String>, what: String, why: String| {
+        let who = who.clone();
+        async move {
+            for h in hosts {
+                let _ = one(cfg, &h, Request::Note { what: what.clone(), why: why.clone(), who: who.clone() }).await;
+            }
+        }
+    };
+    let mut touched_so_far: Vec<String> = Vec::new();
+    for (i, wave) in plan.iter().enumerate() {
+        let label = format!("wave {}/{} ({})", i + 1, plan.len(), wave.join(", "));
+        println!("{label}: draining");
+        note(wave.clone(), format!("rollout {label}: drain"), r.reason.clone()).await;
+        let halt = |why: String| why;
+        let mut problem: Option<String> = None;
+        for h in wave {
+            let req = Request::Drain {
+                scope: Scope::Host(h.clone()),
+                deadline_s: r.deadline.as_secs_f64(),
+                reason: format!("rollout: {}", r.reason),
+                who: who.clone(),
+            };
+            if let Err(e) = one(cfg, h, req).await {
+                problem = Some(halt(format!("cannot drain {h}: {e}")));
+            }
+        }
+        let give_up = Instant::now() + r.deadline + cfg.systemd.stop_timeout + Duration::from_secs(30);
+        while problem.is_none() {
+            let mut all_done = true;
+            for h in wave {
+                let p = one(cfg, h, Request::Progress).await?;
+                all_done &= p.progress.iter().all(|p| p.done);
+            }
+            if all_done {
+                break;
+            }
+            if Instant::now() > give_up {
+                problem = Some(format!("{label} did not drain in time"));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if problem.is_none() && !r.command.is_empty() {
+            for h in wave {
+                println!("{label}: running {:?} for {h}", r.command);
+                let status = tokio::process::Command::new(&r.command[0])
+                    .args(&r.command[1..])
+                    .env("DROVER_HOST", h)
+                    .status()
+                    .await;
+                match status {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => problem = Some(format!("the command failed for {h} ({s})")),
+                    Err(e) => problem = Some(format!("cannot run the command: {e}")),
+                }
+            }
+        }
+        if problem.is_none() {
+            println!("{label}: undraining, soaking for {}", crate::duration::format(r.soak));
+            for h in wave {
+                one(
+                    cfg,
+                    h,
+                    Request::Undrain {
+                        scope: Scope::Host(h.clone()),
+                        reason: format!("rollout: {}", r.reason),
+                        who: who.clone(),
+                    },
+                )
+                .await?;
+            }
+            touched_so_far.extend(wave.iter().cloned());
+            let soak_start = Instant::now();
+            while problem.is_none() && soak_start.elapsed() < r.soak {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut bad = BTreeMap::new();
+                for h in wave {
+                    if let Some(status) = one(cfg, h, Request::Status).await?.status {
+                        for u in status.units.iter().filter(|u| u.health == "misconfigured" || u.health == "failing") {
+                            let detail = u.detail.clone().map(|d| format!(": {d}")).unwrap_or_default();
+                            bad.insert(format!("{} on {h}", u.unit), format!("{}{detail}", u.health));
+                        }
+                    }
+                }
+                problem = judge(&Seen::default(), &Seen::default(), &bad);
+            }
+            if problem.is_none() {
+                let events: Vec<JobEvent> = seen
+                    .lock()
+                    .map(|v| v.iter().filter(|(t, _)| *t >= soak_start).map(|(_, e)| e.clone()).collect())
+                    .unwrap_or_default();
+                let tally = |hosts: &dyn Fn(&str) -> bool| {
+                    let mut s = Seen::default();
+                    for e in events.iter().filter(|e| hosts(&e.host)) {
+                        match e.event {
+                            EventKind::Succeeded => {
+                                s.attempts += 1;
+                                s.durations.extend(e.duration_s);
+                            }
+                            EventKind::Failed => {
+                                s.attempts += 1;
+                                s.failures += 1;
+                            }
+                            _ => {}
+                        }
+                    }
+                    s
+                };
+                let touched = tally(&|h| wave.iter().any(|w| w == h));
+                let untouched = tally(&|h| !touched_so_far.iter().any(|w| w == h));
+                problem = judge(&touched, &untouched, &BTreeMap::new());
+            }
+        }
+        if let Some(why) = problem {
+            eprintln!("ROLLOUT HALTED at {label}: {why}");
+            eprintln!("draining {} again; the hosts of earlier waves stay in service", wave.join(", "));
+            for h in wave {
+                let req = Request::Drain {
+                    scope: Scope::Host(h.clone()),
+                    deadline_s: r.deadline.as_secs_f64(),
+                    reason: format!("rollout halted: {why}"),
+                    who: who.clone(),
+                };
+                if let Err(e) = one(cfg, h, req).await {
+                    eprintln!("cannot drain {h} again: {e}");
+                }
+            }
+            note(wave.clone(), format!("rollout halted at {label}"), why.clone()).await;
+            tracing::error!("ALERT rollout halted at {label}: {why}");
+            collector.abort();
+            return Ok(1);
+        }
+        note(wave.clone(), format!("rollout {label}: done"), r.reason.clone()).await;
+    }
+    collector.abort();
+    println!("rollout complete: {} hosts in {} waves", r.hosts.len(), plan.len());
+    Ok(0)
+}
+
+async fn collect_events(
+    cfg: &Config,
+    into: std::sync::Arc<std::sync::Mutex<Vec<(Instant, crate::events::JobEvent)>>>,
+) -> anyhow::Result<()> {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let mut link = crate::amqp::Link::new(&cfg.broker, "drover rollout");
+    link.ensure_up(Some(Instant::now() + cfg.broker.connect_timeout * 2), &tokio_util::sync::CancellationToken::new())
+        .await?;
+    let chan = link.consumer_channel(100).await?;
+    let q = chan
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    chan.queue_bind(
+        q.name().as_str().into(),
+        link.names.events().as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let mut consumer = chan
+        .basic_consume(
+            q.name().as_str().into(),
+            "rollout".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    while let Some(Ok(d)) = consumer.next().await {
+        if let Ok(e) = serde_json::from_slice(&d.data) {
+            if let Ok(mut v) = into.lock() {
+                v.push((Instant::now(), e));
+            }
+        }
+    }
+    Ok(())
+}

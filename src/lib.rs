@@ -48,6 +48,7 @@ pub mod orders;
 pub mod outcome;
 pub mod preflight;
 pub mod reconcile;
+pub mod rollout;
 pub mod submit;
 pub mod supervise;
 pub mod systemd;

@@ -49,6 +49,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drain, change and undrain hosts in waves (one, then a few, then a share, then the rest),
+    /// soaking each wave; halts, drains the wave again and alerts when it looks worse than the
+    /// hosts not yet touched.
+    Rollout {
+        #[arg(long)]
+        config: PathBuf,
+        /// The hosts, in rollout order, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        hosts: Vec<String>,
+        /// Wave sizes: host counts or percentages of all hosts.
+        #[arg(long, default_value = "1,2,25%,100%")]
+        waves: String,
+        /// How long to watch each wave after it is back in service.
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        soak: std::time::Duration,
+        /// Drain deadline per wave.
+        #[arg(long, value_parser = parse_duration, default_value = "30m")]
+        deadline: std::time::Duration,
+        #[arg(long)]
+        reason: String,
+        /// The change to make while a host is drained (run here, once per host, with DROVER_HOST
+        /// set), e.g. an upgrade step; without it the units are simply restarted.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Take no new jobs in a unit, host or class; running jobs go on.
     Cordon {
         #[command(flatten)]
@@ -264,6 +289,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let code = runtime()?
                 .block_on(drainctl::run(&cfg, drainctl::Op::Drain, scope.scope(), Some(deadline), reason, wait, json))
                 .map_err(|e| Failure(1, e))?;
+            Ok(code as u8)
+        }
+        Command::Rollout { config, hosts, waves, soak, deadline, reason, command } => {
+            let cfg = load(&config)?;
+            let waves = drover::rollout::parse_waves(&waves).map_err(|e| Failure(2, anyhow::anyhow!("--waves {e}")))?;
+            let r = drainctl::Rollout { hosts, waves, command, soak, deadline, reason };
+            let code = runtime()?.block_on(drainctl::rollout(&cfg, r)).map_err(|e| Failure(1, e))?;
             Ok(code as u8)
         }
         Command::Cordon { scope, reason } => {

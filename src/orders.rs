@@ -111,6 +111,10 @@ impl Ctx {
                 r.timeline = self.timeline.since(since_ms);
                 r
             }
+            Request::Note { what, why, who } => {
+                self.timeline.record(&who, &what, &why, &format!("host {}", self.host));
+                Response::ok(&self.host)
+            }
             Request::Drain { scope, deadline_s, reason, who } => {
                 let deadline_ms = now_ms() + (deadline_s.max(0.0) * 1000.0) as i64;
                 self.add(Kind::Drain, scope, reason, who, Some(deadline_ms))

@@ -136,3 +136,75 @@ async fn cordon_keeps_the_running_job_and_takes_no_new_one() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     events.wait_for("the waiting job runs", Duration::from_secs(30), |e| count(e, "succeeded") >= 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_halts_at_the_wave_that_breaks_a_host_and_keeps_the_first_wave_in_service() {
+    // Each host's units get MARK=<dir>/broken-<host>; their preflight fails when that file exists.
+    let class = r#"
+[classes.w]
+mode = "persistent"
+command = ["python3", "{handler}", "persistent"]
+timeout = "60s"
+workers = 1
+preflight = [["sh", "-c", "test ! -e \"$MARK\""]]
+"#;
+    let mut a = Host::new("rollout", class);
+    let mut c = a.other_host("host-c", 1);
+    let mut b = a.other_host("host-b", 1);
+    let dir = a.env.dir.clone();
+    for h in [&a, &b, &c] {
+        let text = std::fs::read_to_string(&h.config).expect("config");
+        let text = text.replacen(
+            "environment = [",
+            &format!("environment = [\"MARK={}/broken-{}\", ", dir.display(), h.name),
+            1,
+        );
+        std::fs::write(&h.config, text).expect("config");
+        let out = drover(&["install-units", "--user", "--config"], &h.config);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for h in [&mut a, &mut b, &mut c] {
+        h.start_supervisor();
+    }
+    for h in [&a, &b, &c] {
+        h.wait_status("a healthy unit", Duration::from_secs(60), |u| {
+            u.len() == 1 && u.values().all(|s| s.health == "healthy")
+        });
+    }
+    let breaker = format!(r#"if [ "$DROVER_HOST" = host-c ]; then touch "{}/broken-host-c"; fi"#, dir.display());
+    let hosts = format!("{},host-c,host-b", a.name);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["rollout", "--config"])
+        .arg(&a.config)
+        .args([
+            "--hosts",
+            &hosts,
+            "--waves",
+            "1,1,1",
+            "--soak",
+            "4s",
+            "--deadline",
+            "5s",
+            "--reason",
+            "security settings",
+            "--",
+        ])
+        .args(["sh", "-c", &breaker])
+        .output()
+        .expect("drover rollout");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        err.contains("ROLLOUT HALTED at wave 2/3") && err.contains("host-c") && err.contains("misconfigured"),
+        "{err}"
+    );
+    // The first wave's host is back in service; the broken host is drained again; the third
+    // wave was never touched.
+    a.wait_status("wave 1 in service", Duration::from_secs(30), |u| u.values().all(|s| s.health == "healthy"));
+    c.wait_status("host-c drained again", Duration::from_secs(30), |u| u.values().all(|s| s.health == "drained"));
+    assert!(b.units().values().all(|s| s.health == "healthy"));
+    let tl = drover(&["timeline", "--json", "--config"], &b.config);
+    assert!(!String::from_utf8_lossy(&tl.stdout).contains("drain"), "host-b was never drained");
+    let tl = drover(&["timeline", "--json", "--config"], &c.config);
+    assert!(String::from_utf8_lossy(&tl.stdout).contains("rollout halted"), "the halt is in host-c's timeline");
+}
