@@ -5,24 +5,41 @@
 //!
 //! Pure decisions (no I/O, no clock, no randomness of their own; tested by tables):
 //! - [`duration`]: `90s` / `1h30m` durations, parsed and printed.
-//! - [`backoff`]: full-jitter exponential backoff, the one way anything is tried again.
+//! - [`backoff`]: full-jitter exponential backoff (retries, reconnects) and equal jitter (restarts).
 //! - [`outcome`]: what happens to a job after an attempt ([`outcome::decide`]), and the ladder
 //!   of broker-held retry delays ([`outcome::delay_rung`]).
 //! - [`config`]: the TOML configuration, validated into typed values with every problem listed.
 //! - [`job`]: a job's envelope on the wire (headers, properties), encoded and decoded.
 //! - [`events`]: the versioned JSON job events and their routing keys.
+//! - [`reconcile`]: which worker units to start, stop or restart, and their health.
+//! - [`maintenance`]: drains and cordons: which unit to cordon, which job to requeue, when a
+//!   host is safe to power off.
+//! - [`rollout`]: waves of hosts, and whether a touched wave looks worse than the rest.
+//! - [`drift`]: the latency drift detector (robust sequential test on log durations).
+//! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
+//!   stalls.
+//! - [`alerts`]: the alert state machine (dedupe, hold-down).
 //!
 //! Adapters (I/O only, translating to and from the pure types):
 //! - [`amqp`]: the broker: names, topology, a [`amqp::Link`] that reconnects with jittered
 //!   backoff, confirmed publishes, deadlines on every operation.
+//! - [`systemd`]: the systemd manager over D-Bus (zbus_systemd), states as strings.
 //! - [`handler`]: the user's handler processes (exec and persistent mode), process groups,
 //!   timeouts and kills.
 //! - [`preflight`]: the checks a worker runs before its first job.
 //! - [`notify`]: sd_notify (READY, STATUS, WATCHDOG).
+//! - [`control`]: the supervisor's Unix socket and its JSON protocol.
+//! - [`fleet`]: the same protocol across hosts, over the broker's control exchange.
+//! - [`webhook`]: alert delivery to an Alertmanager-compatible webhook.
+//! - [`metrics`]: every metric name and the Prometheus recorder.
+//! - [`units`]: the unit files, filled in for a binary and a configuration.
 //!
 //! Entry points (join decisions and adapters):
 //! - [`work::run`]: `drover work`, one worker.
 //! - [`submit::submit`]: `drover submit`.
+//! - [`supervise::run`]: `drover supervise`, the per-host supervisor; [`orders`] holds its
+//!   maintenance orders, timeline and request handling.
+//! - [`drainctl`]: `drover drain / cordon / undrain / rollout`.
 //!
 //! The binary (`src/main.rs`) only parses arguments, sets up logging, loads the configuration
 //! and calls one of the entry points. ARCHITECTURE.md says where each thing lives and which
