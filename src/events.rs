@@ -20,6 +20,8 @@ pub enum EventKind {
     Requeued,
     /// A worker's preflight failed: it takes no job (not tied to a job).
     Misconfigured,
+    /// `drover submit` published `count` jobs of a class for a tenant (one event per batch).
+    Submitted,
 }
 
 impl EventKind {
@@ -32,6 +34,7 @@ impl EventKind {
             EventKind::DeadLettered => "dead_lettered",
             EventKind::Requeued => "requeued",
             EventKind::Misconfigured => "misconfigured",
+            EventKind::Submitted => "submitted",
         }
     }
 }
@@ -76,6 +79,9 @@ pub struct JobEvent {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay_s: Option<f64>,
+    /// Jobs in a `submitted` batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     /// True when the broker had delivered this job before (crash, lost channel, requeue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redelivered: Option<bool>,
@@ -104,6 +110,7 @@ impl JobEvent {
             detail: None,
             retry_delay_s: None,
             redelivered: None,
+            count: None,
         }
     }
 

@@ -32,10 +32,27 @@ struct Running {
     deadline_ms: Option<i64>,
 }
 
+/// What is watched per tenant of a class.
+#[derive(Clone, Debug)]
+struct TenantWatch {
+    detector: Detector,
+    /// Submitted minus finished (succeeded or dead-lettered): an estimate, since a restarted
+    /// supervisor does not see what was submitted before it.
+    backlog: i64,
+    last_completion_ms: Option<i64>,
+    backlog_since_ms: Option<i64>,
+}
+
+/// Tenants tracked per class; later ones share the `(other)` entry, keeping label cardinality
+/// bounded.
+pub const MAX_TENANTS: usize = 32;
+const OTHER_TENANT: &str = "(other)";
+
 #[derive(Clone, Debug)]
 struct ClassWatch {
     fleet: Detector,
     here: Detector,
+    tenants: BTreeMap<String, TenantWatch>,
     running: HashMap<String, Running>,
     last_completion_ms: Option<i64>,
     gaps_ms: VecDeque<i64>,
@@ -85,6 +102,7 @@ impl LatencyWatch {
                     fleet: detector(saved.fleet.get(&c)),
                     here: detector(saved.here.get(&c)),
                     running: HashMap::new(),
+                    tenants: BTreeMap::new(),
                     last_completion_ms: None,
                     gaps_ms: VecDeque::new(),
                     backlog_since_ms: None,
@@ -119,7 +137,36 @@ impl LatencyWatch {
     /// Feeds one job event.
     pub fn observe(&mut self, e: &JobEvent) {
         let host = self.host.clone();
+        let detector_cfg = self.cfg.detector.clone();
         let Some(w) = self.classes.get_mut(&e.class) else { return };
+        if let Some(tenant) = e.tenant.as_deref().filter(|t| !t.is_empty()) {
+            let key =
+                if w.tenants.contains_key(tenant) || w.tenants.len() < MAX_TENANTS { tenant } else { OTHER_TENANT };
+            let t = w.tenants.entry(key.to_string()).or_insert_with(|| TenantWatch {
+                detector: Detector::new(detector_cfg.clone()),
+                backlog: 0,
+                last_completion_ms: None,
+                backlog_since_ms: None,
+            });
+            let at_ms = parse_ms(&e.finished_at).or_else(|| parse_ms(&Some(e.at.clone()))).unwrap_or(0);
+            match e.event {
+                EventKind::Submitted => {
+                    if t.backlog <= 0 {
+                        t.backlog_since_ms = Some(at_ms);
+                    }
+                    t.backlog += e.count.unwrap_or(1) as i64;
+                }
+                EventKind::Succeeded => {
+                    t.backlog = (t.backlog - 1).max(0);
+                    t.last_completion_ms = Some(at_ms);
+                    if let Some(d) = e.duration_s {
+                        t.detector.observe(at_ms as f64 / 1000.0, d);
+                    }
+                }
+                EventKind::DeadLettered => t.backlog = (t.backlog - 1).max(0),
+                _ => {}
+            }
+        }
         let Some(id) = e.job_id.clone() else { return };
         match e.event {
             EventKind::Started => {
@@ -157,7 +204,7 @@ impl LatencyWatch {
                     w.last_completion_ms = Some(w.last_completion_ms.map_or(finished_ms, |l| l.max(finished_ms)));
                 }
             }
-            EventKind::Misconfigured => {}
+            EventKind::Misconfigured | EventKind::Submitted => {}
         }
     }
 
@@ -314,6 +361,47 @@ impl LatencyWatch {
                 summary,
                 annotations: base(""),
             });
+
+            // Per tenant: its own drift, and a stall of its own (a backlog, no completion of
+            // its jobs for far longer than the class's usual gap) while the class may be busy
+            // with other tenants.
+            for (tenant, t) in &w.tenants {
+                let key = AlertKey::new(DRIFT, &[("class", class), ("tenant", tenant)]);
+                let summary = match (t.detector.baseline(now_s), t.detector.recent_median_s()) {
+                    (Some(b), Some(r)) => format!(
+                        "run time of class {class} for tenant {tenant} drifted: recent median {} against a baseline median of {} ({:.1}x)",
+                        secs(r),
+                        secs(b.median_s),
+                        r / b.median_s.max(1e-9)
+                    ),
+                    _ => format!("run time of class {class} for tenant {tenant}: learning its baseline"),
+                };
+                out.push(Condition {
+                    key,
+                    active: t.detector.is_alerting(),
+                    severity: Severity::Warning,
+                    summary,
+                    annotations: base(""),
+                });
+                let quiet_since = t.last_completion_ms.max(t.backlog_since_ms);
+                let stalled = t.backlog > 0 && quiet_since.is_some_and(|q| now_ms - q > limit_ms);
+                let summary = if stalled {
+                    format!(
+                        "tenant {tenant} of class {class} is stalled: about {} job(s) waiting and none of them completed for {}",
+                        t.backlog,
+                        secs(quiet_since.map_or(0, |q| now_ms - q) as f64 / 1000.0)
+                    )
+                } else {
+                    format!("tenant {tenant} of class {class} is making progress")
+                };
+                out.push(Condition {
+                    key: AlertKey::new(STALLED, &[("class", class), ("tenant", tenant)]),
+                    active: stalled,
+                    severity: Severity::Critical,
+                    summary,
+                    annotations: base("backlog estimated from submissions and completions seen by this supervisor"),
+                });
+            }
         }
         out
     }
@@ -421,6 +509,43 @@ mod tests {
         }
         let empty = BTreeMap::from([("c".to_string(), 0u64)]);
         assert!(active(&w.evaluate(last + 200_000, &empty, &did), STALLED).is_empty(), "no backlog: not stalled");
+    }
+
+    #[test]
+    fn a_tenant_with_a_backlog_and_no_completion_stalls_while_others_flow() {
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let mut t = 1_000_000_000_000i64;
+        let submit = |tenant: &str, n: u64, at: i64| {
+            let mut e = JobEvent::new(EventKind::Submitted, rfc3339(at), "c", "h1", "drover submit");
+            e.tenant = Some(tenant.into());
+            e.count = Some(n);
+            e
+        };
+        w.observe(&submit("acme", 3, t));
+        w.observe(&submit("globex", 10, t));
+        for i in 0..10 {
+            let mut e = event(EventKind::Succeeded, &format!("g{i}"), "h1", t, 1.0, t + 86_400_000);
+            e.tenant = Some("globex".into());
+            w.observe(&e);
+            t += 10_000;
+        }
+        let (backlog, did) = (BTreeMap::new(), BTreeMap::new());
+        let c = w.evaluate(t + 60_000, &backlog, &did);
+        let stalled: Vec<&Condition> = active(&c, STALLED);
+        assert_eq!(stalled.len(), 1, "{c:#?}");
+        assert_eq!(stalled[0].key.label("tenant"), "acme");
+        assert!(stalled[0].summary.contains("about 3 job(s) waiting"), "{}", stalled[0].summary);
+    }
+
+    #[test]
+    fn tenants_are_bounded() {
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        for i in 0..100 {
+            let mut e = JobEvent::new(EventKind::Submitted, rfc3339(0), "c", "h1", "s");
+            e.tenant = Some(format!("t{i}"));
+            w.observe(&e);
+        }
+        assert_eq!(w.classes["c"].tenants.len(), MAX_TENANTS + 1, "32 tenants and (other)");
     }
 
     #[test]

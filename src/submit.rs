@@ -3,6 +3,7 @@
 
 use crate::amqp::Link;
 use crate::config::Config;
+use crate::events::{EventKind, JobEvent};
 use crate::job::{now_ms, Job};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -46,7 +47,14 @@ pub async fn submit(cfg: &Config, s: &Submission) -> anyhow::Result<Vec<String>>
         let messages = batch.iter().map(|j| (j.payload.clone(), j.properties())).collect();
         link.publish_batch("", &queue, messages).await?;
         ids.extend(batch.into_iter().map(|j| j.id));
+        // Per-tenant backlogs (stall alerts) count submissions from these.
+        let mut e =
+            JobEvent::new(EventKind::Submitted, crate::job::rfc3339(now), &class.name, &cfg.host, "drover submit");
+        e.tenant = s.tenant.clone();
+        e.count = Some(n);
+        link.event(e).await;
     }
+    link.settle_events(cfg.broker.op_timeout).await;
     if let Some(conn) = link.connection() {
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "done".into())).await;
     }

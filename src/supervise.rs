@@ -720,7 +720,7 @@ fn record_event(e: &JobEvent, into: &Arc<Mutex<FromEvents>>) {
                 f.misconfigured.insert(e.unit.clone(), text);
             }
         }
-        EventKind::Failed => {}
+        EventKind::Failed | EventKind::Submitted => {}
     }
 }
 
