@@ -12,8 +12,8 @@ use crate::config::BrokerConfig;
 use crate::events::JobEvent;
 use crate::outcome::delay_rung;
 use lapin::options::{
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -339,26 +339,45 @@ impl Link {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
+        self.publish_batch(exchange, key, vec![(body.to_vec(), props)]).await
+    }
+
+    /// A private, auto-deleted queue for this connection, optionally bound to `exchange` with
+    /// `key`, and a consumer on it without acknowledgements (events, replies): for readers that
+    /// must not hold anything back from the broker.
+    pub async fn private_consumer(
+        &mut self,
+        bind: Option<(&str, &str)>,
+        tag: &str,
+    ) -> Result<(Channel, lapin::Consumer, String), BrokerError> {
         let op = self.cfg.op_timeout;
-        let chan = self.channel()?;
+        let chan = self.consumer_channel(100).await?;
         let r = async {
-            let confirm = deadline(
+            let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+            let q = deadline(op, "queue.declare", chan.queue_declare("".into(), opts, FieldTable::default())).await?;
+            let name = q.name().as_str().to_string();
+            if let Some((exchange, key)) = bind {
+                let bound = chan.queue_bind(
+                    name.as_str().into(),
+                    exchange.into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                );
+                deadline(op, "queue.bind", bound).await?;
+            }
+            let opts = BasicConsumeOptions { no_ack: true, ..Default::default() };
+            let consumer = deadline(
                 op,
-                "basic.publish",
-                chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props),
+                "basic.consume",
+                chan.basic_consume(name.as_str().into(), tag.into(), opts, FieldTable::default()),
             )
             .await?;
-            let confirmation = tokio::time::timeout(op, confirm)
-                .await
-                .map_err(|_| BrokerError::Timeout(op, "publisher confirm"))?
-                .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-            if confirmation.is_nack() {
-                return Err(BrokerError::Nacked(format!("to {exchange:?} / {key}")));
-            }
-            Ok(())
+            Ok((consumer, name))
         }
         .await;
-        self.fail_on_err(r)
+        let (consumer, name) = self.fail_on_err(r)?;
+        Ok((chan, consumer, name))
     }
 
     /// Publishes many messages and waits for all their confirms: the fast path of `submit`.

@@ -283,6 +283,25 @@ pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
                 .await?;
             }
             touched_so_far.extend(wave.iter().cloned());
+            // The soak starts once the wave's units are back (or have visibly failed to come
+            // back): a unit still starting cannot be judged.
+            let settle_by = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < settle_by {
+                let mut settled = true;
+                for h in wave {
+                    if let Some(status) = one(cfg, h, Request::Status).await?.status {
+                        settled &= !status.units.is_empty()
+                            && status
+                                .units
+                                .iter()
+                                .all(|u| matches!(u.health.as_str(), "healthy" | "misconfigured" | "failing"));
+                    }
+                }
+                if settled {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             let soak_start = Instant::now();
             while problem.is_none() && soak_start.elapsed() < r.soak {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -355,35 +374,11 @@ async fn collect_events(
     into: std::sync::Arc<std::sync::Mutex<Vec<(Instant, crate::events::JobEvent)>>>,
 ) -> anyhow::Result<()> {
     use futures_lite::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let mut link = crate::amqp::Link::new(&cfg.broker, "drover rollout");
     link.ensure_up(Some(Instant::now() + cfg.broker.connect_timeout * 2), &tokio_util::sync::CancellationToken::new())
         .await?;
-    let chan = link.consumer_channel(100).await?;
-    let q = chan
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
-    chan.queue_bind(
-        q.name().as_str().into(),
-        link.names.events().as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let mut consumer = chan
-        .basic_consume(
-            q.name().as_str().into(),
-            "rollout".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
+    let events_exchange = link.names.events();
+    let (_chan, mut consumer, _) = link.private_consumer(Some((&events_exchange, "#")), "rollout").await?;
     while let Some(Ok(d)) = consumer.next().await {
         if let Ok(e) = serde_json::from_slice(&d.data) {
             if let Ok(mut v) = into.lock() {

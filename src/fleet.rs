@@ -151,31 +151,8 @@ pub async fn serve(cfg: Config, handler: Handler, cancel: CancellationToken) {
 pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -> anyhow::Result<Vec<Response>> {
     let mut link = Link::new(&cfg.broker, "drover cli");
     link.ensure_up(Some(Instant::now() + cfg.broker.connect_timeout * 2), &CancellationToken::new()).await?;
-    let chan = link.consumer_channel(100).await?;
+    let (chan, mut consumer, reply_to) = link.private_consumer(None, "cli").await?;
     declare_exchange(&chan, cfg).await?;
-    let op = cfg.broker.op_timeout;
-    let q = deadline(
-        op,
-        "queue.declare",
-        chan.queue_declare(
-            "".into(),
-            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    let reply_to = q.name().as_str().to_string();
-    let mut consumer = deadline(
-        op,
-        "basic.consume",
-        chan.basic_consume(
-            reply_to.as_str().into(),
-            "cli".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        ),
-    )
-    .await?;
     let correlation = uuid::Uuid::new_v4().to_string();
     let props = BasicProperties::default()
         .with_reply_to(ShortString::from(reply_to.as_str()))

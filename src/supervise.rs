@@ -23,8 +23,6 @@ use crate::orders::{load_orders, Ctx, Maintenance, Timeline};
 use crate::reconcile::{class_of_instance, desired_instances, Alert, Health, Op, Policy, Reconciler};
 use crate::systemd::{Systemd, SystemdError};
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -531,42 +529,8 @@ async fn watch_jobs(
             break;
         }
         let consumed = async {
-            let chan = link.consumer_channel(100).await?;
-            let op = cfg.broker.op_timeout;
-            let q = crate::amqp::deadline(
-                op,
-                "queue.declare",
-                chan.queue_declare(
-                    "".into(),
-                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-                    FieldTable::default(),
-                ),
-            )
-            .await?;
-            let name = q.name().as_str().to_string();
-            crate::amqp::deadline(
-                op,
-                "queue.bind",
-                chan.queue_bind(
-                    name.as_str().into(),
-                    link.names.events().as_str().into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await?;
-            let mut consumer = crate::amqp::deadline(
-                op,
-                "basic.consume",
-                chan.basic_consume(
-                    name.as_str().into(),
-                    "supervisor".into(),
-                    BasicConsumeOptions { no_ack: true, ..Default::default() },
-                    FieldTable::default(),
-                ),
-            )
-            .await?;
+            let events_exchange = link.names.events();
+            let (_chan, mut consumer, _) = link.private_consumer(Some((&events_exchange, "#")), "supervisor").await?;
             loop {
                 tokio::select! {
                     d = consumer.next() => {
