@@ -118,6 +118,8 @@ struct SeriesOutcome {
     false_alarms: u64,
     /// Stable completions after warm-up (where an alert could have fired).
     stable_exposed: u64,
+    /// Stable completions including warm-up.
+    stable_total: u64,
     /// Completions from the change (first changed completion = 1) to the first alert start.
     delay: Option<usize>,
 }
@@ -139,7 +141,12 @@ fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> Se
         }
     }
     let warmup = usize::try_from(cfg.warmup).unwrap_or(usize::MAX);
-    SeriesOutcome { false_alarms, stable_exposed: change_at.saturating_sub(warmup) as u64, delay }
+    SeriesOutcome {
+        false_alarms,
+        stable_exposed: change_at.saturating_sub(warmup) as u64,
+        stable_total: change_at as u64,
+        delay,
+    }
 }
 
 fn series_seed(base: u64, case: u64, series: u64) -> u64 {
@@ -230,6 +237,7 @@ fn main() {
 
     let mut false_alarms = 0u64;
     let mut stable_exposed = 0u64;
+    let mut stable_total = 0u64;
     let mut results = Vec::new();
     for (case_no, case) in cases.iter().enumerate() {
         let mut delays = Vec::new();
@@ -239,6 +247,7 @@ fn main() {
             let outcome = run_series(&cfg, &data, PREFIX);
             false_alarms += outcome.false_alarms;
             stable_exposed += outcome.stable_exposed;
+            stable_total += outcome.stable_total;
             delays.push(outcome.delay);
         }
         sort_delays(&mut delays);
@@ -256,6 +265,7 @@ fn main() {
         let outcome = run_series(&cfg, &data, STABLE_LEN);
         false_alarms += outcome.false_alarms;
         stable_exposed += outcome.stable_exposed;
+        stable_total += outcome.stable_total;
     }
 
     let ns_per_observe = time_observe(&cfg, base_seed);
@@ -266,7 +276,7 @@ fn main() {
          {:.0}% stragglers at 2-5x, daily cycle +-{:.0}%. {SERIES_PER_CASE} series per change case, each with a \
          {PREFIX}-completion stable prefix; {STABLE_SERIES} stable series of {STABLE_LEN}. Delay = completions \
          from the change (first changed completion = 1) to the first alert start; a miss counts as infinitely late \
-         in percentiles.\n",
+         in percentiles (a false alarm still firing when the change starts also counts as a miss).\n",
         STRAGGLER_SHARE * 100.0,
         DAILY_AMPLITUDE * 100.0
     );
@@ -287,9 +297,10 @@ fn main() {
         );
     }
     let rate = false_alarms as f64 * 10_000.0 / stable_exposed.max(1) as f64;
+    let rate_all = false_alarms as f64 * 10_000.0 / stable_total.max(1) as f64;
     println!(
         "| stable (false alarms) | {false_alarms} alert starts in {stable_exposed} stable completions after warm-up | \
-         {rate:.3} per 10,000 | | | <= 0.1 per 10,000 | {} |",
+         {rate:.3} per 10,000 | ({rate_all:.3} per 10,000 counting the {stable_total} incl. warm-up) | | <= 0.1 per 10,000 (after warm-up) | {} |",
         check(rate <= 0.1)
     );
     println!(

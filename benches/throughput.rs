@@ -423,6 +423,7 @@ fn job(i: u64) -> Job {
         deadline: now + 3_600_000,
         tenant: None,
         payload: b"{}".to_vec(),
+        failed_on: Vec::new(),
     }
 }
 

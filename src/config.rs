@@ -161,6 +161,8 @@ pub struct ClassConfig {
     /// During a drain, requeue at once a job expected to need clearly longer than the time left
     /// (instead of burning work until the deadline).
     pub drain_early_requeue: bool,
+    /// Dead-letter a job (reason `poison`) once it failed on this many distinct workers; 0: never.
+    pub poison_after: u32,
 }
 
 impl ClassConfig {
@@ -588,6 +590,7 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         ready_timeout: r.duration(t, path, "ready_timeout", Duration::from_secs(600)),
         wait_ready: r.boolean(t, path, "wait_ready", true),
         drain_early_requeue: r.boolean(t, path, "drain_early_requeue", true),
+        poison_after: r.integer(t, path, "poison_after", 3, 0, 1000) as u32,
         lease,
     };
     for (key, d) in [("timeout", class.timeout), ("deadline", class.deadline)] {

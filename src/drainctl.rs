@@ -227,6 +227,7 @@ pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
         note(wave.clone(), format!("rollout {label}: drain"), r.reason.clone()).await;
         let halt = |why: String| why;
         let mut problem: Option<String> = None;
+        let mut orders: Vec<(String, String)> = Vec::new();
         for h in wave {
             let req = Request::Drain {
                 scope: Scope::Host(h.clone()),
@@ -234,16 +235,19 @@ pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
                 reason: format!("rollout: {}", r.reason),
                 who: who.clone(),
             };
-            if let Err(e) = one(cfg, h, req).await {
-                problem = Some(halt(format!("cannot drain {h}: {e}")));
+            match one(cfg, h, req).await {
+                Ok(resp) => orders
+                    .extend(resp.progress.iter().filter_map(|p| p.order.as_ref().map(|o| (h.clone(), o.id.clone())))),
+                Err(e) => problem = Some(halt(format!("cannot drain {h}: {e}"))),
             }
         }
         let give_up = Instant::now() + r.deadline + cfg.systemd.stop_timeout + Duration::from_secs(30);
         while problem.is_none() {
             let mut all_done = true;
-            for h in wave {
+            for (h, id) in &orders {
                 let p = one(cfg, h, Request::Progress).await?;
-                all_done &= p.progress.iter().all(|p| p.done);
+                // Done only once this order's own progress says so (a new order has none yet).
+                all_done &= p.progress.iter().any(|p| p.done && p.order.as_ref().is_some_and(|o| &o.id == id));
             }
             if all_done {
                 break;
@@ -290,7 +294,8 @@ pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
                 let mut settled = true;
                 for h in wave {
                     if let Some(status) = one(cfg, h, Request::Status).await?.status {
-                        settled &= !status.units.is_empty()
+                        settled &= status.systemd_connected
+                            && !status.units.is_empty()
                             && status
                                 .units
                                 .iter()

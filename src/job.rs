@@ -13,6 +13,8 @@ pub const H_SUBMITTED: &str = "x-drover-submitted-at-ms";
 pub const H_DEADLINE: &str = "x-drover-deadline-ms";
 pub const H_TENANT: &str = "x-drover-tenant";
 pub const H_CLASS: &str = "x-drover-class";
+/// The distinct workers (`unit@host`) a job failed on, comma-separated: poison detection.
+pub const H_FAILED_ON: &str = "x-drover-failed-on";
 pub const H_DEAD_REASON: &str = "x-drover-dead-reason";
 pub const H_DEAD_DETAIL: &str = "x-drover-dead-detail";
 pub const H_DEAD_AT: &str = "x-drover-dead-at-ms";
@@ -45,6 +47,8 @@ pub struct Job {
     pub deadline: EpochMs,
     pub tenant: Option<String>,
     pub payload: Vec<u8>,
+    /// Distinct workers (`unit@host`) this job failed on before.
+    pub failed_on: Vec<String>,
 }
 
 impl Job {
@@ -101,7 +105,19 @@ impl Job {
         };
         let deadline = int_header(h, H_DEADLINE)?.unwrap_or(submitted_at + default_deadline.as_millis() as i64);
         let tenant = str_header(h, H_TENANT)?.filter(|t| !t.is_empty());
-        Ok(Job { id, class: class.to_string(), attempt, submitted_at, deadline, tenant, payload: body.to_vec() })
+        let failed_on = str_header(h, H_FAILED_ON)?
+            .map(|s| s.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(Job {
+            id,
+            class: class.to_string(),
+            attempt,
+            submitted_at,
+            deadline,
+            tenant,
+            payload: body.to_vec(),
+            failed_on,
+        })
     }
 }
 
@@ -169,6 +185,7 @@ mod tests {
             deadline: 1_700_086_400_000,
             tenant: Some("acme".into()),
             payload: br#"{"x": 1}"#.to_vec(),
+            failed_on: vec![],
         }
     }
 

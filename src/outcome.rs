@@ -59,6 +59,8 @@ pub enum DeadReason {
     Rejected,
     DeadlineExpired,
     Undecodable,
+    /// The job failed on `poison_after` distinct workers: the job is bad, not the workers.
+    Poison,
 }
 
 impl DeadReason {
@@ -68,6 +70,7 @@ impl DeadReason {
             DeadReason::Rejected => "rejected",
             DeadReason::DeadlineExpired => "deadline_expired",
             DeadReason::Undecodable => "undecodable",
+            DeadReason::Poison => "poison",
         }
     }
 }
@@ -96,13 +99,48 @@ pub enum Action {
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub backoff: Backoff,
+    /// Dead-letter a job once it failed on this many distinct workers (0: never).
+    pub poison_after: u32,
+}
+
+/// The distinct workers a job has failed on, counting this attempt's worker when the attempt
+/// failed in a way that may be the job's fault (a failure or a timeout, not a transient error).
+pub fn failed_on_after(outcome: &Outcome, failed_on: &[String], me: &str) -> Vec<String> {
+    let mut all = failed_on.to_vec();
+    if matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut(_)) && !all.iter().any(|w| w == me) {
+        all.push(me.to_string());
+    }
+    all.truncate(32);
+    all
 }
 
 /// Decides what to do after attempt number `attempt` (1-based) ended with `outcome`.
 /// `time_left` is what remains of the job's absolute deadline; `unit` is a uniform random
 /// number in `[0, 1)` for the jitter.
-pub fn decide(outcome: &Outcome, attempt: u32, time_left: Duration, policy: &RetryPolicy, unit: f64) -> Action {
+/// `failed_on` is the job's list of distinct workers it failed on, this attempt included (see
+/// [`failed_on_after`]).
+pub fn decide(
+    outcome: &Outcome,
+    attempt: u32,
+    time_left: Duration,
+    policy: &RetryPolicy,
+    unit: f64,
+    failed_on: &[String],
+) -> Action {
     let retry_or_give_up = |detail: &str| {
+        if policy.poison_after > 0
+            && failed_on.len() as u32 >= policy.poison_after
+            && matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut(_))
+        {
+            return Action::DeadLetter {
+                reason: DeadReason::Poison,
+                detail: format!(
+                    "failed on {} distinct workers ({}); last: {detail}",
+                    failed_on.len(),
+                    failed_on.join(", ")
+                ),
+            };
+        }
         if attempt >= policy.max_attempts {
             return Action::DeadLetter {
                 reason: DeadReason::MaxAttempts,
@@ -167,7 +205,7 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 3, backoff: Backoff::new(S(10), S(600)) }
+        RetryPolicy { max_attempts: 3, backoff: Backoff::new(S(10), S(600)), poison_after: 0 }
     }
 
     #[test]
@@ -206,7 +244,30 @@ mod tests {
             (Outcome::Interrupted("drain".into()), 3, day, 0.5, Action::Requeue { why: "drain".into() }),
         ];
         for (outcome, attempt, left, unit, want) in cases {
-            assert_eq!(decide(&outcome, attempt, left, &policy(), unit), want, "{outcome:?} attempt {attempt}");
+            assert_eq!(decide(&outcome, attempt, left, &policy(), unit, &[]), want, "{outcome:?} attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn a_job_that_fails_on_k_distinct_workers_is_poison() {
+        let p = RetryPolicy { max_attempts: 10, backoff: Backoff::new(S(1), S(1)), poison_after: 3 };
+        let day = S(86_400);
+        let fail = Outcome::Failed("exit 1".into());
+        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // (failed on before, this worker, outcome, poison?)
+        let cases: Vec<(Vec<String>, &str, Outcome, bool)> = vec![
+            (w(&[]), "a@h1", fail.clone(), false),
+            (w(&["a@h1"]), "a@h1", fail.clone(), false), // the same worker again: still one
+            (w(&["a@h1", "b@h1"]), "c@h2", fail.clone(), true),
+            (w(&["a@h1", "b@h1"]), "c@h2", Outcome::TimedOut("40m".into()), true),
+            (w(&["a@h1", "b@h1"]), "c@h2", Outcome::Transient("busy".into()), false), // not the job's fault
+            (w(&["a@h1", "b@h1"]), "c@h2", Outcome::Succeeded, false),
+        ];
+        for (before, me, outcome, poison) in cases {
+            let after = failed_on_after(&outcome, &before, me);
+            let action = decide(&outcome, 2, day, &p, 0.5, &after);
+            let is_poison = matches!(&action, Action::DeadLetter { reason: DeadReason::Poison, detail } if detail.contains("3 distinct workers"));
+            assert_eq!(is_poison, poison, "{before:?} + {me} {outcome:?}: {action:?}");
         }
     }
 

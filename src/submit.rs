@@ -42,6 +42,7 @@ pub async fn submit(cfg: &Config, s: &Submission) -> anyhow::Result<Vec<String>>
                 deadline: now + deadline.as_millis() as i64,
                 tenant: s.tenant.clone(),
                 payload: s.payload.clone(),
+                failed_on: Vec::new(),
             })
             .collect();
         let messages = batch.iter().map(|j| (j.payload.clone(), j.properties())).collect();

@@ -21,7 +21,7 @@ use crate::events::{tail, EventKind, JobEvent};
 use crate::handler::{Handler, HandlerDown, Identity, EXIT_MISCONFIGURED};
 use crate::job::{self, now_ms, rfc3339, with_headers, Job};
 use crate::notify;
-use crate::outcome::{admit, decide, Action, DeadReason, Outcome, RetryPolicy};
+use crate::outcome::{admit, decide, failed_on_after, Action, DeadReason, Outcome, RetryPolicy};
 use crate::preflight;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
@@ -471,8 +471,16 @@ impl Worker {
             return Ok(());
         }
 
-        let policy = RetryPolicy { max_attempts: self.class.max_attempts, backoff: self.class.retry };
-        let action = decide(&outcome, job.attempt, job.time_left(finished), &policy, self.jitter.unit());
+        let policy = RetryPolicy {
+            max_attempts: self.class.max_attempts,
+            backoff: self.class.retry,
+            poison_after: self.class.poison_after,
+        };
+        let me = format!("{}@{}", self.unit, self.cfg.host);
+        let mut job = job;
+        job.failed_on = failed_on_after(&outcome, &job.failed_on, &me);
+        let action =
+            decide(&outcome, job.attempt, job.time_left(finished), &policy, self.jitter.unit(), &job.failed_on);
         match &outcome {
             Outcome::Succeeded => tracing::debug!("job {} succeeded", job.id),
             o => tracing::info!("job {} attempt {}: {} {}", job.id, job.attempt, o.kind(), tail(o.message(), 300)),
@@ -555,11 +563,15 @@ impl Worker {
 }
 
 fn envelope(job: &Job, attempt: u32) -> Vec<(&'static str, AMQPValue)> {
-    vec![
+    let mut h = vec![
         (job::H_ATTEMPT, AMQPValue::LongUInt(attempt)),
         (job::H_SUBMITTED, AMQPValue::LongLongInt(job.submitted_at)),
         (job::H_DEADLINE, AMQPValue::LongLongInt(job.deadline)),
-    ]
+    ];
+    if !job.failed_on.is_empty() {
+        h.push((job::H_FAILED_ON, job::long_string(&job.failed_on.join(","))));
+    }
+    h
 }
 
 fn dead_headers(reason: DeadReason, detail: &str, host: &str, unit: &str) -> Vec<(&'static str, AMQPValue)> {

@@ -96,3 +96,37 @@ async fn a_job_past_its_timeout_is_killed_with_its_children_and_retried() {
     assert_eq!(dead.len(), 1);
     assert!(dead[0].detail.contains("killed after"), "{}", dead[0].detail);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_on_k_distinct_workers_is_dead_lettered_as_poison_with_where_it_failed() {
+    let env = Env::new(
+        "poison",
+        r#"
+        [classes.p]
+        mode = "persistent"
+        command = ["python3", "{handler}", "persistent"]
+        timeout = "30s"
+        max_attempts = 30
+        poison_after = 3
+        retry_base = "200ms"
+        retry_max = "400ms"
+        "#,
+    );
+    let mut events = env.events().await;
+    let _w: Vec<_> = (1..=3).map(|i| env.worker("p", &format!("p-{i}"))).collect();
+    let id = env.submit("p", r#"{"always_fail": true}"#, 1, &[])[0].clone();
+    let good = env.submit("p", r#"{"sleep": 0}"#, 5, &[]);
+    events.wait_for("the poison dead letter", Duration::from_secs(90), |e| count(e, "dead_lettered") >= 1).await;
+    let dead = env.dead_letters("p").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id.as_deref(), Some(id.as_str()));
+    assert_eq!(dead[0].reason, "poison");
+    for unit in ["p-1@", "p-2@", "p-3@"] {
+        assert!(dead[0].detail.contains(unit), "the dead letter says where it failed: {}", dead[0].detail);
+    }
+    assert!(dead[0].attempt.unwrap_or(99) < 30, "long before max_attempts");
+    events.wait_for("the other jobs", Duration::from_secs(30), |e| count(e, "succeeded") >= 5).await;
+    for g in &good {
+        assert!(events.of("succeeded").any(|e| e.job_id.as_deref() == Some(g)));
+    }
+}

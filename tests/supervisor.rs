@@ -44,13 +44,23 @@ pub struct Host {
 
 impl Host {
     pub fn new(name: &str, classes: &str) -> Host {
+        Host::make(name, classes, false)
+    }
+
+    /// For a test that takes the bus away: it runs alone, as the broker-outage test does.
+    pub fn exclusive(name: &str, classes: &str) -> Host {
+        Host::make(name, classes, true)
+    }
+
+    fn make(name: &str, classes: &str, exclusive: bool) -> Host {
         // Units run with PrivateTmp=yes: a checkout under /tmp (binary, handler, test files)
         // would be invisible to them, so there the test relaxes that one directive too.
         let mut host = HOST.to_string();
         if env!("CARGO_MANIFEST_DIR").starts_with("/tmp") {
             host = host.replace("\"ProtectControlGroups\"]", "\"ProtectControlGroups\", \"PrivateTmp\"]");
         }
-        let env = Env::new(name, &format!("{host}\n{classes}"));
+        let text = format!("{host}\n{classes}");
+        let env = if exclusive { Env::exclusive(name, &text) } else { Env::new(name, &text) };
         let text = std::fs::read_to_string(&env.config).expect("config");
         let prefix = text
             .lines()
@@ -397,7 +407,7 @@ async fn scaling_down_drains_the_removed_units_and_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_supervisor_survives_the_bus_going_away_without_restarting_workers() {
-    let mut h = Host::new("sup-bus", &PERSISTENT.replace("workers = 8", "workers = 2"));
+    let mut h = Host::exclusive("sup-bus", &PERSISTENT.replace("workers = 8", "workers = 2"));
     h.start_supervisor();
     h.wait_status("2 healthy units", Duration::from_secs(60), all_healthy(2));
     let before = h.main_pids(2, "w");
