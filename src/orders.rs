@@ -180,11 +180,12 @@ impl Ctx {
     }
 }
 
-/// Records where a job requeued by a drain went, from the job events.
-pub fn track_moves(maint: &Arc<Mutex<Maintenance>>, e: &crate::events::JobEvent, host: &str) {
+/// Records where a job requeued by a drain went, from the job events; returns the move once
+/// its destination is known (for the timeline).
+pub fn track_moves(maint: &Arc<Mutex<Maintenance>>, e: &crate::events::JobEvent, host: &str) -> Option<Moved> {
     use crate::events::EventKind;
-    let Some(job) = &e.job_id else { return };
-    let Ok(mut m) = maint.lock() else { return };
+    let job = e.job_id.as_ref()?;
+    let mut m = maint.lock().ok()?;
     match e.event {
         EventKind::Requeued if e.host == host && e.reason.as_deref().unwrap_or("").contains("drain") => {
             m.moved.push(Moved { job: job.clone(), from: e.unit.clone(), to: None });
@@ -195,8 +196,10 @@ pub fn track_moves(maint: &Arc<Mutex<Maintenance>>, e: &crate::events::JobEvent,
             if let Some(mv) = m.moved.iter_mut().rev().find(|mv| &mv.job == job && mv.to.is_none() && mv.from != e.unit)
             {
                 mv.to = Some(format!("{} on {}", e.unit, e.host));
+                return Some(mv.clone());
             }
         }
         _ => {}
     }
+    None
 }

@@ -542,7 +542,10 @@ async fn watch_jobs(
                                 record_event(&e, &into);
                             }
                             watch.observe(&e);
-                            crate::orders::track_moves(&maint, &e, &cfg.host);
+                            if let Some(mv) = crate::orders::track_moves(&maint, &e, &cfg.host) {
+                                let to = mv.to.unwrap_or_default();
+                                timeline.record("drover", &format!("job {} restarted on {to}", mv.job), "moved away by a drain", &mv.from);
+                            }
                         }
                     }
                     _ = tick.tick() => {

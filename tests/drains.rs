@@ -83,6 +83,10 @@ async fn draining_host_b_from_host_a_finishes_or_moves_every_job_and_loses_none(
     let tl = drover(&["timeline", "--json", "--config"], &b.config);
     let text = String::from_utf8_lossy(&tl.stdout);
     assert!(text.contains("memory swap") && text.contains("drain") && text.contains("requeue job"), "{text}");
+    assert!(
+        text.contains("restarted on") && text.contains("host-a"),
+        "each moved job's fate is in the timeline: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
