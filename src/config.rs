@@ -22,6 +22,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub supervisor: SupervisorConfig,
     pub alerts: AlertsConfig,
+    pub quarantine: QuarantineConfig,
     pub worker: WorkerConfig,
     pub classes: BTreeMap<String, ClassConfig>,
 }
@@ -109,6 +110,19 @@ pub struct AlertsConfig {
     /// Stalled: a backlog and no completion for this many usual gaps, and at least `stall_min`.
     pub stall_gaps: f64,
     pub stall_min: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct QuarantineConfig {
+    pub enabled: bool,
+    /// How long a quarantined worker (or a paused class) waits before a probe; doubles each
+    /// time the probe fails, up to `hold_max`.
+    pub hold: Duration,
+    pub hold_max: Duration,
+    /// Fewest failures before a worker or host is quarantined.
+    pub min_failures: u32,
+    /// Significance of the test against the rest of the fleet.
+    pub alpha: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -497,6 +511,24 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     };
     r.unknown_keys(&alerts_t, "alerts");
 
+    let q_t = r.section(root, "", "quarantine");
+    let alpha = match r.take(&q_t, "quarantine", "alpha") {
+        None => 1e-3,
+        Some(Value::Float(f)) if *f > 0.0 && *f < 0.5 => *f,
+        Some(v) => {
+            r.problem("quarantine.alpha", &type_name(v), "a significance between 0 and 0.5, such as 0.001");
+            1e-3
+        }
+    };
+    let quarantine = QuarantineConfig {
+        enabled: r.boolean(&q_t, "quarantine", "enabled", true),
+        hold: r.duration(&q_t, "quarantine", "hold", Duration::from_secs(600)),
+        hold_max: r.duration(&q_t, "quarantine", "hold_max", Duration::from_secs(6 * 3600)),
+        min_failures: r.integer(&q_t, "quarantine", "min_failures", 3, 1, 1000) as u32,
+        alpha,
+    };
+    r.unknown_keys(&q_t, "quarantine");
+
     let classes_t = r.section(root, "", "classes");
     let mut classes = BTreeMap::new();
     for (name, value) in &classes_t {
@@ -521,7 +553,7 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     }
     r.unknown_keys(root, "");
 
-    Config { host, broker, systemd, metrics, supervisor, alerts, worker, classes }
+    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes }
 }
 
 fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig {

@@ -64,6 +64,7 @@ pub mod notify;
 pub mod orders;
 pub mod outcome;
 pub mod preflight;
+pub mod quarantine;
 pub mod reconcile;
 pub mod rollout;
 pub mod submit;

@@ -49,6 +49,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Workers quarantined because their jobs fail while the same class succeeds elsewhere.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Drain, change and undrain hosts in waves (one, then a few, then a share, then the rest),
     /// soaking each wave; halts, drains the wave again and alerts when it looks worse than the
     /// hosts not yet touched.
@@ -155,6 +160,26 @@ enum Command {
     Drift {
         #[command(subcommand)]
         command: DriftCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// The quarantined units of this host, with the evidence and when they are probed.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a quarantined unit back in service now.
+    Release {
+        /// The unit (its name or instance, e.g. inference-3).
+        unit: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "released by an operator")]
+        reason: String,
     },
 }
 
@@ -290,6 +315,57 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 .block_on(drainctl::run(&cfg, drainctl::Op::Drain, scope.scope(), Some(deadline), reason, wait, json))
                 .map_err(|e| Failure(1, e))?;
             Ok(code as u8)
+        }
+        Command::Quarantine { command: QuarantineCommand::List { config, json } } => {
+            let cfg = load(&config)?;
+            let resp = runtime()?
+                .block_on(control::request(
+                    &cfg.supervisor.socket,
+                    &control::Request::Progress,
+                    std::time::Duration::from_secs(10),
+                ))
+                .map_err(|e| Failure(1, e))?;
+            let orders: Vec<drover::maintenance::Order> = resp
+                .progress
+                .into_iter()
+                .filter_map(|p| p.order)
+                .filter(|o| o.kind == drover::maintenance::Kind::Quarantine)
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&orders).map_err(|e| Failure(1, e.into()))?);
+            } else if orders.is_empty() {
+                println!("no unit is quarantined on {}", cfg.host);
+            } else {
+                for o in &orders {
+                    println!(
+                        "{}  since {}  probe after {}\n    {}",
+                        o.scope,
+                        drover::job::rfc3339(o.at_ms),
+                        o.deadline_ms.map(drover::job::rfc3339).unwrap_or_default(),
+                        o.reason
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Quarantine { command: QuarantineCommand::Release { unit, config, reason } } => {
+            let cfg = load(&config)?;
+            let req = control::Request::Undrain {
+                scope: drover::maintenance::Scope::Unit(unit),
+                reason,
+                who: drainctl::who(),
+            };
+            let resp = runtime()?
+                .block_on(control::request(&cfg.supervisor.socket, &req, std::time::Duration::from_secs(10)))
+                .map_err(|e| Failure(1, e))?;
+            match (resp.ok, resp.error) {
+                (true, None) => Ok(0),
+                (_, Some(e)) => {
+                    eprintln!("{e}");
+                    Ok(1)
+                }
+                (false, None) => Ok(1),
+            }
         }
         Command::Rollout { config, hosts, waves, soak, deadline, reason, command } => {
             let cfg = load(&config)?;

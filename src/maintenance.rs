@@ -37,6 +37,10 @@ impl std::fmt::Display for Scope {
 pub enum Kind {
     Drain,
     Cordon,
+    /// A worker that looks misconfigured: no new job, its running job requeued without charge.
+    Quarantine,
+    /// A shared outage of a class: no new job of it here until the hold runs out.
+    Pause,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,6 +140,7 @@ pub fn plan(
         let drains: Vec<&Order> =
             orders.iter().filter(|o| o.kind == Kind::Drain && applies(&o.scope, host, u)).collect();
         let cordoned = orders.iter().any(|o| applies(&o.scope, host, u));
+        let quarantined = orders.iter().any(|o| o.kind == Kind::Quarantine && applies(&o.scope, host, u));
         if !drains.is_empty() {
             held.insert(u.unit.clone());
         }
@@ -150,6 +155,16 @@ pub fn plan(
         }
         if !cordoned && mem.cordoned.remove(&u.unit).is_some() {
             acts.push(Act::Uncordon(u.unit.clone()));
+        }
+        if let (true, Some((job, _))) = (quarantined, &u.job) {
+            if mem.requeued.get(&u.unit) != Some(&u.main_pid) {
+                mem.requeued.insert(u.unit.clone(), u.main_pid);
+                acts.push(Act::RequeueNow {
+                    unit: u.unit.clone(),
+                    job: job.clone(),
+                    why: "the worker is quarantined".into(),
+                });
+            }
         }
         // The earliest deadline of the drains that cover it.
         let Some(deadline) = drains.iter().filter_map(|o| o.deadline_ms).min().or(drains.first().map(|_| i64::MAX))
@@ -207,6 +222,8 @@ pub fn progress(
                 (true, Some(_), _) => "running its last job".into(),
                 (true, None, Kind::Drain) => "stopping".into(),
                 (true, None, Kind::Cordon) => "cordoned".into(),
+                (true, None, Kind::Quarantine) => "quarantined".into(),
+                (true, None, Kind::Pause) => "paused".into(),
             },
             job: u.job.as_ref().map(|j| j.0.clone()),
             age_s: u.job.as_ref().map(|j| j.1),
@@ -215,7 +232,7 @@ pub fn progress(
         .collect();
     let done = match o.kind {
         Kind::Drain => mine.iter().all(|u| !u.up),
-        Kind::Cordon => true,
+        Kind::Cordon | Kind::Quarantine | Kind::Pause => true,
     };
     let names: BTreeSet<&str> = mine.iter().map(|u| u.unit.as_str()).collect();
     Progress {

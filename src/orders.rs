@@ -22,6 +22,8 @@ pub struct Maintenance {
     pub progress: Vec<Progress>,
     /// Usual run time per class (seconds), from the latency watch.
     pub expected_s: BTreeMap<String, f64>,
+    /// Units an operator released from quarantine, for the watch to forget their record.
+    pub released: Vec<String>,
 }
 
 /// Everything a request may touch.
@@ -88,6 +90,16 @@ fn save_orders(path: &PathBuf, orders: &[Order]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Scopes equal, a unit named by its instance (`w-1`) matching its full name.
+fn same_scope(a: &Scope, b: &Scope) -> bool {
+    match (a, b) {
+        (Scope::Unit(x), Scope::Unit(y)) => {
+            x == y || x.contains(&format!("@{y}.service")) || y.contains(&format!("@{x}.service"))
+        }
+        _ => a == b,
+    }
+}
+
 /// Whether a scope concerns this host at all (a host scope for another host does not).
 fn concerns(scope: &Scope, host: &str) -> bool {
     !matches!(scope, Scope::Host(h) if h != host)
@@ -126,8 +138,11 @@ impl Ctx {
                 }
                 let Ok(mut m) = self.maint.lock() else { return Response::error(&self.host, "state poisoned") };
                 let before = m.orders.len();
-                m.orders.retain(|o| o.scope != scope);
+                m.orders.retain(|o| !same_scope(&o.scope, &scope));
                 let lifted = before - m.orders.len();
+                if let Scope::Unit(u) = &scope {
+                    m.released.push(u.clone());
+                }
                 if let Err(e) = save_orders(&self.orders_path, &m.orders) {
                     return Response::error(&self.host, format!("cannot save the orders: {e}"));
                 }
@@ -141,6 +156,40 @@ impl Ctx {
                 r
             }
         }
+    }
+
+    /// Adds an order the supervisor itself decided (quarantine, pause); `false` if one of that
+    /// kind is already in force for the scope.
+    pub fn add_own(&self, kind: Kind, scope: Scope, reason: &str, until_ms: i64) -> bool {
+        let Ok(m) = self.maint.lock() else { return false };
+        if m.orders.iter().any(|o| o.kind == kind && o.scope == scope) {
+            return false;
+        }
+        drop(m);
+        self.add(kind, scope, reason.to_string(), "drover".into(), Some(until_ms)).ok
+    }
+
+    /// Removes the supervisor's own orders whose hold ran out; returns them.
+    pub fn expire_own(&self, now_ms: i64) -> Vec<Order> {
+        let Ok(mut m) = self.maint.lock() else { return Vec::new() };
+        let (expired, kept): (Vec<Order>, Vec<Order>) = m.orders.drain(..).partition(|o| {
+            matches!(o.kind, Kind::Quarantine | Kind::Pause) && o.deadline_ms.is_some_and(|d| d <= now_ms)
+        });
+        m.orders = kept;
+        if !expired.is_empty() {
+            let _ = save_orders(&self.orders_path, &m.orders);
+            drop(m);
+            for o in &expired {
+                self.timeline.record(
+                    "drover",
+                    &format!("{:?} lifted for a probe", o.kind).to_lowercase(),
+                    &o.reason,
+                    &o.scope.to_string(),
+                );
+            }
+            self.wake.notify_one();
+        }
+        expired
     }
 
     fn add(&self, kind: Kind, scope: Scope, reason: String, who: String, deadline_ms: Option<i64>) -> Response {
@@ -168,9 +217,12 @@ impl Ctx {
             return Response::error(&self.host, format!("cannot save the orders: {e}"));
         }
         drop(m);
+        let until = deadline_ms.map(rfc3339).unwrap_or_default();
         let what = match kind {
-            Kind::Drain => format!("drain (deadline {})", deadline_ms.map(rfc3339).unwrap_or_default()),
+            Kind::Drain => format!("drain (deadline {until})"),
             Kind::Cordon => "cordon".into(),
+            Kind::Quarantine => format!("quarantine (probe after {until})"),
+            Kind::Pause => format!("pause (probe after {until})"),
         };
         self.timeline.record(&who, &what, &reason, &scope.to_string());
         self.wake.notify_one();

@@ -69,20 +69,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         orders_path,
         timeline: timeline.clone(),
     });
-    let handler: control::Handler = Arc::new(move |req| ctx.handle(req));
+    let ctx_for_handler = ctx.clone();
+    let handler: control::Handler = Arc::new(move |req| ctx_for_handler.handle(req));
     let socket = cfg.supervisor.socket.clone();
     let serving = tokio::spawn(control::serve(socket.clone(), handler.clone(), cancel.clone()));
     tracing::info!("control socket at {}", socket.display());
     tokio::spawn(crate::fleet::serve(cfg.clone(), handler, cancel.clone()));
     let from_events = Arc::new(Mutex::new(FromEvents::default()));
-    let watching = tokio::spawn(watch_jobs(
-        cfg.clone(),
-        from_events.clone(),
-        report.clone(),
-        maint.clone(),
-        timeline.clone(),
-        cancel.clone(),
-    ));
+    let watching =
+        tokio::spawn(watch_jobs(cfg.clone(), from_events.clone(), report.clone(), ctx.clone(), cancel.clone()));
     tokio::spawn(notify::watchdog_loop());
     notify::ready();
 
@@ -390,6 +385,20 @@ impl Supervisor {
         held: &BTreeSet<String>,
         cordoned: &BTreeSet<String>,
     ) {
+        let quarantined: BTreeSet<String> = self
+            .maint
+            .lock()
+            .map(|m| {
+                m.orders
+                    .iter()
+                    .filter(|o| o.kind == maintenance::Kind::Quarantine)
+                    .filter_map(|o| match &o.scope {
+                        maintenance::Scope::Unit(u) => Some(u.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let now = now_ms();
         let prefix = &self.cfg.systemd.unit_prefix;
         let events = self.from_events.lock().ok();
@@ -413,6 +422,8 @@ impl Supervisor {
                 } else {
                     "drained"
                 }
+            } else if quarantined.contains(name) && up {
+                "quarantined"
             } else if cordoned.contains(name) && up {
                 "cordoned"
             } else {
@@ -498,10 +509,18 @@ async fn watch_jobs(
     cfg: Config,
     into: Arc<Mutex<FromEvents>>,
     report: Arc<Mutex<StatusReport>>,
-    maint: Arc<Mutex<Maintenance>>,
-    timeline: Timeline,
+    ctx: Arc<Ctx>,
     cancel: CancellationToken,
 ) {
+    let maint = ctx.maint.clone();
+    let timeline = ctx.timeline.clone();
+    let qpolicy = crate::quarantine::Policy {
+        min_failures: cfg.quarantine.min_failures,
+        alpha: cfg.quarantine.alpha,
+        ..Default::default()
+    };
+    let mut attribution = crate::quarantine::Attribution::default();
+    let mut holds: BTreeMap<String, Duration> = BTreeMap::new();
     let mut link = Link::new(&cfg.broker, "drover supervise");
     let baselines_path = cfg.alerts.state_dir.join(format!("{}-baselines.json", cfg.broker.prefix));
     let saved = std::fs::read(&baselines_path).ok().and_then(|b| serde_json::from_slice::<Baselines>(&b).ok());
@@ -542,6 +561,7 @@ async fn watch_jobs(
                                 record_event(&e, &into);
                             }
                             watch.observe(&e);
+                            attribution.observe(&e, &qpolicy);
                             if let Some(mv) = crate::orders::track_moves(&maint, &e, &cfg.host) {
                                 let to = mv.to.unwrap_or_default();
                                 timeline.record("drover", &format!("job {} restarted on {to}", mv.job), "moved away by a drain", &mv.from);
@@ -557,10 +577,27 @@ async fn watch_jobs(
                         }
                         let did = what_drover_did(&report, &cfg.host);
                         let now = now_ms();
-                        for c in watch.evaluate(now, &backlog, &did) {
+                        let mut conditions = watch.evaluate(now, &backlog, &did);
+                        if cfg.quarantine.enabled {
+                            conditions.extend(judge_workers(&cfg, &ctx, &report, &mut attribution, &qpolicy, &mut holds, now));
+                        }
+                        // Quarantines and pauses that ended are reported clear.
+                        let present: std::collections::BTreeSet<alerts::AlertKey> = conditions.iter().map(|c| c.key.clone()).collect();
+                        for key in book.keys() {
+                            if (key.name == "WorkerQuarantined" || key.name == "ClassPaused") && !present.contains(&key) {
+                                conditions.push(alerts::Condition {
+                                    key,
+                                    active: false,
+                                    severity: alerts::Severity::Critical,
+                                    summary: String::new(),
+                                    annotations: BTreeMap::new(),
+                                });
+                            }
+                        }
+                        for c in conditions {
                             let policy = alerts::Policy {
-                                fire_after: if c.key.name == latency::DRIFT { Duration::ZERO } else { cfg.alerts.fire_after },
-                                resolve_after: cfg.alerts.resolve_after,
+                                fire_after: if matches!(c.key.name.as_str(), latency::DRIFT | "WorkerQuarantined" | "ClassPaused") { Duration::ZERO } else { cfg.alerts.fire_after },
+                                resolve_after: if matches!(c.key.name.as_str(), "WorkerQuarantined" | "ClassPaused") { Duration::ZERO } else { cfg.alerts.resolve_after },
                             };
                             if let Some(t) = book.update(c, policy, now) {
                                 let (what, a) = match &t {
@@ -611,6 +648,100 @@ fn save_baselines(path: &std::path::Path, b: &Baselines) {
     if let Err(e) = write() {
         tracing::warn!("cannot save latency baselines to {}: {e}", path.display());
     }
+}
+
+/// Bad workers versus bad jobs on this host: quarantines and class pauses from the fleet's
+/// outcomes, probes when their holds run out; returns the alert conditions they raise.
+fn judge_workers(
+    cfg: &Config,
+    ctx: &Ctx,
+    report: &Arc<Mutex<StatusReport>>,
+    attribution: &mut crate::quarantine::Attribution,
+    policy: &crate::quarantine::Policy,
+    holds: &mut BTreeMap<String, Duration>,
+    now: i64,
+) -> Vec<alerts::Condition> {
+    use crate::quarantine::Subject;
+    let prefix = &cfg.systemd.unit_prefix;
+    let worker = |unit: &str| format!("{unit}@{}", cfg.host);
+    // Operators' releases and expired holds: the subject must earn new evidence (the probe).
+    let released: Vec<String> = ctx.maint.lock().map(|mut m| std::mem::take(&mut m.released)).unwrap_or_default();
+    for u in released {
+        let full = if u.ends_with(".service") { u.clone() } else { unit_name(prefix, &u) };
+        attribution.forget(&class_of(prefix, &full), &Subject::Worker(worker(&full)));
+    }
+    for o in ctx.expire_own(now) {
+        match (&o.kind, &o.scope) {
+            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => {
+                attribution.forget(&class_of(prefix, u), &Subject::Worker(worker(u)));
+                attribution.forget(&class_of(prefix, u), &Subject::Host(cfg.host.clone()));
+            }
+            (maintenance::Kind::Pause, maintenance::Scope::Class(c)) => attribution.forget_class(c),
+            _ => {}
+        }
+    }
+    let mut hold_for = |key: String| -> i64 {
+        let next = match holds.get(&key) {
+            Some(prev) => (*prev * 2).min(cfg.quarantine.hold_max),
+            None => cfg.quarantine.hold,
+        };
+        holds.insert(key, next);
+        now + next.as_millis() as i64
+    };
+    let units: Vec<(String, String)> =
+        report.lock().map(|r| r.units.iter().map(|u| (u.unit.clone(), u.class.clone())).collect()).unwrap_or_default();
+    for class in cfg.classes.keys() {
+        if let Some(why) = attribution.outage(class, policy) {
+            let scope = maintenance::Scope::Class(class.clone());
+            if ctx.add_own(maintenance::Kind::Pause, scope, &why, hold_for(format!("pause:{class}"))) {
+                tracing::error!("ALERT class {class} paused on {}: {why}", cfg.host);
+            }
+            continue;
+        }
+        let mine: Vec<&String> = units.iter().filter(|(_, c)| c == class).map(|(u, _)| u).collect();
+        let host_evidence = attribution.judge(class, &Subject::Host(cfg.host.clone()), policy);
+        for unit in mine {
+            let evidence =
+                host_evidence.clone().or_else(|| attribution.judge(class, &Subject::Worker(worker(unit)), policy));
+            if let Some(ev) = evidence {
+                let scope = maintenance::Scope::Unit(unit.clone());
+                if ctx.add_own(maintenance::Kind::Quarantine, scope, &ev.to_string(), hold_for(format!("q:{unit}"))) {
+                    tracing::error!("ALERT {unit} quarantined: {ev}");
+                }
+            }
+        }
+    }
+    // One alert per quarantined unit and per paused class, while it lasts.
+    let orders = ctx.maint.lock().map(|m| m.orders.clone()).unwrap_or_default();
+    let mut out = Vec::new();
+    for o in &orders {
+        let (name, labels, summary) = match (&o.kind, &o.scope) {
+            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => {
+                let class = class_of(prefix, u);
+                (
+                    "WorkerQuarantined",
+                    vec![("class", class), ("host", cfg.host.clone()), ("unit", u.clone())],
+                    format!("{u} on {} quarantined: {}", cfg.host, o.reason),
+                )
+            }
+            (maintenance::Kind::Pause, maintenance::Scope::Class(c)) => {
+                ("ClassPaused", vec![("class", c.clone())], format!("class {c} paused fleet-wide: {}", o.reason))
+            }
+            _ => continue,
+        };
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut annotations = BTreeMap::new();
+        annotations.insert("evidence".to_string(), o.reason.clone());
+        annotations.insert("probe_after".to_string(), o.deadline_ms.map(rfc3339).unwrap_or_default());
+        out.push(alerts::Condition {
+            key: alerts::AlertKey::new(name, &labels),
+            active: true,
+            severity: alerts::Severity::Critical,
+            summary,
+            annotations,
+        });
+    }
+    out
 }
 
 /// What the supervisor already did about each class on this host, for alert texts.

@@ -11,4 +11,5 @@ mod drains;
 mod failures;
 mod flow;
 mod lease;
+mod quarantine;
 pub mod supervisor;

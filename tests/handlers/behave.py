@@ -7,6 +7,7 @@ Exec mode by default; `behave.py persistent` speaks the persistent protocol. Pay
   noise: print non-JSON lines first    break_attempts: persistent: reply without an id
   die_attempts: the handler process dies while attempt <= n
   child_pidfile: start a grandchild `sleep 600` and write its pid there (orphan checks)
+BEHAVE_BAD set in the environment: every job hangs (a misconfigured host).
 Every run appends "<event> <job id> <attempt> <pid>" to $BEHAVE_LOG when that is set.
 """
 import json
@@ -26,6 +27,9 @@ def log(event, job_id, attempt):
 def work(job_id, attempt, payload, persistent):
     """Returns an exit-status-like code: 0, 75, 65 or 1; may never return."""
     log("start", job_id, attempt)
+    if os.environ.get("BEHAVE_BAD"):
+        # A misconfigured host: every job hangs until its timeout.
+        time.sleep(3600)
     if payload.get("child_pidfile"):
         child = subprocess.Popen(["sleep", "600"])
         with open(payload["child_pidfile"], "w") as f:

@@ -1,0 +1,358 @@
+//! Bad workers versus bad jobs. From the fleet's job events, a record of each worker's (and
+//! host's) recent outcomes per class, and two tests:
+//! - **quarantine**: a worker or a host whose jobs of a class fail or time out more than chance
+//!   allows given the rest of the fleet's own rate for that class (a one-sided binomial test with
+//!   a minimum of evidence; not a fixed count);
+//! - **shared outage**: most of the fleet failing a class at once: the cause is shared (a
+//!   dependency is down), so nobody is quarantined and the class is paused instead.
+//!
+//! Restart noise is not evidence: only successes, failures and timeouts count; attempts that were
+//! interrupted (drains, lost channels, kills), transient errors and redeliveries do not. Pure.
+
+use crate::events::{EventKind, JobEvent};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Recent outcomes kept per worker and per host.
+    pub window: usize,
+    /// Fewest failures before anyone is quarantined.
+    pub min_failures: u32,
+    /// Fewest outcomes of the rest of the fleet to compare with.
+    pub min_fleet: u32,
+    /// Significance of the binomial test.
+    pub alpha: f64,
+    /// Shared outage: this share of the class's recent outcomes failed...
+    pub outage_share: f64,
+    /// ...over at least this many outcomes, from at least two hosts or workers.
+    pub outage_min: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { window: 20, min_failures: 3, min_fleet: 5, alpha: 1e-3, outage_share: 0.8, outage_min: 10 }
+    }
+}
+
+/// Who the evidence is against.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    /// `unit@host`
+    Worker(String),
+    Host(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evidence {
+    pub subject: Subject,
+    pub class: String,
+    pub failures: u32,
+    pub attempts: u32,
+    pub fleet_failures: u32,
+    pub fleet_attempts: u32,
+    pub p_value: f64,
+    /// Jobs that failed here and then succeeded elsewhere.
+    pub succeeded_elsewhere: u32,
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = match &self.subject {
+            Subject::Worker(w) => format!("worker {w}"),
+            Subject::Host(h) => format!("host {h}"),
+        };
+        write!(
+            f,
+            "{who}: {} of its last {} jobs of class {} failed or timed out ({:.0}%), while the rest of the fleet failed {} of {} ({:.0}%); \
+             {} of those jobs then succeeded elsewhere; p = {:.1e}",
+            self.failures,
+            self.attempts,
+            self.class,
+            100.0 * self.failures as f64 / self.attempts.max(1) as f64,
+            self.fleet_failures,
+            self.fleet_attempts,
+            100.0 * self.fleet_failures as f64 / self.fleet_attempts.max(1) as f64,
+            self.succeeded_elsewhere,
+            self.p_value
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Record {
+    /// Recent outcomes, newest last: (failed, job id).
+    outcomes: VecDeque<(bool, String)>,
+}
+
+/// The fleet's recent outcomes, by class, worker and host.
+#[derive(Debug, Default)]
+pub struct Attribution {
+    workers: BTreeMap<(String, String), Record>,
+    hosts: BTreeMap<(String, String), Record>,
+    /// Recent outcomes of each class across the fleet: (worker, host, failed).
+    classes: BTreeMap<String, VecDeque<(String, String, bool)>>,
+    /// Job id -> the worker it last succeeded on (bounded).
+    succeeded: HashMap<String, String>,
+    succeeded_order: VecDeque<String>,
+}
+
+const CLASS_WINDOW: usize = 200;
+const SUCCEEDED_KEPT: usize = 5000;
+
+/// What an event says about its worker: `Some(true)` failed, `Some(false)` succeeded, `None`
+/// not evidence.
+fn verdict(e: &JobEvent) -> Option<bool> {
+    match (e.event, e.outcome.as_deref()) {
+        (EventKind::Succeeded, _) => Some(false),
+        (EventKind::Failed, Some("failed" | "timeout")) => Some(true),
+        _ => None,
+    }
+}
+
+impl Attribution {
+    pub fn observe(&mut self, e: &JobEvent, policy: &Policy) {
+        let Some(failed) = verdict(e) else { return };
+        let worker = format!("{}@{}", e.unit, e.host);
+        let job = e.job_id.clone().unwrap_or_default();
+        for (map, key) in [(&mut self.workers, worker.clone()), (&mut self.hosts, e.host.clone())] {
+            let r = map.entry((e.class.clone(), key)).or_default();
+            r.outcomes.push_back((failed, job.clone()));
+            while r.outcomes.len() > policy.window {
+                r.outcomes.pop_front();
+            }
+        }
+        let c = self.classes.entry(e.class.clone()).or_default();
+        c.push_back((worker.clone(), e.host.clone(), failed));
+        while c.len() > CLASS_WINDOW {
+            c.pop_front();
+        }
+        if !failed && !job.is_empty() {
+            self.succeeded.insert(job.clone(), worker);
+            self.succeeded_order.push_back(job);
+            while self.succeeded_order.len() > SUCCEEDED_KEPT {
+                if let Some(old) = self.succeeded_order.pop_front() {
+                    self.succeeded.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Forgets a subject's record (after a release: it must earn new evidence).
+    pub fn forget(&mut self, class: &str, subject: &Subject) {
+        match subject {
+            Subject::Worker(w) => {
+                self.workers.remove(&(class.to_string(), w.clone()));
+            }
+            Subject::Host(h) => {
+                self.hosts.remove(&(class.to_string(), h.clone()));
+                self.workers.retain(|(c, w), _| !(c == class && w.ends_with(&format!("@{h}"))));
+            }
+        }
+    }
+
+    /// Forgets a class's fleet-wide record (after a pause is lifted).
+    pub fn forget_class(&mut self, class: &str) {
+        self.classes.remove(class);
+        self.workers.retain(|(c, _), _| c != class);
+        self.hosts.retain(|(c, _), _| c != class);
+    }
+
+    /// Recent (failures, attempts) of a worker for a class, for status.
+    pub fn record(&self, class: &str, worker: &str) -> (u32, u32) {
+        self.workers
+            .get(&(class.to_string(), worker.to_string()))
+            .map(|r| (r.outcomes.iter().filter(|o| o.0).count() as u32, r.outcomes.len() as u32))
+            .unwrap_or((0, 0))
+    }
+
+    /// The evidence against a worker or host, when it is beyond chance.
+    pub fn judge(&self, class: &str, subject: &Subject, policy: &Policy) -> Option<Evidence> {
+        let (record, excluded): (&Record, Box<dyn Fn(&(String, String, bool)) -> bool>) = match subject {
+            Subject::Worker(w) => {
+                let w2 = w.clone();
+                (self.workers.get(&(class.to_string(), w.clone()))?, Box::new(move |o| o.0 == w2))
+            }
+            Subject::Host(h) => {
+                let h2 = h.clone();
+                (self.hosts.get(&(class.to_string(), h.clone()))?, Box::new(move |o| o.1 == h2))
+            }
+        };
+        let attempts = record.outcomes.len() as u32;
+        let failures = record.outcomes.iter().filter(|o| o.0).count() as u32;
+        if failures < policy.min_failures {
+            return None;
+        }
+        let rest: Vec<&(String, String, bool)> = self.classes.get(class)?.iter().filter(|o| !excluded(o)).collect();
+        let fleet_attempts = rest.len() as u32;
+        let fleet_failures = rest.iter().filter(|o| o.2).count() as u32;
+        // "While the same class succeeds elsewhere": without enough of the rest of the fleet,
+        // or when the rest fails as much, there is nothing to blame this one for.
+        if fleet_attempts < policy.min_fleet || fleet_failures * 2 >= fleet_attempts {
+            return None;
+        }
+        // Laplace-smoothed fleet rate: a fleet with no failure yet is not taken as perfect.
+        let p0 = (fleet_failures as f64 + 1.0) / (fleet_attempts as f64 + 2.0);
+        let p_value = binomial_tail(failures, attempts, p0);
+        if p_value >= policy.alpha {
+            return None;
+        }
+        let succeeded_elsewhere = record
+            .outcomes
+            .iter()
+            .filter(|(failed, job)| {
+                *failed
+                    && self.succeeded.get(job).is_some_and(|w| match subject {
+                        Subject::Worker(me) => w != me,
+                        Subject::Host(h) => !w.ends_with(&format!("@{h}")),
+                    })
+            })
+            .count() as u32;
+        Some(Evidence {
+            subject: subject.clone(),
+            class: class.into(),
+            failures,
+            attempts,
+            fleet_failures,
+            fleet_attempts,
+            p_value,
+            succeeded_elsewhere,
+        })
+    }
+
+    /// A shared outage of a class: most of its recent outcomes, across hosts or workers, failed.
+    pub fn outage(&self, class: &str, policy: &Policy) -> Option<String> {
+        let recent: Vec<&(String, String, bool)> =
+            self.classes.get(class)?.iter().rev().take(policy.outage_min.max(1) * 2).collect();
+        if recent.len() < policy.outage_min {
+            return None;
+        }
+        let failed = recent.iter().filter(|o| o.2).count();
+        let mut failing: Vec<&str> = recent.iter().filter(|o| o.2).map(|o| o.0.as_str()).collect();
+        failing.sort_unstable();
+        failing.dedup();
+        let share = failed as f64 / recent.len() as f64;
+        (share >= policy.outage_share && failing.len() >= 2).then(|| {
+            format!(
+                "{failed} of the last {} jobs of class {class} failed, on {} different workers: a shared cause (a dependency down?), not the workers",
+                recent.len(),
+                failing.len()
+            )
+        })
+    }
+}
+
+/// P(X >= k) for X ~ Binomial(n, p), summed in log space.
+pub fn binomial_tail(k: u32, n: u32, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n {
+        return 0.0;
+    }
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let ln_choose = |n: u32, i: u32| -> f64 { ln_factorial(n) - ln_factorial(i) - ln_factorial(n - i) };
+    (k..=n).map(|i| (ln_choose(n, i) + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()).exp()).sum::<f64>().min(1.0)
+}
+
+fn ln_factorial(n: u32) -> f64 {
+    (2..=n).map(|i| (i as f64).ln()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: EventKind, outcome: &str, job: &str, unit: &str, host: &str) -> JobEvent {
+        let mut e = JobEvent::new(kind, "t".into(), "c", host, unit);
+        e.job_id = Some(job.into());
+        e.outcome = Some(outcome.into());
+        e
+    }
+
+    fn ok(job: &str, unit: &str, host: &str) -> JobEvent {
+        ev(EventKind::Succeeded, "succeeded", job, unit, host)
+    }
+
+    fn timeout(job: &str, unit: &str, host: &str) -> JobEvent {
+        ev(EventKind::Failed, "timeout", job, unit, host)
+    }
+
+    #[test]
+    fn binomial_tail_table() {
+        let cases = [(0, 5, 0.1, 1.0), (6, 5, 0.1, 0.0), (5, 5, 0.5, 0.03125), (1, 1, 0.2, 0.2), (2, 3, 0.5, 0.5)];
+        for (k, n, p, want) in cases {
+            assert!((binomial_tail(k, n, p) - want).abs() < 1e-9, "P(X >= {k} | {n}, {p})");
+        }
+    }
+
+    #[test]
+    fn a_host_whose_jobs_time_out_while_the_class_succeeds_elsewhere_is_quarantined() {
+        let p = Policy::default();
+        let mut a = Attribution::default();
+        for i in 0..20 {
+            a.observe(&ok(&format!("g{i}"), &format!("u{}", i % 3), "good"), &p);
+        }
+        let bad = Subject::Host("bad".into());
+        let mut quarantined_after = None;
+        for i in 0..6 {
+            a.observe(&timeout(&format!("b{i}"), &format!("u{}", i % 3), "bad"), &p);
+            a.observe(&ok(&format!("b{i}"), "u9", "good"), &p); // it then succeeds elsewhere
+            if quarantined_after.is_none() && a.judge("c", &bad, &p).is_some() {
+                quarantined_after = Some(i + 1);
+            }
+        }
+        assert_eq!(quarantined_after, Some(3), "three timeouts against a clean fleet are beyond chance");
+        let e = a.judge("c", &bad, &p).expect("evidence");
+        assert_eq!((e.failures, e.attempts, e.fleet_failures), (6, 6, 0));
+        assert_eq!(e.succeeded_elsewhere, 6);
+        assert!(e.to_string().contains("host bad: 6 of its last 6 jobs of class c failed"), "{e}");
+        assert!(a.judge("c", &Subject::Host("good".into()), &p).is_none(), "the healthy host is not blamed");
+        assert!(a.outage("c", &p).is_none());
+    }
+
+    #[test]
+    fn noise_and_chance_are_not_evidence() {
+        let p = Policy::default();
+        let mut a = Attribution::default();
+        for i in 0..40 {
+            // A fleet with a 10% failure rate everywhere.
+            let e = if i % 10 == 0 {
+                timeout(&format!("j{i}"), "u1", &format!("h{}", i % 4))
+            } else {
+                ok(&format!("j{i}"), "u1", &format!("h{}", i % 4))
+            };
+            a.observe(&e, &p);
+        }
+        // Interrupted attempts, requeues and transient failures on h9: restart noise.
+        for i in 0..10 {
+            a.observe(&ev(EventKind::Failed, "interrupted", &format!("n{i}"), "u1", "h9"), &p);
+            a.observe(&ev(EventKind::Requeued, "interrupted", &format!("n{i}"), "u1", "h9"), &p);
+            a.observe(&ev(EventKind::Failed, "transient", &format!("n{i}"), "u1", "h9"), &p);
+        }
+        for h in ["h0", "h1", "h2", "h3", "h9"] {
+            assert!(a.judge("c", &Subject::Host(h.into()), &p).is_none(), "{h}");
+        }
+        // Two failures in a row on one host of that fleet: below the minimum of evidence.
+        a.observe(&timeout("x1", "u1", "h5"), &p);
+        a.observe(&timeout("x2", "u1", "h5"), &p);
+        assert!(a.judge("c", &Subject::Host("h5".into()), &p).is_none());
+    }
+
+    #[test]
+    fn when_most_of_the_fleet_fails_it_is_an_outage_not_bad_workers() {
+        let p = Policy::default();
+        let mut a = Attribution::default();
+        for i in 0..10 {
+            a.observe(&ok(&format!("g{i}"), "u1", &format!("h{}", i % 3)), &p);
+        }
+        for i in 0..18 {
+            a.observe(&timeout(&format!("f{i}"), "u1", &format!("h{}", i % 3)), &p);
+        }
+        assert!(a.outage("c", &p).is_some_and(|s| s.contains("shared cause")));
+        for h in ["h0", "h1", "h2"] {
+            assert!(a.judge("c", &Subject::Host(h.into()), &p).is_none(), "{h} is not blamed for a shared outage");
+        }
+        a.forget_class("c");
+        assert!(a.outage("c", &p).is_none(), "a lifted pause needs fresh evidence");
+    }
+}
