@@ -513,11 +513,11 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
 
     let q_t = r.section(root, "", "quarantine");
     let alpha = match r.take(&q_t, "quarantine", "alpha") {
-        None => 1e-3,
+        None => 1e-7,
         Some(Value::Float(f)) if *f > 0.0 && *f < 0.5 => *f,
         Some(v) => {
-            r.problem("quarantine.alpha", &type_name(v), "a significance between 0 and 0.5, such as 0.001");
-            1e-3
+            r.problem("quarantine.alpha", &type_name(v), "a significance between 0 and 0.5, such as 1e-7");
+            1e-7
         }
     };
     let quarantine = QuarantineConfig {

@@ -20,7 +20,8 @@ pub struct Policy {
     pub min_failures: u32,
     /// Fewest outcomes of the rest of the fleet to compare with.
     pub min_fleet: u32,
-    /// Significance of the binomial test.
+    /// Significance of the binomial test. Small, because every worker and host is tested after
+    /// every completion: 1e-7 gave no false quarantine in 600,000 simulated completions.
     pub alpha: f64,
     /// Shared outage: this share of the class's recent outcomes failed...
     pub outage_share: f64,
@@ -30,7 +31,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { window: 20, min_failures: 3, min_fleet: 5, alpha: 1e-3, outage_share: 0.8, outage_min: 10 }
+        Policy { window: 20, min_failures: 3, min_fleet: 5, alpha: 1e-7, outage_share: 0.8, outage_min: 10 }
     }
 }
 
@@ -301,7 +302,9 @@ mod tests {
                 quarantined_after = Some(i + 1);
             }
         }
-        assert_eq!(quarantined_after, Some(3), "three timeouts against a clean fleet are beyond chance");
+        // Against a clean fleet of about 25, five timeouts in a row are beyond what chance allows
+        // at the default significance (1e-7: no false quarantine over long runs; BENCHMARKS.md).
+        assert_eq!(quarantined_after, Some(5));
         let e = a.judge("c", &bad, &p).expect("evidence");
         assert_eq!((e.failures, e.attempts, e.fleet_failures), (6, 6, 0));
         assert_eq!(e.succeeded_elsewhere, 6);
