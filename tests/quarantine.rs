@@ -81,3 +81,45 @@ async fn the_bad_hosts_units_are_quarantined_no_healthy_unit_is_and_every_job_co
     let orders: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
     assert_eq!(orders.as_array().map(Vec::len), Some(2), "{orders}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_resumes() {
+    let class = CLASS.replace("hold = \"10m\"", "hold = \"4s\"").replace("timeout = \"2s\"", "timeout = \"30s\"");
+    let mut h = Host::new("outage-pause", &class);
+    let outage = h.env.dir.join("dependency-down");
+    let text = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        text.replacen("environment = [", &format!("environment = [\"BEHAVE_FAIL_IF={}\", ", outage.display()), 1),
+    )
+    .expect("config");
+    let out = drover(&["install-units", "--user", "--config"], &h.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
+        u.len() == 3 && u.values().all(|s| s.health == "healthy")
+    });
+    std::fs::write(&outage, "").expect("the dependency goes down");
+    let ids = h.env.submit("w", r#"{"sleep": 0}"#, 20, &[]);
+
+    h.wait_status("the class paused", Duration::from_secs(60), |u| u.values().all(|s| s.health == "cordoned"));
+    let alerts = drover(&["alerts", "--json", "--config"], &h.config);
+    let doc: serde_json::Value = serde_json::from_slice(&alerts.stdout).expect("json");
+    let firing = doc["firing"].as_array().cloned().unwrap_or_default();
+    assert_eq!(firing.iter().filter(|a| a["key"]["name"] == "ClassPaused").count(), 1, "one alert: {doc}");
+    assert!(
+        !firing.iter().any(|a| a["key"]["name"] == "WorkerQuarantined"),
+        "nobody is quarantined for a shared outage: {doc}"
+    );
+    let list = drover(&["quarantine", "list", "--json", "--config"], &h.config);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+
+    // The cause goes away; after the hold the class resumes and every job completes.
+    std::fs::remove_file(&outage).expect("the dependency is back");
+    events.wait_for("every job", Duration::from_secs(90), |e| count(e, "succeeded") >= 20).await;
+    for id in &ids {
+        assert!(events.of("succeeded").any(|e| e.job_id.as_deref() == Some(id)), "{id}");
+    }
+    h.wait_status("back in service", Duration::from_secs(30), |u| u.values().all(|s| s.health == "healthy"));
+}

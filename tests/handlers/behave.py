@@ -8,6 +8,7 @@ Exec mode by default; `behave.py persistent` speaks the persistent protocol. Pay
   die_attempts: the handler process dies while attempt <= n
   child_pidfile: start a grandchild `sleep 600` and write its pid there (orphan checks)
 BEHAVE_BAD set in the environment: every job hangs (a misconfigured host).
+BEHAVE_FAIL_IF=<path>: every job fails while that file exists (a shared outage).
 Every run appends "<event> <job id> <attempt> <pid>" to $BEHAVE_LOG when that is set.
 """
 import json
@@ -27,6 +28,10 @@ def log(event, job_id, attempt):
 def work(job_id, attempt, payload, persistent):
     """Returns an exit-status-like code: 0, 75, 65 or 1; may never return."""
     log("start", job_id, attempt)
+    outage = os.environ.get("BEHAVE_FAIL_IF")
+    if outage and os.path.exists(outage):
+        # A shared dependency is down: every job fails, everywhere.
+        return 1
     if os.environ.get("BEHAVE_BAD"):
         # A misconfigured host: every job hangs until its timeout.
         time.sleep(3600)
