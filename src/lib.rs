@@ -15,6 +15,8 @@
 //! - [`maintenance`]: drains and cordons: which unit to cordon, which job to requeue, when a
 //!   host is safe to power off.
 //! - [`rollout`]: waves of hosts, and whether a touched wave looks worse than the rest.
+//! - [`quarantine`]: bad workers versus bad jobs: per worker and host attribution, the binomial
+//!   test against the rest of the fleet, shared outages.
 //! - [`drift`]: the latency drift detector (robust sequential test on log durations).
 //! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
 //!   stalls.
