@@ -4,10 +4,15 @@
 //! Synthetic workload (seeded, reproducible): lognormal durations with a 30 min median and
 //! sigma 0.25, completions every 15 min on average (exponential gaps), 2% stragglers at 2-5x,
 //! a +-20% daily cycle on the median. Each change series has a 2,000-completion stable prefix
-//! then the change. The base seed can be overridden with `DRIFT_EVAL_SEED` (tuning was done
-//! with other seeds than the default one).
+//! then the change. The base seed can be overridden with `DRIFT_EVAL_SEED`; `DRIFT_EVAL_SEEDS`
+//! (`100-109`, or a comma-separated list) pools several base seeds into one table (tuning is
+//! judged on seeds 100-109, not on the default one), and `DRIFT_EVAL_CONFIG` (a partial
+//! `DetectorConfig` as JSON, e.g. `{"thresholds": [7.5, 13, 12, 16, 7]}`) evaluates another
+//! tuning. The cost per completion is timed roughly here; `benches/drift_cost.rs` measures it
+//! with criterion.
 //!
 //! Run: `cargo bench --bench drift_eval`
+//!      `DRIFT_EVAL_SEEDS=100-109 cargo bench --bench drift_eval`
 
 use drover::drift::{Detector, DetectorConfig};
 use std::hint::black_box;
@@ -202,11 +207,28 @@ fn check(ok: bool) -> &'static str {
     }
 }
 
-fn main() {
-    let base_seed = std::env::var("DRIFT_EVAL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
-    let cfg = DetectorConfig::default();
+/// Seeds to evaluate: `DRIFT_EVAL_SEEDS` (`100-109` or `1,2,5`), else `DRIFT_EVAL_SEED`, else
+/// the bench's own.
+fn seeds_from_env() -> Vec<u64> {
+    if let Ok(list) = std::env::var("DRIFT_EVAL_SEEDS") {
+        let mut seeds = Vec::new();
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parsed = match part.split_once('-') {
+                Some((lo, hi)) => {
+                    lo.parse::<u64>().ok().zip(hi.parse::<u64>().ok()).map(|(lo, hi)| (lo..=hi).collect())
+                }
+                None => part.parse::<u64>().ok().map(|s| vec![s]),
+            };
+            seeds.extend(parsed.unwrap_or_else(|| panic!("DRIFT_EVAL_SEEDS: bad seed or range `{part}`")));
+        }
+        assert!(!seeds.is_empty(), "DRIFT_EVAL_SEEDS lists no seed");
+        return seeds;
+    }
+    vec![std::env::var("DRIFT_EVAL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED)]
+}
 
-    let cases = [
+fn cases() -> [Case; 6] {
+    [
         Case { name: "step 1.25x", change: Change::Step(1.25), after: AFTER_STEP, target: NO_TARGET },
         Case {
             name: "step 1.5x",
@@ -233,53 +255,107 @@ fn main() {
             after: RAMP_LEN + AFTER_STEP,
             target: Target { caught: Some(0.95), median: Some(100), ..NO_TARGET },
         },
-    ];
+    ]
+}
 
-    let mut false_alarms = 0u64;
-    let mut stable_exposed = 0u64;
-    let mut stable_total = 0u64;
-    let mut results = Vec::new();
-    for (case_no, case) in cases.iter().enumerate() {
+/// Everything measured with one base seed.
+struct SeedOutcome {
+    seed: u64,
+    false_alarms: u64,
+    stable_exposed: u64,
+    stable_total: u64,
+    /// Detection delays per case, in case order.
+    delays: Vec<Vec<Option<usize>>>,
+}
+
+fn evaluate_seed(cfg: &DetectorConfig, base_seed: u64) -> SeedOutcome {
+    let mut out =
+        SeedOutcome { seed: base_seed, false_alarms: 0, stable_exposed: 0, stable_total: 0, delays: Vec::new() };
+    for (case_no, case) in cases().iter().enumerate() {
         let mut delays = Vec::new();
         for series in 0..SERIES_PER_CASE {
             let seed = series_seed(base_seed, case_no as u64 + 1, series);
             let data = generate(seed, PREFIX, PREFIX + case.after, case.change);
-            let outcome = run_series(&cfg, &data, PREFIX);
-            false_alarms += outcome.false_alarms;
-            stable_exposed += outcome.stable_exposed;
-            stable_total += outcome.stable_total;
+            let outcome = run_series(cfg, &data, PREFIX);
+            out.false_alarms += outcome.false_alarms;
+            out.stable_exposed += outcome.stable_exposed;
+            out.stable_total += outcome.stable_total;
             delays.push(outcome.delay);
         }
-        sort_delays(&mut delays);
-        results.push(CaseResult {
-            caught: delays.iter().filter(|d| d.is_some()).count(),
-            series: delays.len(),
-            median: percentile(&delays, 0.5),
-            p90: percentile(&delays, 0.9),
-            max: percentile(&delays, 1.0),
-        });
+        out.delays.push(delays);
     }
     for series in 0..STABLE_SERIES {
         let seed = series_seed(base_seed, 0, series);
         let data = generate(seed, STABLE_LEN, STABLE_LEN, Change::None);
-        let outcome = run_series(&cfg, &data, STABLE_LEN);
-        false_alarms += outcome.false_alarms;
-        stable_exposed += outcome.stable_exposed;
-        stable_total += outcome.stable_total;
+        let outcome = run_series(cfg, &data, STABLE_LEN);
+        out.false_alarms += outcome.false_alarms;
+        out.stable_exposed += outcome.stable_exposed;
+        out.stable_total += outcome.stable_total;
     }
+    out
+}
 
-    let ns_per_observe = time_observe(&cfg, base_seed);
+fn summarise(mut delays: Vec<Option<usize>>) -> CaseResult {
+    sort_delays(&mut delays);
+    CaseResult {
+        caught: delays.iter().filter(|d| d.is_some()).count(),
+        series: delays.len(),
+        median: percentile(&delays, 0.5),
+        p90: percentile(&delays, 0.9),
+        max: percentile(&delays, 1.0),
+    }
+}
 
-    println!("## Drift detector evaluation (base seed {base_seed:#x})\n");
+fn main() {
+    let seeds = seeds_from_env();
+    let cfg: DetectorConfig = match std::env::var("DRIFT_EVAL_CONFIG") {
+        // A partial configuration (JSON): missing fields keep their defaults.
+        Ok(json) => serde_json::from_str(&json).expect("DRIFT_EVAL_CONFIG: a JSON DetectorConfig"),
+        Err(_) => DetectorConfig::default(),
+    };
+    let cases = cases();
+
+    // Seeds are independent: spread them over the cores (results do not depend on it).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(seeds.len());
+    let mut outcomes: Vec<SeedOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|worker| {
+                let (cfg, seeds) = (&cfg, &seeds);
+                scope.spawn(move || {
+                    seeds.iter().skip(worker).step_by(threads).map(|&s| evaluate_seed(cfg, s)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("evaluation thread")).collect()
+    });
+    outcomes.sort_by_key(|o| seeds.iter().position(|&s| s == o.seed));
+
+    let false_alarms: u64 = outcomes.iter().map(|o| o.false_alarms).sum();
+    let stable_exposed: u64 = outcomes.iter().map(|o| o.stable_exposed).sum();
+    let stable_total: u64 = outcomes.iter().map(|o| o.stable_total).sum();
+    let results: Vec<CaseResult> = (0..cases.len())
+        .map(|c| summarise(outcomes.iter().flat_map(|o| o.delays[c].iter().copied()).collect()))
+        .collect();
+
+    let ns_per_observe = time_observe(&cfg, seeds[0]);
+
+    if let [seed] = seeds[..] {
+        println!("## Drift detector evaluation (base seed {seed:#x})\n");
+    } else {
+        println!("## Drift detector evaluation (pooled over base seeds {seeds:?})\n");
+    }
     println!(
         "Workload: lognormal durations (median 30 min, sigma {SIGMA}), a completion every 15 min on average, \
-         {:.0}% stragglers at 2-5x, daily cycle +-{:.0}%. {SERIES_PER_CASE} series per change case, each with a \
-         {PREFIX}-completion stable prefix; {STABLE_SERIES} stable series of {STABLE_LEN}. Delay = completions \
-         from the change (first changed completion = 1) to the first alert start; a miss counts as infinitely late \
-         in percentiles (a false alarm still firing when the change starts also counts as a miss).\n",
+         {:.0}% stragglers at 2-5x, daily cycle +-{:.0}%. {SERIES_PER_CASE} series per change case and seed, each \
+         with a {PREFIX}-completion stable prefix; {STABLE_SERIES} stable series of {STABLE_LEN} per seed. Delay = \
+         completions from the change (first changed completion = 1) to the first alert start; a miss counts as \
+         infinitely late in percentiles (a false alarm still firing when the change starts also counts as a miss).\n",
         STRAGGLER_SHARE * 100.0,
         DAILY_AMPLITUDE * 100.0
     );
+    if std::env::var("DRIFT_EVAL_CONFIG").is_ok() {
+        println!("Configuration (`DRIFT_EVAL_CONFIG`, not the default): `{}`\n", serde_json::to_string(&cfg).unwrap());
+    }
     println!("| Case | Caught | Median delay | P90 delay | Max delay | Target | Met |");
     println!("|---|---|---|---|---|---|---|");
     for (case, r) in cases.iter().zip(results.iter()) {
@@ -304,8 +380,26 @@ fn main() {
         check(rate <= 0.1)
     );
     println!(
-        "| cost | {ns_per_observe:.0} ns per `observe` (rough wall-clock, {TIMING_OBSERVATIONS} observations, one core) | | | | | |"
+        "| cost | {ns_per_observe:.0} ns per `observe` (rough wall-clock, {TIMING_OBSERVATIONS} observations, one core; \
+         criterion: `cargo bench --bench drift_cost`) | | | | | |"
     );
+    if outcomes.len() > 1 {
+        println!("\nPer seed: false alarms; median delay of the 2x step and of the ramp\n");
+        println!("| Seed | False alarms | Per 10,000 | 2x median | Ramp median |");
+        println!("|---|---|---|---|---|");
+        for o in &outcomes {
+            let two = summarise(o.delays[2].clone());
+            let ramp = summarise(o.delays[5].clone());
+            println!(
+                "| {} | {} | {:.3} | {} | {} |",
+                o.seed,
+                o.false_alarms,
+                o.false_alarms as f64 * 10_000.0 / o.stable_exposed.max(1) as f64,
+                fmt_delay(two.median),
+                fmt_delay(ramp.median)
+            );
+        }
+    }
 }
 
 fn judge(target: &Target, r: &CaseResult) -> (String, &'static str) {

@@ -424,6 +424,7 @@ fn job(i: u64) -> Job {
         tenant: None,
         payload: b"{}".to_vec(),
         failed_on: Vec::new(),
+        failures: Vec::new(),
     }
 }
 

@@ -33,7 +33,7 @@ impl Target {
     }
 }
 
-fn exchange(cfg: &Config) -> String {
+pub fn exchange(cfg: &Config) -> String {
     format!("{}.control", cfg.broker.prefix)
 }
 
@@ -177,4 +177,87 @@ pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "done".into())).await;
     }
     Ok(answers)
+}
+
+/// Declares the control exchange on a link (before binding to it or publishing on it).
+pub async fn declare(link: &mut Link, cfg: &Config) -> Result<(), crate::amqp::BrokerError> {
+    let chan = link.consumer_channel(1).await?;
+    let r = declare_exchange(&chan, cfg).await;
+    let _ = tokio::time::timeout(cfg.broker.op_timeout, chan.close(200, "declared".into())).await;
+    r
+}
+
+/// A supervisor's side of the verdicts: publishes its host's whole set. Transient, and
+/// expiring after a minute: a fresher one follows at the next evaluation.
+pub async fn publish_verdicts(
+    link: &mut Link,
+    cfg: &Config,
+    v: &crate::verdicts::HostVerdicts,
+) -> Result<(), crate::amqp::BrokerError> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_expiration(ShortString::from("60000"));
+    link.publish(&exchange(cfg), &crate::verdicts::routing_key(&v.host), &body, props).await
+}
+
+/// The routing key on which a starting worker asks every supervisor for its verdicts now.
+pub const VERDICTS_REQUEST: &str = "verdicts-request";
+
+/// A supervisor's answer to a worker's request: its verdicts, straight to the worker's queue.
+pub async fn answer_verdicts(
+    link: &mut Link,
+    reply_to: &str,
+    v: &crate::verdicts::HostVerdicts,
+) -> Result<(), crate::amqp::BrokerError> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let props = BasicProperties::default().with_content_type("application/json".into());
+    link.publish("", reply_to, &body, props).await
+}
+
+/// A worker's side: follows every host's verdicts into `into` until `cancel` fires, on a
+/// connection of its own (the job path never waits for it), reconnecting with backoff. On
+/// each connection it first asks every supervisor for its verdicts; `heard` is notified when
+/// the first arrive.
+pub async fn follow_verdicts(
+    cfg: Config,
+    into: std::sync::Arc<std::sync::Mutex<crate::verdicts::Fleet>>,
+    label: String,
+    heard: std::sync::Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    let mut link = Link::new(&cfg.broker, &format!("{label} verdicts"));
+    while !cancel.is_cancelled() {
+        if link.ensure_up(None, &cancel).await.is_err() {
+            return;
+        }
+        let followed = async {
+            declare(&mut link, &cfg).await?;
+            let (_chan, mut consumer, _) =
+                link.private_consumer(Some((&exchange(&cfg), "verdicts.*")), "verdicts").await?;
+            loop {
+                let d = tokio::select! {
+                    d = consumer.next() => d,
+                    _ = cancel.cancelled() => return Ok(()),
+                };
+                let Some(Ok(d)) = d else {
+                    return Err(crate::amqp::BrokerError::Unavailable("verdict consumer closed".into()));
+                };
+                if let Ok(v) = serde_json::from_slice::<crate::verdicts::HostVerdicts>(&d.data) {
+                    if let Ok(mut f) = into.lock() {
+                        f.expire(crate::job::now_ms());
+                        f.update(v);
+                    }
+                    heard.notify_one();
+                }
+            }
+        };
+        match followed.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("fleet verdicts: {e}; reconnecting");
+                link.mark_down();
+            }
+        }
+    }
 }

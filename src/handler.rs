@@ -481,6 +481,7 @@ mod tests {
             tenant: None,
             payload: br#"{"n": 1}"#.to_vec(),
             failed_on: vec![],
+            failures: vec![],
         };
         let v: serde_json::Value = serde_json::from_str(&job_line(&job)).expect("json");
         assert_eq!(v["payload"]["n"], 1);

@@ -15,6 +15,8 @@ pub const H_TENANT: &str = "x-drover-tenant";
 pub const H_CLASS: &str = "x-drover-class";
 /// The distinct workers (`unit@host`) a job failed on, comma-separated: poison detection.
 pub const H_FAILED_ON: &str = "x-drover-failed-on";
+/// The worker of each failed attempt, oldest first, comma-separated: fair charging.
+pub const H_FAILURES: &str = "x-drover-failures";
 pub const H_DEAD_REASON: &str = "x-drover-dead-reason";
 pub const H_DEAD_DETAIL: &str = "x-drover-dead-detail";
 pub const H_DEAD_AT: &str = "x-drover-dead-at-ms";
@@ -37,6 +39,10 @@ pub fn rfc3339(ms: EpochMs) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+pub fn parse_rfc3339_ms(s: &str) -> Option<EpochMs> {
+    humantime::parse_rfc3339_weak(s).ok().map(to_ms)
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Job {
     pub id: String,
@@ -49,6 +55,8 @@ pub struct Job {
     pub payload: Vec<u8>,
     /// Distinct workers (`unit@host`) this job failed on before.
     pub failed_on: Vec<String>,
+    /// The worker of each failed attempt before this one, oldest first.
+    pub failures: Vec<String>,
 }
 
 impl Job {
@@ -105,9 +113,13 @@ impl Job {
         };
         let deadline = int_header(h, H_DEADLINE)?.unwrap_or(submitted_at + default_deadline.as_millis() as i64);
         let tenant = str_header(h, H_TENANT)?.filter(|t| !t.is_empty());
-        let failed_on = str_header(h, H_FAILED_ON)?
-            .map(|s| s.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default();
+        let list = |key: &str| -> Result<Vec<String>, String> {
+            Ok(str_header(h, key)?
+                .map(|s| s.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default())
+        };
+        let failed_on = list(H_FAILED_ON)?;
+        let failures = list(H_FAILURES)?;
         Ok(Job {
             id,
             class: class.to_string(),
@@ -117,6 +129,7 @@ impl Job {
             tenant,
             payload: body.to_vec(),
             failed_on,
+            failures,
         })
     }
 }
@@ -186,6 +199,7 @@ mod tests {
             tenant: Some("acme".into()),
             payload: br#"{"x": 1}"#.to_vec(),
             failed_on: vec![],
+            failures: vec![],
         }
     }
 

@@ -16,7 +16,9 @@
 //!   host is safe to power off.
 //! - [`rollout`]: waves of hosts, and whether a touched wave looks worse than the rest.
 //! - [`quarantine`]: bad workers versus bad jobs: per worker and host attribution, the binomial
-//!   test against the rest of the fleet, shared outages.
+//!   test against the rest of the fleet, shared outages, attempts whose worker died.
+//! - [`verdicts`]: the supervisors' verdicts as workers need them: which failures were a
+//!   quarantined worker's fault (fair charging), which workers a job killed (poison).
 //! - [`drift`]: the latency drift detector (robust sequential test on log durations).
 //! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
 //!   stalls.
@@ -73,5 +75,6 @@ pub mod submit;
 pub mod supervise;
 pub mod systemd;
 pub mod units;
+pub mod verdicts;
 pub mod webhook;
 pub mod work;

@@ -114,40 +114,87 @@ pub fn failed_on_after(outcome: &Outcome, failed_on: &[String], me: &str) -> Vec
     all
 }
 
+/// The worker of each failed (or timed out) attempt, oldest first, this attempt included when
+/// it failed: what fair charging refunds from. The newest 64 are kept.
+pub fn failures_after(outcome: &Outcome, failures: &[String], me: &str) -> Vec<String> {
+    let mut all = failures.to_vec();
+    if matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut(_)) {
+        all.push(me.to_string());
+    }
+    let extra = all.len().saturating_sub(64);
+    all.drain(..extra);
+    all
+}
+
+/// What a job's history charges to the job itself, once the fleet's verdicts are applied
+/// ([`crate::verdicts::Fleet::charges`]): failures charged to a worker that was quarantined
+/// for them are forgiven, and workers that died running the job count towards poison.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Charges {
+    /// Failed attempts that were the worker's fault, not the job's: they use up no attempt.
+    pub forgiven: u32,
+    /// Distinct workers the job failed on, or died running it, forgiven ones left out.
+    pub against: Vec<String>,
+    /// Failed attempts, not forgiven, on workers under suspicion (evidence building, no
+    /// verdict yet): a job is not given up on while they may still turn out to be the
+    /// worker's fault; it is retried instead.
+    pub pending: u32,
+    /// How many of `against` are under suspicion.
+    pub against_suspect: u32,
+}
+
+impl Charges {
+    /// Without verdicts: every failure counts.
+    pub fn plain(failed_on: &[String]) -> Charges {
+        Charges { against: failed_on.to_vec(), ..Charges::default() }
+    }
+}
+
 /// Decides what to do after attempt number `attempt` (1-based) ended with `outcome`.
 /// `time_left` is what remains of the job's absolute deadline; `unit` is a uniform random
-/// number in `[0, 1)` for the jitter.
-/// `failed_on` is the job's list of distinct workers it failed on, this attempt included (see
-/// [`failed_on_after`]).
+/// number in `[0, 1)` for the jitter. `charges` says which of the job's failures count against
+/// it, this attempt included (see [`failed_on_after`] and [`Charges`]): the attempt limit and
+/// the backoff use the charged attempts only.
 pub fn decide(
     outcome: &Outcome,
     attempt: u32,
     time_left: Duration,
     policy: &RetryPolicy,
     unit: f64,
-    failed_on: &[String],
+    charges: &Charges,
 ) -> Action {
+    let charged = attempt.saturating_sub(charges.forgiven).max(1);
     let retry_or_give_up = |detail: &str| {
-        if policy.poison_after > 0
-            && failed_on.len() as u32 >= policy.poison_after
-            && matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut(_))
-        {
+        let against = &charges.against;
+        let poison = |n: u32| {
+            policy.poison_after > 0
+                && n >= policy.poison_after
+                && matches!(outcome, Outcome::Failed(_) | Outcome::TimedOut(_))
+        };
+        let surely_poison = poison(against.len() as u32 - charges.against_suspect.min(against.len() as u32));
+        let surely_spent = charged.saturating_sub(charges.pending) >= policy.max_attempts;
+        if surely_poison {
             return Action::DeadLetter {
                 reason: DeadReason::Poison,
                 detail: format!(
                     "failed on {} distinct workers ({}); last: {detail}",
-                    failed_on.len(),
-                    failed_on.join(", ")
+                    against.len(),
+                    against.join(", ")
                 ),
             };
         }
-        if attempt >= policy.max_attempts {
-            return Action::DeadLetter {
-                reason: DeadReason::MaxAttempts,
-                detail: format!("attempt {attempt} of {}: {detail}", policy.max_attempts),
+        if charged >= policy.max_attempts && surely_spent {
+            let detail = if charges.forgiven > 0 {
+                format!(
+                    "attempt {attempt}, {charged} of {} charged ({} failures on quarantined workers not charged): {detail}",
+                    policy.max_attempts, charges.forgiven
+                )
+            } else {
+                format!("attempt {attempt} of {}: {detail}", policy.max_attempts)
             };
+            return Action::DeadLetter { reason: DeadReason::MaxAttempts, detail };
         }
-        let delay = policy.backoff.delay(attempt, unit);
+        let delay = policy.backoff.delay(charged, unit);
         if delay >= time_left {
             // The retry would come back after the deadline only to be dead-lettered then.
             return Action::DeadLetter {
@@ -165,13 +212,26 @@ pub fn decide(
     }
 }
 
-/// Decides, before running anything, whether a delivered job may run at all.
-pub fn admit(time_left: Option<Duration>) -> Option<Action> {
+/// Decides, before running anything, whether a delivered job may run at all: not after its
+/// deadline, and not when it already failed on, or killed, `poison_after` distinct workers (a
+/// job that kills its worker, by running out of memory say, leaves no failure behind; the
+/// supervisors see the attempt vanish and say so in their verdicts).
+pub fn admit(time_left: Option<Duration>, charges: &Charges, policy: &RetryPolicy) -> Option<Action> {
     match time_left {
         Some(left) if left.is_zero() => Some(Action::DeadLetter {
             reason: DeadReason::DeadlineExpired,
             detail: "deadline passed before the job could start".into(),
         }),
+        _ if policy.poison_after > 0 && charges.against.len() as u32 >= policy.poison_after => {
+            Some(Action::DeadLetter {
+                reason: DeadReason::Poison,
+                detail: format!(
+                    "failed on or killed {} distinct workers ({})",
+                    charges.against.len(),
+                    charges.against.join(", ")
+                ),
+            })
+        }
         _ => None,
     }
 }
@@ -244,7 +304,11 @@ mod tests {
             (Outcome::Interrupted("drain".into()), 3, day, 0.5, Action::Requeue { why: "drain".into() }),
         ];
         for (outcome, attempt, left, unit, want) in cases {
-            assert_eq!(decide(&outcome, attempt, left, &policy(), unit, &[]), want, "{outcome:?} attempt {attempt}");
+            assert_eq!(
+                decide(&outcome, attempt, left, &policy(), unit, &Charges::default()),
+                want,
+                "{outcome:?} attempt {attempt}"
+            );
         }
     }
 
@@ -265,7 +329,7 @@ mod tests {
         ];
         for (before, me, outcome, poison) in cases {
             let after = failed_on_after(&outcome, &before, me);
-            let action = decide(&outcome, 2, day, &p, 0.5, &after);
+            let action = decide(&outcome, 2, day, &p, 0.5, &Charges::plain(&after));
             let is_poison = matches!(&action, Action::DeadLetter { reason: DeadReason::Poison, detail } if detail.contains("3 distinct workers"));
             assert_eq!(is_poison, poison, "{before:?} + {me} {outcome:?}: {action:?}");
         }
@@ -273,12 +337,77 @@ mod tests {
 
     #[test]
     fn an_expired_job_is_not_admitted() {
+        let none = Charges::default();
         assert!(matches!(
-            admit(Some(Duration::ZERO)),
+            admit(Some(Duration::ZERO), &none, &policy()),
             Some(Action::DeadLetter { reason: DeadReason::DeadlineExpired, .. })
         ));
-        assert_eq!(admit(Some(S(1))), None);
-        assert_eq!(admit(None), None);
+        assert_eq!(admit(Some(S(1)), &none, &policy()), None);
+        assert_eq!(admit(None, &none, &policy()), None);
+    }
+
+    #[test]
+    fn a_job_that_killed_k_distinct_workers_is_not_admitted() {
+        let p = RetryPolicy { max_attempts: 3, backoff: Backoff::new(S(1), S(1)), poison_after: 3 };
+        let against = |v: &[&str]| Charges { against: v.iter().map(|s| s.to_string()).collect(), ..Charges::default() };
+        assert_eq!(admit(None, &against(&["a@h1", "b@h1"]), &p), None);
+        let three = admit(None, &against(&["a@h1", "b@h1", "c@h2"]), &p);
+        assert!(
+            matches!(&three, Some(Action::DeadLetter { reason: DeadReason::Poison, detail }) if detail.contains("killed 3 distinct workers")),
+            "{three:?}"
+        );
+        let never = RetryPolicy { poison_after: 0, ..p };
+        assert_eq!(admit(None, &against(&["a@h1", "b@h1", "c@h2"]), &never), None);
+    }
+
+    #[test]
+    fn failures_charged_to_workers_use_up_no_attempt() {
+        let p = RetryPolicy { max_attempts: 3, backoff: Backoff::new(S(10), S(600)), poison_after: 3 };
+        let day = S(86_400);
+        let fail = Outcome::Failed("exit 1".into());
+        // (attempt, forgiven, against, want)
+        let c = |forgiven: u32, against: &[&str]| Charges {
+            forgiven,
+            against: against.iter().map(|s| s.to_string()).collect(),
+            ..Charges::default()
+        };
+        let suspect = |pending: u32, against: &[&str], against_suspect: u32| Charges {
+            pending,
+            against_suspect,
+            ..c(0, against)
+        };
+        let cases: Vec<(u32, Charges, &str)> = vec![
+            (3, c(0, &["g@h2"]), "max_attempts"),
+            (3, c(1, &["g@h2"]), "retry"), // one failure on a quarantined worker: 2 charged
+            (5, c(3, &["g@h2"]), "retry"), // three forgiven: 2 charged
+            (5, c(2, &["g@h2"]), "max_attempts"), // 3 charged
+            (9, c(9, &[]), "retry"),       // all the bad worker's fault
+            (4, c(2, &["a@h1", "b@h2"]), "retry"), // two distinct workers left: not poison
+            (4, c(1, &["a@h1", "b@h2", "c@h3"]), "poison"),
+            // Failures on workers under suspicion, no verdict yet: not given up on.
+            (3, suspect(2, &["s@bad"], 1), "retry"),
+            (3, suspect(1, &["s@bad", "g@h2"], 1), "retry"),
+            (4, suspect(1, &["s@bad", "g@h2"], 1), "max_attempts"), // 3 surely charged
+            (2, suspect(1, &["s@bad", "t@bad", "g@h2"], 2), "retry"), // poison only if they are innocent
+            (2, suspect(1, &["s@bad", "g@h1", "g@h2", "g@h3"], 1), "poison"),
+        ];
+        for (attempt, charges, want) in cases {
+            let got = match decide(&fail, attempt, day, &p, 0.5, &charges) {
+                Action::Retry { .. } => "retry",
+                Action::DeadLetter { reason, .. } => reason.as_str(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, want, "attempt {attempt} {charges:?}");
+        }
+        // The backoff follows the charged attempts: a refunded job waits as if it were new.
+        let fresh = decide(&fail, 1, day, &p, 1.0, &Charges::default());
+        let refunded = decide(&fail, 4, day, &p, 1.0, &c(3, &["g@h2"]));
+        assert_eq!(fresh, refunded);
+        let detail = match decide(&fail, 5, day, &p, 0.5, &c(2, &[])) {
+            Action::DeadLetter { detail, .. } => detail,
+            other => panic!("{other:?}"),
+        };
+        assert!(detail.contains("3 of 3 charged (2 failures on quarantined workers not charged)"), "{detail}");
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //!   dependency is down), so nobody is quarantined and the class is paused instead.
 //!
 //! Restart noise is not evidence: only successes, failures and timeouts count; attempts that were
-//! interrupted (drains, lost channels, kills), transient errors and redeliveries do not. Pure.
+//! interrupted (drains, lost channels, kills), transient errors and redeliveries do not.
+//!
+//! It also notices attempts that **vanished**: a job started again while its previous start,
+//! elsewhere, never said how it ended, because that worker died under it. Those go into the
+//! verdicts ([`crate::verdicts`]) so a job that kills its workers becomes poison. Pure.
 
 use crate::events::{EventKind, JobEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -27,11 +31,22 @@ pub struct Policy {
     pub outage_share: f64,
     /// ...over at least this many outcomes, from at least two hosts or workers.
     pub outage_min: usize,
+    /// Significance at which a worker is a suspect: not quarantined, but the jobs that failed
+    /// there are not given up on until the evidence settles.
+    pub suspect_alpha: f64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { window: 20, min_failures: 3, min_fleet: 5, alpha: 1e-7, outage_share: 0.8, outage_min: 10 }
+        Policy {
+            window: 20,
+            min_failures: 3,
+            min_fleet: 5,
+            alpha: 1e-7,
+            outage_share: 0.8,
+            outage_min: 10,
+            suspect_alpha: 1e-3,
+        }
     }
 }
 
@@ -95,7 +110,16 @@ pub struct Attribution {
     /// Job id -> the worker it last succeeded on (bounded).
     succeeded: HashMap<String, String>,
     succeeded_order: VecDeque<String>,
+    /// Job id -> the worker running it (started, no end heard yet), bounded.
+    open: HashMap<String, String>,
+    open_order: VecDeque<String>,
+    /// Attempts whose worker died under them, newest last, bounded.
+    vanished: VecDeque<crate::verdicts::Vanished>,
+    vanished_total: usize,
 }
+
+const OPEN_KEPT: usize = 50_000;
+const VANISHED_KEPT: usize = 2_000;
 
 const CLASS_WINDOW: usize = 200;
 const SUCCEEDED_KEPT: usize = 5000;
@@ -112,6 +136,7 @@ fn verdict(e: &JobEvent) -> Option<bool> {
 
 impl Attribution {
     pub fn observe(&mut self, e: &JobEvent, policy: &Policy) {
+        self.track_attempts(e);
         let Some(failed) = verdict(e) else { return };
         let worker = format!("{}@{}", e.unit, e.host);
         let job = e.job_id.clone().unwrap_or_default();
@@ -136,6 +161,66 @@ impl Attribution {
                 }
             }
         }
+    }
+
+    /// Open attempts, and the ones that vanished: a start while the job's previous start has
+    /// not ended means the previous worker died under it.
+    fn track_attempts(&mut self, e: &JobEvent) {
+        let Some(job) = e.job_id.clone() else { return };
+        let worker = format!("{}@{}", e.unit, e.host);
+        match e.event {
+            EventKind::Started => {
+                if let Some(prev) = self.open.insert(job.clone(), worker) {
+                    self.vanished_total += 1;
+                    self.vanished.push_back(crate::verdicts::Vanished {
+                        job,
+                        worker: prev,
+                        at_ms: crate::job::parse_rfc3339_ms(&e.at).unwrap_or(0),
+                    });
+                    while self.vanished.len() > VANISHED_KEPT {
+                        self.vanished.pop_front();
+                    }
+                } else {
+                    self.open_order.push_back(job);
+                    while self.open_order.len() > OPEN_KEPT {
+                        if let Some(old) = self.open_order.pop_front() {
+                            self.open.remove(&old);
+                        }
+                    }
+                }
+            }
+            EventKind::Succeeded
+            | EventKind::Failed
+            | EventKind::RetryScheduled
+            | EventKind::DeadLettered
+            | EventKind::Requeued => {
+                if self.open.get(&job) == Some(&worker) {
+                    self.open.remove(&job);
+                }
+            }
+            EventKind::Misconfigured | EventKind::Submitted => {}
+        }
+    }
+
+    /// How many vanished attempts were noticed so far (to tell when there is a new one).
+    pub fn vanished_count(&self) -> usize {
+        self.vanished_total
+    }
+
+    /// Attempts that vanished on the workers of `host` (`unit@host`).
+    pub fn vanished_on(&self, host: &str) -> Vec<crate::verdicts::Vanished> {
+        let suffix = format!("@{host}");
+        self.vanished.iter().filter(|v| v.worker.ends_with(&suffix)).cloned().collect()
+    }
+
+    /// The jobs that failed in a subject's recent record: the evidence behind a quarantine.
+    pub fn failed_jobs(&self, class: &str, subject: &Subject) -> Vec<String> {
+        let key = match subject {
+            Subject::Worker(w) => self.workers.get(&(class.to_string(), w.clone())),
+            Subject::Host(h) => self.hosts.get(&(class.to_string(), h.clone())),
+        };
+        key.map(|r| r.outcomes.iter().filter(|o| o.0 && !o.1.is_empty()).map(|o| o.1.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Forgets a subject's record (after a release: it must earn new evidence).
@@ -220,23 +305,30 @@ impl Attribution {
         })
     }
 
-    /// A shared outage of a class: most of its recent outcomes, across hosts or workers, failed.
+    /// A shared outage of a class: most of its recent outcomes failed, on several workers and,
+    /// when the class runs on more than one host, on several hosts. One host failing while
+    /// others succeeded a moment ago is that host's problem, not a shared one.
     pub fn outage(&self, class: &str, policy: &Policy) -> Option<String> {
-        let recent: Vec<&(String, String, bool)> =
-            self.classes.get(class)?.iter().rev().take(policy.outage_min.max(1) * 2).collect();
+        let window = self.classes.get(class)?;
+        let recent: Vec<&(String, String, bool)> = window.iter().rev().take(policy.outage_min.max(1) * 2).collect();
         if recent.len() < policy.outage_min {
             return None;
         }
         let failed = recent.iter().filter(|o| o.2).count();
-        let mut failing: Vec<&str> = recent.iter().filter(|o| o.2).map(|o| o.0.as_str()).collect();
-        failing.sort_unstable();
-        failing.dedup();
+        let distinct = |it: &mut dyn Iterator<Item = &str>| -> usize {
+            let mut v: Vec<&str> = it.collect();
+            v.sort_unstable();
+            v.dedup();
+            v.len()
+        };
+        let failing = distinct(&mut recent.iter().filter(|o| o.2).map(|o| o.0.as_str()));
+        let failing_hosts = distinct(&mut recent.iter().filter(|o| o.2).map(|o| o.1.as_str()));
+        let hosts_seen = distinct(&mut window.iter().map(|o| o.1.as_str()));
         let share = failed as f64 / recent.len() as f64;
-        (share >= policy.outage_share && failing.len() >= 2).then(|| {
+        (share >= policy.outage_share && failing >= 2 && (failing_hosts >= 2 || hosts_seen == 1)).then(|| {
             format!(
-                "{failed} of the last {} jobs of class {class} failed, on {} different workers: a shared cause (a dependency down?), not the workers",
+                "{failed} of the last {} jobs of class {class} failed, on {failing} different workers: a shared cause (a dependency down?), not the workers",
                 recent.len(),
-                failing.len()
             )
         })
     }
@@ -342,6 +434,33 @@ mod tests {
     }
 
     #[test]
+    fn a_start_while_the_previous_attempt_never_ended_means_its_worker_died() {
+        let p = Policy::default();
+        let mut a = Attribution::default();
+        let start = |job: &str, unit: &str, host: &str| ev(EventKind::Started, "", job, unit, host);
+        // (event, vanished so far on host h1)
+        let steps: Vec<(JobEvent, Vec<&str>)> = vec![
+            (start("j", "u1", "h1"), vec![]),
+            (ev(EventKind::Requeued, "interrupted", "j", "u1", "h1"), vec![]), // a drain: ended
+            (start("j", "u2", "h2"), vec![]),
+            (ev(EventKind::RetryScheduled, "failed", "j", "u2", "h2"), vec![]),
+            (start("j", "u1", "h1"), vec![]),
+            (start("j", "u3", "h1"), vec!["u1@h1"]), // u1 never said: it died
+            (start("j", "u2", "h2"), vec!["u1@h1", "u3@h1"]),
+            (ok("j", "u2", "h2"), vec!["u1@h1", "u3@h1"]),
+            (start("k", "u1", "h1"), vec!["u1@h1", "u3@h1"]),
+            (ok("k", "u1", "h1"), vec!["u1@h1", "u3@h1"]),
+        ];
+        for (i, (e, want)) in steps.into_iter().enumerate() {
+            a.observe(&e, &p);
+            let got: Vec<String> = a.vanished_on("h1").into_iter().map(|v| v.worker).collect();
+            assert_eq!(got, want, "step {i}");
+        }
+        assert!(a.vanished_on("h2").is_empty());
+        assert!(a.vanished_on("h1").iter().all(|v| v.job == "j"));
+    }
+
+    #[test]
     fn when_most_of_the_fleet_fails_it_is_an_outage_not_bad_workers() {
         let p = Policy::default();
         let mut a = Attribution::default();
@@ -357,5 +476,22 @@ mod tests {
         }
         a.forget_class("c");
         assert!(a.outage("c", &p).is_none(), "a lifted pause needs fresh evidence");
+
+        // One host failing everything while another succeeded a moment ago is not shared.
+        let mut a = Attribution::default();
+        for i in 0..10 {
+            a.observe(&ok(&format!("g{i}"), "u1", "good"), &p);
+        }
+        for i in 0..18 {
+            a.observe(&timeout(&format!("f{i}"), &format!("u{}", i % 3), "bad"), &p);
+        }
+        assert!(a.outage("c", &p).is_none(), "one host of two");
+        assert!(a.judge("c", &Subject::Host("bad".into()), &p).is_some(), "it is that host's problem");
+        // A single-host fleet: its workers failing together is the only sign there is.
+        let mut a = Attribution::default();
+        for i in 0..18 {
+            a.observe(&timeout(&format!("f{i}"), &format!("u{}", i % 3), "only"), &p);
+        }
+        assert!(a.outage("c", &p).is_some(), "a single-host fleet");
     }
 }

@@ -43,6 +43,7 @@ pub async fn submit(cfg: &Config, s: &Submission) -> anyhow::Result<Vec<String>>
                 tenant: s.tenant.clone(),
                 payload: s.payload.clone(),
                 failed_on: Vec::new(),
+                failures: Vec::new(),
             })
             .collect();
         let messages = batch.iter().map(|j| (j.payload.clone(), j.properties())).collect();

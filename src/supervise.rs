@@ -521,6 +521,7 @@ async fn watch_jobs(
     };
     let mut attribution = crate::quarantine::Attribution::default();
     let mut holds: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut blames: Vec<crate::verdicts::Blame> = Vec::new();
     let mut link = Link::new(&cfg.broker, "drover supervise");
     let baselines_path = cfg.alerts.state_dir.join(format!("{}-baselines.json", cfg.broker.prefix));
     let saved = std::fs::read(&baselines_path).ok().and_then(|b| serde_json::from_slice::<Baselines>(&b).ok());
@@ -548,10 +549,23 @@ async fn watch_jobs(
             break;
         }
         let consumed = async {
+            crate::fleet::declare(&mut link, &cfg).await?;
             let events_exchange = link.names.events();
             let (_chan, mut consumer, _) = link.private_consumer(Some((&events_exchange, "#")), "supervisor").await?;
+            let control = crate::fleet::exchange(&cfg);
+            let (_chan2, mut asks, _) =
+                link.private_consumer(Some((&control, crate::fleet::VERDICTS_REQUEST)), "verdict-requests").await?;
             loop {
                 tokio::select! {
+                    a = asks.next() => {
+                        let Some(Ok(a)) = a else {
+                            return Err(crate::amqp::BrokerError::Unavailable("verdict request consumer closed".into()));
+                        };
+                        if let Some(reply_to) = a.properties.reply_to() {
+                            let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now_ms());
+                            if let Err(e) = crate::fleet::answer_verdicts(&mut link, reply_to.as_str(), &verdicts).await { tracing::warn!("verdicts not sent to a worker: {e}"); }
+                        }
+                    }
                     d = consumer.next() => {
                         let Some(Ok(d)) = d else {
                             return Err(crate::amqp::BrokerError::Unavailable("event consumer closed".into()));
@@ -561,7 +575,14 @@ async fn watch_jobs(
                                 record_event(&e, &into);
                             }
                             watch.observe(&e);
+                            let vanished = attribution.vanished_count();
                             attribution.observe(&e, &qpolicy);
+                            if attribution.vanished_count() != vanished {
+                                // A worker died under a job: say so now, before the job's next
+                                // delivery kills another one.
+                                let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now_ms());
+                                if let Err(e) = crate::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
+                            }
                             if let Some(mv) = crate::orders::track_moves(&maint, &e, &cfg.host) {
                                 let to = mv.to.unwrap_or_default();
                                 timeline.record("drover", &format!("job {} restarted on {to}", mv.job), "moved away by a drain", &mv.from);
@@ -581,6 +602,8 @@ async fn watch_jobs(
                         if cfg.quarantine.enabled {
                             conditions.extend(judge_workers(&cfg, &ctx, &report, &mut attribution, &qpolicy, &mut holds, now));
                         }
+                        let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now);
+                        if let Err(e) = crate::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
                         // Quarantines and pauses that ended are reported clear.
                         let present: std::collections::BTreeSet<alerts::AlertKey> = conditions.iter().map(|c| c.key.clone()).collect();
                         for key in book.keys() {
@@ -742,6 +765,74 @@ fn judge_workers(
         });
     }
     out
+}
+
+/// This host's verdicts for the fleet's workers: the quarantined units with the jobs that failed
+/// on them (those failures are not charged to the jobs), kept a day after the quarantine ends,
+/// and the attempts that vanished with their worker here.
+fn host_verdicts(
+    cfg: &Config,
+    ctx: &Ctx,
+    report: &Arc<Mutex<StatusReport>>,
+    attribution: &crate::quarantine::Attribution,
+    policy: &crate::quarantine::Policy,
+    blames: &mut Vec<crate::verdicts::Blame>,
+    now: i64,
+) -> crate::verdicts::HostVerdicts {
+    use crate::quarantine::Subject;
+    let prefix = &cfg.systemd.unit_prefix;
+    let orders = ctx.maint.lock().map(|m| m.orders.clone()).unwrap_or_default();
+    let quarantined: Vec<(String, i64)> = orders
+        .iter()
+        .filter_map(|o| match (&o.kind, &o.scope) {
+            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => Some((u.clone(), o.at_ms)),
+            _ => None,
+        })
+        .collect();
+    for b in blames.iter_mut() {
+        b.active = quarantined.iter().any(|(u, _)| format!("{u}@{}", cfg.host) == b.worker);
+    }
+    for (unit, since) in quarantined {
+        let class = class_of(prefix, &unit);
+        let worker = format!("{unit}@{}", cfg.host);
+        let mut jobs = attribution.failed_jobs(&class, &Subject::Worker(worker.clone()));
+        jobs.extend(attribution.failed_jobs(&class, &Subject::Host(cfg.host.clone())));
+        let b = match blames.iter_mut().find(|b| b.worker == worker && b.class == class && b.active) {
+            Some(b) => b,
+            None => {
+                blames.push(crate::verdicts::Blame { worker, class, since_ms: since, active: true, jobs: Vec::new() });
+                blames.last_mut().expect("just pushed")
+            }
+        };
+        for j in jobs {
+            if !b.jobs.contains(&j) {
+                b.jobs.push(j);
+            }
+        }
+    }
+    blames.retain(|b| b.active || now - b.since_ms < crate::verdicts::BELIEVED_MS);
+    // Suspects: evidence beyond a looser significance, short of a quarantine.
+    let loose = crate::quarantine::Policy { alpha: policy.suspect_alpha.max(policy.alpha), ..policy.clone() };
+    let units: Vec<(String, String)> =
+        report.lock().map(|r| r.units.iter().map(|u| (u.unit.clone(), u.class.clone())).collect()).unwrap_or_default();
+    let suspects = units
+        .into_iter()
+        .map(|(unit, class)| (format!("{unit}@{}", cfg.host), class))
+        .filter(|(worker, class)| {
+            !blames.iter().any(|b| b.active && &b.worker == worker)
+                && (attribution.judge(class, &Subject::Host(cfg.host.clone()), &loose).is_some()
+                    || attribution.judge(class, &Subject::Worker(worker.clone()), &loose).is_some())
+        })
+        .map(|(worker, class)| crate::verdicts::Suspect { worker, class })
+        .collect();
+    crate::verdicts::HostVerdicts {
+        suspects,
+        v: crate::verdicts::VERSION,
+        host: cfg.host.clone(),
+        at_ms: now,
+        blamed: blames.clone(),
+        vanished: attribution.vanished_on(&cfg.host),
+    }
 }
 
 /// What the supervisor already did about each class on this host, for alert texts.

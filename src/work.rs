@@ -21,7 +21,9 @@ use crate::events::{tail, EventKind, JobEvent};
 use crate::handler::{Handler, HandlerDown, Identity, EXIT_MISCONFIGURED};
 use crate::job::{self, now_ms, rfc3339, with_headers, Job};
 use crate::notify;
-use crate::outcome::{admit, decide, failed_on_after, Action, DeadReason, Outcome, RetryPolicy};
+use crate::outcome::{
+    admit, decide, failed_on_after, failures_after, Action, Charges, DeadReason, Outcome, RetryPolicy,
+};
 use crate::preflight;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
@@ -55,6 +57,9 @@ impl Default for Drain {
         }
     }
 }
+
+/// How long a worker started by a supervisor waits for the fleet's verdicts before its first job.
+const VERDICTS_WAIT: Duration = Duration::from_secs(3);
 
 /// The signal a supervisor sends at a drain's deadline: requeue the running job now.
 pub fn requeue_signal() -> i32 {
@@ -108,6 +113,10 @@ struct Worker {
     jitter: Jitter,
     drain: Arc<Drain>,
     uses_lease: bool,
+    /// The supervisors' verdicts: which failures were a quarantined worker's fault, which
+    /// workers died running a job.
+    verdicts: Arc<Mutex<crate::verdicts::Fleet>>,
+    verdicts_heard: Arc<tokio::sync::Notify>,
 }
 
 /// Runs a worker until it is told to stop; returns the process exit status.
@@ -123,9 +132,18 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
         drain: Arc::new(Drain::default()),
         cfg,
         class,
-        unit,
+        unit: unit.clone(),
         uses_lease,
+        verdicts: Arc::default(),
+        verdicts_heard: Arc::default(),
     };
+    tokio::spawn(crate::fleet::follow_verdicts(
+        w.cfg.clone(),
+        w.verdicts.clone(),
+        format!("drover work {unit}"),
+        w.verdicts_heard.clone(),
+        CancellationToken::new(),
+    ));
     tokio::spawn(notify::watchdog_loop());
     spawn_signal_handler(w.drain.clone())?;
     w.explain_holding();
@@ -231,6 +249,17 @@ impl Worker {
         if let Err(e) = self.handler.prepare().await {
             tracing::error!("{e}");
             return Ok(1);
+        }
+        if std::env::var_os("INVOCATION_ID").is_some() {
+            // Run by a supervisor: hear the fleet's verdicts before the first job, so that a
+            // freshly restarted worker does not run a job that already killed its workers.
+            notify::status("asking the supervisors for their verdicts");
+            if tokio::time::timeout(VERDICTS_WAIT, self.verdicts_heard.notified()).await.is_err() {
+                tracing::warn!(
+                    "no supervisor's verdicts within {}; taking jobs anyway",
+                    duration::format(VERDICTS_WAIT)
+                );
+            }
         }
         notify::ready();
         notify::status("idle");
@@ -385,7 +414,13 @@ impl Worker {
                 return Ok(());
             }
         };
-        if let Some(Action::DeadLetter { reason, detail }) = admit(Some(job.time_left(now))) {
+        let policy = RetryPolicy {
+            max_attempts: self.class.max_attempts,
+            backoff: self.class.retry,
+            poison_after: self.class.poison_after,
+        };
+        let charges = self.charges(&job);
+        if let Some(Action::DeadLetter { reason, detail }) = admit(Some(job.time_left(now)), &charges, &policy) {
             tracing::info!("job {} dead-lettered without running: {detail}", job.id);
             self.dead_letter(&delivery.properties, &delivery.data, reason, &detail).await?;
             ack(&delivery).await;
@@ -471,16 +506,15 @@ impl Worker {
             return Ok(());
         }
 
-        let policy = RetryPolicy {
-            max_attempts: self.class.max_attempts,
-            backoff: self.class.retry,
-            poison_after: self.class.poison_after,
-        };
         let me = format!("{}@{}", self.unit, self.cfg.host);
         let mut job = job;
         job.failed_on = failed_on_after(&outcome, &job.failed_on, &me);
-        let action =
-            decide(&outcome, job.attempt, job.time_left(finished), &policy, self.jitter.unit(), &job.failed_on);
+        job.failures = failures_after(&outcome, &job.failures, &me);
+        let charges = self.charges(&job);
+        if charges.forgiven > 0 && outcome != Outcome::Succeeded {
+            tracing::info!("job {}: {} failure(s) on quarantined workers not charged to it", job.id, charges.forgiven);
+        }
+        let action = decide(&outcome, job.attempt, job.time_left(finished), &policy, self.jitter.unit(), &charges);
         match &outcome {
             Outcome::Succeeded => tracing::debug!("job {} succeeded", job.id),
             o => tracing::info!("job {} attempt {}: {} {}", job.id, job.attempt, o.kind(), tail(o.message(), 300)),
@@ -510,6 +544,14 @@ impl Worker {
         self.link.event(done).await;
         notify::status(if self.drain.token.is_cancelled() { "draining" } else { "idle" });
         recorded
+    }
+
+    /// What the job's history charges to it, after the fleet's verdicts.
+    fn charges(&self, job: &Job) -> Charges {
+        match self.verdicts.lock() {
+            Ok(v) => v.charges(&self.class.name, &job.id, &job.failures, &job.failed_on),
+            Err(_) => Charges::plain(&job.failed_on),
+        }
     }
 
     /// Records the decision for a job that holds its delivery.
@@ -570,6 +612,9 @@ fn envelope(job: &Job, attempt: u32) -> Vec<(&'static str, AMQPValue)> {
     ];
     if !job.failed_on.is_empty() {
         h.push((job::H_FAILED_ON, job::long_string(&job.failed_on.join(","))));
+    }
+    if !job.failures.is_empty() {
+        h.push((job::H_FAILURES, job::long_string(&job.failures.join(","))));
     }
     h
 }

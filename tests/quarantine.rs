@@ -123,3 +123,111 @@ async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_
     }
     h.wait_status("back in service", Duration::from_secs(30), |u| u.values().all(|s| s.health == "healthy"));
 }
+
+/// Fair charging: a bad host's units time out on every job while a verdict is built against
+/// them. Jobs that failed there twice would have used up `max_attempts = 2` (and, on two of its
+/// units, `poison_after = 2`); they are not given up on while the host is a suspect, and once it
+/// is quarantined those failures are not charged to them. Every job then completes elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_charged_to_a_bad_host_use_up_none_of_the_jobs_attempts() {
+    // A strict significance: the quarantine needs eight failures, so some jobs fail there twice.
+    let class = CLASS
+        .replace("hold = \"10m\"", "hold = \"10m\"\nalpha = 1e-12")
+        .replace("max_attempts = 10", "max_attempts = 2")
+        .replace("poison_after = 0", "poison_after = 2");
+    let mut good = Host::new("fair-charging", &class);
+    let mut bad = good.other_host("host-bad", 3);
+    let text = std::fs::read_to_string(&bad.config).expect("config");
+    std::fs::write(&bad.config, text.replacen("environment = [", "environment = [\"BEHAVE_BAD=1\", ", 1))
+        .expect("config");
+    let out = drover(&["install-units", "--user", "--config"], &bad.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut events = good.env.events().await;
+    good.start_supervisor();
+    bad.start_supervisor();
+    for h in [&good, &bad] {
+        h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
+            u.len() == 3 && u.values().all(|s| s.health == "healthy")
+        });
+    }
+    let cordon = |h: &Host, verb: &str| {
+        let out = drover(&[verb, "--host", &h.name, "--reason", "test: one host at a time", "--config"], &h.config);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The fleet's own record of the class: 30 successes on the good host.
+    cordon(&bad, "cordon");
+    bad.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
+    good.env.submit("w", r#"{"sleep": 0}"#, 30, &[]);
+    events.wait_for("the fleet's record", Duration::from_secs(60), |e| count(e, "succeeded") >= 30).await;
+
+    // Only the bad host takes the next jobs.
+    cordon(&good, "cordon");
+    good.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
+    cordon(&bad, "undrain");
+    let ids = good.env.submit("w", r#"{"sleep": 0}"#, 6, &[]);
+    bad.wait_status("the bad host's units quarantined", Duration::from_secs(120), |u| {
+        u.len() == 3 && u.values().all(|s| s.health == "quarantined")
+    });
+    cordon(&good, "undrain");
+
+    events.wait_for("every job", Duration::from_secs(120), |e| count(e, "succeeded") >= 36).await;
+    let timeouts_on_bad = |id: &str| {
+        events
+            .of("failed")
+            .filter(|e| {
+                e.job_id.as_deref() == Some(id) && e.host == "host-bad" && e.outcome.as_deref() == Some("timeout")
+            })
+            .count()
+    };
+    let mut twice = 0;
+    for id in &ids {
+        let ok: Vec<_> = events.of("succeeded").filter(|e| e.job_id.as_deref() == Some(id)).collect();
+        assert_eq!(ok.len(), 1, "{id} completed once: {}", events.summary());
+        assert_ne!(ok[0].host, "host-bad");
+        if timeouts_on_bad(id) >= 2 {
+            twice += 1;
+        }
+    }
+    // Eight failures among six jobs before the quarantine: some failed there twice, which
+    // without fair charging would have dead-lettered them.
+    assert!(twice >= 1, "no job failed twice on the bad host: {}", events.summary());
+    let dead = good.env.dead_letters("w").await;
+    assert!(dead.is_empty(), "nothing dead-lettered: {:?}", dead.iter().map(|d| &d.detail).collect::<Vec<_>>());
+}
+
+/// A job that kills the worker running it (out of memory, say) leaves no failure behind; the
+/// supervisors see its attempts vanish, and after `poison_after` dead workers it is
+/// dead-lettered as poison while the other jobs flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_kills_its_workers_is_dead_lettered_as_poison() {
+    let class =
+        CLASS.replace("poison_after = 0", "poison_after = 2").replace("mode = \"persistent\"", "mode = \"exec\"");
+    let class = class
+        .replace("command = [\"python3\", \"{handler}\", \"persistent\"]", "command = [\"python3\", \"{handler}\"]");
+    let mut h = Host::new("killer-job", &class);
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
+        u.len() == 3 && u.values().all(|s| s.health == "healthy")
+    });
+    let killer = h.env.submit("w", r#"{"kill_worker": true}"#, 1, &[]).remove(0);
+    let ids = h.env.submit("w", r#"{"sleep": 0.2}"#, 10, &[]);
+    events
+        .wait_for("the killer dead-lettered", Duration::from_secs(120), |e| {
+            e.iter().any(|e| e.event.as_str() == "dead_lettered" && e.job_id.as_deref() == Some(killer.as_str()))
+        })
+        .await;
+    events.wait_for("the other jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 10).await;
+    for id in &ids {
+        assert!(events.of("succeeded").any(|e| e.job_id.as_deref() == Some(id)), "{id}");
+    }
+    let dead = h.env.dead_letters("w").await;
+    let d = dead.iter().find(|d| d.id.as_deref() == Some(killer.as_str())).expect("the killer's dead letter");
+    assert_eq!(d.reason, "poison");
+    assert!(d.detail.contains("killed"), "{}", d.detail);
+    let kills = h.env.behave("kill").into_iter().filter(|(id, _)| id == &killer).count();
+    assert!((2..=5).contains(&kills), "it killed {kills} workers before it was stopped");
+    h.wait_status("the units healed", Duration::from_secs(60), |u| {
+        u.len() == 3 && u.values().all(|s| s.health == "healthy")
+    });
+}

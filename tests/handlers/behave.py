@@ -6,6 +6,7 @@ Exec mode by default; `behave.py persistent` speaks the persistent protocol. Pay
   always_fail: exit 1 / "fail"         reject: exit 65 / "reject"
   noise: print non-JSON lines first    break_attempts: persistent: reply without an id
   die_attempts: the handler process dies while attempt <= n
+  kill_worker: SIGKILL the worker running the handler (a job that runs its host out of memory)
   child_pidfile: start a grandchild `sleep 600` and write its pid there (orphan checks)
 BEHAVE_BAD set in the environment: every job hangs (a misconfigured host).
 BEHAVE_FAIL_IF=<path>: every job fails while that file exists (a shared outage).
@@ -13,6 +14,7 @@ Every run appends "<event> <job id> <attempt> <pid>" to $BEHAVE_LOG when that is
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +41,10 @@ def work(job_id, attempt, payload, persistent):
         child = subprocess.Popen(["sleep", "600"])
         with open(payload["child_pidfile"], "w") as f:
             f.write(str(child.pid))
+    if payload.get("kill_worker"):
+        log("kill", job_id, attempt)
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(3600)
     if attempt <= int(payload.get("die_attempts", 0)):
         log("die", job_id, attempt)
         os._exit(3)

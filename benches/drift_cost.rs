@@ -1,0 +1,111 @@
+//! Cost of the latency drift detector (`drover::drift`) per completion, measured with criterion.
+//!
+//! Each `observe` case first warms a detector on 20,000 completions of the evaluation workload
+//! (benches/drift_eval.rs: lognormal durations, median 30 min, sigma 0.25, a completion every
+//! 15 min on average, 2% stragglers at 2-5x, a +-20% daily cycle), then times one `observe` per
+//! iteration on a further 65,536 pre-generated completions, cycled:
+//!
+//! - `observe/stable`: steady state, the baseline learning (the common case);
+//! - `observe/slow_2x`: every job twice as slow, so the alert fires and the baseline is frozen;
+//! - `snapshot`: copying the whole state out (what a restart persists);
+//! - `snapshot_json`: the same, serialised to JSON.
+//!
+//! Run: `cargo bench --bench drift_cost`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use drover::drift::{Detector, DetectorConfig};
+use std::hint::black_box;
+
+const MEDIAN_S: f64 = 1800.0;
+const SIGMA: f64 = 0.25;
+const MEAN_GAP_S: f64 = 900.0;
+const STRAGGLER_SHARE: f64 = 0.02;
+const DAILY_AMPLITUDE: f64 = 0.2;
+const START_UNIX_S: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z
+const WARM: usize = 20_000;
+/// A power of two, so cycling through the timed completions is a mask.
+const TIMED: usize = 1 << 16;
+
+/// SplitMix64 plus Box-Muller, as in benches/drift_eval.rs.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let radius = (-2.0 * self.uniform().ln()).sqrt();
+        radius * (2.0 * std::f64::consts::PI * self.uniform()).cos()
+    }
+}
+
+/// (completion time, duration) pairs; completions from index `WARM` on are `factor` times slower.
+fn workload(seed: u64, factor: f64) -> Vec<(f64, f64)> {
+    let mut rng = Rng(seed);
+    let mut t = START_UNIX_S;
+    (0..WARM + TIMED)
+        .map(|i| {
+            t += -MEAN_GAP_S * rng.uniform().ln();
+            let daily = 1.0 + DAILY_AMPLITUDE * (2.0 * std::f64::consts::PI * t / 86_400.0).sin();
+            let slowdown = if i < WARM { 1.0 } else { factor };
+            let mut duration = MEDIAN_S * daily * slowdown * (SIGMA * rng.normal()).exp();
+            if rng.uniform() < STRAGGLER_SHARE {
+                duration *= 2.0 + 3.0 * rng.uniform();
+            }
+            (t, duration)
+        })
+        .collect()
+}
+
+/// A detector that has seen the first `WARM` completions, and the completions to time.
+fn warmed(data: &[(f64, f64)]) -> (Detector, &[(f64, f64)]) {
+    let mut detector = Detector::new(DetectorConfig::default());
+    for &(t, v) in &data[..WARM] {
+        detector.observe(t, v);
+    }
+    (detector, &data[WARM..])
+}
+
+fn observe(c: &mut Criterion) {
+    let mut group = c.benchmark_group("observe");
+    for (name, factor) in [("stable", 1.0), ("slow_2x", 2.0)] {
+        let data = workload(0xD21F_7C05_7000 + factor as u64, factor);
+        let (mut detector, timed) = warmed(&data);
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (t, v) = timed[next & (TIMED - 1)];
+                next = next.wrapping_add(1);
+                detector.observe(black_box(t), black_box(v))
+            })
+        });
+        if factor > 1.0 {
+            assert!(detector.is_alerting(), "a 2x slowdown keeps the alert firing");
+        }
+    }
+    group.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let data = workload(0xD21F_7C05_7001, 1.0);
+    let (mut detector, timed) = warmed(&data);
+    for &(t, v) in timed {
+        detector.observe(t, v);
+    }
+    c.bench_function("snapshot", |b| b.iter(|| black_box(&detector).snapshot()));
+    c.bench_function("snapshot_json", |b| {
+        b.iter(|| serde_json::to_string(&black_box(&detector).snapshot()).expect("state serialises"))
+    });
+}
+
+criterion_group!(benches, observe, snapshot);
+criterion_main!(benches);
