@@ -689,9 +689,12 @@ fn judge_workers(
     let worker = |unit: &str| format!("{unit}@{}", cfg.host);
     // Operators' releases and expired holds: the subject must earn new evidence (the probe).
     let released: Vec<String> = ctx.maint.lock().map(|mut m| std::mem::take(&mut m.released)).unwrap_or_default();
+    // A release forgets the host's record too: otherwise the host-wide evidence that covered the
+    // unit would quarantine it again at the next evaluation, before it ran a single job.
     for u in released {
         let full = if u.ends_with(".service") { u.clone() } else { unit_name(prefix, &u) };
         attribution.forget(&class_of(prefix, &full), &Subject::Worker(worker(&full)));
+        attribution.forget(&class_of(prefix, &full), &Subject::Host(cfg.host.clone()));
     }
     for o in ctx.expire_own(now) {
         match (&o.kind, &o.scope) {
