@@ -337,13 +337,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 println!("no unit is quarantined on {}", cfg.host);
             } else {
                 for o in &orders {
-                    println!(
-                        "{}  since {}  probe after {}\n    {}",
-                        o.scope,
-                        drover::job::rfc3339(o.at_ms),
-                        o.deadline_ms.map(drover::job::rfc3339).unwrap_or_default(),
-                        o.reason
-                    );
+                    let probe = match (o.probing_since_ms, o.deadline_ms) {
+                        (Some(since), _) => format!("probing since {}", drover::job::rfc3339(since)),
+                        (None, Some(at)) => format!("probe after {}", drover::job::rfc3339(at)),
+                        (None, None) => String::new(),
+                    };
+                    println!("{}  since {}  {probe}\n    {}", o.scope, drover::job::rfc3339(o.at_ms), o.reason);
                 }
             }
             Ok(0)

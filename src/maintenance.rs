@@ -9,6 +9,12 @@
 //! work until the deadline (`early_requeue`, per class). A **cordon** only takes new jobs away.
 //! **Undrain** lifts both. Orders are data, persisted by the supervisor, so a restart resumes
 //! them.
+//!
+//! A **quarantine** or a **pause** is the supervisor's own order. When its hold runs out it is
+//! not lifted but *probed*: one unit (the quarantined one; for a pause, the first running unit of
+//! the class) is let take exactly one job, then cordons itself again (the worker's probe
+//! signal). That job's outcome decides ([`probe_outcome`]): a success lifts the order, a failure
+//! re-arms it with a longer hold. Everything else stays cordoned meanwhile.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,8 +57,18 @@ pub struct Order {
     pub reason: String,
     pub who: String,
     pub at_ms: i64,
-    /// Drains: when what still runs is requeued.
+    /// Drains: when what still runs is requeued. Quarantines and pauses: when the hold runs out
+    /// and a probe job is let through.
     pub deadline_ms: Option<i64>,
+    /// Quarantines and pauses whose hold ran out: since when one probe job decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probing_since_ms: Option<i64>,
+}
+
+impl Order {
+    fn probing(&self) -> bool {
+        self.probing_since_ms.is_some() && matches!(self.kind, Kind::Quarantine | Kind::Pause)
+    }
 }
 
 /// One unit as the supervisor sees it.
@@ -70,8 +86,14 @@ pub struct UnitView {
 pub enum Act {
     Cordon(String),
     Uncordon(String),
-    RequeueNow { unit: String, job: String, why: String },
+    RequeueNow {
+        unit: String,
+        job: String,
+        why: String,
+    },
     Stop(String),
+    /// Let a cordoned unit take exactly one job, then cordon itself again.
+    Probe(String),
 }
 
 /// What was already done, so that each signal goes once to each process.
@@ -79,6 +101,15 @@ pub enum Act {
 pub struct Memory {
     cordoned: BTreeMap<String, u32>,
     requeued: BTreeMap<String, u32>,
+    probed: BTreeMap<String, u32>,
+}
+
+impl Memory {
+    /// The probe sent to a unit ended without an outcome (its job was requeued or interrupted):
+    /// send another.
+    pub fn probe_again(&mut self, unit: &str) {
+        self.probed.remove(unit);
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -136,25 +167,39 @@ pub fn plan(
 ) -> (Vec<Act>, BTreeSet<String>) {
     let mut acts = Vec::new();
     let mut held = BTreeSet::new();
+    let probes = probers(orders, host, units);
     for u in units {
         let drains: Vec<&Order> =
             orders.iter().filter(|o| o.kind == Kind::Drain && applies(&o.scope, host, u)).collect();
         let cordoned = orders.iter().any(|o| applies(&o.scope, host, u));
-        let quarantined = orders.iter().any(|o| o.kind == Kind::Quarantine && applies(&o.scope, host, u));
+        // A probing quarantine lets its probe job run; a quarantine still on hold requeues it.
+        let quarantined =
+            orders.iter().any(|o| o.kind == Kind::Quarantine && !o.probing() && applies(&o.scope, host, u));
         if !drains.is_empty() {
             held.insert(u.unit.clone());
         }
         if !u.up {
             mem.cordoned.remove(&u.unit);
             mem.requeued.remove(&u.unit);
+            mem.probed.remove(&u.unit);
             continue;
         }
+        let mut just_cordoned = false;
         if cordoned && mem.cordoned.get(&u.unit) != Some(&u.main_pid) {
             mem.cordoned.insert(u.unit.clone(), u.main_pid);
             acts.push(Act::Cordon(u.unit.clone()));
+            just_cordoned = true;
         }
         if !cordoned && mem.cordoned.remove(&u.unit).is_some() {
             acts.push(Act::Uncordon(u.unit.clone()));
+        }
+        if !probes.contains(&u.unit) {
+            mem.probed.remove(&u.unit);
+        } else if !just_cordoned && mem.probed.get(&u.unit) != Some(&u.main_pid) {
+            // Not in the same breath as a cordon: two different signals may arrive in either
+            // order, and a cordon after the probe would cancel it.
+            mem.probed.insert(u.unit.clone(), u.main_pid);
+            acts.push(Act::Probe(u.unit.clone()));
         }
         if let (true, Some((job, _))) = (quarantined, &u.job) {
             if mem.requeued.get(&u.unit) != Some(&u.main_pid) {
@@ -204,6 +249,45 @@ pub fn plan(
     (acts, held)
 }
 
+/// The units that are to run a probe job now: each up unit under a probing quarantine, and for
+/// each probing pause the first up unit of the class, unless another order (a drain, a cordon,
+/// a quarantine on hold) also covers the unit.
+fn probers(orders: &[Order], host: &str, units: &[UnitView]) -> BTreeSet<String> {
+    let only_probing = |u: &UnitView| {
+        let mut covering = orders.iter().filter(|o| applies(&o.scope, host, u)).peekable();
+        covering.peek().is_some() && covering.all(Order::probing)
+    };
+    let mut out = BTreeSet::new();
+    for o in orders.iter().filter(|o| o.probing()) {
+        let mut candidates = units.iter().filter(|u| u.up && applies(&o.scope, host, u) && only_probing(u));
+        match o.kind {
+            Kind::Quarantine => out.extend(candidates.map(|u| u.unit.clone())),
+            _ => out.extend(candidates.next().map(|u| u.unit.clone())),
+        }
+    }
+    out
+}
+
+/// What a finished job says about the probing orders that cover its unit: `(order id, passed)`
+/// for each. `failed` is the job's verdict on its worker (see the quarantine module): `Some(true)`
+/// failed or timed out, `Some(false)` succeeded, `None` (requeued, interrupted, rejected) says
+/// nothing. Only outcomes after the probe began count.
+pub fn probe_outcome(
+    orders: &[Order],
+    host: &str,
+    u: &UnitView,
+    failed: Option<bool>,
+    at_ms: i64,
+) -> Vec<(String, bool)> {
+    let Some(failed) = failed else { return Vec::new() };
+    orders
+        .iter()
+        .filter(|o| o.probing_since_ms.is_some_and(|since| at_ms >= since) && o.probing())
+        .filter(|o| applies(&o.scope, host, u))
+        .map(|o| (o.id.clone(), !failed))
+        .collect()
+}
+
 /// Progress of one order on this host.
 pub fn progress(
     o: &Order,
@@ -222,7 +306,9 @@ pub fn progress(
                 (true, Some(_), _) => "running its last job".into(),
                 (true, None, Kind::Drain) => "stopping".into(),
                 (true, None, Kind::Cordon) => "cordoned".into(),
+                (true, None, Kind::Quarantine) if o.probing() => "probing".into(),
                 (true, None, Kind::Quarantine) => "quarantined".into(),
+                (true, None, Kind::Pause) if o.probing() => "paused, probing".into(),
                 (true, None, Kind::Pause) => "paused".into(),
             },
             job: u.job.as_ref().map(|j| j.0.clone()),
@@ -260,7 +346,16 @@ mod tests {
     }
 
     fn order(kind: Kind, scope: Scope, deadline_ms: Option<i64>) -> Order {
-        Order { id: "o1".into(), kind, scope, reason: "swap".into(), who: "ops".into(), at_ms: 0, deadline_ms }
+        Order {
+            id: "o1".into(),
+            kind,
+            scope,
+            reason: "swap".into(),
+            who: "ops".into(),
+            at_ms: 0,
+            deadline_ms,
+            probing_since_ms: None,
+        }
     }
 
     #[test]
@@ -323,6 +418,58 @@ mod tests {
         assert!(held.is_empty(), "cordoned units stay wanted");
         let (acts, _) = plan(&[], "h1", &units, &none.0, &none.1, &mut mem, 1);
         assert_eq!(acts, vec![Act::Uncordon("dw@a-1.service".into())]);
+    }
+
+    #[test]
+    fn a_probing_quarantine_lets_one_job_through_and_a_probing_pause_one_unit() {
+        let none = (BTreeMap::new(), BTreeSet::new());
+        let units = vec![unit(1, "a", None), unit(2, "a", Some(3.0)), unit(3, "a", None)];
+        let mut q = order(Kind::Quarantine, Scope::Unit("a-2".into()), Some(10_000));
+        let mut mem = Memory::default();
+        // On hold: cordoned, and its running job requeued without charge.
+        let (acts, _) = plan(&[q.clone()], "h1", &units, &none.0, &none.1, &mut mem, 0);
+        assert!(matches!(&acts[..], [Act::Cordon(_), Act::RequeueNow { .. }]), "{acts:?}");
+        // The hold ran out: one probe signal, and the probe job is not requeued.
+        q.probing_since_ms = Some(10_000);
+        let (acts, _) = plan(&[q.clone()], "h1", &units, &none.0, &none.1, &mut mem, 10_000);
+        assert_eq!(acts, vec![Act::Probe("dw@a-2.service".into())]);
+        let (acts, _) = plan(&[q.clone()], "h1", &units, &none.0, &none.1, &mut mem, 11_000);
+        assert!(acts.is_empty(), "one probe per process: {acts:?}");
+        // The probe job was requeued (no outcome): another probe.
+        mem.probe_again("dw@a-2.service");
+        let (acts, _) = plan(&[q.clone()], "h1", &units, &none.0, &none.1, &mut mem, 12_000);
+        assert_eq!(acts, vec![Act::Probe("dw@a-2.service".into())]);
+        // Passed: the order goes and the unit is uncordoned.
+        let (acts, _) = plan(&[], "h1", &units, &none.0, &none.1, &mut mem, 13_000);
+        assert_eq!(acts, vec![Act::Uncordon("dw@a-2.service".into())]);
+
+        // A restarted supervisor meets a probing order: cordon first, the probe at the next pass.
+        let mut mem = Memory::default();
+        let (acts, _) = plan(&[q.clone()], "h1", &units, &none.0, &none.1, &mut mem, 0);
+        assert_eq!(acts, vec![Act::Cordon("dw@a-2.service".into())]);
+        let (acts, _) = plan(&[q.clone()], "h1", &units, &none.0, &none.1, &mut mem, 1);
+        assert_eq!(acts, vec![Act::Probe("dw@a-2.service".into())]);
+
+        // A probing pause probes with one unit, skipping a unit that is also cordoned.
+        let mut pause = order(Kind::Pause, Scope::Class("a".into()), Some(0));
+        pause.probing_since_ms = Some(0);
+        let cordon = Order { id: "o2".into(), ..order(Kind::Cordon, Scope::Unit("a-1".into()), None) };
+        let mut mem = Memory::default();
+        let orders = [pause.clone(), cordon];
+        plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, 0);
+        let (acts, _) = plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, 1);
+        assert_eq!(acts, vec![Act::Probe("dw@a-2.service".into())]);
+
+        // Outcomes: only a verdict after the probe began decides, and only for covered units.
+        let u2 = &units[1];
+        assert_eq!(probe_outcome(&[q.clone()], "h1", u2, Some(false), 10_500), vec![("o1".to_string(), true)]);
+        assert_eq!(probe_outcome(&[q.clone()], "h1", u2, Some(true), 10_500), vec![("o1".to_string(), false)]);
+        assert!(probe_outcome(&[q.clone()], "h1", u2, None, 10_500).is_empty(), "a requeue says nothing");
+        assert!(probe_outcome(&[q.clone()], "h1", u2, Some(false), 9_999).is_empty(), "before the probe");
+        assert!(probe_outcome(&[q.clone()], "h1", &units[0], Some(false), 10_500).is_empty(), "another unit");
+        q.probing_since_ms = None;
+        assert!(probe_outcome(&[q], "h1", u2, Some(false), 10_500).is_empty(), "still on hold");
+        assert_eq!(probe_outcome(&[pause], "h1", &units[0], Some(false), 5).len(), 1);
     }
 
     #[test]

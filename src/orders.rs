@@ -158,38 +158,73 @@ impl Ctx {
         }
     }
 
-    /// Adds an order the supervisor itself decided (quarantine, pause); `false` if one of that
-    /// kind is already in force for the scope.
-    pub fn add_own(&self, kind: Kind, scope: Scope, reason: &str, until_ms: i64) -> bool {
+    /// Adds an order the supervisor itself decided (quarantine, pause), held until
+    /// `until_ms()` (asked only when the order is added); `false` if one of that kind is
+    /// already in force for the scope.
+    pub fn add_own(&self, kind: Kind, scope: Scope, reason: &str, until_ms: impl FnOnce() -> i64) -> bool {
         let Ok(m) = self.maint.lock() else { return false };
         if m.orders.iter().any(|o| o.kind == kind && o.scope == scope) {
             return false;
         }
         drop(m);
-        self.add(kind, scope, reason.to_string(), "drover".into(), Some(until_ms)).ok
+        self.add(kind, scope, reason.to_string(), "drover".into(), Some(until_ms())).ok
     }
 
-    /// Removes the supervisor's own orders whose hold ran out; returns them.
-    pub fn expire_own(&self, now_ms: i64) -> Vec<Order> {
+    /// The supervisor's own orders whose hold ran out begin their probe; returns them.
+    pub fn begin_probes(&self, now_ms: i64) -> Vec<Order> {
         let Ok(mut m) = self.maint.lock() else { return Vec::new() };
-        let (expired, kept): (Vec<Order>, Vec<Order>) = m.orders.drain(..).partition(|o| {
-            matches!(o.kind, Kind::Quarantine | Kind::Pause) && o.deadline_ms.is_some_and(|d| d <= now_ms)
-        });
-        m.orders = kept;
-        if !expired.is_empty() {
-            let _ = save_orders(&self.orders_path, &m.orders);
-            drop(m);
-            for o in &expired {
-                self.timeline.record(
-                    "drover",
-                    &format!("{:?} lifted for a probe", o.kind).to_lowercase(),
-                    &o.reason,
-                    &o.scope.to_string(),
-                );
+        let mut begun = Vec::new();
+        for o in m.orders.iter_mut() {
+            let due = matches!(o.kind, Kind::Quarantine | Kind::Pause)
+                && o.probing_since_ms.is_none()
+                && o.deadline_ms.is_some_and(|d| d <= now_ms);
+            if due {
+                o.probing_since_ms = Some(now_ms);
+                begun.push(o.clone());
             }
-            self.wake.notify_one();
         }
-        expired
+        if begun.is_empty() {
+            return begun;
+        }
+        let _ = save_orders(&self.orders_path, &m.orders);
+        drop(m);
+        for o in &begun {
+            let what = match o.kind {
+                Kind::Pause => "pause hold over: one unit probes with one job",
+                _ => "quarantine hold over: probing with one job",
+            };
+            self.timeline.record("drover", what, &o.reason, &o.scope.to_string());
+        }
+        self.wake.notify_one();
+        begun
+    }
+
+    /// A probe job's outcome: a pass lifts the order, a failure puts it back on hold until
+    /// `until_ms`. `what` says which job and how it ended. Returns the order as it was.
+    pub fn settle_probe(&self, id: &str, passed: bool, until_ms: i64, what: &str) -> Option<Order> {
+        let mut m = self.maint.lock().ok()?;
+        let i = m.orders.iter().position(|o| o.id == id && o.probing_since_ms.is_some())?;
+        let before = m.orders[i].clone();
+        if passed {
+            m.orders.remove(i);
+        } else {
+            m.orders[i].probing_since_ms = None;
+            m.orders[i].deadline_ms = Some(until_ms);
+        }
+        let _ = save_orders(&self.orders_path, &m.orders);
+        drop(m);
+        let kind = format!("{:?}", before.kind).to_lowercase();
+        let (event, why) = if passed {
+            (format!("{kind} lifted: the probe passed"), what.to_string())
+        } else {
+            (
+                format!("{kind} again until {}: the probe failed", rfc3339(until_ms)),
+                format!("{what}; {}", before.reason),
+            )
+        };
+        self.timeline.record("drover", &event, &why, &before.scope.to_string());
+        self.wake.notify_one();
+        Some(before)
     }
 
     fn add(&self, kind: Kind, scope: Scope, reason: String, who: String, deadline_ms: Option<i64>) -> Response {
@@ -207,6 +242,7 @@ impl Ctx {
             who: who.clone(),
             at_ms: now_ms(),
             deadline_ms,
+            probing_since_ms: None,
         };
         let Ok(mut m) = self.maint.lock() else { return Response::error(&self.host, "state poisoned") };
         // A new order for the same scope replaces the old one (a cordon becomes a drain, a

@@ -126,7 +126,7 @@ const SUCCEEDED_KEPT: usize = 5000;
 
 /// What an event says about its worker: `Some(true)` failed, `Some(false)` succeeded, `None`
 /// not evidence.
-fn verdict(e: &JobEvent) -> Option<bool> {
+pub fn verdict(e: &JobEvent) -> Option<bool> {
     match (e.event, e.outcome.as_deref()) {
         (EventKind::Succeeded, _) => Some(false),
         (EventKind::Failed, Some("failed" | "timeout")) => Some(true),

@@ -280,6 +280,10 @@ impl Supervisor {
                     self.timeline.record("drover", &format!("requeue job {job}"), why, unit);
                     (sd.kill(unit, crate::work::requeue_signal()).await, String::new(), unit)
                 }
+                Act::Probe(u) => {
+                    tracing::info!("{u}: hold over, letting one probe job through");
+                    (sd.kill(u, crate::work::probe_signal()).await, "probe with one job".to_string(), u)
+                }
                 Act::Stop(u) => {
                     tracing::info!("{u} drained: stopping it");
                     (sd.stop(u).await, "stop drained unit".to_string(), u)
@@ -385,7 +389,8 @@ impl Supervisor {
         held: &BTreeSet<String>,
         cordoned: &BTreeSet<String>,
     ) {
-        let quarantined: BTreeSet<String> = self
+        // Quarantined units, and whether their hold ran out (a probe job decides).
+        let quarantined: BTreeMap<String, bool> = self
             .maint
             .lock()
             .map(|m| {
@@ -393,7 +398,7 @@ impl Supervisor {
                     .iter()
                     .filter(|o| o.kind == maintenance::Kind::Quarantine)
                     .filter_map(|o| match &o.scope {
-                        maintenance::Scope::Unit(u) => Some(u.clone()),
+                        maintenance::Scope::Unit(u) => Some((u.clone(), o.probing_since_ms.is_some())),
                         _ => None,
                     })
                     .collect()
@@ -422,8 +427,12 @@ impl Supervisor {
                 } else {
                     "drained"
                 }
-            } else if quarantined.contains(name) && up {
-                "quarantined"
+            } else if let (Some(&probing), true) = (quarantined.get(name), up) {
+                if probing {
+                    "probing"
+                } else {
+                    "quarantined"
+                }
             } else if cordoned.contains(name) && up {
                 "cordoned"
             } else {
@@ -577,6 +586,9 @@ async fn watch_jobs(
                             watch.observe(&e);
                             let vanished = attribution.vanished_count();
                             attribution.observe(&e, &qpolicy);
+                            if e.host == cfg.host {
+                                settle_probes(&cfg, &ctx, &mut attribution, &mut holds, &e);
+                            }
                             if attribution.vanished_count() != vanished {
                                 // A worker died under a job: say so now, before the job's next
                                 // delivery kills another one.
@@ -673,6 +685,75 @@ fn save_baselines(path: &std::path::Path, b: &Baselines) {
     }
 }
 
+/// When a hold that starts now ends: the configured hold the first time, doubled (up to
+/// `hold_max`) each time the same unit or class is held again.
+fn next_hold(cfg: &Config, holds: &mut BTreeMap<String, Duration>, key: String, now: i64) -> i64 {
+    let next = match holds.get(&key) {
+        Some(prev) => (*prev * 2).min(cfg.quarantine.hold_max),
+        None => cfg.quarantine.hold,
+    };
+    holds.insert(key, next);
+    now + next.as_millis() as i64
+}
+
+/// A job that ended on one of this host's units may decide a probe: a pass lifts the quarantine
+/// or pause (and its evidence is forgotten), a failure holds it again, twice as long. A probe
+/// job that ended without a verdict (requeued, interrupted, rejected) is replaced by another.
+fn settle_probes(
+    cfg: &Config,
+    ctx: &Ctx,
+    attribution: &mut crate::quarantine::Attribution,
+    holds: &mut BTreeMap<String, Duration>,
+    e: &JobEvent,
+) {
+    use crate::events::EventKind;
+    use crate::quarantine::Subject;
+    let view = UnitView { unit: e.unit.clone(), class: e.class.clone(), up: true, ..Default::default() };
+    let verdict = crate::quarantine::verdict(e);
+    let at = crate::job::parse_rfc3339_ms(&e.at).unwrap_or_else(now_ms);
+    let orders = ctx.maint.lock().map(|m| m.orders.clone()).unwrap_or_default();
+    let decided = maintenance::probe_outcome(&orders, &cfg.host, &view, verdict, at);
+    let ended = matches!(
+        e.event,
+        EventKind::Failed | EventKind::DeadLettered | EventKind::Requeued | EventKind::RetryScheduled
+    );
+    if decided.is_empty() && verdict.is_none() && ended {
+        if let Ok(mut m) = ctx.maint.lock() {
+            m.mem.probe_again(&e.unit);
+        }
+        return;
+    }
+    let job = e.job_id.as_deref().unwrap_or("?");
+    for (id, passed) in decided {
+        let Some(o) = orders.iter().find(|o| o.id == id) else { continue };
+        let key = match &o.scope {
+            maintenance::Scope::Class(c) => format!("pause:{c}"),
+            _ => format!("q:{}", e.unit),
+        };
+        let what = match (passed, e.outcome.as_deref()) {
+            (true, _) => format!("probe job {job} succeeded on {}", e.unit),
+            (false, Some(how)) => format!("probe job {job} on {} ended: {how}", e.unit),
+            (false, None) => format!("probe job {job} on {} failed", e.unit),
+        };
+        let until = if passed { 0 } else { next_hold(cfg, holds, key, now_ms()) };
+        if ctx.settle_probe(&id, passed, until, &what).is_none() {
+            continue;
+        }
+        if passed {
+            tracing::info!("{} lifted on {}: {what}", o.scope, cfg.host);
+            match &o.scope {
+                maintenance::Scope::Class(c) => attribution.forget_class(c),
+                _ => {
+                    attribution.forget(&e.class, &Subject::Worker(format!("{}@{}", e.unit, cfg.host)));
+                    attribution.forget(&e.class, &Subject::Host(cfg.host.clone()));
+                }
+            }
+        } else {
+            tracing::warn!("{} held again on {} until {}: {what}", o.scope, cfg.host, rfc3339(until));
+        }
+    }
+}
+
 /// Bad workers versus bad jobs on this host: quarantines and class pauses from the fleet's
 /// outcomes, probes when their holds run out; returns the alert conditions they raise.
 fn judge_workers(
@@ -687,7 +768,7 @@ fn judge_workers(
     use crate::quarantine::Subject;
     let prefix = &cfg.systemd.unit_prefix;
     let worker = |unit: &str| format!("{unit}@{}", cfg.host);
-    // Operators' releases and expired holds: the subject must earn new evidence (the probe).
+    // Operators' releases and holds that ran out: the subject must earn new evidence.
     let released: Vec<String> = ctx.maint.lock().map(|mut m| std::mem::take(&mut m.released)).unwrap_or_default();
     // A release forgets the host's record too: otherwise the host-wide evidence that covered the
     // unit would quarantine it again at the next evaluation, before it ran a single job.
@@ -696,7 +777,7 @@ fn judge_workers(
         attribution.forget(&class_of(prefix, &full), &Subject::Worker(worker(&full)));
         attribution.forget(&class_of(prefix, &full), &Subject::Host(cfg.host.clone()));
     }
-    for o in ctx.expire_own(now) {
+    for o in ctx.begin_probes(now) {
         match (&o.kind, &o.scope) {
             (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => {
                 attribution.forget(&class_of(prefix, u), &Subject::Worker(worker(u)));
@@ -706,20 +787,13 @@ fn judge_workers(
             _ => {}
         }
     }
-    let mut hold_for = |key: String| -> i64 {
-        let next = match holds.get(&key) {
-            Some(prev) => (*prev * 2).min(cfg.quarantine.hold_max),
-            None => cfg.quarantine.hold,
-        };
-        holds.insert(key, next);
-        now + next.as_millis() as i64
-    };
+    let mut hold_for = |key: String| next_hold(cfg, holds, key, now);
     let units: Vec<(String, String)> =
         report.lock().map(|r| r.units.iter().map(|u| (u.unit.clone(), u.class.clone())).collect()).unwrap_or_default();
     for class in cfg.classes.keys() {
         if let Some(why) = attribution.outage(class, policy) {
             let scope = maintenance::Scope::Class(class.clone());
-            if ctx.add_own(maintenance::Kind::Pause, scope, &why, hold_for(format!("pause:{class}"))) {
+            if ctx.add_own(maintenance::Kind::Pause, scope, &why, || hold_for(format!("pause:{class}"))) {
                 tracing::error!("ALERT class {class} paused on {}: {why}", cfg.host);
             }
             continue;
@@ -731,7 +805,8 @@ fn judge_workers(
                 host_evidence.clone().or_else(|| attribution.judge(class, &Subject::Worker(worker(unit)), policy));
             if let Some(ev) = evidence {
                 let scope = maintenance::Scope::Unit(unit.clone());
-                if ctx.add_own(maintenance::Kind::Quarantine, scope, &ev.to_string(), hold_for(format!("q:{unit}"))) {
+                if ctx.add_own(maintenance::Kind::Quarantine, scope, &ev.to_string(), || hold_for(format!("q:{unit}")))
+                {
                     tracing::error!("ALERT {unit} quarantined: {ev}");
                 }
             }

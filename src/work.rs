@@ -44,6 +44,8 @@ struct Drain {
     cordoned: tokio::sync::watch::Sender<bool>,
     /// Requeue the running job now, without charge (the supervisor's drain deadline).
     requeue_now: tokio::sync::Notify,
+    /// Probing (the probe signal): take exactly one job, then cordon again.
+    probe: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Drain {
@@ -54,6 +56,7 @@ impl Default for Drain {
             consumer: Mutex::new(None),
             cordoned: tokio::sync::watch::channel(false).0,
             requeue_now: tokio::sync::Notify::new(),
+            probe: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -64,6 +67,12 @@ const VERDICTS_WAIT: Duration = Duration::from_secs(3);
 /// The signal a supervisor sends at a drain's deadline: requeue the running job now.
 pub fn requeue_signal() -> i32 {
     libc::SIGRTMIN() + 2
+}
+
+/// The signal a supervisor sends to a quarantined or paused worker whose hold ran out: take
+/// exactly one job (the probe), then cordon again until the supervisor decides.
+pub fn probe_signal() -> i32 {
+    libc::SIGRTMIN() + 3
 }
 
 impl Drain {
@@ -168,6 +177,7 @@ fn spawn_signal_handler(drain: Arc<Drain>) -> anyhow::Result<()> {
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut requeue = signal(SignalKind::from_raw(requeue_signal()))?;
+    let mut probe = signal(SignalKind::from_raw(probe_signal()))?;
     let d = drain.clone();
     tokio::spawn(async move {
         loop {
@@ -178,6 +188,11 @@ fn spawn_signal_handler(drain: Arc<Drain>) -> anyhow::Result<()> {
                 }
                 _ = usr2.recv() => {
                     tracing::info!("cordon lifted: taking jobs again");
+                    d.cordon(false);
+                }
+                _ = probe.recv() => {
+                    tracing::info!("probing: taking one job, then cordoned again");
+                    d.probe.store(true, std::sync::atomic::Ordering::SeqCst);
                     d.cordon(false);
                 }
                 _ = requeue.recv() => {
@@ -347,7 +362,16 @@ impl Worker {
                             requeue_quietly(&delivery).await;
                             continue;
                         }
-                        if let Err(e) = self.handle(delivery, &chan).await {
+                        let probing = self.drain.probe.swap(false, std::sync::atomic::Ordering::SeqCst);
+                        if probing {
+                            // Before the job, so that no second delivery is taken meanwhile.
+                            self.drain.cordon(true);
+                        }
+                        let handled = self.handle(delivery, &chan).await;
+                        if probing {
+                            tracing::info!("probe job done: cordoned until the supervisor decides");
+                        }
+                        if let Err(e) = handled {
                             tracing::warn!("broker trouble while recording a result: {e}");
                             return Ok(None);
                         }

@@ -2,7 +2,7 @@
 //! down. One host's units hang on every job (as an upgraded host with the wrong security settings
 //! did) while the other host's units work and restart now and then, as during maintenance.
 
-use crate::harness::count;
+use crate::harness::{count, wait_until};
 use crate::supervisor::{drover, Host};
 use std::time::Duration;
 
@@ -119,8 +119,19 @@ async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_
     let list = drover(&["quarantine", "list", "--json", "--config"], &h.config);
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
 
-    // The cause goes away; after the hold the class resumes and every job completes.
+    // After the hold one unit probes with one job; the dependency is still down, so the probe
+    // fails and the class stays paused.
+    let timeline =
+        || String::from_utf8_lossy(&drover(&["timeline", "--json", "--config"], &h.config).stdout).to_string();
+    wait_until("a probe to fail", Duration::from_secs(60), || timeline().contains("the probe failed"));
+    let tl = timeline();
+    let probes = tl.matches("\"probe with one job\"").count();
+    assert_eq!(probes, 1, "one unit probes for the class: {tl}");
+    assert!(h.units().values().all(|s| s.health == "cordoned"), "still paused: {:#?}", h.units());
+
+    // The cause goes away; the next probe passes, the class resumes and every job completes.
     std::fs::remove_file(&outage).expect("the dependency is back");
+    wait_until("a probe to pass", Duration::from_secs(60), || timeline().contains("the probe passed"));
     events.wait_for("every job", Duration::from_secs(90), |e| count(e, "succeeded") >= 20).await;
     for id in &ids {
         assert!(events.of("succeeded").any(|e| e.job_id.as_deref() == Some(id)), "{id}");
@@ -162,7 +173,7 @@ async fn failures_charged_to_a_bad_host_use_up_none_of_the_jobs_attempts() {
     cordon(&bad, "cordon");
     bad.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
     good.env.submit("w", r#"{"sleep": 0}"#, 30, &[]);
-    events.wait_for("the fleet's record", Duration::from_secs(60), |e| count(e, "succeeded") >= 30).await;
+    events.wait_for("the fleet's record", Duration::from_secs(60), |e| count(e, "succeeded") >= 80).await;
 
     // Only the bad host takes the next jobs.
     cordon(&good, "cordon");
@@ -234,4 +245,87 @@ async fn a_job_that_kills_its_workers_is_dead_lettered_as_poison() {
     h.wait_status("the units healed", Duration::from_secs(60), |u| {
         u.len() == 3 && u.values().all(|s| s.health == "healthy")
     });
+}
+
+/// Probes: when a quarantine's hold runs out, the unit takes exactly one job. While the host is
+/// still broken that job fails and the unit is held again, for twice as long; once the host is
+/// fixed the next probe passes, the quarantine is lifted and its alert resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_probe_holds_the_unit_again_and_a_passing_one_releases_it() {
+    // One bad unit among three: a looser significance lets three timeouts suffice.
+    let class = CLASS.replace("hold = \"10m\"", "hold = \"3s\"\nalpha = 1e-3").replace("workers = 3", "workers = 2");
+    let mut good = Host::new("probe", &class);
+    let mut bad = good.other_host("host-bad", 1);
+    let broken = bad.env.dir.join("host-bad-misconfigured");
+    std::fs::write(&broken, "").expect("the host is misconfigured");
+    let text = std::fs::read_to_string(&bad.config).expect("config");
+    std::fs::write(
+        &bad.config,
+        text.replacen("environment = [", &format!("environment = [\"BEHAVE_BAD_IF={}\", ", broken.display()), 1),
+    )
+    .expect("config");
+    let out = drover(&["install-units", "--user", "--config"], &bad.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut events = good.env.events().await;
+    good.start_supervisor();
+    bad.start_supervisor();
+    good.wait_status("2 healthy units", Duration::from_secs(60), |u| {
+        u.values().filter(|s| s.health == "healthy").count() == 2
+    });
+    bad.wait_status("1 healthy unit", Duration::from_secs(60), |u| u.values().any(|s| s.health == "healthy"));
+    good.env.submit("w", r#"{"sleep": 0.2}"#, 80, &[]);
+    bad.wait_status("quarantined", Duration::from_secs(120), |u| u.values().any(|s| s.health == "quarantined"));
+    events.wait_for("the first jobs", Duration::from_secs(120), |e| count(e, "succeeded") >= 80).await;
+
+    // Only the bad host takes the next jobs, so the probe has jobs to take.
+    let verb = |h: &Host, verb: &str| {
+        let out = drover(&[verb, "--host", &h.name, "--reason", "test: probe alone", "--config"], &h.config);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    verb(&good, "cordon");
+    good.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
+    let ids = good.env.submit("w", r#"{"sleep": 0.2}"#, 4, &[]);
+    let timeline =
+        |h: &Host| String::from_utf8_lossy(&drover(&["timeline", "--json", "--config"], &h.config).stdout).to_string();
+    wait_until("a probe to fail", Duration::from_secs(60), || timeline(&bad).contains("the probe failed"));
+    events
+        .wait_for("the probe job's timeout", Duration::from_secs(30), |e| {
+            e.iter().any(|e| {
+                e.event.as_str() == "failed"
+                    && e.host == "host-bad"
+                    && ids.iter().any(|id| e.job_id.as_ref() == Some(id))
+            })
+        })
+        .await;
+    let probe_attempts =
+        events.of("started").filter(|e| e.host == "host-bad" && ids.contains(e.job_id.as_ref().unwrap())).count();
+    assert_eq!(probe_attempts, 1, "the probe took exactly one job: {}", events.summary());
+    bad.wait_status("quarantined again", Duration::from_secs(10), |u| u.values().any(|s| s.health == "quarantined"));
+
+    // The host is fixed; the next probe passes, and the unit takes the rest.
+    std::fs::remove_file(&broken).expect("fixed");
+    wait_until("a probe to pass", Duration::from_secs(60), || timeline(&bad).contains("the probe passed"));
+    events
+        .wait_for("the probe's jobs", Duration::from_secs(60), |e| {
+            ids.iter().all(|id| e.iter().any(|e| e.event.as_str() == "succeeded" && e.job_id.as_ref() == Some(id)))
+        })
+        .await;
+    for id in &ids {
+        let ok: Vec<_> = events.of("succeeded").filter(|e| e.job_id.as_deref() == Some(id)).collect();
+        assert_eq!(ok.len(), 1, "{id} completed once");
+        assert_eq!(ok[0].host, "host-bad", "the released unit ran the jobs");
+    }
+    let list = drover(&["quarantine", "list", "--json", "--config"], &bad.config);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+    let out = drover(&["alerts", "--json", "--config"], &bad.config);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let firing = doc["firing"].as_array().cloned().unwrap_or_default();
+    assert!(!firing.iter().any(|a| a["key"]["name"] == "WorkerQuarantined"), "the alert resolved: {doc}");
+    // The timeline tells the story in order.
+    let tl = timeline(&bad);
+    let at = |what: &str| tl.find(what).unwrap_or_else(|| panic!("{what} in {tl}"));
+    assert!(at("quarantine (probe after") < at("quarantine hold over"));
+    assert!(at("quarantine hold over") < at("the probe failed"));
+    assert!(at("the probe failed") < at("the probe passed"));
+    verb(&good, "undrain");
 }

@@ -9,6 +9,7 @@ Exec mode by default; `behave.py persistent` speaks the persistent protocol. Pay
   kill_worker: SIGKILL the worker running the handler (a job that runs its host out of memory)
   child_pidfile: start a grandchild `sleep 600` and write its pid there (orphan checks)
 BEHAVE_BAD set in the environment: every job hangs (a misconfigured host).
+BEHAVE_BAD_IF=<path>: every job hangs while that file exists (a misconfiguration, then fixed).
 BEHAVE_FAIL_IF=<path>: every job fails while that file exists (a shared outage).
 Every run appends "<event> <job id> <attempt> <pid>" to $BEHAVE_LOG when that is set.
 """
@@ -34,7 +35,8 @@ def work(job_id, attempt, payload, persistent):
     if outage and os.path.exists(outage):
         # A shared dependency is down: every job fails, everywhere.
         return 1
-    if os.environ.get("BEHAVE_BAD"):
+    bad_if = os.environ.get("BEHAVE_BAD_IF")
+    if os.environ.get("BEHAVE_BAD") or (bad_if and os.path.exists(bad_if)):
         # A misconfigured host: every job hangs until its timeout.
         time.sleep(3600)
     if payload.get("child_pidfile"):
