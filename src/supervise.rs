@@ -187,8 +187,7 @@ impl Supervisor {
 
     /// Reconciles until the bus connection breaks (an error) or the supervisor stops (Ok).
     async fn session(&mut self, sd: &Systemd, cancel: &CancellationToken) -> Result<(), SystemdError> {
-        let changes = sd.changes(&format!("{}@", self.cfg.systemd.unit_prefix)).await?;
-        let mut changes = std::pin::pin!(changes);
+        let mut changes = sd.changes(&format!("{}@", self.cfg.systemd.unit_prefix)).await?;
         let pattern = format!("{}@*.service", self.cfg.systemd.unit_prefix);
         tracing::info!(
             "supervising {} worker units ({pattern}) over the {:?} bus",
@@ -210,7 +209,7 @@ impl Supervisor {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
-                change = changes.next() => {
+                change = changes.recv() => {
                     if change.is_none() {
                         return Err(SystemdError::Unavailable("the bus connection closed".into()));
                     }
@@ -220,7 +219,7 @@ impl Supervisor {
                     loop {
                         tokio::select! {
                             _ = &mut settle => break,
-                            c = changes.next() => if c.is_none() { break },
+                            c = changes.recv() => if c.is_none() { break },
                         }
                     }
                 }

@@ -119,39 +119,56 @@ impl Systemd {
         }
     }
 
-    /// A stream that yields whenever something may have changed for units whose D-Bus path
+    /// A channel that yields whenever something may have changed for units whose D-Bus path
     /// starts like `unit_prefix`'s: a finished job, a property change, a unit appearing or
-    /// going away. It ends when the bus connection is lost.
-    pub async fn changes(
-        &self,
-        unit_prefix: &str,
-    ) -> Result<impl futures_lite::Stream<Item = ()> + use<>, SystemdError> {
+    /// going away. Bursts are coalesced into one wake-up. It closes when the bus connection is
+    /// lost.
+    ///
+    /// The signals are read by a task of their own, all the time: the match rule covers every
+    /// unit of the manager, and a signal queue that nobody reads while the caller is busy with
+    /// its own calls fills up and then holds back the replies to those calls too (zbus reads
+    /// one socket for both), so the manager looks unresponsive.
+    pub async fn changes(&self, unit_prefix: &str) -> Result<tokio::sync::mpsc::Receiver<()>, SystemdError> {
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .path_namespace("/org/freedesktop/systemd1")
             .build()
             .map_err(|e| SystemdError::Unavailable(e.to_string()))?;
-        let stream = self.call("AddMatch", zbus::MessageStream::for_match_rule(rule, &self.conn, None)).await?;
+        let mut stream = self.call("AddMatch", zbus::MessageStream::for_match_rule(rule, &self.conn, None)).await?;
         let escaped = format!("/org/freedesktop/systemd1/unit/{}", bus_escape(unit_prefix));
         let cache = self.cache.clone();
-        Ok(stream.filter_map(move |m| {
-            let m = m.ok()?;
-            let header = m.header();
-            let member = header.member().map(|s| s.as_str().to_string()).unwrap_or_default();
-            let path = header.path().map(|p| p.as_str().to_string()).unwrap_or_default();
-            let ours = path.starts_with(&escaped);
-            if ours && member == "PropertiesChanged" {
-                type Changed = (String, HashMap<String, OwnedVariant>, Vec<String>);
-                if let Ok((iface, changed, _)) = m.body().deserialize::<Changed>() {
-                    if iface == SERVICE_IFACE {
-                        if let Some(props) = cache.lock().ok().as_mut().and_then(|c| c.get_mut(&path)) {
-                            props.apply(&changed);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = stream.next() => m,
+                    _ = tx.closed() => return,
+                };
+                let Some(m) = m else { return };
+                let Ok(m) = m else { continue };
+                let header = m.header();
+                let member = header.member().map(|s| s.as_str().to_string()).unwrap_or_default();
+                let path = header.path().map(|p| p.as_str().to_string()).unwrap_or_default();
+                let ours = path.starts_with(&escaped);
+                if ours && member == "PropertiesChanged" {
+                    type Changed = (String, HashMap<String, OwnedVariant>, Vec<String>);
+                    if let Ok((iface, changed, _)) = m.body().deserialize::<Changed>() {
+                        if iface == SERVICE_IFACE {
+                            if let Some(props) = cache.lock().ok().as_mut().and_then(|c| c.get_mut(&path)) {
+                                props.apply(&changed);
+                            }
                         }
                     }
                 }
+                if ours || matches!(member.as_str(), "JobRemoved" | "UnitNew" | "UnitRemoved") {
+                    // Full means a wake-up is already pending: this change is covered by it.
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) = tx.try_send(()) {
+                        return;
+                    }
+                }
             }
-            (ours || matches!(member.as_str(), "JobRemoved" | "UnitNew" | "UnitRemoved")).then_some(())
-        }))
+        });
+        Ok(rx)
     }
 
     /// Every loaded unit matching `pattern` (e.g. `drover-worker@*.service`) with the service

@@ -88,7 +88,13 @@ async fn the_bad_hosts_units_are_quarantined_no_healthy_unit_is_and_every_job_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_resumes() {
-    let class = CLASS.replace("hold = \"10m\"", "hold = \"4s\"").replace("timeout = \"2s\"", "timeout = \"30s\"");
+    // Retry delays here are under a second, and half of them go straight back to the queue: until
+    // the pause, a job may fail many times in a second or two. Failures before the pause are
+    // charged to the jobs (only a quarantine forgives), so the jobs get attempts to spare.
+    let class = CLASS
+        .replace("hold = \"10m\"", "hold = \"4s\"")
+        .replace("timeout = \"2s\"", "timeout = \"30s\"")
+        .replace("max_attempts = 10", "max_attempts = 100");
     let mut h = Host::new("outage-pause", &class);
     let outage = h.env.dir.join("dependency-down");
     let text = std::fs::read_to_string(&h.config).expect("config");
