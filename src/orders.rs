@@ -82,11 +82,16 @@ pub fn load_orders(path: &PathBuf) -> Vec<Order> {
 }
 
 fn save_orders(path: &PathBuf, orders: &[Order]) -> std::io::Result<()> {
+    write_atomically(path, &serde_json::to_vec_pretty(orders).unwrap_or_default())
+}
+
+/// Writes a state file whole or not at all (a temporary file, then a rename).
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(orders).unwrap_or_default())?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 

@@ -528,8 +528,15 @@ async fn watch_jobs(
         ..Default::default()
     };
     let mut attribution = crate::quarantine::Attribution::default();
-    let mut holds: BTreeMap<String, Duration> = BTreeMap::new();
-    let mut blames: Vec<crate::verdicts::Blame> = Vec::new();
+    // What a restart must not forget: the jobs each quarantine forgave (fair charging, for a
+    // day after a release) and how long each unit's or class's last hold was (they double).
+    let verdicts_path = cfg.alerts.state_dir.join(format!("{}-verdicts.json", cfg.broker.prefix));
+    let kept = std::fs::read(&verdicts_path).ok().and_then(|b| serde_json::from_slice::<KeptVerdicts>(&b).ok());
+    let kept = kept.unwrap_or_default();
+    let mut holds: BTreeMap<String, Duration> =
+        kept.holds_ms.iter().map(|(k, ms)| (k.clone(), Duration::from_millis(*ms))).collect();
+    let mut blames: Vec<crate::verdicts::Blame> = kept.blames;
+    let mut kept_json = String::new();
     let mut link = Link::new(&cfg.broker, "drover supervise");
     let baselines_path = cfg.alerts.state_dir.join(format!("{}-baselines.json", cfg.broker.prefix));
     let saved = std::fs::read(&baselines_path).ok().and_then(|b| serde_json::from_slice::<Baselines>(&b).ok());
@@ -615,6 +622,7 @@ async fn watch_jobs(
                         }
                         let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now);
                         if let Err(e) = crate::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
+                        keep_verdicts(&verdicts_path, &blames, &holds, &mut kept_json);
                         // Quarantines and pauses that ended are reported clear.
                         let present: std::collections::BTreeSet<alerts::AlertKey> = conditions.iter().map(|c| c.key.clone()).collect();
                         for key in book.keys() {
@@ -670,16 +678,38 @@ async fn watch_jobs(
     save_baselines(&baselines_path, &watch.snapshot());
 }
 
-fn save_baselines(path: &std::path::Path, b: &Baselines) {
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(b).unwrap_or_default())?;
-        std::fs::rename(&tmp, path)
+/// The part of the quarantine state that outlives a restart (`<prefix>-verdicts.json`).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct KeptVerdicts {
+    #[serde(default)]
+    blames: Vec<crate::verdicts::Blame>,
+    #[serde(default)]
+    holds_ms: BTreeMap<String, u64>,
+}
+
+/// Writes the kept verdicts when they changed since `last` (the JSON last written).
+fn keep_verdicts(
+    path: &std::path::Path,
+    blames: &[crate::verdicts::Blame],
+    holds: &BTreeMap<String, Duration>,
+    last: &mut String,
+) {
+    let kept = KeptVerdicts {
+        blames: blames.to_vec(),
+        holds_ms: holds.iter().map(|(k, d)| (k.clone(), d.as_millis() as u64)).collect(),
     };
-    if let Err(e) = write() {
+    let json = serde_json::to_string(&kept).unwrap_or_default();
+    if json == *last {
+        return;
+    }
+    match crate::orders::write_atomically(path, json.as_bytes()) {
+        Ok(()) => *last = json,
+        Err(e) => tracing::warn!("cannot save the quarantine verdicts to {}: {e}", path.display()),
+    }
+}
+
+fn save_baselines(path: &std::path::Path, b: &Baselines) {
+    if let Err(e) = crate::orders::write_atomically(path, &serde_json::to_vec(b).unwrap_or_default()) {
         tracing::warn!("cannot save latency baselines to {}: {e}", path.display());
     }
 }

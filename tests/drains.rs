@@ -27,7 +27,8 @@ async fn draining_host_b_from_host_a_finishes_or_moves_every_job_and_loses_none(
         u.len() == 6 && u.values().all(|s| s.health == "healthy")
     });
     let short = b.env.submit("w", r#"{"sleep": 1}"#, 3, &[]);
-    let long = b.env.submit("w", r#"{"sleep": 8}"#, 3, &[]);
+    // Long enough to outlast host A's start and the 3 s deadline even on a loaded machine.
+    let long = b.env.submit("w", r#"{"sleep": 15}"#, 3, &[]);
     events.wait_for("6 jobs running on B", Duration::from_secs(30), |e| count(e, "started") >= 6).await;
     a.start_supervisor();
     a.wait_status("3 healthy units on A", Duration::from_secs(60), |u| {
