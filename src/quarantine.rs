@@ -351,9 +351,50 @@ fn ln_factorial(n: u32) -> f64 {
     (2..=n).map(|i| (i as f64).ln()).sum()
 }
 
+/// How long a unit's or class's last hold was, and when it ended: the next hold is twice as
+/// long, unless the last one ended more than a day ago (the subject has been fine since).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hold {
+    pub length_ms: u64,
+    pub until_ms: i64,
+}
+
+/// Memory of holds: after this long without one, the next starts at the base length again.
+pub const HOLD_FORGOTTEN_MS: i64 = 24 * 3600 * 1000;
+
+/// The hold that starts at `now_ms` after `prev`: `base`, doubling per repeat up to `max`.
+pub fn next_hold(prev: Option<Hold>, base_ms: u64, max_ms: u64, now_ms: i64) -> Hold {
+    let length_ms = match prev {
+        Some(p) if now_ms - p.until_ms <= HOLD_FORGOTTEN_MS => p.length_ms.saturating_mul(2).min(max_ms),
+        _ => base_ms,
+    }
+    .max(base_ms.min(max_ms));
+    Hold { length_ms, until_ms: now_ms + length_ms as i64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_double_up_to_the_cap_and_start_over_after_a_quiet_day() {
+        const MIN: u64 = 60_000;
+        let h = |length_ms, until_ms| Some(Hold { length_ms, until_ms });
+        let day = HOLD_FORGOTTEN_MS;
+        let cases: &[(Option<Hold>, i64, u64)] = &[
+            (None, 0, 10 * MIN),                 // first hold: the base
+            (h(10 * MIN, 0), 1_000, 20 * MIN),   // a failed probe: twice as long
+            (h(320 * MIN, 0), 1_000, 360 * MIN), // capped at hold_max
+            (h(360 * MIN, 0), 1_000, 360 * MIN), // stays at the cap
+            (h(40 * MIN, 0), day, 80 * MIN),     // within a day of the last one
+            (h(40 * MIN, 0), day + 1, 10 * MIN), // a quiet day: start over
+        ];
+        for (prev, now, want) in cases {
+            let got = next_hold(*prev, 10 * MIN, 360 * MIN, *now);
+            assert_eq!(got.length_ms, *want, "{prev:?} at {now}");
+            assert_eq!(got.until_ms, now + *want as i64);
+        }
+    }
 
     fn ev(kind: EventKind, outcome: &str, job: &str, unit: &str, host: &str) -> JobEvent {
         let mut e = JobEvent::new(kind, "t".into(), "c", host, unit);

@@ -533,8 +533,7 @@ async fn watch_jobs(
     let verdicts_path = cfg.alerts.state_dir.join(format!("{}-verdicts.json", cfg.broker.prefix));
     let kept = std::fs::read(&verdicts_path).ok().and_then(|b| serde_json::from_slice::<KeptVerdicts>(&b).ok());
     let kept = kept.unwrap_or_default();
-    let mut holds: BTreeMap<String, Duration> =
-        kept.holds_ms.iter().map(|(k, ms)| (k.clone(), Duration::from_millis(*ms))).collect();
+    let mut holds: BTreeMap<String, crate::quarantine::Hold> = kept.holds;
     let mut blames: Vec<crate::verdicts::Blame> = kept.blames;
     let mut kept_json = String::new();
     let mut link = Link::new(&cfg.broker, "drover supervise");
@@ -684,20 +683,17 @@ struct KeptVerdicts {
     #[serde(default)]
     blames: Vec<crate::verdicts::Blame>,
     #[serde(default)]
-    holds_ms: BTreeMap<String, u64>,
+    holds: BTreeMap<String, crate::quarantine::Hold>,
 }
 
 /// Writes the kept verdicts when they changed since `last` (the JSON last written).
 fn keep_verdicts(
     path: &std::path::Path,
     blames: &[crate::verdicts::Blame],
-    holds: &BTreeMap<String, Duration>,
+    holds: &BTreeMap<String, crate::quarantine::Hold>,
     last: &mut String,
 ) {
-    let kept = KeptVerdicts {
-        blames: blames.to_vec(),
-        holds_ms: holds.iter().map(|(k, d)| (k.clone(), d.as_millis() as u64)).collect(),
-    };
+    let kept = KeptVerdicts { blames: blames.to_vec(), holds: holds.clone() };
     let json = serde_json::to_string(&kept).unwrap_or_default();
     if json == *last {
         return;
@@ -715,14 +711,13 @@ fn save_baselines(path: &std::path::Path, b: &Baselines) {
 }
 
 /// When a hold that starts now ends: the configured hold the first time, doubled (up to
-/// `hold_max`) each time the same unit or class is held again.
-fn next_hold(cfg: &Config, holds: &mut BTreeMap<String, Duration>, key: String, now: i64) -> i64 {
-    let next = match holds.get(&key) {
-        Some(prev) => (*prev * 2).min(cfg.quarantine.hold_max),
-        None => cfg.quarantine.hold,
-    };
-    holds.insert(key, next);
-    now + next.as_millis() as i64
+/// `hold_max`) each time the same unit or class is held again within a day.
+fn next_hold(cfg: &Config, holds: &mut BTreeMap<String, crate::quarantine::Hold>, key: String, now: i64) -> i64 {
+    let base = cfg.quarantine.hold.as_millis() as u64;
+    let max = cfg.quarantine.hold_max.as_millis() as u64;
+    let hold = crate::quarantine::next_hold(holds.get(&key).copied(), base, max, now);
+    holds.insert(key, hold);
+    hold.until_ms
 }
 
 /// A job that ended on one of this host's units may decide a probe: a pass lifts the quarantine
@@ -732,7 +727,7 @@ fn settle_probes(
     cfg: &Config,
     ctx: &Ctx,
     attribution: &mut crate::quarantine::Attribution,
-    holds: &mut BTreeMap<String, Duration>,
+    holds: &mut BTreeMap<String, crate::quarantine::Hold>,
     e: &JobEvent,
 ) {
     use crate::events::EventKind;
@@ -791,7 +786,7 @@ fn judge_workers(
     report: &Arc<Mutex<StatusReport>>,
     attribution: &mut crate::quarantine::Attribution,
     policy: &crate::quarantine::Policy,
-    holds: &mut BTreeMap<String, Duration>,
+    holds: &mut BTreeMap<String, crate::quarantine::Hold>,
     now: i64,
 ) -> Vec<alerts::Condition> {
     use crate::quarantine::Subject;
