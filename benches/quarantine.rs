@@ -105,7 +105,11 @@ fn run(
 
 fn main() {
     let seed: u64 = std::env::var("DROVER_BENCH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261121);
-    println!("quarantine evaluation (seed {seed}; 6 hosts x 3 units; default policy: window 20, at least 3 failures, alpha 1e-3)\n");
+    let policy = Policy::default();
+    println!(
+        "quarantine evaluation (seed {seed}; 6 hosts x 3 units; default policy: window {}, at least {} failures, alpha {:e})\n",
+        policy.window, policy.min_failures, policy.alpha
+    );
     println!("| case | runs | completions each | healthy subjects quarantined (false) | failed jobs before the bad host's quarantine (median / max) |");
     println!("|---|---|---|---|---|");
     for (name, base, noise) in [

@@ -31,6 +31,8 @@ pub struct Policy {
     pub outage_share: f64,
     /// ...over at least this many outcomes, from at least two hosts or workers.
     pub outage_min: usize,
+    /// Fewest distinct failing jobs among them.
+    pub outage_min_jobs: usize,
     /// Significance at which a worker is a suspect: not quarantined, but the jobs that failed
     /// there are not given up on until the evidence settles.
     pub suspect_alpha: f64,
@@ -45,6 +47,7 @@ impl Default for Policy {
             alpha: 1e-7,
             outage_share: 0.8,
             outage_min: 10,
+            outage_min_jobs: 4,
             suspect_alpha: 1e-3,
         }
     }
@@ -100,13 +103,23 @@ struct Record {
     outcomes: VecDeque<(bool, String)>,
 }
 
+/// One outcome in a class's fleet-wide window.
+#[derive(Debug)]
+struct ClassOutcome {
+    /// `unit@host`
+    worker: String,
+    host: String,
+    failed: bool,
+    job: String,
+}
+
 /// The fleet's recent outcomes, by class, worker and host.
 #[derive(Debug, Default)]
 pub struct Attribution {
     workers: BTreeMap<(String, String), Record>,
     hosts: BTreeMap<(String, String), Record>,
-    /// Recent outcomes of each class across the fleet: (worker, host, failed).
-    classes: BTreeMap<String, VecDeque<(String, String, bool)>>,
+    /// Recent outcomes of each class across the fleet.
+    classes: BTreeMap<String, VecDeque<ClassOutcome>>,
     /// Job id -> the worker it last succeeded on (bounded).
     succeeded: HashMap<String, String>,
     succeeded_order: VecDeque<String>,
@@ -148,7 +161,7 @@ impl Attribution {
             }
         }
         let c = self.classes.entry(e.class.clone()).or_default();
-        c.push_back((worker.clone(), e.host.clone(), failed));
+        c.push_back(ClassOutcome { worker: worker.clone(), host: e.host.clone(), failed, job: job.clone() });
         while c.len() > CLASS_WINDOW {
             c.pop_front();
         }
@@ -253,24 +266,23 @@ impl Attribution {
 
     /// The evidence against a worker or host, when it is beyond chance.
     pub fn judge(&self, class: &str, subject: &Subject, policy: &Policy) -> Option<Evidence> {
-        let (record, excluded): (&Record, Box<dyn Fn(&(String, String, bool)) -> bool>) = match subject {
-            Subject::Worker(w) => {
-                let w2 = w.clone();
-                (self.workers.get(&(class.to_string(), w.clone()))?, Box::new(move |o| o.0 == w2))
-            }
-            Subject::Host(h) => {
-                let h2 = h.clone();
-                (self.hosts.get(&(class.to_string(), h.clone()))?, Box::new(move |o| o.1 == h2))
-            }
+        let key = |name: &String| (class.to_string(), name.clone());
+        let record = match subject {
+            Subject::Worker(w) => self.workers.get(&key(w))?,
+            Subject::Host(h) => self.hosts.get(&key(h))?,
+        };
+        let excluded = |o: &ClassOutcome| match subject {
+            Subject::Worker(w) => &o.worker == w,
+            Subject::Host(h) => &o.host == h,
         };
         let attempts = record.outcomes.len() as u32;
         let failures = record.outcomes.iter().filter(|o| o.0).count() as u32;
         if failures < policy.min_failures {
             return None;
         }
-        let rest: Vec<&(String, String, bool)> = self.classes.get(class)?.iter().filter(|o| !excluded(o)).collect();
+        let rest: Vec<&ClassOutcome> = self.classes.get(class)?.iter().filter(|o| !excluded(o)).collect();
         let fleet_attempts = rest.len() as u32;
-        let fleet_failures = rest.iter().filter(|o| o.2).count() as u32;
+        let fleet_failures = rest.iter().filter(|o| o.failed).count() as u32;
         // "While the same class succeeds elsewhere": without enough of the rest of the fleet,
         // or when the rest fails as much, there is nothing to blame this one for.
         if fleet_attempts < policy.min_fleet || fleet_failures * 2 >= fleet_attempts {
@@ -310,22 +322,26 @@ impl Attribution {
     /// others succeeded a moment ago is that host's problem, not a shared one.
     pub fn outage(&self, class: &str, policy: &Policy) -> Option<String> {
         let window = self.classes.get(class)?;
-        let recent: Vec<&(String, String, bool)> = window.iter().rev().take(policy.outage_min.max(1) * 2).collect();
+        let recent: Vec<&ClassOutcome> = window.iter().rev().take(policy.outage_min.max(1) * 2).collect();
         if recent.len() < policy.outage_min {
             return None;
         }
-        let failed = recent.iter().filter(|o| o.2).count();
+        let failed = recent.iter().filter(|o| o.failed).count();
         let distinct = |it: &mut dyn Iterator<Item = &str>| -> usize {
             let mut v: Vec<&str> = it.collect();
             v.sort_unstable();
             v.dedup();
             v.len()
         };
-        let failing = distinct(&mut recent.iter().filter(|o| o.2).map(|o| o.0.as_str()));
-        let failing_hosts = distinct(&mut recent.iter().filter(|o| o.2).map(|o| o.1.as_str()));
-        let hosts_seen = distinct(&mut window.iter().map(|o| o.1.as_str()));
+        let failing = distinct(&mut recent.iter().filter(|o| o.failed).map(|o| o.worker.as_str()));
+        let failing_hosts = distinct(&mut recent.iter().filter(|o| o.failed).map(|o| o.host.as_str()));
+        let failing_jobs = distinct(&mut recent.iter().filter(|o| o.failed).map(|o| o.job.as_str()));
+        let hosts_seen = distinct(&mut window.iter().map(|o| o.host.as_str()));
         let share = failed as f64 / recent.len() as f64;
-        (share >= policy.outage_share && failing >= 2 && (failing_hosts >= 2 || hosts_seen == 1)).then(|| {
+        // Many different jobs failing: a couple of bad jobs retried in a quiet class are not an
+        // outage (they are poison, and charged as such).
+        let shared = share >= policy.outage_share && failing >= 2 && failing_jobs >= policy.outage_min_jobs;
+        (shared && (failing_hosts >= 2 || hosts_seen == 1)).then(|| {
             format!(
                 "{failed} of the last {} jobs of class {class} failed, on {failing} different workers: a shared cause (a dependency down?), not the workers",
                 recent.len(),
@@ -534,5 +550,13 @@ mod tests {
             a.observe(&timeout(&format!("f{i}"), &format!("u{}", i % 3), "only"), &p);
         }
         assert!(a.outage("c", &p).is_some(), "a single-host fleet");
+        // Three bad jobs retried over and over in a quiet class: poison, not an outage.
+        let mut a = Attribution::default();
+        for i in 0..18 {
+            a.observe(&timeout(&format!("f{}", i % 3), &format!("u{}", i % 4), "only"), &p);
+        }
+        assert!(a.outage("c", &p).is_none(), "three jobs failing are not a shared cause");
+        a.observe(&timeout("f3", "u1", "only"), &p);
+        assert!(a.outage("c", &p).is_some(), "a fourth distinct job tips it");
     }
 }
