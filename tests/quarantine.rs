@@ -25,11 +25,7 @@ workers = 3
 async fn the_bad_hosts_units_are_quarantined_no_healthy_unit_is_and_every_job_completes() {
     let mut good = Host::new("quarantine", CLASS);
     let mut bad = good.other_host("host-bad", 3);
-    let text = std::fs::read_to_string(&bad.config).expect("config");
-    std::fs::write(&bad.config, text.replacen("environment = [", "environment = [\"BEHAVE_BAD=1\", ", 1))
-        .expect("config");
-    let out = drover(&["install-units", "--user", "--config"], &bad.config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    add_environment(&bad, "BEHAVE_BAD=1");
     let mut events = good.env.events().await;
     good.start_supervisor();
     bad.start_supervisor();
@@ -97,14 +93,7 @@ async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_
         .replace("max_attempts = 10", "max_attempts = 100");
     let mut h = Host::new("outage-pause", &class);
     let outage = h.env.dir.join("dependency-down");
-    let text = std::fs::read_to_string(&h.config).expect("config");
-    std::fs::write(
-        &h.config,
-        text.replacen("environment = [", &format!("environment = [\"BEHAVE_FAIL_IF={}\", ", outage.display()), 1),
-    )
-    .expect("config");
-    let out = drover(&["install-units", "--user", "--config"], &h.config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    add_environment(&h, &format!("BEHAVE_FAIL_IF={}", outage.display()));
     let mut events = h.env.events().await;
     h.start_supervisor();
     h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
@@ -158,11 +147,7 @@ async fn failures_charged_to_a_bad_host_use_up_none_of_the_jobs_attempts() {
         .replace("poison_after = 0", "poison_after = 2");
     let mut good = Host::new("fair-charging", &class);
     let mut bad = good.other_host("host-bad", 3);
-    let text = std::fs::read_to_string(&bad.config).expect("config");
-    std::fs::write(&bad.config, text.replacen("environment = [", "environment = [\"BEHAVE_BAD=1\", ", 1))
-        .expect("config");
-    let out = drover(&["install-units", "--user", "--config"], &bad.config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    add_environment(&bad, "BEHAVE_BAD=1");
     let mut events = good.env.events().await;
     good.start_supervisor();
     bad.start_supervisor();
@@ -171,25 +156,21 @@ async fn failures_charged_to_a_bad_host_use_up_none_of_the_jobs_attempts() {
             u.len() == 3 && u.values().all(|s| s.health == "healthy")
         });
     }
-    let cordon = |h: &Host, verb: &str| {
-        let out = drover(&[verb, "--host", &h.name, "--reason", "test: one host at a time", "--config"], &h.config);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
     // The fleet's own record of the class: 30 successes on the good host.
-    cordon(&bad, "cordon");
+    operator(&bad, "cordon");
     bad.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
     good.env.submit("w", r#"{"sleep": 0}"#, 30, &[]);
     events.wait_for("the fleet's record", Duration::from_secs(60), |e| count(e, "succeeded") >= 30).await;
 
     // Only the bad host takes the next jobs.
-    cordon(&good, "cordon");
+    operator(&good, "cordon");
     good.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
-    cordon(&bad, "undrain");
+    operator(&bad, "undrain");
     let ids = good.env.submit("w", r#"{"sleep": 0}"#, 6, &[]);
     bad.wait_status("the bad host's units quarantined", Duration::from_secs(120), |u| {
         u.len() == 3 && u.values().all(|s| s.health == "quarantined")
     });
-    cordon(&good, "undrain");
+    operator(&good, "undrain");
 
     events.wait_for("every job", Duration::from_secs(120), |e| count(e, "succeeded") >= 36).await;
     let timeouts_on_bad = |id: &str| {
@@ -264,14 +245,7 @@ async fn a_failing_probe_holds_the_unit_again_and_a_passing_one_releases_it() {
     let mut bad = good.other_host("host-bad", 1);
     let broken = bad.env.dir.join("host-bad-misconfigured");
     std::fs::write(&broken, "").expect("the host is misconfigured");
-    let text = std::fs::read_to_string(&bad.config).expect("config");
-    std::fs::write(
-        &bad.config,
-        text.replacen("environment = [", &format!("environment = [\"BEHAVE_BAD_IF={}\", ", broken.display()), 1),
-    )
-    .expect("config");
-    let out = drover(&["install-units", "--user", "--config"], &bad.config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    add_environment(&bad, &format!("BEHAVE_BAD_IF={}", broken.display()));
     let mut events = good.env.events().await;
     good.start_supervisor();
     bad.start_supervisor();
@@ -284,11 +258,7 @@ async fn a_failing_probe_holds_the_unit_again_and_a_passing_one_releases_it() {
     events.wait_for("the first jobs", Duration::from_secs(120), |e| count(e, "succeeded") >= 80).await;
 
     // Only the bad host takes the next jobs, so the probe has jobs to take.
-    let verb = |h: &Host, verb: &str| {
-        let out = drover(&[verb, "--host", &h.name, "--reason", "test: probe alone", "--config"], &h.config);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    verb(&good, "cordon");
+    operator(&good, "cordon");
     good.wait_status("cordoned", Duration::from_secs(20), |u| u.values().all(|s| s.health == "cordoned"));
     let ids = good.env.submit("w", r#"{"sleep": 0.2}"#, 4, &[]);
     let timeline =
@@ -338,5 +308,20 @@ async fn a_failing_probe_holds_the_unit_again_and_a_passing_one_releases_it() {
     assert!(at("quarantine (probe after") < at("quarantine hold over"));
     assert!(at("quarantine hold over") < at("the probe failed"));
     assert!(at("the probe failed") < at("the probe passed"));
-    verb(&good, "undrain");
+    operator(&good, "undrain");
+}
+
+/// Adds a variable to the environment of a host's worker units, and installs them again.
+fn add_environment(h: &Host, var: &str) {
+    let text = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(&h.config, text.replacen("environment = [", &format!("environment = [\"{var}\", "), 1))
+        .expect("config");
+    let out = drover(&["install-units", "--user", "--config"], &h.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `drover cordon|undrain --host <h>` as an operator would.
+fn operator(h: &Host, verb: &str) {
+    let out = drover(&[verb, "--host", &h.name, "--reason", "test: one host at a time", "--config"], &h.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
