@@ -8,8 +8,9 @@
 //! (`100-109`, or a comma-separated list) pools several base seeds into one table (tuning is
 //! judged on seeds 100-109, not on the default one), and `DRIFT_EVAL_CONFIG` (a partial
 //! `DetectorConfig` as JSON, e.g. `{"thresholds": [7.5, 13, 12, 16, 7]}`) evaluates another
-//! tuning. The cost per completion is timed roughly here; `benches/drift_cost.rs` measures it
-//! with criterion.
+//! tuning; `DRIFT_EVAL_DETAIL=1` adds the mean delay per case and the share of series caught
+//! within the median target (finer than the medians, for comparing variants). The cost per
+//! completion is timed roughly here; `benches/drift_cost.rs` measures it with criterion.
 //!
 //! Run: `cargo bench --bench drift_eval`
 //!      `DRIFT_EVAL_SEEDS=100-109 cargo bench --bench drift_eval`
@@ -383,6 +384,20 @@ fn main() {
         "| cost | {ns_per_observe:.0} ns per `observe` (rough wall-clock, {TIMING_OBSERVATIONS} observations, one core; \
          criterion: `cargo bench --bench drift_cost`) | | | | | |"
     );
+    if std::env::var("DRIFT_EVAL_DETAIL").is_ok() {
+        // Finer than the medians (which move in whole completions): mean delay of the caught
+        // series and the share caught within the median target, per case.
+        println!("\nDetail (`DRIFT_EVAL_DETAIL`): mean delay of caught series; share within the median target\n");
+        for (c, case) in cases.iter().enumerate() {
+            let delays: Vec<usize> = outcomes.iter().flat_map(|o| o.delays[c].iter().flatten().copied()).collect();
+            let total = outcomes.iter().map(|o| o.delays[c].len()).sum::<usize>().max(1);
+            let mean = delays.iter().sum::<usize>() as f64 / delays.len().max(1) as f64;
+            let within = case.target.median.map_or(String::new(), |m| {
+                format!(", {:.1}% within {m}", 100.0 * delays.iter().filter(|&&d| d <= m).count() as f64 / total as f64)
+            });
+            println!("- {}: mean {mean:.2}{within}", case.name);
+        }
+    }
     if outcomes.len() > 1 {
         println!("\nPer seed: false alarms; median delay of the 2x step and of the ramp\n");
         println!("| Seed | False alarms | Per 10,000 | 2x median | Ramp median |");
