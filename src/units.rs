@@ -61,7 +61,11 @@ pub fn write(dir: &Path, files: &[(String, String)]) -> std::io::Result<Vec<Path
         .iter()
         .map(|(name, text)| {
             let path = dir.join(name);
-            let tmp = dir.join(format!(".{name}.tmp"));
+            // Unique per writer: two installs at once (they share `drover-supervisor.service`)
+            // must not rename each other's temporary file away.
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
             std::fs::write(&tmp, text)?;
             std::fs::rename(&tmp, &path)?;
             Ok(path)
@@ -83,6 +87,25 @@ pub fn summary(cfg: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installs_at_the_same_time_do_not_trip_over_each_other() {
+        let dir = std::env::temp_dir().join(format!("drover-units-{}", std::process::id()));
+        let files = vec![("shared.service".to_string(), "[Unit]\n".to_string())];
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let (dir, files) = (dir.clone(), files.clone());
+                std::thread::spawn(move || (0..50).map(|_| write(&dir, &files).map(|_| ())).collect::<Vec<_>>())
+            })
+            .collect();
+        for w in writers {
+            for r in w.join().expect("writer") {
+                assert!(r.is_ok(), "{r:?}");
+            }
+        }
+        assert_eq!(std::fs::read_to_string(dir.join("shared.service")).expect("written"), "[Unit]\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn units_are_filled_in_from_the_configuration() {
