@@ -63,6 +63,13 @@ pub struct Order {
     /// Quarantines and pauses whose hold ran out: since when one probe job decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probing_since_ms: Option<i64>,
+    /// Probes begun so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub probes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Order {
@@ -355,6 +362,7 @@ mod tests {
             at_ms: 0,
             deadline_ms,
             probing_since_ms: None,
+            probes: 0,
         }
     }
 

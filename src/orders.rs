@@ -185,6 +185,7 @@ impl Ctx {
                 && o.deadline_ms.is_some_and(|d| d <= now_ms);
             if due {
                 o.probing_since_ms = Some(now_ms);
+                o.probes += 1;
                 begun.push(o.clone());
             }
         }
@@ -248,6 +249,7 @@ impl Ctx {
             at_ms: now_ms(),
             deadline_ms,
             probing_since_ms: None,
+            probes: 0,
         };
         let Ok(mut m) = self.maint.lock() else { return Response::error(&self.host, "state poisoned") };
         // A new order for the same scope replaces the old one (a cordon becomes a drain, a

@@ -249,6 +249,22 @@ impl Attribution {
         }
     }
 
+    /// The jobs that failed in a class's recent fleet-wide record: during a shared outage, the
+    /// failures that were the outage's fault (the last `4 * outage_min` outcomes).
+    pub fn outage_jobs(&self, class: &str, policy: &Policy) -> Vec<String> {
+        let Some(window) = self.classes.get(class) else { return Vec::new() };
+        let mut jobs: Vec<String> = window
+            .iter()
+            .rev()
+            .take(policy.outage_min.max(1) * 4)
+            .filter(|o| o.failed && !o.job.is_empty())
+            .map(|o| o.job.clone())
+            .collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        jobs
+    }
+
     /// Forgets a class's fleet-wide record (after a pause is lifted).
     pub fn forget_class(&mut self, class: &str) {
         self.classes.remove(class);
@@ -528,6 +544,9 @@ mod tests {
             a.observe(&timeout(&format!("f{i}"), "u1", &format!("h{}", i % 3)), &p);
         }
         assert!(a.outage("c", &p).is_some_and(|s| s.contains("shared cause")));
+        let jobs = a.outage_jobs("c", &p);
+        assert_eq!(jobs.len(), 18, "every failed job of the outage, and no job that succeeded: {jobs:?}");
+        assert!(jobs.iter().all(|j| j.starts_with('f')));
         for h in ["h0", "h1", "h2"] {
             assert!(a.judge("c", &Subject::Host(h.into()), &p).is_none(), "{h} is not blamed for a shared outage");
         }

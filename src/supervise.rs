@@ -884,21 +884,31 @@ fn host_verdicts(
     use crate::quarantine::Subject;
     let prefix = &cfg.systemd.unit_prefix;
     let orders = ctx.maint.lock().map(|m| m.orders.clone()).unwrap_or_default();
-    let quarantined: Vec<(String, i64)> = orders
+    // Who is to blame, for which class, since when, and for which failed jobs: each quarantined
+    // unit, and each class paused for a shared outage (any worker).
+    let blamed: Vec<(String, String, i64, Vec<String>)> = orders
         .iter()
         .filter_map(|o| match (&o.kind, &o.scope) {
-            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => Some((u.clone(), o.at_ms)),
+            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => {
+                let class = class_of(prefix, u);
+                let worker = format!("{u}@{}", cfg.host);
+                let mut jobs = attribution.failed_jobs(&class, &Subject::Worker(worker.clone()));
+                jobs.extend(attribution.failed_jobs(&class, &Subject::Host(cfg.host.clone())));
+                Some((worker, class, o.at_ms, jobs))
+            }
+            (maintenance::Kind::Pause, maintenance::Scope::Class(c)) => {
+                // The outage's own failures, gathered until the first probe. A probe's failure
+                // is charged: a bad job taken as the probe must not keep the class paused forever.
+                let jobs = if o.probes == 0 { attribution.outage_jobs(c, policy) } else { Vec::new() };
+                Some((crate::verdicts::ANY_WORKER.to_string(), c.clone(), o.at_ms, jobs))
+            }
             _ => None,
         })
         .collect();
     for b in blames.iter_mut() {
-        b.active = quarantined.iter().any(|(u, _)| format!("{u}@{}", cfg.host) == b.worker);
+        b.active = blamed.iter().any(|(worker, class, _, _)| *worker == b.worker && *class == b.class);
     }
-    for (unit, since) in quarantined {
-        let class = class_of(prefix, &unit);
-        let worker = format!("{unit}@{}", cfg.host);
-        let mut jobs = attribution.failed_jobs(&class, &Subject::Worker(worker.clone()));
-        jobs.extend(attribution.failed_jobs(&class, &Subject::Host(cfg.host.clone())));
+    for (worker, class, since, jobs) in blamed {
         let b = match blames.iter_mut().find(|b| b.worker == worker && b.class == class && b.active) {
             Some(b) => b,
             None => {

@@ -7,6 +7,9 @@
 //!   them as evidence. Those failures were the worker's fault: they use up none of the job's
 //!   attempts and do not count towards poison. Kept for a day after the quarantine ends, since
 //!   the jobs they failed may still be waiting for a retry.
+//! - **outages**: a class paused for a shared outage on this host (worker [`ANY_WORKER`]),
+//!   with the jobs that failed in it. Those failures were the outage's fault, on whatever
+//!   worker: charged to neither the job's attempts nor its poison count.
 //! - **vanished attempts**: a job started on a worker of this host and the worker died before
 //!   it said how the attempt ended (killed, out of memory, the host lost). The next delivery of
 //!   the job goes to another worker with no failure recorded; counted here, a job that kills
@@ -51,14 +54,20 @@ pub struct Suspect {
     pub class: String,
 }
 
-/// A worker quarantined for a class.
+/// The `worker` of a blame that is not a worker's: a shared outage of the class, which any
+/// worker's failures of its jobs were part of.
+pub const ANY_WORKER: &str = "*";
+
+/// A worker quarantined for a class, or ([`ANY_WORKER`]) a class paused for a shared outage
+/// (which forgives only its `jobs`, whether active or not).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Blame {
-    /// `unit@host`
+    /// `unit@host`, or [`ANY_WORKER`].
     pub worker: String,
     pub class: String,
     pub since_ms: i64,
-    /// Still quarantined (any failure on it is its own); otherwise only `jobs` are forgiven.
+    /// Still quarantined or paused (any failure there is its own); otherwise only `jobs` are
+    /// forgiven.
     pub active: bool,
     /// The jobs whose failures there were the evidence.
     pub jobs: Vec<String>,
@@ -103,10 +112,12 @@ impl Fleet {
     }
 
     fn forgiven(&self, class: &str, job: &str, worker: &str) -> bool {
-        self.hosts
-            .values()
-            .flat_map(|h| &h.blamed)
-            .any(|b| b.worker == worker && b.class == class && (b.active || b.jobs.iter().any(|j| j == job)))
+        self.hosts.values().flat_map(|h| &h.blamed).filter(|b| b.class == class).any(|b| match b.worker.as_str() {
+            // An outage forgives its own jobs' failures, wherever they were; never all of
+            // the class, or a bad job taken as the probe would keep it paused forever.
+            ANY_WORKER => b.jobs.iter().any(|j| j == job),
+            w => w == worker && (b.active || b.jobs.iter().any(|j| j == job)),
+        })
     }
 
     fn suspect(&self, class: &str, worker: &str) -> bool {
@@ -197,6 +208,41 @@ mod tests {
         assert_eq!((got.forgiven, got.pending, got.against_suspect, got.against.len()), (0, 2, 1, 2));
         let other_class = f.charges("d", "j9", &s(&["w-3@bad"]), &s(&["w-3@bad"]));
         assert_eq!((other_class.pending, other_class.against_suspect), (0, 0));
+    }
+
+    #[test]
+    fn failures_in_a_shared_outage_are_charged_to_the_outage() {
+        let outage = |active: bool| {
+            let mut f = Fleet::default();
+            f.update(HostVerdicts {
+                v: VERSION,
+                host: "h1".into(),
+                at_ms: 100,
+                blamed: vec![Blame {
+                    worker: ANY_WORKER.into(),
+                    class: "c".into(),
+                    since_ms: 50,
+                    active,
+                    jobs: s(&["j1"]),
+                }],
+                ..Default::default()
+            });
+            f
+        };
+        let (paused, resumed) = (outage(true), outage(false));
+        let failures = s(&["w-1@h1", "w-2@h2", "w-3@h3"]);
+        // (fleet, class, job): (forgiven, against)
+        let cases: Vec<(&Fleet, &str, &str, u32, usize)> = vec![
+            (&paused, "c", "j1", 3, 0),  // an outage's job, on any worker of any host
+            (&paused, "c", "j2", 0, 3),  // not any job of the class: a bad probe job is charged
+            (&resumed, "c", "j1", 3, 0), // after it, the outage's own jobs still
+            (&resumed, "c", "j2", 0, 3), // but not a job that failed on its own since
+            (&paused, "d", "j1", 0, 3),  // another class is not covered
+        ];
+        for (f, class, job, forgiven, against) in cases {
+            let got = f.charges(class, job, &failures, &failures);
+            assert_eq!((got.forgiven, got.against.len()), (forgiven, against), "{class} {job}");
+        }
     }
 
     #[test]

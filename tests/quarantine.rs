@@ -85,8 +85,8 @@ async fn the_bad_hosts_units_are_quarantined_no_healthy_unit_is_and_every_job_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_resumes() {
     // Retry delays here are under a second, and half of them go straight back to the queue: until
-    // the pause, a job may fail many times in a second or two. Failures before the pause are
-    // charged to the jobs (only a quarantine forgives), so the jobs get attempts to spare.
+    // the pause, a job may fail many times in a second or two, and a failure is charged when it
+    // happens, before any verdict says it was the outage's. So the jobs get attempts to spare.
     let class = CLASS
         .replace("hold = \"10m\"", "hold = \"4s\"")
         .replace("timeout = \"2s\"", "timeout = \"30s\"")
