@@ -12,13 +12,15 @@
 //! - [`job`]: a job's envelope on the wire (headers, properties), encoded and decoded.
 //! - [`events`]: the versioned JSON job events and their routing keys.
 //! - [`reconcile`]: which worker units to start, stop or restart, and their health.
-//! - [`maintenance`]: drains and cordons: which unit to cordon, which job to requeue, when a
-//!   host is safe to power off.
+//! - [`maintenance`]: drains, cordons, quarantines and pauses: which unit to cordon, which job
+//!   to requeue, which unit takes the one probe job and what its outcome decides, when a host
+//!   is safe to power off.
 //! - [`rollout`]: waves of hosts, and whether a touched wave looks worse than the rest.
 //! - [`quarantine`]: bad workers versus bad jobs: per worker and host attribution, the binomial
 //!   test against the rest of the fleet, shared outages, attempts whose worker died.
 //! - [`verdicts`]: the supervisors' verdicts as workers need them: which failures were a
-//!   quarantined worker's fault (fair charging), which workers a job killed (poison).
+//!   quarantined worker's or a shared outage's fault (fair charging), which workers a job
+//!   killed (poison).
 //! - [`drift`]: the latency drift detector (robust sequential test on log durations).
 //! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
 //!   stalls.
