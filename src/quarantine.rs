@@ -124,11 +124,12 @@ pub struct Attribution {
     succeeded: HashMap<String, String>,
     succeeded_order: VecDeque<String>,
     /// Job id -> the worker running it (started, no end heard yet), bounded.
-    open: HashMap<String, String>,
+    open: HashMap<String, (String, Option<u32>)>,
     open_order: VecDeque<String>,
     /// Attempts whose worker died under them, newest last, bounded.
     vanished: VecDeque<crate::verdicts::Vanished>,
-    vanished_total: usize,
+    /// Changes to `vanished` so far (additions and retractions).
+    vanished_changes: usize,
 }
 
 const OPEN_KEPT: usize = 50_000;
@@ -177,18 +178,21 @@ impl Attribution {
     }
 
     /// Open attempts, and the ones that vanished: a start while the job's previous start has
-    /// not ended means the previous worker died under it.
+    /// not ended means the previous worker died under it. Events of different workers may
+    /// arrive out of order (a retry's start before the failure that caused it), so an attempt
+    /// that reports its end after all is taken off the vanished list again.
     fn track_attempts(&mut self, e: &JobEvent) {
         let Some(job) = e.job_id.clone() else { return };
         let worker = format!("{}@{}", e.unit, e.host);
         match e.event {
             EventKind::Started => {
-                if let Some(prev) = self.open.insert(job.clone(), worker) {
-                    self.vanished_total += 1;
+                if let Some((prev, attempt)) = self.open.insert(job.clone(), (worker, e.attempt)) {
+                    self.vanished_changes += 1;
                     self.vanished.push_back(crate::verdicts::Vanished {
                         job,
                         worker: prev,
                         at_ms: crate::job::parse_rfc3339_ms(&e.at).unwrap_or(0),
+                        attempt,
                     });
                     while self.vanished.len() > VANISHED_KEPT {
                         self.vanished.pop_front();
@@ -207,17 +211,21 @@ impl Attribution {
             | EventKind::RetryScheduled
             | EventKind::DeadLettered
             | EventKind::Requeued => {
-                if self.open.get(&job) == Some(&worker) {
+                if self.open.get(&job) == Some(&(worker.clone(), e.attempt)) {
                     self.open.remove(&job);
                 }
+                // A late end: that worker did not die under it.
+                let before = self.vanished.len();
+                self.vanished.retain(|v| !(v.job == job && v.worker == worker && v.attempt == e.attempt));
+                self.vanished_changes += before - self.vanished.len();
             }
             EventKind::Misconfigured | EventKind::Submitted => {}
         }
     }
 
-    /// How many vanished attempts were noticed so far (to tell when there is a new one).
-    pub fn vanished_count(&self) -> usize {
-        self.vanished_total
+    /// How many times the vanished attempts changed so far (to tell when to say so at once).
+    pub fn vanished_changes(&self) -> usize {
+        self.vanished_changes
     }
 
     /// Attempts that vanished on the workers of `host` (`unit@host`).
@@ -531,6 +539,32 @@ mod tests {
         }
         assert!(a.vanished_on("h2").is_empty());
         assert!(a.vanished_on("h1").iter().all(|v| v.job == "j"));
+
+        // Events of two workers out of order: a retry's start before the failure that caused
+        // it. The late failure takes the attempt off the list; a later attempt on the same worker
+        // does not clear an attempt that really vanished.
+        let mut a = Attribution::default();
+        let at = |mut e: JobEvent, n: u32| {
+            e.attempt = Some(n);
+            e
+        };
+        let steps: Vec<(JobEvent, Vec<(&str, u32)>)> = vec![
+            (at(start("r", "u1", "h1"), 1), vec![]),
+            (at(start("r", "u2", "h1"), 2), vec![("u1@h1", 1)]),
+            (at(timeout("r", "u1", "h1"), 1), vec![]), // it was only late
+            (at(timeout("r", "u2", "h1"), 2), vec![]),
+            (at(start("r", "u1", "h1"), 3), vec![]),
+            (at(start("r", "u3", "h1"), 4), vec![("u1@h1", 3)]), // u1 died under attempt 3
+            (at(start("r", "u1", "h1"), 5), vec![("u1@h1", 3), ("u3@h1", 4)]),
+            (at(ok("r", "u1", "h1"), 5), vec![("u1@h1", 3), ("u3@h1", 4)]),
+        ];
+        for (i, (e, want)) in steps.into_iter().enumerate() {
+            a.observe(&e, &p);
+            let got: Vec<(String, u32)> =
+                a.vanished_on("h1").into_iter().map(|v| (v.worker, v.attempt.unwrap_or(0))).collect();
+            let want: Vec<(String, u32)> = want.into_iter().map(|(w, n)| (w.to_string(), n)).collect();
+            assert_eq!(got, want, "out of order, step {i}");
+        }
     }
 
     #[test]

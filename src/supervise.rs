@@ -589,14 +589,14 @@ async fn watch_jobs(
                                 record_event(&e, &into);
                             }
                             watch.observe(&e);
-                            let vanished = attribution.vanished_count();
+                            let vanished = attribution.vanished_changes();
                             attribution.observe(&e, &qpolicy);
                             if e.host == cfg.host {
                                 settle_probes(&cfg, &ctx, &mut attribution, &mut holds, &e);
                             }
-                            if attribution.vanished_count() != vanished {
-                                // A worker died under a job: say so now, before the job's next
-                                // delivery kills another one.
+                            if attribution.vanished_changes() != vanished {
+                                // A worker died under a job (or a late event says it did not):
+                                // say so now, before the job's next delivery.
                                 let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now_ms());
                                 if let Err(e) = crate::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
                             }

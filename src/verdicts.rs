@@ -80,6 +80,9 @@ pub struct Vanished {
     /// `unit@host`
     pub worker: String,
     pub at_ms: i64,
+    /// The attempt that vanished, when its start said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// Every host's latest verdicts, merged: what a worker consults for each job.
@@ -165,7 +168,7 @@ mod tests {
                     jobs: s(&["j1", "j2"]),
                 },
             ],
-            vanished: vec![Vanished { job: "oom".into(), worker: "w-1@bad".into(), at_ms: 90 }],
+            vanished: vec![Vanished { job: "oom".into(), worker: "w-1@bad".into(), at_ms: 90, attempt: None }],
             suspects: vec![Suspect { worker: "w-3@bad".into(), class: "c".into() }],
         });
         f.update(HostVerdicts {
@@ -173,7 +176,7 @@ mod tests {
             host: "good".into(),
             at_ms: 100,
             blamed: vec![],
-            vanished: vec![Vanished { job: "oom".into(), worker: "w-5@good".into(), at_ms: 95 }],
+            vanished: vec![Vanished { job: "oom".into(), worker: "w-5@good".into(), at_ms: 95, attempt: None }],
             suspects: vec![],
         });
         f

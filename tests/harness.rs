@@ -233,6 +233,82 @@ impl Drop for Worker {
     }
 }
 
+/// The verdicts the supervisors publish on the control exchange, as a worker receives them.
+pub struct Verdicts {
+    _conn: Connection,
+    consumer: lapin::Consumer,
+}
+
+impl Env {
+    /// Follows every host's verdicts from now on.
+    pub async fn verdicts(&self) -> Verdicts {
+        let conn = connect().await;
+        let chan = conn.create_channel().await.expect("channel");
+        let exchange = format!("{}.control", self.prefix);
+        chan.exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("control exchange");
+        let q = chan
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions { exclusive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        chan.queue_bind(
+            q.name().as_str().into(),
+            exchange.as_str().into(),
+            "verdicts.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+        let consumer = chan
+            .basic_consume(
+                q.name().as_str().into(),
+                "test-verdicts".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        Verdicts { _conn: conn, consumer }
+    }
+}
+
+impl Verdicts {
+    /// Waits for a host's verdicts that satisfy `done`; panics with the last one after `limit`.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&drover::verdicts::HostVerdicts) -> bool,
+    ) -> drover::verdicts::HostVerdicts {
+        let end = tokio::time::Instant::now() + limit;
+        let mut last = None;
+        loop {
+            match tokio::time::timeout_at(end, self.consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    let v: drover::verdicts::HostVerdicts = serde_json::from_slice(&d.data).expect("verdicts are JSON");
+                    if done(&v) {
+                        return v;
+                    }
+                    last = Some(v);
+                }
+                Ok(_) => panic!("the verdicts consumer closed while waiting for {what}"),
+                Err(_) => panic!("timed out after {limit:?} waiting for {what}; last verdicts: {last:?}"),
+            }
+        }
+    }
+}
+
 /// Job events seen so far, collected from a durable queue bound to the events exchange (it
 /// survives a broker restart; the collector reconnects).
 pub struct Events {

@@ -95,6 +95,7 @@ async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_
     let outage = h.env.dir.join("dependency-down");
     add_environment(&h, &format!("BEHAVE_FAIL_IF={}", outage.display()));
     let mut events = h.env.events().await;
+    let mut verdicts = h.env.verdicts().await;
     h.start_supervisor();
     h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
         u.len() == 3 && u.values().all(|s| s.health == "healthy")
@@ -113,6 +114,22 @@ async fn a_shared_outage_pauses_the_class_with_one_alert_and_no_quarantine_then_
     );
     let list = drover(&["quarantine", "list", "--json", "--config"], &h.config);
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+    // The workers are told which jobs failed in the outage, on whatever worker: those failures
+    // are charged to no job.
+    let v = verdicts
+        .wait_for("the outage's verdict", Duration::from_secs(30), |v| {
+            v.blamed.iter().any(|b| b.worker == drover::verdicts::ANY_WORKER && b.class == "w" && b.jobs.len() >= 4)
+        })
+        .await;
+    let outage_jobs = &v.blamed.iter().find(|b| b.worker == drover::verdicts::ANY_WORKER).expect("blame").jobs;
+    assert!(outage_jobs.iter().all(|j| ids.contains(j)), "only jobs of this outage: {outage_jobs:?}");
+    assert!(
+        v.blamed.iter().all(|b| b.worker == drover::verdicts::ANY_WORKER),
+        "and no worker is blamed: {:?}",
+        v.blamed
+    );
+    // Fast retries make a retry's start overtake the failure before it; no worker died.
+    assert!(v.vanished.is_empty(), "no attempt vanished: {:?}", v.vanished);
 
     // After the hold one unit probes with one job; the dependency is still down, so the probe
     // fails and the class stays paused.
