@@ -26,31 +26,13 @@ const WARM: usize = 20_000;
 /// A power of two, so cycling through the timed completions is a mask.
 const TIMED: usize = 1 << 16;
 
-/// SplitMix64 plus Box-Muller, as in benches/drift_eval.rs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let radius = (-2.0 * self.uniform().ln()).sqrt();
-        radius * (2.0 * std::f64::consts::PI * self.uniform()).cos()
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// (completion time, duration) pairs; completions from index `WARM` on are `factor` times slower.
 fn workload(seed: u64, factor: f64) -> Vec<(f64, f64)> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut t = START_UNIX_S;
     (0..WARM + TIMED)
         .map(|i| {

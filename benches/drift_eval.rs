@@ -27,6 +27,10 @@ const STRAGGLER_SHARE: f64 = 0.02;
 const DAILY_AMPLITUDE: f64 = 0.2;
 const START_UNIX_S: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z
 
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
+
 const SERIES_PER_CASE: u64 = 20;
 const PREFIX: usize = 2_000;
 const AFTER_STEP: usize = 1_000;
@@ -34,46 +38,6 @@ const RAMP_LEN: usize = 1_000;
 const STABLE_SERIES: u64 = 200;
 const STABLE_LEN: usize = 10_000;
 const TIMING_OBSERVATIONS: usize = 2_000_000;
-
-/// SplitMix64: tiny, seedable, good enough for simulation.
-struct Rng {
-    state: u64,
-    spare_normal: Option<f64>,
-}
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng { state: seed, spare_normal: None }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1): never 0, so logarithms are safe.
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal by Box-Muller.
-    fn normal(&mut self) -> f64 {
-        if let Some(z) = self.spare_normal.take() {
-            return z;
-        }
-        let radius = (-2.0 * self.uniform().ln()).sqrt();
-        let angle = 2.0 * std::f64::consts::PI * self.uniform();
-        self.spare_normal = Some(radius * angle.sin());
-        radius * angle.cos()
-    }
-
-    fn exponential(&mut self, mean: f64) -> f64 {
-        -mean * self.uniform().ln()
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Change {
