@@ -16,8 +16,9 @@
 //! the numbers are printed, and the machine is shared.
 
 use drover::config::Config;
-use drover::handler::{Handler, Identity};
-use drover::job::{now_ms, Job};
+use drover::io::clock::now_ms;
+use drover::io::handler::{Handler, Identity};
+use drover::job::Job;
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueDeclareOptions,
@@ -88,7 +89,8 @@ impl Case {
         );
         let config_path = dir.join("drover.toml");
         std::fs::write(&config_path, &text).expect("write config");
-        let cfg = Config::parse(&text, "bench").unwrap_or_else(|e| panic!("bench config: {e}"));
+        let cfg = Config::parse(&text, "bench", &drover::io::config_file::environment())
+            .unwrap_or_else(|e| panic!("bench config: {e}"));
         Case { systemd_path: false, queue: format!("{prefix}.jobs.noop"), cfg, config_path, dir }
     }
 
@@ -112,14 +114,14 @@ impl Case {
 
     /// Publishes `n` no-op jobs with confirms (pipelined by `submit`).
     async fn load(&self, n: u64) {
-        let s = drover::submit::Submission {
+        let s = drover::cli::submit::Submission {
             class: "noop".into(),
             payload: b"{}".to_vec(),
             deadline: None,
             tenant: None,
             count: n,
         };
-        let ids = drover::submit::submit(&self.cfg, &s).await.expect("load the queue (is RabbitMQ up?)");
+        let ids = drover::cli::submit::submit(&self.cfg, &s).await.expect("load the queue (is RabbitMQ up?)");
         assert_eq!(ids.len() as u64, n);
     }
 

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh env)"
-cargo build --quiet --all-targets  # benches too, so that they keep compiling
-exec cargo test --lib --bins --tests -- --test-threads "${DROVER_TEST_THREADS:-4}" "$@"
+cargo build --quiet --workspace --all-targets  # benches too, so that they keep compiling
+exec cargo test --workspace --lib --bins --tests -- --test-threads "${DROVER_TEST_THREADS:-4}" "$@"

@@ -4,11 +4,13 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use drover::cli::{drainctl, submit};
 use drover::config::Bus;
 use drover::config::Config;
-use drover::{control, drainctl, drift, duration, submit, supervise, units, work};
+use drover::io::{config_file, control, units};
+use drover::{drift, duration, supervisor, worker};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -249,8 +251,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, Failure> {
-    Config::load(path).map_err(|e| Failure(2, e.into()))
+fn load(path: &Path) -> Result<Config, Failure> {
+    config_file::load(path).map_err(|e| Failure(2, e.into()))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -290,7 +292,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             for w in cfg.warnings() {
                 tracing::warn!("{}", w.0);
             }
-            let code = runtime()?.block_on(supervise::run(cfg)).map_err(|e| Failure(1, e))?;
+            let code = runtime()?.block_on(supervisor::run(cfg)).map_err(|e| Failure(1, e))?;
             Ok(code.clamp(0, 255) as u8)
         }
         Command::Status { config, json } => {
@@ -389,7 +391,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Timeline { config, since, json } => {
             let cfg = load(&config)?;
-            let since_ms = since.map(|d| drover::job::now_ms() - d.as_millis() as i64).unwrap_or(0);
+            let since_ms = since.map(|d| drover::io::clock::now_ms() - d.as_millis() as i64).unwrap_or(0);
             let resp = runtime()?
                 .block_on(control::request(
                     &cfg.supervisor.socket,
@@ -448,7 +450,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 let bus = if system { Bus::System } else { Bus::User };
                 runtime()?
                     .block_on(async {
-                        let sd = drover::systemd::Systemd::connect(bus, cfg.systemd.call_timeout).await?;
+                        let sd = drover::io::systemd::Systemd::connect(bus, cfg.systemd.call_timeout).await?;
                         sd.reload().await
                     })
                     .context("cannot reload the systemd manager")
@@ -471,7 +473,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             for w in cfg.warnings() {
                 tracing::warn!("{}", w.0);
             }
-            let code = runtime()?.block_on(work::run(cfg, &class, instance)).map_err(|e| Failure(1, e))?;
+            let code = runtime()?.block_on(worker::run(cfg, &class, instance)).map_err(|e| Failure(1, e))?;
             Ok(code.clamp(0, 255) as u8)
         }
         Command::Submit { config, class, payload, payload_file, deadline, tenant, count } => {

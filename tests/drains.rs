@@ -19,7 +19,7 @@ drain_early_requeue = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_host_b_from_host_a_finishes_or_moves_every_job_and_loses_none() {
-    let mut b = Host::new("drain-b", &CLASS.replace("[classes.w]", "[classes.w]").replacen("\n", "\n", 1));
+    let mut b = Host::new("drain-b", CLASS);
     let mut a = b.other_host("host-a", 3);
     let mut events = b.env.events().await;
     b.start_supervisor();

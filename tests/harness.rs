@@ -134,9 +134,9 @@ impl Env {
             let d = msg.delivery;
             out.push(DeadLetter {
                 id: d.properties.message_id().as_ref().map(|s| s.as_str().to_string()),
-                reason: drover::job::header_string(&d.properties, drover::job::H_DEAD_REASON).unwrap_or_default(),
-                detail: drover::job::header_string(&d.properties, drover::job::H_DEAD_DETAIL).unwrap_or_default(),
-                attempt: drover::job::header_int(&d.properties, drover::job::H_ATTEMPT),
+                reason: drover::io::wire::header_string(&d.properties, drover::job::H_DEAD_REASON).unwrap_or_default(),
+                detail: drover::io::wire::header_string(&d.properties, drover::job::H_DEAD_DETAIL).unwrap_or_default(),
+                attempt: drover::io::wire::header_int(&d.properties, drover::job::H_ATTEMPT),
                 body: d.data,
             });
         }

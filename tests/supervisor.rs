@@ -3,7 +3,7 @@
 //! down with drains, and a bus that goes away.
 
 use crate::harness::{count, wait_until, Env};
-use drover::control::{StatusReport, UnitStatus};
+use drover::io::control::{StatusReport, UnitStatus};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ state_dir = "{dir}/state"
 "#;
 
 pub struct Host {
-    pub env: std::sync::Arc<Env>,
+    pub env: std::rc::Rc<Env>,
     /// This host's configuration (hosts made by `other_host` share the env, its broker prefix
     /// and its test directory).
     pub config: std::path::PathBuf,
@@ -69,9 +69,9 @@ impl Host {
             .to_string();
         let out = drover(&["install-units", "--user", "--config"], &env.config);
         assert!(out.status.success(), "install-units: {}", String::from_utf8_lossy(&out.stderr));
-        let name = drover::config::Config::load(&env.config).expect("config").host;
+        let name = drover::io::config_file::load(&env.config).expect("config").host;
         let config = env.config.clone();
-        Host { env: std::sync::Arc::new(env), config, name, prefix, supervisor: None }
+        Host { env: std::rc::Rc::new(env), config, name, prefix, supervisor: None }
     }
 
     /// A second "host" on this machine: the same broker and job queues, its own host name,
@@ -202,7 +202,7 @@ impl Drop for Host {
         systemctl(&["kill", "--signal=SIGKILL", &pattern]);
         systemctl(&["stop", &pattern]);
         systemctl(&["reset-failed", &pattern]);
-        let dir = drover::units::unit_dir(false);
+        let dir = drover::io::units::unit_dir(false);
         let _ = std::fs::remove_file(dir.join(format!("{}@.service", self.prefix)));
     }
 }

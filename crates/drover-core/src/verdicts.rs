@@ -187,7 +187,8 @@ mod tests {
         let f = fleet();
         // (class, job, failures, failed_on, forgiven, against)
         let plain = |forgiven: u32, against: Vec<String>| Charges { forgiven, against, ..Charges::default() };
-        let cases: Vec<(&str, &str, Vec<String>, Vec<String>, u32, Vec<String>)> = vec![
+        type Case<'a> = (&'a str, &'a str, Vec<String>, Vec<String>, u32, Vec<String>);
+        let cases: Vec<Case> = vec![
             // Evidence of a quarantine: both failures forgiven, nothing against the job.
             ("c", "j1", s(&["w-1@bad", "w-2@bad"]), s(&["w-1@bad", "w-2@bad"]), 2, s(&[])),
             // An active quarantine forgives any failure there; a released one only its evidence.

@@ -1,10 +1,11 @@
 //! `drover submit`: publishes jobs as persistent messages and waits for the broker's confirms,
 //! so that an id printed is a job the broker has on disk.
 
-use crate::amqp::Link;
 use crate::config::Config;
 use crate::events::{EventKind, JobEvent};
-use crate::job::{now_ms, Job};
+use crate::io::amqp::Link;
+use crate::io::clock::now_ms;
+use crate::job::Job;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,7 @@ pub async fn submit(cfg: &Config, s: &Submission) -> anyhow::Result<Vec<String>>
                 failures: Vec::new(),
             })
             .collect();
-        let messages = batch.iter().map(|j| (j.payload.clone(), j.properties())).collect();
+        let messages = batch.iter().map(|j| (j.payload.clone(), crate::io::wire::properties(&j.envelope()))).collect();
         link.publish_batch("", &queue, messages).await?;
         ids.extend(batch.into_iter().map(|j| j.id));
         // Per-tenant backlogs (stall alerts) count submissions from these.

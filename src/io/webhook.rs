@@ -3,37 +3,14 @@
 //! take Drover's alerts as they are. Plain HTTP/1.1 over TCP with a deadline per attempt and
 //! full-jitter retries; a deliberately small client, since one POST is all it does.
 
-use crate::alerts::{Alert, Transition};
-use crate::backoff::{Backoff, Jitter};
+use crate::alerts::{Alert, Transition, WebhookTarget as Target};
+use crate::backoff::Backoff;
+use crate::io::random::Jitter;
 use crate::job::rfc3339;
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-/// Parses `http://host[:port][/path]`.
-pub fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("`{url}`: bad port `{p}`"))?),
-        None => (authority, 80),
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}`: no host"));
-    }
-    Ok(Target { host: host.to_string(), port, path: path.to_string() })
-}
 
 fn alert_json(a: &Alert, host: &str) -> serde_json::Value {
     let mut labels = serde_json::Map::new();
@@ -152,17 +129,6 @@ pub fn spawn(target: Target, host: String) -> mpsc::Sender<Transition> {
 mod tests {
     use super::*;
     use crate::alerts::{AlertKey, Severity};
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("http://am.example:9093/api/hook"),
-            Ok(Target { host: "am.example".into(), port: 9093, path: "/api/hook".into() })
-        );
-        assert_eq!(parse_url("http://x").map(|t| (t.port, t.path)), Ok((80, "/".into())));
-        assert!(parse_url("https://x").is_err());
-        assert!(parse_url("http://:80/").is_err());
-    }
 
     #[test]
     fn payload_is_alertmanager_shaped() {

@@ -5,10 +5,8 @@
 //! `[0, min(cap, base * 2^(n-1)))`. Spreading over the whole interval, rather than adding a little
 //! noise to a fixed delay, is what breaks up herds: a thousand jobs that failed in the same second
 //! come back spread over the whole window instead of as a wave. The random number is passed in,
-//! so the function is pure and tested by tables; [`Jitter`] is the seeded source for the adapters.
+//! so the function is pure and tested by tables; the adapters draw it from `io::random::Jitter`.
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
 /// Base and cap of an exponential backoff.
@@ -45,26 +43,6 @@ impl Backoff {
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
         self.ceiling(attempt).mul_f64(unit)
-    }
-}
-
-/// A seeded random source for jitter. Seed it from the OS in production and from a constant in
-/// tests and simulations.
-#[derive(Debug)]
-pub struct Jitter(SmallRng);
-
-impl Jitter {
-    pub fn from_os() -> Self {
-        Jitter(SmallRng::from_os_rng())
-    }
-
-    pub fn seeded(seed: u64) -> Self {
-        Jitter(SmallRng::seed_from_u64(seed))
-    }
-
-    /// A uniform number in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        self.0.random::<f64>()
     }
 }
 
@@ -108,23 +86,5 @@ mod tests {
         for (attempt, unit, ms) in cases {
             assert_eq!(b.equal_jitter(attempt, unit), Duration::from_millis(ms), "attempt {attempt} unit {unit}");
         }
-    }
-
-    #[test]
-    fn seeded_jitter_is_reproducible_and_spread() {
-        let b = Backoff::new(S(1), S(64));
-        let draw = |seed| {
-            let mut j = Jitter::seeded(seed);
-            (0..1000).map(|_| b.delay(7, j.unit())).collect::<Vec<_>>()
-        };
-        assert_eq!(draw(7), draw(7));
-        let delays = draw(7);
-        // A herd of 1,000 retries lands in every tenth of the 64 s window, none beyond it.
-        let mut deciles = [0usize; 10];
-        for d in &delays {
-            assert!(*d < S(64));
-            deciles[(d.as_secs_f64() / 6.4) as usize] += 1;
-        }
-        assert!(deciles.iter().all(|&n| n > 60), "{deciles:?}");
     }
 }

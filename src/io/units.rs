@@ -6,8 +6,8 @@ use crate::duration;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const WORKER: &str = include_str!("../units/drover-worker@.service");
-const SUPERVISOR: &str = include_str!("../units/drover-supervisor.service");
+const WORKER: &str = include_str!("../../units/drover-worker@.service");
+const SUPERVISOR: &str = include_str!("../../units/drover-supervisor.service");
 
 /// The files to write: (file name, contents).
 pub fn render(cfg: &Config, bin: &Path, config: &Path) -> Vec<(String, String)> {
@@ -112,6 +112,7 @@ mod tests {
         let cfg = Config::parse(
             "[worker]\ndrain_deadline = \"5m\"\n[systemd]\nunit_prefix = \"dw\"\nenvironment = [\"A=1\"]\nrelax_sandbox = [\"ProtectKernelLogs\"]\n[classes.x]\ncommand = [\"true\"]\n",
             "t",
+            &crate::config::Environment::example(),
         )
         .expect("valid");
         let files = render(&cfg, Path::new("/usr/bin/drover"), Path::new("/etc/drover.toml"));

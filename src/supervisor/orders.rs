@@ -3,12 +3,13 @@
 //! who, what, why, when), and the answer to each request, whether it came over the local
 //! socket or over the broker's control exchange.
 
-use crate::control::{Request, Response, StatusReport, TimelineEntry};
-use crate::job::{now_ms, rfc3339};
+use crate::io::clock::now_ms;
+use crate::io::control::{Request, Response, StatusReport, TimelineEntry};
+use crate::job::rfc3339;
 use crate::maintenance::{Kind, Memory, Moved, Order, Progress, Scope};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const MAX_MOVED: usize = 1000;
@@ -81,7 +82,7 @@ pub fn load_orders(path: &PathBuf) -> Vec<Order> {
     std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
-fn save_orders(path: &PathBuf, orders: &[Order]) -> std::io::Result<()> {
+fn save_orders(path: &Path, orders: &[Order]) -> std::io::Result<()> {
     write_atomically(path, &serde_json::to_vec_pretty(orders).unwrap_or_default())
 }
 

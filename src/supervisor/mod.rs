@@ -1,5 +1,5 @@
 //! `drover supervise`: the per-host brain. Joins the reconciler ([`crate::reconcile`]) to
-//! systemd ([`crate::systemd`]), serves the control socket and `/metrics`, and turns the job
+//! systemd ([`crate::io::systemd`]), serves the control socket and `/metrics`, and turns the job
 //! events of this host's workers into metrics and status.
 //!
 //! Event-driven with a backstop: systemd's signals (job completions, property changes, units
@@ -7,21 +7,24 @@
 //! every `supervisor.resync` regardless. A lost bus is retried with jittered backoff, and the
 //! workers keep running meanwhile: the supervisor is not in the jobs' data path.
 
+pub mod orders;
+
 use crate::alerts::{self, AlertBook};
-use crate::amqp::Link;
-use crate::backoff::Jitter;
 use crate::config::Config;
-use crate::control::{self, AlertRecord, StatusReport, UnitStatus};
 use crate::drift::DetectorConfig;
 use crate::events::{EventKind, JobEvent};
-use crate::job::{now_ms, rfc3339};
+use crate::io::amqp::Link;
+use crate::io::clock::now_ms;
+use crate::io::control::{self, AlertRecord, StatusReport, UnitStatus};
+use crate::io::metrics as m;
+use crate::io::notify;
+use crate::io::random::Jitter;
+use crate::io::systemd::{Systemd, SystemdError};
+use crate::job::rfc3339;
 use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
 use crate::maintenance::{self, Act, UnitView};
-use crate::metrics as m;
-use crate::notify;
-use crate::orders::{load_orders, Ctx, Maintenance, Timeline};
 use crate::reconcile::{class_of_instance, desired_instances, Alert, Health, Op, Policy, Reconciler};
-use crate::systemd::{Systemd, SystemdError};
+use crate::supervisor::orders::{load_orders, Ctx, Maintenance, Timeline};
 use futures_lite::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -74,7 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let socket = cfg.supervisor.socket.clone();
     let serving = tokio::spawn(control::serve(socket.clone(), handler.clone(), cancel.clone()));
     tracing::info!("control socket at {}", socket.display());
-    tokio::spawn(crate::fleet::serve(cfg.clone(), handler, cancel.clone()));
+    tokio::spawn(crate::io::fleet::serve(cfg.clone(), handler, cancel.clone()));
     let from_events = Arc::new(Mutex::new(FromEvents::default()));
     let watching =
         tokio::spawn(watch_jobs(cfg.clone(), from_events.clone(), report.clone(), ctx.clone(), cancel.clone()));
@@ -168,7 +171,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tries += 1;
-                    if tries == 1 || tries % 10 == 0 {
+                    if tries == 1 || tries.is_multiple_of(10) {
                         tracing::warn!("systemd unreachable ({e}); retrying with backoff (try {tries})");
                     }
                 }
@@ -277,11 +280,11 @@ impl Supervisor {
                 Act::RequeueNow { unit, job, why } => {
                     tracing::info!("{unit}: requeueing job {job}: {why}");
                     self.timeline.record("drover", &format!("requeue job {job}"), why, unit);
-                    (sd.kill(unit, crate::work::requeue_signal()).await, String::new(), unit)
+                    (sd.kill(unit, crate::worker::requeue_signal()).await, String::new(), unit)
                 }
                 Act::Probe(u) => {
                     tracing::info!("{u}: hold over, letting one probe job through");
-                    (sd.kill(u, crate::work::probe_signal()).await, "probe with one job".to_string(), u)
+                    (sd.kill(u, crate::worker::probe_signal()).await, "probe with one job".to_string(), u)
                 }
                 Act::Stop(u) => {
                     tracing::info!("{u} drained: stopping it");
@@ -554,8 +557,8 @@ async fn watch_jobs(
         .alerts
         .webhook
         .as_deref()
-        .and_then(|u| crate::webhook::parse_url(u).ok())
-        .map(|t| crate::webhook::spawn(t, cfg.host.clone()));
+        .and_then(|u| crate::alerts::parse_webhook_url(u).ok())
+        .map(|t| crate::io::webhook::spawn(t, cfg.host.clone()));
     let mut tick = tokio::time::interval(cfg.alerts.evaluate_every);
     let mut last_save = Instant::now();
     while !cancel.is_cancelled() {
@@ -563,26 +566,26 @@ async fn watch_jobs(
             break;
         }
         let consumed = async {
-            crate::fleet::declare(&mut link, &cfg).await?;
+            crate::io::fleet::declare(&mut link, &cfg).await?;
             let events_exchange = link.names.events();
             let (_chan, mut consumer, _) = link.private_consumer(Some((&events_exchange, "#")), "supervisor").await?;
-            let control = crate::fleet::exchange(&cfg);
+            let control = crate::io::fleet::exchange(&cfg);
             let (_chan2, mut asks, _) =
-                link.private_consumer(Some((&control, crate::fleet::VERDICTS_REQUEST)), "verdict-requests").await?;
+                link.private_consumer(Some((&control, crate::io::fleet::VERDICTS_REQUEST)), "verdict-requests").await?;
             loop {
                 tokio::select! {
                     a = asks.next() => {
                         let Some(Ok(a)) = a else {
-                            return Err(crate::amqp::BrokerError::Unavailable("verdict request consumer closed".into()));
+                            return Err(crate::io::amqp::BrokerError::Unavailable("verdict request consumer closed".into()));
                         };
                         if let Some(reply_to) = a.properties.reply_to() {
                             let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now_ms());
-                            if let Err(e) = crate::fleet::answer_verdicts(&mut link, reply_to.as_str(), &verdicts).await { tracing::warn!("verdicts not sent to a worker: {e}"); }
+                            if let Err(e) = crate::io::fleet::answer_verdicts(&mut link, reply_to.as_str(), &verdicts).await { tracing::warn!("verdicts not sent to a worker: {e}"); }
                         }
                     }
                     d = consumer.next() => {
                         let Some(Ok(d)) = d else {
-                            return Err(crate::amqp::BrokerError::Unavailable("event consumer closed".into()));
+                            return Err(crate::io::amqp::BrokerError::Unavailable("event consumer closed".into()));
                         };
                         if let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) {
                             if e.host == cfg.host {
@@ -598,9 +601,9 @@ async fn watch_jobs(
                                 // A worker died under a job (or a late event says it did not):
                                 // say so now, before the job's next delivery.
                                 let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now_ms());
-                                if let Err(e) = crate::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
+                                if let Err(e) = crate::io::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
                             }
-                            if let Some(mv) = crate::orders::track_moves(&maint, &e, &cfg.host) {
+                            if let Some(mv) = crate::supervisor::orders::track_moves(&maint, &e, &cfg.host) {
                                 let to = mv.to.unwrap_or_default();
                                 timeline.record("drover", &format!("job {} restarted on {to}", mv.job), "moved away by a drain", &mv.from);
                             }
@@ -620,7 +623,7 @@ async fn watch_jobs(
                             conditions.extend(judge_workers(&cfg, &ctx, &report, &mut attribution, &qpolicy, &mut holds, now));
                         }
                         let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now);
-                        if let Err(e) = crate::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
+                        if let Err(e) = crate::io::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
                         keep_verdicts(&verdicts_path, &blames, &holds, &mut kept_json);
                         // Quarantines and pauses that ended are reported clear.
                         let present: std::collections::BTreeSet<alerts::AlertKey> = conditions.iter().map(|c| c.key.clone()).collect();
@@ -698,14 +701,14 @@ fn keep_verdicts(
     if json == *last {
         return;
     }
-    match crate::orders::write_atomically(path, json.as_bytes()) {
+    match crate::supervisor::orders::write_atomically(path, json.as_bytes()) {
         Ok(()) => *last = json,
         Err(e) => tracing::warn!("cannot save the quarantine verdicts to {}: {e}", path.display()),
     }
 }
 
 fn save_baselines(path: &std::path::Path, b: &Baselines) {
-    if let Err(e) = crate::orders::write_atomically(path, &serde_json::to_vec(b).unwrap_or_default()) {
+    if let Err(e) = crate::supervisor::orders::write_atomically(path, &serde_json::to_vec(b).unwrap_or_default()) {
         tracing::warn!("cannot save latency baselines to {}: {e}", path.display());
     }
 }

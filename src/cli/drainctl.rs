@@ -3,8 +3,8 @@
 //! `--wait`, the drain's progress until it is safe to power off.
 
 use crate::config::Config;
-use crate::control::{Request, Response};
-use crate::fleet::{self, Target};
+use crate::io::control::{Request, Response};
+use crate::io::fleet::{self, Target};
 use crate::maintenance::{Progress, Scope};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -379,7 +379,7 @@ async fn collect_events(
     into: std::sync::Arc<std::sync::Mutex<Vec<(Instant, crate::events::JobEvent)>>>,
 ) -> anyhow::Result<()> {
     use futures_lite::StreamExt;
-    let mut link = crate::amqp::Link::new(&cfg.broker, "drover rollout");
+    let mut link = crate::io::amqp::Link::new(&cfg.broker, "drover rollout");
     link.ensure_up(Some(Instant::now() + cfg.broker.connect_timeout * 2), &tokio_util::sync::CancellationToken::new())
         .await?;
     let events_exchange = link.names.events();

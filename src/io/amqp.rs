@@ -7,9 +7,9 @@
 //! re-subscribes itself, because after a lost channel the broker has already requeued what it
 //! held, and only the worker knows which results must then be thrown away.
 
-use crate::backoff::Jitter;
 use crate::config::BrokerConfig;
 use crate::events::JobEvent;
+use crate::io::random::Jitter;
 use crate::outcome::delay_rung;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
@@ -182,7 +182,7 @@ impl Link {
                 }
                 Err(e) => {
                     let wait = self.cfg.reconnect.delay(tries, self.jitter.unit()).max(Duration::from_millis(50));
-                    if tries == 1 || tries % 10 == 0 {
+                    if tries == 1 || tries.is_multiple_of(10) {
                         tracing::warn!(
                             "broker unreachable ({e}); retrying with backoff (try {tries}, next in {wait:.1?})"
                         );

@@ -10,7 +10,7 @@ use crate::duration;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 use toml::{Table, Value};
 
@@ -230,20 +230,21 @@ impl std::error::Error for ConfigError {}
 pub struct Warning(pub String);
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            source_name: name.clone(),
+    /// The error for a file that cannot be read: one problem like any other.
+    pub fn unreadable(source_name: &str, error: &str) -> ConfigError {
+        ConfigError {
+            source_name: source_name.to_string(),
             problems: vec![Problem {
                 key: "(file)".into(),
-                found: e.to_string(),
+                found: error.to_string(),
                 accepted: "a readable TOML file".into(),
             }],
-        })?;
-        Config::parse(&text, &name)
+        }
     }
 
-    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    /// Parses and validates a configuration. `env` supplies the defaults that depend on the
+    /// machine (host name, per-user directories): read by the caller, never here.
+    pub fn parse(text: &str, source_name: &str, env: &Environment) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError { source_name: source_name.to_string(), problems };
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
             fail(vec![Problem {
@@ -253,7 +254,7 @@ impl Config {
             }])
         })?;
         let mut r = Reader::default();
-        let config = read_config(&mut r, &table);
+        let config = read_config(&mut r, &table, env);
         if r.problems.is_empty() {
             Ok(config)
         } else {
@@ -326,19 +327,31 @@ pub const SANDBOX_DIRECTIVES: &[&str] = &[
     "CapabilityBoundingSet",
 ];
 
-pub fn default_host() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+/// What the machine says about the defaults: gathered by the caller (`io::config_file`), so
+/// that parsing reads nothing but its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Environment {
+    /// The host name, the default for `host`.
+    pub hostname: String,
+    /// `$XDG_RUNTIME_DIR` (or the temporary directory): a user manager's control socket lives here.
+    pub user_runtime_dir: PathBuf,
+    /// `$XDG_STATE_HOME` (or `~/.local/state`, or the temporary directory): a user manager's state.
+    pub user_state_dir: PathBuf,
 }
 
-fn read_config(r: &mut Reader, root: &Table) -> Config {
-    let host = r.string(root, "", "host", "a non-empty host name").unwrap_or_else(default_host);
+impl Environment {
+    /// A fixed environment for tests and examples.
+    pub fn example() -> Environment {
+        Environment {
+            hostname: "gpu-node-7".into(),
+            user_runtime_dir: PathBuf::from("/run/user/1000"),
+            user_state_dir: PathBuf::from("/home/ml/.local/state"),
+        }
+    }
+}
+
+fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
+    let host = r.string(root, "", "host", "a non-empty host name").unwrap_or_else(|| env.hostname.clone());
     if host.trim().is_empty() {
         r.problem("host", "an empty string", "a non-empty host name");
     }
@@ -439,10 +452,7 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     let sup_t = r.section(root, "", "supervisor");
     let default_socket = match systemd.bus {
         Bus::System => std::path::PathBuf::from("/run/drover"),
-        Bus::User => std::env::var_os("XDG_RUNTIME_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            .join("drover"),
+        Bus::User => env.user_runtime_dir.join("drover"),
     }
     .join(format!("{}.sock", broker.prefix));
     let socket =
@@ -472,17 +482,13 @@ fn read_config(r: &mut Reader, root: &Table) -> Config {
     let alerts_t = r.section(root, "", "alerts");
     let webhook = r.string(&alerts_t, "alerts", "webhook", "an http:// URL");
     if let Some(w) = &webhook {
-        if let Err(e) = crate::webhook::parse_url(w) {
+        if let Err(e) = crate::alerts::parse_webhook_url(w) {
             r.problem("alerts.webhook", &e, "an http://host:port/path URL");
         }
     }
     let default_state = match systemd.bus {
         Bus::System => std::path::PathBuf::from("/var/lib/drover"),
-        Bus::User => std::env::var_os("XDG_STATE_HOME")
-            .map(std::path::PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("drover"),
+        Bus::User => env.user_state_dir.join("drover"),
     };
     let number = |r: &mut Reader, key: &str, default: f64| match r.take(&alerts_t, "alerts", key) {
         None => default,
@@ -764,7 +770,7 @@ impl Reader {
     fn unknown_keys(&mut self, t: &Table, path: &str) {
         for key in t.keys() {
             let full = join(path, key);
-            if !self.seen.contains(&full) && !(path.is_empty() && key == "classes") {
+            if !self.seen.contains(&full) && (!path.is_empty() || key != "classes") {
                 self.problem(&full, "an unknown key", "only the keys documented in config/drover.example.toml");
             }
         }
@@ -782,7 +788,7 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = Config::parse(MINIMAL, "t.toml").expect("valid");
+        let c = Config::parse(MINIMAL, "t.toml", &Environment::example()).expect("valid");
         let class = &c.classes["inference"];
         assert_eq!(class.mode, Mode::Exec);
         assert_eq!(class.max_attempts, 5);
@@ -815,7 +821,7 @@ mod tests {
             workers = -1
             preflight = [["test", "-w", "/x"], []]
         "#;
-        let err = Config::parse(text, "bad.toml").expect_err("invalid");
+        let err = Config::parse(text, "bad.toml", &Environment::example()).expect_err("invalid");
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
         let want = [
             "host",
@@ -842,7 +848,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_reported_as_such() {
-        let err = Config::parse("[classes.x\ncommand=", "s.toml").expect_err("invalid");
+        let err = Config::parse("[classes.x\ncommand=", "s.toml", &Environment::example()).expect_err("invalid");
         assert_eq!(err.problems[0].key, "(syntax)");
     }
 
@@ -859,7 +865,7 @@ mod tests {
             deadline = "1h"
             lease = "never"
         "#;
-        let c = Config::parse(text, "w.toml").expect("valid");
+        let c = Config::parse(text, "w.toml", &Environment::example()).expect("valid");
         let w = c.warnings();
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(w[0].0.contains("systemd.stop_timeout (5m)"));
@@ -867,7 +873,7 @@ mod tests {
 
     #[test]
     fn long_classes_use_leases_automatically() {
-        let c = Config::parse(MINIMAL, "t.toml").expect("valid");
+        let c = Config::parse(MINIMAL, "t.toml", &Environment::example()).expect("valid");
         let mut class = c.classes["inference"].clone();
         let grace = c.worker.kill_grace;
         class.timeout = Duration::from_secs(40 * 60);

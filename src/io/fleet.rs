@@ -3,9 +3,9 @@
 //! reply queue. No cluster protocol of our own: a host whose supervisor is down finds the
 //! request waiting in its durable queue when it comes back.
 
-use crate::amqp::{deadline, Link};
 use crate::config::Config;
-use crate::control::{Handler, Request, Response};
+use crate::io::amqp::{deadline, Link};
+use crate::io::control::{Handler, Request, Response};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -37,7 +37,7 @@ pub fn exchange(cfg: &Config) -> String {
     format!("{}.control", cfg.broker.prefix)
 }
 
-async fn declare_exchange(chan: &Channel, cfg: &Config) -> Result<(), crate::amqp::BrokerError> {
+async fn declare_exchange(chan: &Channel, cfg: &Config) -> Result<(), crate::io::amqp::BrokerError> {
     deadline(
         cfg.broker.op_timeout,
         "exchange.declare",
@@ -108,7 +108,7 @@ pub async fn serve(cfg: Config, handler: Handler, cancel: CancellationToken) {
                     _ = cancel.cancelled() => return Ok(()),
                 };
                 let Some(Ok(d)) = d else {
-                    return Err(crate::amqp::BrokerError::Unavailable("control consumer closed".into()));
+                    return Err(crate::io::amqp::BrokerError::Unavailable("control consumer closed".into()));
                 };
                 let response = match serde_json::from_slice::<Request>(&d.data) {
                     Ok(req) => handler(req),
@@ -180,7 +180,7 @@ pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -
 }
 
 /// Declares the control exchange on a link (before binding to it or publishing on it).
-pub async fn declare(link: &mut Link, cfg: &Config) -> Result<(), crate::amqp::BrokerError> {
+pub async fn declare(link: &mut Link, cfg: &Config) -> Result<(), crate::io::amqp::BrokerError> {
     let chan = link.consumer_channel(1).await?;
     let r = declare_exchange(&chan, cfg).await;
     let _ = tokio::time::timeout(cfg.broker.op_timeout, chan.close(200, "declared".into())).await;
@@ -193,7 +193,7 @@ pub async fn publish_verdicts(
     link: &mut Link,
     cfg: &Config,
     v: &crate::verdicts::HostVerdicts,
-) -> Result<(), crate::amqp::BrokerError> {
+) -> Result<(), crate::io::amqp::BrokerError> {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
@@ -209,7 +209,7 @@ pub async fn answer_verdicts(
     link: &mut Link,
     reply_to: &str,
     v: &crate::verdicts::HostVerdicts,
-) -> Result<(), crate::amqp::BrokerError> {
+) -> Result<(), crate::io::amqp::BrokerError> {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let props = BasicProperties::default().with_content_type("application/json".into());
     link.publish("", reply_to, &body, props).await
@@ -241,11 +241,11 @@ pub async fn follow_verdicts(
                     _ = cancel.cancelled() => return Ok(()),
                 };
                 let Some(Ok(d)) = d else {
-                    return Err(crate::amqp::BrokerError::Unavailable("verdict consumer closed".into()));
+                    return Err(crate::io::amqp::BrokerError::Unavailable("verdict consumer closed".into()));
                 };
                 if let Ok(v) = serde_json::from_slice::<crate::verdicts::HostVerdicts>(&d.data) {
                     if let Ok(mut f) = into.lock() {
-                        f.expire(crate::job::now_ms());
+                        f.expire(crate::io::clock::now_ms());
                         f.update(v);
                     }
                     heard.notify_one();

@@ -172,6 +172,31 @@ fn firing(c: &Condition, now_ms: i64) -> Alert {
     }
 }
 
+/// Where alerts are posted: an Alertmanager-compatible webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookTarget {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// Parses `http://host[:port][/path]`.
+pub fn parse_webhook_url(url: &str) -> Result<WebhookTarget, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("`{url}`: bad port `{p}`"))?),
+        None => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}`: no host"));
+    }
+    Ok(WebhookTarget { host: host.to_string(), port, path: path.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +269,16 @@ mod tests {
         assert_eq!(b.firing()[0].summary, "worse");
         assert_eq!(b.firing()[0].severity, Severity::Critical);
         assert!(matches!(b.update(cond(false), p, 7), Some(Transition::Resolved(_))));
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_webhook_url("http://am.example:9093/api/hook"),
+            Ok(WebhookTarget { host: "am.example".into(), port: 9093, path: "/api/hook".into() })
+        );
+        assert_eq!(parse_webhook_url("http://x").map(|t| (t.port, t.path)), Ok((80, "/".into())));
+        assert!(parse_webhook_url("https://x").is_err());
+        assert!(parse_webhook_url("http://:80/").is_err());
     }
 }

@@ -101,7 +101,7 @@ impl Systemd {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let r = tokio::time::timeout(self.timeout, f).await;
-        metrics::histogram!(crate::metrics::DBUS_CALL_SECONDS, "method" => what)
+        metrics::histogram!(crate::io::metrics::DBUS_CALL_SECONDS, "method" => what)
             .record(started.elapsed().as_secs_f64());
         match r {
             Err(_) => Err(SystemdError::Timeout(what, self.timeout)),

@@ -1,6 +1,6 @@
 //! `drover work`: one worker. Consumes its class's queue, runs each job through the handler,
 //! and records the decision on the broker. This module joins the pure decisions
-//! ([`crate::outcome`]) to the adapters ([`crate::amqp`], [`crate::handler`]).
+//! ([`crate::outcome`]) to the adapters ([`crate::io::amqp`], [`crate::io::handler`]).
 //!
 //! Two ways of holding a running job, chosen per class at start-up and logged:
 //! - **delivery**: the job's delivery stays unacknowledged while it runs; if the worker dies
@@ -13,22 +13,25 @@
 //!   worker dies, the copy comes back within one TTL; if the worker cannot renew before the TTL
 //!   runs out, it kills its job, because the copy is about to run elsewhere.
 
-use crate::amqp::{BrokerError, Link};
-use crate::backoff::Jitter;
 use crate::config::{ClassConfig, Config};
 use crate::duration;
 use crate::events::{tail, EventKind, JobEvent};
-use crate::handler::{Handler, HandlerDown, Identity, EXIT_MISCONFIGURED};
-use crate::job::{self, now_ms, rfc3339, with_headers, Job};
-use crate::notify;
+use crate::io::amqp::{BrokerError, Link};
+use crate::io::clock::now_ms;
+use crate::io::handler::{Handler, HandlerDown, Identity};
+use crate::io::notify;
+use crate::io::preflight;
+use crate::io::random::Jitter;
+use crate::io::wire::{self, with_headers};
+use crate::job::{self, rfc3339, Job};
 use crate::outcome::{
     admit, decide, failed_on_after, failures_after, Action, Charges, DeadReason, Outcome, RetryPolicy,
 };
-use crate::preflight;
+use crate::reconcile::EXIT_MISCONFIGURED;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -146,7 +149,7 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
         verdicts: Arc::default(),
         verdicts_heard: Arc::default(),
     };
-    tokio::spawn(crate::fleet::follow_verdicts(
+    tokio::spawn(crate::io::fleet::follow_verdicts(
         w.cfg.clone(),
         w.verdicts.clone(),
         format!("drover work {unit}"),
@@ -332,7 +335,7 @@ impl Worker {
             }
             subscriptions += 1;
             let tag = format!("{}#{subscriptions}", self.unit);
-            let mut consumer = crate::amqp::deadline(
+            let mut consumer = crate::io::amqp::deadline(
                 self.cfg.broker.op_timeout,
                 "basic.consume",
                 chan.basic_consume(
@@ -424,7 +427,13 @@ impl Worker {
     /// deliveries of a closed channel) or the lease's.
     async fn handle(&mut self, delivery: Delivery, chan: &Channel) -> Result<(), BrokerError> {
         let now = now_ms();
-        let job = match Job::decode(&delivery.properties, &delivery.data, &self.class.name, self.class.deadline, now) {
+        let job = match Job::decode(
+            &wire::envelope(&delivery.properties),
+            &delivery.data,
+            &self.class.name,
+            self.class.deadline,
+            now,
+        ) {
             Ok(j) => j,
             Err(why) => {
                 tracing::warn!("undecodable message dead-lettered: {why}");
@@ -611,7 +620,7 @@ impl Worker {
     ) -> Result<(), BrokerError> {
         let work = self.link.names.work(&self.class.name);
         let exchange = self.link.declare_delay(delay).await?.unwrap_or_default();
-        let props = with_headers(props, envelope(job, job.attempt + 1));
+        let props = with_headers(props, job.headers(job.attempt + 1));
         self.link.publish(&exchange, &work, body, props).await
     }
 
@@ -623,34 +632,10 @@ impl Worker {
         detail: &str,
     ) -> Result<(), BrokerError> {
         let dead = self.link.names.dead(&self.class.name);
-        let props = with_headers(props, dead_headers(reason, detail, &self.cfg.host, &self.unit));
+        let props =
+            with_headers(props, job::dead_headers(reason.as_str(), detail, now_ms(), &self.cfg.host, &self.unit));
         self.link.publish("", &dead, body, props).await
     }
-}
-
-fn envelope(job: &Job, attempt: u32) -> Vec<(&'static str, AMQPValue)> {
-    let mut h = vec![
-        (job::H_ATTEMPT, AMQPValue::LongUInt(attempt)),
-        (job::H_SUBMITTED, AMQPValue::LongLongInt(job.submitted_at)),
-        (job::H_DEADLINE, AMQPValue::LongLongInt(job.deadline)),
-    ];
-    if !job.failed_on.is_empty() {
-        h.push((job::H_FAILED_ON, job::long_string(&job.failed_on.join(","))));
-    }
-    if !job.failures.is_empty() {
-        h.push((job::H_FAILURES, job::long_string(&job.failures.join(","))));
-    }
-    h
-}
-
-fn dead_headers(reason: DeadReason, detail: &str, host: &str, unit: &str) -> Vec<(&'static str, AMQPValue)> {
-    vec![
-        (job::H_DEAD_REASON, job::long_string(reason.as_str())),
-        (job::H_DEAD_DETAIL, job::long_string(&tail(detail, 4096))),
-        (job::H_DEAD_AT, AMQPValue::LongLongInt(now_ms())),
-        (job::H_DEAD_HOST, job::long_string(host)),
-        (job::H_DEAD_UNIT, job::long_string(unit)),
-    ]
 }
 
 async fn ack(delivery: &Delivery) {
@@ -701,7 +686,7 @@ impl Lease {
             job_id: job.id.clone(),
             generation: 0,
             queue: link.names.lease(&job.class, &job.id, 0),
-            props: with_headers(&delivery.properties, envelope(job, job.attempt)),
+            props: with_headers(&delivery.properties, job.headers(job.attempt)),
             body: delivery.data.clone(),
             renewed: Instant::now(),
             ttl,
@@ -779,11 +764,14 @@ impl Lease {
                     match action {
                         Action::Retry { delay } => {
                             let exchange = link.declare_delay(*delay).await?.unwrap_or_default();
-                            let props = with_headers(&self.props, envelope(job, job.attempt + 1));
+                            let props = with_headers(&self.props, job.headers(job.attempt + 1));
                             link.publish(&exchange, &work, &self.body, props).await?;
                         }
                         Action::DeadLetter { reason, detail } => {
-                            let props = with_headers(&self.props, dead_headers(*reason, detail, host, unit));
+                            let props = with_headers(
+                                &self.props,
+                                job::dead_headers(reason.as_str(), detail, now_ms(), host, unit),
+                            );
                             let dead = link.names.dead(&self.class);
                             link.publish("", &dead, &self.body, props).await?;
                         }

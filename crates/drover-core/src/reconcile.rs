@@ -10,9 +10,12 @@
 //! `misconfigured` and not restarted at all.
 
 use crate::backoff::Backoff;
-use crate::handler::EXIT_MISCONFIGURED;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+/// Exit status of `drover work` when a preflight check failed: the unit file lists it in
+/// `RestartPreventExitStatus=` so that systemd does not restart a misconfigured worker.
+pub const EXIT_MISCONFIGURED: i32 = 78;
 
 /// `CLD_EXITED` from waitid(2): systemd's `ExecMainCode` when the main process exited normally.
 pub const CLD_EXITED: i32 = 1;

@@ -20,10 +20,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-/// Exit status of `drover work` when a preflight check failed: the unit file lists it in
-/// `RestartPreventExitStatus=` so that systemd does not restart a misconfigured worker.
-pub const EXIT_MISCONFIGURED: i32 = 78;
-
 const STDERR_TAIL: usize = 2048;
 
 /// Who the handler runs for: the values of the `DROVER_*` environment variables.
@@ -40,6 +36,8 @@ pub struct Identity {
 #[error("{0}")]
 pub struct HandlerDown(pub String);
 
+// One per worker, made once: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Handler {
     Exec(ExecHandler),
     Persistent(PersistentHandler),

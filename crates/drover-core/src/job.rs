@@ -1,0 +1,273 @@
+//! A job as it travels on the broker: body = the payload, untouched; the message's properties
+//! and `x-drover-*` headers = the envelope (id, attempt, submitted-at, deadline, tenant, where
+//! it failed). This module is the one writer and reader of those headers, over plain data
+//! ([`Envelope`]); the broker adapter (`io::wire`) only copies an [`Envelope`] onto AMQP
+//! properties and back.
+//!
+//! Decoding never panics and never guesses an id: a message without one cannot be tracked,
+//! retried or dead-lettered meaningfully, so it is refused and dead-lettered as undecodable.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const H_ATTEMPT: &str = "x-drover-attempt";
+pub const H_SUBMITTED: &str = "x-drover-submitted-at-ms";
+pub const H_DEADLINE: &str = "x-drover-deadline-ms";
+pub const H_TENANT: &str = "x-drover-tenant";
+pub const H_CLASS: &str = "x-drover-class";
+/// The distinct workers (`unit@host`) a job failed on, comma-separated: poison detection.
+pub const H_FAILED_ON: &str = "x-drover-failed-on";
+/// The worker of each failed attempt, oldest first, comma-separated: fair charging.
+pub const H_FAILURES: &str = "x-drover-failures";
+pub const H_DEAD_REASON: &str = "x-drover-dead-reason";
+pub const H_DEAD_DETAIL: &str = "x-drover-dead-detail";
+pub const H_DEAD_AT: &str = "x-drover-dead-at-ms";
+pub const H_DEAD_HOST: &str = "x-drover-dead-host";
+pub const H_DEAD_UNIT: &str = "x-drover-dead-unit";
+
+/// Milliseconds since the Unix epoch: the one time representation on the wire. The clock that
+/// produces them is read outside the core (`io::clock::now_ms`).
+pub type EpochMs = i64;
+
+/// A wall-clock time as milliseconds since the epoch (a conversion, not a clock read).
+pub fn to_ms(t: SystemTime) -> EpochMs {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub fn rfc3339(ms: EpochMs) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn parse_rfc3339_ms(s: &str) -> Option<EpochMs> {
+    humantime::parse_rfc3339_weak(s).ok().map(to_ms)
+}
+
+/// A header's value as the envelope needs it. The integer widths are the ones on the wire
+/// (`x-drover-attempt` is an unsigned 32-bit integer, times are signed 64-bit).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HeaderValue {
+    U32(u32),
+    I64(i64),
+    Str(String),
+    /// Any other AMQP value, as the adapter printed it: only ever reported, never read.
+    Other(String),
+}
+
+impl HeaderValue {
+    pub fn str(s: &str) -> HeaderValue {
+        HeaderValue::Str(s.to_string())
+    }
+}
+
+/// A message's envelope as plain data: the part of the AMQP properties Drover reads and writes.
+/// Messages are always published persistent; that is the adapter's business.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Envelope {
+    pub message_id: Option<String>,
+    /// AMQP's `timestamp` property, in seconds.
+    pub timestamp_s: Option<u64>,
+    /// `content_type = application/json`.
+    pub json: bool,
+    pub headers: BTreeMap<String, HeaderValue>,
+}
+
+/// Headers to add to (or replace in) a message's envelope.
+pub type Headers = Vec<(&'static str, HeaderValue)>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub class: String,
+    /// The number of the attempt this delivery is for, from 1.
+    pub attempt: u32,
+    pub submitted_at: EpochMs,
+    pub deadline: EpochMs,
+    pub tenant: Option<String>,
+    pub payload: Vec<u8>,
+    /// Distinct workers (`unit@host`) this job failed on before.
+    pub failed_on: Vec<String>,
+    /// The worker of each failed attempt before this one, oldest first.
+    pub failures: Vec<String>,
+}
+
+impl Job {
+    pub fn time_left(&self, now: EpochMs) -> Duration {
+        Duration::from_millis((self.deadline - now).max(0) as u64)
+    }
+
+    /// The envelope of a new job: its id, the submission time, and its headers.
+    pub fn envelope(&self) -> Envelope {
+        let mut headers: BTreeMap<String, HeaderValue> =
+            self.headers(self.attempt).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        headers.insert(H_CLASS.into(), HeaderValue::str(&self.class));
+        if let Some(t) = &self.tenant {
+            headers.insert(H_TENANT.into(), HeaderValue::str(t));
+        }
+        Envelope {
+            message_id: Some(self.id.clone()),
+            timestamp_s: Some((self.submitted_at / 1000).max(0) as u64),
+            json: serde_json::from_slice::<serde::de::IgnoredAny>(&self.payload).is_ok(),
+            headers,
+        }
+    }
+
+    /// The headers that carry this job to its attempt number `attempt`: the one place that
+    /// writes the attempt, the times, and where the job failed before.
+    pub fn headers(&self, attempt: u32) -> Headers {
+        let mut h = vec![
+            (H_ATTEMPT, HeaderValue::U32(attempt)),
+            (H_SUBMITTED, HeaderValue::I64(self.submitted_at)),
+            (H_DEADLINE, HeaderValue::I64(self.deadline)),
+        ];
+        if !self.failed_on.is_empty() {
+            h.push((H_FAILED_ON, HeaderValue::Str(self.failed_on.join(","))));
+        }
+        if !self.failures.is_empty() {
+            h.push((H_FAILURES, HeaderValue::Str(self.failures.join(","))));
+        }
+        h
+    }
+
+    /// Reads a delivered message. `default_deadline` applies when the message carries none
+    /// (published by another tool); it counts from the submission time.
+    pub fn decode(
+        env: &Envelope,
+        body: &[u8],
+        class: &str,
+        default_deadline: Duration,
+        now: EpochMs,
+    ) -> Result<Job, String> {
+        let id = env.message_id.clone().filter(|s| !s.is_empty()).ok_or("no message_id: a job needs an id")?;
+        let h = &env.headers;
+        let attempt = match int_header(h, H_ATTEMPT)? {
+            None => 1,
+            Some(a) if (1..=i64::from(u32::MAX)).contains(&a) => a as u32,
+            Some(a) => return Err(format!("{H_ATTEMPT} = {a}: not a positive attempt number")),
+        };
+        let submitted_at = match int_header(h, H_SUBMITTED)? {
+            Some(ms) => ms,
+            None => env.timestamp_s.map(|s| s as i64 * 1000).unwrap_or(now),
+        };
+        let deadline = int_header(h, H_DEADLINE)?.unwrap_or(submitted_at + default_deadline.as_millis() as i64);
+        let tenant = str_header(h, H_TENANT)?.filter(|t| !t.is_empty());
+        let list = |key: &str| -> Result<Vec<String>, String> {
+            Ok(str_header(h, key)?
+                .map(|s| s.split(',').filter(|w| !w.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default())
+        };
+        let failed_on = list(H_FAILED_ON)?;
+        let failures = list(H_FAILURES)?;
+        Ok(Job {
+            id,
+            class: class.to_string(),
+            attempt,
+            submitted_at,
+            deadline,
+            tenant,
+            payload: body.to_vec(),
+            failed_on,
+            failures,
+        })
+    }
+}
+
+/// The headers a dead letter carries: why, the handler's last words, when, and where.
+pub fn dead_headers(reason: &str, detail: &str, at: EpochMs, host: &str, unit: &str) -> Headers {
+    vec![
+        (H_DEAD_REASON, HeaderValue::str(reason)),
+        (H_DEAD_DETAIL, HeaderValue::Str(crate::events::tail(detail, 4096))),
+        (H_DEAD_AT, HeaderValue::I64(at)),
+        (H_DEAD_HOST, HeaderValue::str(host)),
+        (H_DEAD_UNIT, HeaderValue::str(unit)),
+    ]
+}
+
+pub fn int_header(h: &BTreeMap<String, HeaderValue>, key: &str) -> Result<Option<i64>, String> {
+    match h.get(key) {
+        None => Ok(None),
+        Some(HeaderValue::U32(n)) => Ok(Some(i64::from(*n))),
+        Some(HeaderValue::I64(n)) => Ok(Some(*n)),
+        Some(HeaderValue::Str(s)) => Err(format!("header {key} is the string {s:?}, not an integer")),
+        Some(HeaderValue::Other(v)) => Err(format!("header {key} is {v}, not an integer")),
+    }
+}
+
+pub fn str_header(h: &BTreeMap<String, HeaderValue>, key: &str) -> Result<Option<String>, String> {
+    match h.get(key) {
+        None => Ok(None),
+        Some(HeaderValue::Str(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("header {key} is {other:?}, not a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: "j-1".into(),
+            class: "inference".into(),
+            attempt: 2,
+            submitted_at: 1_700_000_000_000,
+            deadline: 1_700_086_400_000,
+            tenant: Some("acme".into()),
+            payload: br#"{"x": 1}"#.to_vec(),
+            failed_on: vec![],
+            failures: vec![],
+        }
+    }
+
+    fn with_id(headers: &[(&str, HeaderValue)]) -> Envelope {
+        Envelope {
+            message_id: Some("m".into()),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            ..Envelope::default()
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips() {
+        let mut j = job();
+        let e = j.envelope();
+        assert!(e.json);
+        assert_eq!(Job::decode(&e, &j.payload, "inference", Duration::from_secs(1), 0).expect("decodes"), j);
+        j.failed_on = vec!["w-1@a".into(), "w-2@b".into()];
+        j.failures = vec!["w-1@a".into(), "w-2@b".into(), "w-1@a".into()];
+        let back = Job::decode(&j.envelope(), &j.payload, "inference", Duration::from_secs(1), 0).expect("decodes");
+        assert_eq!(back, j);
+    }
+
+    #[test]
+    fn a_retry_carries_the_next_attempt_and_the_same_times() {
+        let j = job();
+        let h: BTreeMap<String, HeaderValue> =
+            j.headers(j.attempt + 1).into_iter().map(|(k, v)| (k.into(), v)).collect();
+        assert_eq!(int_header(&h, H_ATTEMPT), Ok(Some(3)));
+        assert_eq!(int_header(&h, H_DEADLINE), Ok(Some(j.deadline)));
+    }
+
+    #[test]
+    fn foreign_messages_get_defaults_from_the_class() {
+        let e = Envelope { message_id: Some("m".into()), timestamp_s: Some(1_000), ..Envelope::default() };
+        let j = Job::decode(&e, b"raw", "c", Duration::from_secs(60), 5).expect("decodes");
+        assert_eq!((j.attempt, j.submitted_at, j.deadline, j.tenant), (1, 1_000_000, 1_060_000, None));
+    }
+
+    #[test]
+    fn undecodable_messages_say_why() {
+        assert!(Job::decode(&Envelope::default(), b"", "c", Duration::ZERO, 0).unwrap_err().contains("message_id"));
+        let bad = with_id(&[(H_ATTEMPT, HeaderValue::str("two"))]);
+        assert!(Job::decode(&bad, b"", "c", Duration::ZERO, 0).unwrap_err().contains(H_ATTEMPT));
+        let zero = with_id(&[(H_ATTEMPT, HeaderValue::I64(0))]);
+        assert!(Job::decode(&zero, b"", "c", Duration::ZERO, 0).is_err());
+    }
+
+    #[test]
+    fn time_left_never_goes_negative() {
+        let j = job();
+        assert_eq!(j.time_left(j.deadline + 5), Duration::ZERO);
+        assert_eq!(j.time_left(j.deadline - 1500), Duration::from_millis(1500));
+    }
+}

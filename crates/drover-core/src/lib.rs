@@ -1,0 +1,47 @@
+//! Drover's core: every decision, as plain functions and small state machines over plain data.
+//!
+//! This crate does not talk to the outside world, so it cannot fail in the ways the world does.
+//! Its `Cargo.toml` has no tokio, lapin, zbus, libc or HTTP dependency, and nothing here reads a
+//! clock, the environment, the host name or a random source: the time (epoch or monotonic
+//! milliseconds), random numbers in `[0, 1)` and what the machine says come in as arguments. So
+//! every module is tested by tables and replayed in simulations (`benches/`).
+//!
+//! # Module map
+//! - [`duration`]: `90s` / `1h30m` durations, parsed and printed.
+//! - [`backoff`]: full-jitter exponential backoff (retries, reconnects) and equal jitter (restarts).
+//! - [`outcome`]: what happens to a job after an attempt ([`outcome::decide`]), and the ladder
+//!   of broker-held retry delays ([`outcome::delay_rung`]).
+//! - [`config`]: the TOML configuration, validated into typed values with every problem listed;
+//!   machine-dependent defaults come in as a [`config::Environment`].
+//! - [`job`]: a job's envelope (headers, id, times) as plain data, encoded and decoded: the one
+//!   writer and reader of the `x-drover-*` headers.
+//! - [`events`]: the versioned JSON job events and their routing keys.
+//! - [`reconcile`]: which worker units to start, stop or restart, and their health.
+//! - [`maintenance`]: drains, cordons, quarantines and pauses: which unit to cordon, which job
+//!   to requeue, which unit takes the one probe job and what its outcome decides, when a host
+//!   is safe to power off.
+//! - [`rollout`]: waves of hosts, and whether a touched wave looks worse than the rest.
+//! - [`quarantine`]: bad workers versus bad jobs: per worker and host attribution, the binomial
+//!   test against the rest of the fleet, shared outages, attempts whose worker died.
+//! - [`verdicts`]: the supervisors' verdicts as workers need them: which failures were a
+//!   quarantined worker's or a shared outage's fault (fair charging), which workers a job
+//!   killed (poison).
+//! - [`drift`]: the latency drift detector (robust sequential test on log durations).
+//! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
+//!   stalls.
+//! - [`alerts`]: the alert state machine (dedupe, hold-down), and where alerts are posted.
+
+pub mod alerts;
+pub mod backoff;
+pub mod config;
+pub mod drift;
+pub mod duration;
+pub mod events;
+pub mod job;
+pub mod latency;
+pub mod maintenance;
+pub mod outcome;
+pub mod quarantine;
+pub mod reconcile;
+pub mod rollout;
+pub mod verdicts;
