@@ -29,11 +29,11 @@
 //! - [`worker`]: `drover work`, one worker ([`worker::run`]).
 //! - [`supervisor`]: `drover supervise`, the per-host supervisor ([`supervisor::run`]);
 //!   [`supervisor::orders`] holds its maintenance orders, timeline and request handling.
-//! - [`cli`]: the commands that act from outside: [`cli::submit`] (`drover submit`) and
-//!   [`cli::drainctl`] (`drover drain / cordon / undrain / rollout`).
+//! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
+//!   function and picks the exit code once ([`cli::Failure`]); [`cli::submit`] (`drover submit`)
+//!   and [`cli::drainctl`] (`drover drain / cordon / undrain / rollout`) act from outside.
 //!
-//! The binary (`src/main.rs`) only parses arguments, sets up logging, loads the configuration
-//! and calls one of the entry points. ARCHITECTURE.md says where each thing lives and which
+//! The binary (`src/main.rs`) only parses arguments, sets up logging and calls [`cli::run`]. ARCHITECTURE.md says where each thing lives and which
 //! rules the modules keep.
 
 pub use drover_core::{

@@ -1,0 +1,205 @@
+//! One function per command: load what it needs, do it (here or through the library), print.
+
+use super::{ask, block_on, exit_code, load, print_json, Failure, Outcome};
+use crate::cli::args::ScopeArgs;
+use crate::cli::{drainctl, submit as submitting};
+use crate::config::{Bus, Config};
+use crate::io::{control, systemd::Systemd, units};
+use crate::job::rfc3339;
+use crate::maintenance::{Kind, Order, Scope};
+use crate::{drift, reconcile, rollout as waves, supervisor, worker};
+use anyhow::{anyhow, Context};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub fn check_config(file: &Path) -> Outcome {
+    let cfg = load(file)?;
+    for w in cfg.warnings() {
+        eprintln!("warning: {}", w.0);
+    }
+    println!("{}: ok ({} classes)", file.display(), cfg.classes.len());
+    Ok(0)
+}
+
+pub fn drift_replay(input: &Path, output: &Path) -> Outcome {
+    let usage = Failure::Usage;
+    let open = std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display())).map_err(usage)?;
+    let out =
+        std::fs::File::create(output).with_context(|| format!("cannot write {}", output.display())).map_err(usage)?;
+    let stats = drift::replay(std::io::BufReader::new(open), std::io::BufWriter::new(out), Default::default())
+        .with_context(|| format!("replay of {}", input.display()))
+        .map_err(usage)?;
+    eprintln!("{} rows, {} alerts started, {} rows alerting", stats.rows, stats.alerts_started, stats.alert_rows);
+    Ok(0)
+}
+
+pub fn supervise(config: &Path) -> Outcome {
+    let cfg = load(config)?;
+    log_warnings(&cfg);
+    Ok(exit_code(block_on(supervisor::run(cfg))?))
+}
+
+pub fn work(config: &Path, class: Option<String>, instance: Option<String>) -> Outcome {
+    let cfg = load(config)?;
+    let class = match (class, instance.as_deref()) {
+        (Some(c), _) => c,
+        (None, Some(i)) => reconcile::class_of_instance(i)
+            .ok_or_else(|| Failure::Usage(anyhow!("cannot read a class from the instance `{i}` (expected CLASS-N)")))?
+            .to_string(),
+        (None, None) => return Err(Failure::Usage(anyhow!("--class or --instance is required"))),
+    };
+    cfg.class(&class).map_err(|e| Failure::Usage(anyhow!(e)))?;
+    log_warnings(&cfg);
+    Ok(exit_code(block_on(worker::run(cfg, &class, instance))?))
+}
+
+pub fn status(config: &Path, json: bool) -> Outcome {
+    let status = status_report(&load(config)?)?;
+    if json {
+        return print_json(&status);
+    }
+    print!("{}", control::render_table(&status));
+    Ok(0)
+}
+
+pub fn alerts(config: &Path, json: bool) -> Outcome {
+    let status = status_report(&load(config)?)?;
+    if json {
+        return print_json(&serde_json::json!({
+            "host": status.host,
+            "firing": status.firing,
+            "resolved": status.resolved,
+            "units": status.alerts,
+        }));
+    }
+    print!("{}", control::render_alerts(&status));
+    Ok(0)
+}
+
+pub fn timeline(config: &Path, since: Option<Duration>, json: bool) -> Outcome {
+    let cfg = load(config)?;
+    let since_ms = since.map(|d| crate::io::clock::now_ms() - d.as_millis() as i64).unwrap_or(0);
+    let resp = ask(&cfg, &control::Request::Timeline { since_ms })?;
+    if json {
+        return print_json(&resp.timeline);
+    }
+    for e in &resp.timeline {
+        println!("{}  {:<10} {:<8} {:<36} {}  ({})", e.at, e.host, e.who, e.what, e.scope, e.why);
+    }
+    Ok(0)
+}
+
+pub fn maintain(
+    scope: &ScopeArgs,
+    op: drainctl::Op,
+    deadline: Option<Duration>,
+    reason: String,
+    wait: bool,
+    json: bool,
+) -> Outcome {
+    let cfg = load(&scope.config)?;
+    let code = block_on(drainctl::run(&cfg, op, scope.scope(), deadline, reason, wait, json))?;
+    Ok(exit_code(code))
+}
+
+pub fn rollout(config: &Path, mut r: drainctl::Rollout, waves: &str) -> Outcome {
+    let cfg = load(config)?;
+    r.waves = waves::parse_waves(waves).map_err(|e| Failure::Usage(anyhow!("--waves {e}")))?;
+    Ok(exit_code(block_on(drainctl::rollout(&cfg, r))?))
+}
+
+pub fn quarantine_list(config: &Path, json: bool) -> Outcome {
+    let cfg = load(config)?;
+    let resp = ask(&cfg, &control::Request::Progress)?;
+    let orders: Vec<Order> =
+        resp.progress.into_iter().filter_map(|p| p.order).filter(|o| o.kind == Kind::Quarantine).collect();
+    if json {
+        return print_json(&orders);
+    }
+    if orders.is_empty() {
+        println!("no unit is quarantined on {}", cfg.host);
+    }
+    for o in &orders {
+        let probe = match (o.probing_since_ms, o.deadline_ms) {
+            (Some(since), _) => format!("probing since {}", rfc3339(since)),
+            (None, Some(at)) => format!("probe after {}", rfc3339(at)),
+            (None, None) => String::new(),
+        };
+        println!("{}  since {}  {probe}\n    {}", o.scope, rfc3339(o.at_ms), o.reason);
+    }
+    Ok(0)
+}
+
+pub fn quarantine_release(config: &Path, unit: String, reason: String) -> Outcome {
+    let cfg = load(config)?;
+    let resp = ask(&cfg, &control::Request::Undrain { scope: Scope::Unit(unit), reason, who: drainctl::who() })?;
+    if let Some(e) = &resp.error {
+        eprintln!("{e}");
+    }
+    Ok(if resp.ok && resp.error.is_none() { 0 } else { 1 })
+}
+
+pub fn install_units(config: &Path, system: bool, dir: Option<PathBuf>) -> Outcome {
+    let cfg = load(config)?;
+    let config = std::fs::canonicalize(config).map_err(|e| Failure::Usage(e.into()))?;
+    let bin = std::env::current_exe().map_err(|e| Failure::Failed(e.into()))?;
+    let files = units::render(&cfg, &bin, &config);
+    let target = dir.clone().unwrap_or_else(|| units::unit_dir(system));
+    let written = units::write(&target, &files)
+        .with_context(|| format!("cannot write unit files to {}", target.display()))
+        .map_err(Failure::Failed)?;
+    for p in &written {
+        println!("{}", p.display());
+    }
+    eprintln!("{}", units::summary(&cfg));
+    if dir.is_none() {
+        let bus = if system { Bus::System } else { Bus::User };
+        block_on(async {
+            let sd = Systemd::connect(bus, cfg.systemd.call_timeout).await?;
+            sd.reload().await.context("cannot reload the systemd manager")
+        })?;
+    }
+    Ok(0)
+}
+
+pub fn submit(
+    config: &Path,
+    class: String,
+    payload: Option<String>,
+    payload_file: Option<PathBuf>,
+    deadline: Option<Duration>,
+    tenant: Option<String>,
+    count: u64,
+) -> Outcome {
+    let cfg = load(config)?;
+    cfg.class(&class).map_err(|e| Failure::Usage(anyhow!(e)))?;
+    let payload = match (payload, payload_file) {
+        (Some(p), _) => p.into_bytes(),
+        (None, Some(f)) => std::fs::read(&f)
+            .with_context(|| format!("cannot read the payload file {}", f.display()))
+            .map_err(Failure::Usage)?,
+        (None, None) => b"{}".to_vec(),
+    };
+    let s = submitting::Submission { class, payload, deadline, tenant, count };
+    let ids = block_on(submitting::submit(&cfg, &s))?;
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        if writeln!(out, "{id}").is_err() {
+            break; // a closed pipe (| head) is not an error
+        }
+    }
+    Ok(0)
+}
+
+/// The supervisor's status report, or why there is none.
+fn status_report(cfg: &Config) -> Result<control::StatusReport, Failure> {
+    let resp = ask(cfg, &control::Request::Status)?;
+    resp.status.ok_or_else(|| Failure::Failed(anyhow!(resp.error.unwrap_or_else(|| "no status".into()))))
+}
+
+fn log_warnings(cfg: &Config) {
+    for w in cfg.warnings() {
+        tracing::warn!("{}", w.0);
+    }
+}
