@@ -6,7 +6,7 @@
 //! jobs) and [`drainctl`] (drains, cordons and rollouts sent to the supervisors over the broker).
 
 pub mod args;
-mod commands;
+pub mod commands;
 pub mod drainctl;
 pub mod submit;
 
