@@ -5,7 +5,7 @@
 //!
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
-//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`verdicts`], [`drift`],
+//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`judge`], [`verdicts`], [`drift`],
 //! [`latency`], [`alerts`]. That crate depends on no async runtime, broker, bus or HTTP crate
 //! and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
@@ -37,7 +37,7 @@
 //! rules the modules keep.
 
 pub use drover_core::{
-    alerts, backoff, config, drift, duration, events, job, latency, maintenance, outcome, quarantine, reconcile,
+    alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, quarantine, reconcile,
     rollout, verdicts,
 };
 

@@ -8,12 +8,9 @@
 //! workers keep running meanwhile: the supervisor is not in the jobs' data path.
 
 pub mod orders;
+mod watch;
 
-use crate::alerts::{self, AlertBook};
 use crate::config::Config;
-use crate::drift::DetectorConfig;
-use crate::events::{EventKind, JobEvent};
-use crate::io::amqp::Link;
 use crate::io::clock::now_ms;
 use crate::io::control::{self, AlertRecord, StatusReport, UnitStatus};
 use crate::io::metrics as m;
@@ -21,11 +18,9 @@ use crate::io::notify;
 use crate::io::random::Jitter;
 use crate::io::systemd::{Systemd, SystemdError};
 use crate::job::rfc3339;
-use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
 use crate::maintenance::{self, Act, UnitView};
-use crate::reconcile::{class_of_instance, desired_instances, Alert, Health, Op, Policy, Reconciler};
+use crate::reconcile::{class_of_unit, desired_instances, unit_name, Alert, Health, Op, Policy, Reconciler};
 use crate::supervisor::orders::{load_orders, Ctx, Maintenance, Timeline};
-use futures_lite::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -80,7 +75,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     tokio::spawn(crate::io::fleet::serve(cfg.clone(), handler, cancel.clone()));
     let from_events = Arc::new(Mutex::new(FromEvents::default()));
     let watching =
-        tokio::spawn(watch_jobs(cfg.clone(), from_events.clone(), report.clone(), ctx.clone(), cancel.clone()));
+        tokio::spawn(watch::watch_jobs(cfg.clone(), from_events.clone(), report.clone(), ctx.clone(), cancel.clone()));
     tokio::spawn(notify::watchdog_loop());
     notify::ready();
 
@@ -131,10 +126,6 @@ pub fn desired_units(cfg: &Config) -> BTreeSet<String> {
         .into_iter()
         .map(|i| unit_name(&cfg.systemd.unit_prefix, &i))
         .collect()
-}
-
-pub fn unit_name(prefix: &str, instance: &str) -> String {
-    format!("{prefix}@{instance}.service")
 }
 
 struct Supervisor {
@@ -250,7 +241,7 @@ impl Supervisor {
                 let o = observed.get(name);
                 UnitView {
                     unit: name.clone(),
-                    class: class_of(&prefix, name),
+                    class: class_of_unit(&prefix, name),
                     up: o.is_some_and(|o| {
                         matches!(o.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
                     }),
@@ -347,7 +338,7 @@ impl Supervisor {
         }
         for (name, t) in &self.reconciler.tracks {
             if plan.ops.contains(&Op::Start(name.clone())) && t.restarts > 0 {
-                let class = class_of(&self.cfg.systemd.unit_prefix, name);
+                let class = class_of_unit(&self.cfg.systemd.unit_prefix, name);
                 metrics::counter!(m::UNIT_RESTARTS_TOTAL, "class" => class).increment(1);
             }
         }
@@ -421,7 +412,7 @@ impl Supervisor {
                 (None, Some(o)) if o.active_state == "active" => Health::Stopping, // surplus, being stopped
                 _ => Health::Stopped,
             };
-            let class = class_of(prefix, name);
+            let class = class_of_unit(prefix, name);
             let up = o.is_some_and(|o| o.active_state != "inactive" && o.active_state != "failed");
             let health_text = if held.contains(name) {
                 if up {
@@ -500,531 +491,6 @@ fn exit_text(o: &crate::reconcile::Observed) -> String {
         format!("exit status {}", o.exec_main_status)
     } else {
         format!("signal {}", o.exec_main_status)
-    }
-}
-
-fn class_of(prefix: &str, unit: &str) -> String {
-    unit.strip_prefix(prefix)
-        .and_then(|s| s.strip_prefix('@'))
-        .and_then(|s| s.strip_suffix(".service"))
-        .and_then(class_of_instance)
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Consumes the fleet's job events: job outcome and duration metrics for this host, the
-/// output of failed preflight checks for `drover status`, and the latency watch (drift, jobs
-/// running long, deadlines at risk, stalls) whose alerts go to the log, `/metrics`, the webhook
-/// and `drover alerts`.
-async fn watch_jobs(
-    cfg: Config,
-    into: Arc<Mutex<FromEvents>>,
-    report: Arc<Mutex<StatusReport>>,
-    ctx: Arc<Ctx>,
-    cancel: CancellationToken,
-) {
-    let maint = ctx.maint.clone();
-    let timeline = ctx.timeline.clone();
-    let qpolicy = crate::quarantine::Policy {
-        min_failures: cfg.quarantine.min_failures,
-        alpha: cfg.quarantine.alpha,
-        ..Default::default()
-    };
-    let mut attribution = crate::quarantine::Attribution::default();
-    // What a restart must not forget: the jobs each quarantine forgave (fair charging, for a
-    // day after a release) and how long each unit's or class's last hold was (they double).
-    let verdicts_path = cfg.alerts.state_dir.join(format!("{}-verdicts.json", cfg.broker.prefix));
-    let kept = std::fs::read(&verdicts_path).ok().and_then(|b| serde_json::from_slice::<KeptVerdicts>(&b).ok());
-    let kept = kept.unwrap_or_default();
-    let mut holds: BTreeMap<String, crate::quarantine::Hold> = kept.holds;
-    let mut blames: Vec<crate::verdicts::Blame> = kept.blames;
-    let mut kept_json = String::new();
-    let mut link = Link::new(&cfg.broker, "drover supervise");
-    let baselines_path = cfg.alerts.state_dir.join(format!("{}-baselines.json", cfg.broker.prefix));
-    let saved = std::fs::read(&baselines_path).ok().and_then(|b| serde_json::from_slice::<Baselines>(&b).ok());
-    if saved.is_some() {
-        tracing::info!("latency baselines restored from {}", baselines_path.display());
-    }
-    let watch_cfg = WatchConfig {
-        detector: DetectorConfig { warmup: cfg.alerts.drift_warmup, ..DetectorConfig::default() },
-        running_evidence: cfg.alerts.running_evidence,
-        stall_gaps: cfg.alerts.stall_gaps,
-        stall_min: cfg.alerts.stall_min,
-    };
-    let mut watch = LatencyWatch::new(watch_cfg, &cfg.host, cfg.classes.keys().cloned(), saved);
-    let mut book = AlertBook::default();
-    let webhook = cfg
-        .alerts
-        .webhook
-        .as_deref()
-        .and_then(|u| crate::alerts::parse_webhook_url(u).ok())
-        .map(|t| crate::io::webhook::spawn(t, cfg.host.clone()));
-    let mut tick = tokio::time::interval(cfg.alerts.evaluate_every);
-    let mut last_save = Instant::now();
-    while !cancel.is_cancelled() {
-        if link.ensure_up(None, &cancel).await.is_err() {
-            break;
-        }
-        let consumed = async {
-            crate::io::fleet::declare(&mut link, &cfg).await?;
-            let events_exchange = link.names.events();
-            let (_chan, mut consumer, _) = link.private_consumer(Some((&events_exchange, "#")), "supervisor").await?;
-            let control = crate::io::fleet::exchange(&cfg);
-            let (_chan2, mut asks, _) =
-                link.private_consumer(Some((&control, crate::io::fleet::VERDICTS_REQUEST)), "verdict-requests").await?;
-            loop {
-                tokio::select! {
-                    a = asks.next() => {
-                        let Some(Ok(a)) = a else {
-                            return Err(crate::io::amqp::BrokerError::Unavailable("verdict request consumer closed".into()));
-                        };
-                        if let Some(reply_to) = a.properties.reply_to() {
-                            let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now_ms());
-                            if let Err(e) = crate::io::fleet::answer_verdicts(&mut link, reply_to.as_str(), &verdicts).await { tracing::warn!("verdicts not sent to a worker: {e}"); }
-                        }
-                    }
-                    d = consumer.next() => {
-                        let Some(Ok(d)) = d else {
-                            return Err(crate::io::amqp::BrokerError::Unavailable("event consumer closed".into()));
-                        };
-                        if let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) {
-                            if e.host == cfg.host {
-                                record_event(&e, &into);
-                            }
-                            watch.observe(&e);
-                            let vanished = attribution.vanished_changes();
-                            attribution.observe(&e, &qpolicy);
-                            if e.host == cfg.host {
-                                settle_probes(&cfg, &ctx, &mut attribution, &mut holds, &e);
-                            }
-                            if attribution.vanished_changes() != vanished {
-                                // A worker died under a job (or a late event says it did not):
-                                // say so now, before the job's next delivery.
-                                let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now_ms());
-                                if let Err(e) = crate::io::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
-                            }
-                            if let Some(mv) = crate::supervisor::orders::track_moves(&maint, &e, &cfg.host) {
-                                let to = mv.to.unwrap_or_default();
-                                timeline.record("drover", &format!("job {} restarted on {to}", mv.job), "moved away by a drain", &mv.from);
-                            }
-                        }
-                    }
-                    _ = tick.tick() => {
-                        let mut backlog = BTreeMap::new();
-                        for class in cfg.classes.keys() {
-                            if let Ok(n) = link.backlog(class).await {
-                                backlog.insert(class.clone(), u64::from(n));
-                            }
-                        }
-                        let did = what_drover_did(&report, &cfg.host);
-                        let now = now_ms();
-                        let mut conditions = watch.evaluate(now, &backlog, &did);
-                        if cfg.quarantine.enabled {
-                            conditions.extend(judge_workers(&cfg, &ctx, &report, &mut attribution, &qpolicy, &mut holds, now));
-                        }
-                        let verdicts = host_verdicts(&cfg, &ctx, &report, &attribution, &qpolicy, &mut blames, now);
-                        if let Err(e) = crate::io::fleet::publish_verdicts(&mut link, &cfg, &verdicts).await { tracing::warn!("verdicts not published: {e}"); }
-                        keep_verdicts(&verdicts_path, &blames, &holds, &mut kept_json);
-                        // Quarantines and pauses that ended are reported clear.
-                        let present: std::collections::BTreeSet<alerts::AlertKey> = conditions.iter().map(|c| c.key.clone()).collect();
-                        for key in book.keys() {
-                            if (key.name == "WorkerQuarantined" || key.name == "ClassPaused") && !present.contains(&key) {
-                                conditions.push(alerts::Condition {
-                                    key,
-                                    active: false,
-                                    severity: alerts::Severity::Critical,
-                                    summary: String::new(),
-                                    annotations: BTreeMap::new(),
-                                });
-                            }
-                        }
-                        for c in conditions {
-                            let policy = alerts::Policy {
-                                fire_after: if matches!(c.key.name.as_str(), latency::DRIFT | "WorkerQuarantined" | "ClassPaused") { Duration::ZERO } else { cfg.alerts.fire_after },
-                                resolve_after: if matches!(c.key.name.as_str(), "WorkerQuarantined" | "ClassPaused") { Duration::ZERO } else { cfg.alerts.resolve_after },
-                            };
-                            if let Some(t) = book.update(c, policy, now) {
-                                let (what, a) = match &t {
-                                    alerts::Transition::Fired(a) => ("alert fired", a),
-                                    alerts::Transition::Resolved(a) => ("alert resolved", a),
-                                };
-                                timeline.record("drover", &format!("{what}: {}", a.key.name), &a.summary, a.key.label("class"));
-                                deliver(&t, &cfg.host, webhook.as_ref());
-                            }
-                        }
-                        if let Ok(mut m) = maint.lock() {
-                            let now_s = now as f64 / 1000.0;
-                            m.expected_s = watch.classes().filter_map(|c| watch.expected_s(c, now_s).map(|e| (c.clone(), e))).collect();
-                        }
-                        if let Ok(mut r) = report.lock() {
-                            r.firing = book.firing().into_iter().cloned().collect();
-                            r.resolved = book.resolved().to_vec();
-                        }
-                        if last_save.elapsed() >= Duration::from_secs(60) {
-                            save_baselines(&baselines_path, &watch.snapshot());
-                            last_save = Instant::now();
-                        }
-                    }
-                    _ = cancel.cancelled() => return Ok(()),
-                }
-            }
-        };
-        match consumed.await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!("job events: {e}; reconnecting");
-                link.mark_down();
-            }
-        }
-    }
-    save_baselines(&baselines_path, &watch.snapshot());
-}
-
-/// The part of the quarantine state that outlives a restart (`<prefix>-verdicts.json`).
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct KeptVerdicts {
-    #[serde(default)]
-    blames: Vec<crate::verdicts::Blame>,
-    #[serde(default)]
-    holds: BTreeMap<String, crate::quarantine::Hold>,
-}
-
-/// Writes the kept verdicts when they changed since `last` (the JSON last written).
-fn keep_verdicts(
-    path: &std::path::Path,
-    blames: &[crate::verdicts::Blame],
-    holds: &BTreeMap<String, crate::quarantine::Hold>,
-    last: &mut String,
-) {
-    let kept = KeptVerdicts { blames: blames.to_vec(), holds: holds.clone() };
-    let json = serde_json::to_string(&kept).unwrap_or_default();
-    if json == *last {
-        return;
-    }
-    match crate::supervisor::orders::write_atomically(path, json.as_bytes()) {
-        Ok(()) => *last = json,
-        Err(e) => tracing::warn!("cannot save the quarantine verdicts to {}: {e}", path.display()),
-    }
-}
-
-fn save_baselines(path: &std::path::Path, b: &Baselines) {
-    if let Err(e) = crate::supervisor::orders::write_atomically(path, &serde_json::to_vec(b).unwrap_or_default()) {
-        tracing::warn!("cannot save latency baselines to {}: {e}", path.display());
-    }
-}
-
-/// When a hold that starts now ends: the configured hold the first time, doubled (up to
-/// `hold_max`) each time the same unit or class is held again within a day.
-fn next_hold(cfg: &Config, holds: &mut BTreeMap<String, crate::quarantine::Hold>, key: String, now: i64) -> i64 {
-    let base = cfg.quarantine.hold.as_millis() as u64;
-    let max = cfg.quarantine.hold_max.as_millis() as u64;
-    let hold = crate::quarantine::next_hold(holds.get(&key).copied(), base, max, now);
-    holds.insert(key, hold);
-    hold.until_ms
-}
-
-/// A job that ended on one of this host's units may decide a probe: a pass lifts the quarantine
-/// or pause (and its evidence is forgotten), a failure holds it again, twice as long. A probe
-/// job that ended without a verdict (requeued, interrupted, rejected) is replaced by another.
-fn settle_probes(
-    cfg: &Config,
-    ctx: &Ctx,
-    attribution: &mut crate::quarantine::Attribution,
-    holds: &mut BTreeMap<String, crate::quarantine::Hold>,
-    e: &JobEvent,
-) {
-    use crate::events::EventKind;
-    use crate::quarantine::Subject;
-    let view = UnitView { unit: e.unit.clone(), class: e.class.clone(), up: true, ..Default::default() };
-    let verdict = crate::quarantine::verdict(e);
-    let at = crate::job::parse_rfc3339_ms(&e.at).unwrap_or_else(now_ms);
-    let orders = ctx.maint.lock().map(|m| m.orders.clone()).unwrap_or_default();
-    let decided = maintenance::probe_outcome(&orders, &cfg.host, &view, verdict, at);
-    let ended = matches!(
-        e.event,
-        EventKind::Failed | EventKind::DeadLettered | EventKind::Requeued | EventKind::RetryScheduled
-    );
-    if decided.is_empty() && verdict.is_none() && ended {
-        if let Ok(mut m) = ctx.maint.lock() {
-            m.mem.probe_again(&e.unit);
-        }
-        return;
-    }
-    let job = e.job_id.as_deref().unwrap_or("?");
-    for (id, passed) in decided {
-        let Some(o) = orders.iter().find(|o| o.id == id) else { continue };
-        let key = match &o.scope {
-            maintenance::Scope::Class(c) => format!("pause:{c}"),
-            _ => format!("q:{}", e.unit),
-        };
-        let what = match (passed, e.outcome.as_deref()) {
-            (true, _) => format!("probe job {job} succeeded on {}", e.unit),
-            (false, Some(how)) => format!("probe job {job} on {} ended: {how}", e.unit),
-            (false, None) => format!("probe job {job} on {} failed", e.unit),
-        };
-        let until = if passed { 0 } else { next_hold(cfg, holds, key, now_ms()) };
-        if ctx.settle_probe(&id, passed, until, &what).is_none() {
-            continue;
-        }
-        if passed {
-            tracing::info!("{} lifted on {}: {what}", o.scope, cfg.host);
-            match &o.scope {
-                maintenance::Scope::Class(c) => attribution.forget_class(c),
-                _ => {
-                    attribution.forget(&e.class, &Subject::Worker(format!("{}@{}", e.unit, cfg.host)));
-                    attribution.forget(&e.class, &Subject::Host(cfg.host.clone()));
-                }
-            }
-        } else {
-            tracing::warn!("{} held again on {} until {}: {what}", o.scope, cfg.host, rfc3339(until));
-        }
-    }
-}
-
-/// Bad workers versus bad jobs on this host: quarantines and class pauses from the fleet's
-/// outcomes, probes when their holds run out; returns the alert conditions they raise.
-fn judge_workers(
-    cfg: &Config,
-    ctx: &Ctx,
-    report: &Arc<Mutex<StatusReport>>,
-    attribution: &mut crate::quarantine::Attribution,
-    policy: &crate::quarantine::Policy,
-    holds: &mut BTreeMap<String, crate::quarantine::Hold>,
-    now: i64,
-) -> Vec<alerts::Condition> {
-    use crate::quarantine::Subject;
-    let prefix = &cfg.systemd.unit_prefix;
-    let worker = |unit: &str| format!("{unit}@{}", cfg.host);
-    // Operators' releases and holds that ran out: the subject must earn new evidence.
-    let released: Vec<String> = ctx.maint.lock().map(|mut m| std::mem::take(&mut m.released)).unwrap_or_default();
-    // A release forgets the host's record too: otherwise the host-wide evidence that covered the
-    // unit would quarantine it again at the next evaluation, before it ran a single job.
-    for u in released {
-        let full = if u.ends_with(".service") { u.clone() } else { unit_name(prefix, &u) };
-        attribution.forget(&class_of(prefix, &full), &Subject::Worker(worker(&full)));
-        attribution.forget(&class_of(prefix, &full), &Subject::Host(cfg.host.clone()));
-    }
-    for o in ctx.begin_probes(now) {
-        match (&o.kind, &o.scope) {
-            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => {
-                attribution.forget(&class_of(prefix, u), &Subject::Worker(worker(u)));
-                attribution.forget(&class_of(prefix, u), &Subject::Host(cfg.host.clone()));
-            }
-            (maintenance::Kind::Pause, maintenance::Scope::Class(c)) => attribution.forget_class(c),
-            _ => {}
-        }
-    }
-    let mut hold_for = |key: String| next_hold(cfg, holds, key, now);
-    let units: Vec<(String, String)> =
-        report.lock().map(|r| r.units.iter().map(|u| (u.unit.clone(), u.class.clone())).collect()).unwrap_or_default();
-    for class in cfg.classes.keys() {
-        if let Some(why) = attribution.outage(class, policy) {
-            let scope = maintenance::Scope::Class(class.clone());
-            if ctx.add_own(maintenance::Kind::Pause, scope, &why, || hold_for(format!("pause:{class}"))) {
-                tracing::error!("ALERT class {class} paused on {}: {why}", cfg.host);
-            }
-            continue;
-        }
-        let mine: Vec<&String> = units.iter().filter(|(_, c)| c == class).map(|(u, _)| u).collect();
-        let host_evidence = attribution.judge(class, &Subject::Host(cfg.host.clone()), policy);
-        for unit in mine {
-            let evidence =
-                host_evidence.clone().or_else(|| attribution.judge(class, &Subject::Worker(worker(unit)), policy));
-            if let Some(ev) = evidence {
-                let scope = maintenance::Scope::Unit(unit.clone());
-                if ctx.add_own(maintenance::Kind::Quarantine, scope, &ev.to_string(), || hold_for(format!("q:{unit}")))
-                {
-                    tracing::error!("ALERT {unit} quarantined: {ev}");
-                }
-            }
-        }
-    }
-    // One alert per quarantined unit and per paused class, while it lasts.
-    let orders = ctx.maint.lock().map(|m| m.orders.clone()).unwrap_or_default();
-    let mut out = Vec::new();
-    for o in &orders {
-        let (name, labels, summary) = match (&o.kind, &o.scope) {
-            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => {
-                let class = class_of(prefix, u);
-                (
-                    "WorkerQuarantined",
-                    vec![("class", class), ("host", cfg.host.clone()), ("unit", u.clone())],
-                    format!("{u} on {} quarantined: {}", cfg.host, o.reason),
-                )
-            }
-            (maintenance::Kind::Pause, maintenance::Scope::Class(c)) => {
-                ("ClassPaused", vec![("class", c.clone())], format!("class {c} paused fleet-wide: {}", o.reason))
-            }
-            _ => continue,
-        };
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut annotations = BTreeMap::new();
-        annotations.insert("evidence".to_string(), o.reason.clone());
-        annotations.insert("probe_after".to_string(), o.deadline_ms.map(rfc3339).unwrap_or_default());
-        out.push(alerts::Condition {
-            key: alerts::AlertKey::new(name, &labels),
-            active: true,
-            severity: alerts::Severity::Critical,
-            summary,
-            annotations,
-        });
-    }
-    out
-}
-
-/// This host's verdicts for the fleet's workers: the quarantined units with the jobs that failed
-/// on them (those failures are not charged to the jobs), kept a day after the quarantine ends,
-/// and the attempts that vanished with their worker here.
-fn host_verdicts(
-    cfg: &Config,
-    ctx: &Ctx,
-    report: &Arc<Mutex<StatusReport>>,
-    attribution: &crate::quarantine::Attribution,
-    policy: &crate::quarantine::Policy,
-    blames: &mut Vec<crate::verdicts::Blame>,
-    now: i64,
-) -> crate::verdicts::HostVerdicts {
-    use crate::quarantine::Subject;
-    let prefix = &cfg.systemd.unit_prefix;
-    let orders = ctx.maint.lock().map(|m| m.orders.clone()).unwrap_or_default();
-    // Who is to blame, for which class, since when, and for which failed jobs: each quarantined
-    // unit, and each class paused for a shared outage (any worker).
-    let blamed: Vec<(String, String, i64, Vec<String>)> = orders
-        .iter()
-        .filter_map(|o| match (&o.kind, &o.scope) {
-            (maintenance::Kind::Quarantine, maintenance::Scope::Unit(u)) => {
-                let class = class_of(prefix, u);
-                let worker = format!("{u}@{}", cfg.host);
-                let mut jobs = attribution.failed_jobs(&class, &Subject::Worker(worker.clone()));
-                jobs.extend(attribution.failed_jobs(&class, &Subject::Host(cfg.host.clone())));
-                Some((worker, class, o.at_ms, jobs))
-            }
-            (maintenance::Kind::Pause, maintenance::Scope::Class(c)) => {
-                // The outage's own failures, gathered until the first probe. A probe's failure
-                // is charged: a bad job taken as the probe must not keep the class paused forever.
-                let jobs = if o.probes == 0 { attribution.outage_jobs(c, policy) } else { Vec::new() };
-                Some((crate::verdicts::ANY_WORKER.to_string(), c.clone(), o.at_ms, jobs))
-            }
-            _ => None,
-        })
-        .collect();
-    for b in blames.iter_mut() {
-        b.active = blamed.iter().any(|(worker, class, _, _)| *worker == b.worker && *class == b.class);
-    }
-    for (worker, class, since, jobs) in blamed {
-        let b = match blames.iter_mut().find(|b| b.worker == worker && b.class == class && b.active) {
-            Some(b) => b,
-            None => {
-                blames.push(crate::verdicts::Blame { worker, class, since_ms: since, active: true, jobs: Vec::new() });
-                blames.last_mut().expect("just pushed")
-            }
-        };
-        for j in jobs {
-            if !b.jobs.contains(&j) {
-                b.jobs.push(j);
-            }
-        }
-    }
-    blames.retain(|b| b.active || now - b.since_ms < crate::verdicts::BELIEVED_MS);
-    // Suspects: evidence beyond a looser significance, short of a quarantine.
-    let loose = crate::quarantine::Policy { alpha: policy.suspect_alpha.max(policy.alpha), ..policy.clone() };
-    let units: Vec<(String, String)> =
-        report.lock().map(|r| r.units.iter().map(|u| (u.unit.clone(), u.class.clone())).collect()).unwrap_or_default();
-    let suspects = units
-        .into_iter()
-        .map(|(unit, class)| (format!("{unit}@{}", cfg.host), class))
-        .filter(|(worker, class)| {
-            !blames.iter().any(|b| b.active && &b.worker == worker)
-                && (attribution.judge(class, &Subject::Host(cfg.host.clone()), &loose).is_some()
-                    || attribution.judge(class, &Subject::Worker(worker.clone()), &loose).is_some())
-        })
-        .map(|(worker, class)| crate::verdicts::Suspect { worker, class })
-        .collect();
-    crate::verdicts::HostVerdicts {
-        suspects,
-        v: crate::verdicts::VERSION,
-        host: cfg.host.clone(),
-        at_ms: now,
-        blamed: blames.clone(),
-        vanished: attribution.vanished_on(&cfg.host),
-    }
-}
-
-/// What the supervisor already did about each class on this host, for alert texts.
-fn what_drover_did(report: &Arc<Mutex<StatusReport>>, host: &str) -> BTreeMap<String, String> {
-    let Ok(r) = report.lock() else { return BTreeMap::new() };
-    let mut by_class: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for u in &r.units {
-        let mut notes = Vec::new();
-        if matches!(u.health.as_str(), "failing" | "misconfigured" | "restarting") {
-            notes.push(format!("{} is {}", u.unit, u.health));
-        }
-        if u.restarts > 0 {
-            notes.push(format!("{} restarted {} time(s)", u.unit, u.restarts));
-        }
-        by_class.entry(u.class.clone()).or_default().extend(notes);
-    }
-    by_class
-        .into_iter()
-        .map(|(c, notes)| {
-            let text = if notes.is_empty() {
-                format!("nothing on {host}")
-            } else {
-                format!("on {host}: {}", notes.join("; "))
-            };
-            (c, text)
-        })
-        .collect()
-}
-
-fn deliver(t: &alerts::Transition, host: &str, webhook: Option<&tokio::sync::mpsc::Sender<alerts::Transition>>) {
-    let (a, firing) = match t {
-        alerts::Transition::Fired(a) => (a, true),
-        alerts::Transition::Resolved(a) => (a, false),
-    };
-    if firing {
-        tracing::warn!("ALERT {} {:?}: {} ({:?})", a.key.name, a.key.labels, a.summary, a.annotations);
-    } else {
-        tracing::info!("resolved: {} {:?}: {}", a.key.name, a.key.labels, a.summary);
-    }
-    metrics::gauge!(
-        m::ALERTS_FIRING,
-        "alertname" => a.key.name.clone(),
-        "class" => a.key.label("class").to_string(),
-        "host" => if a.key.label("host").is_empty() { host.to_string() } else { a.key.label("host").to_string() },
-        "severity" => a.severity.as_str()
-    )
-    .set(if firing { 1.0 } else { 0.0 });
-    if let Some(tx) = webhook {
-        if tx.try_send(t.clone()).is_err() {
-            tracing::error!("alert webhook queue full: {} not delivered", a.key.name);
-        }
-    }
-}
-
-fn record_event(e: &JobEvent, into: &Arc<Mutex<FromEvents>>) {
-    let class = e.class.clone();
-    match e.event {
-        EventKind::Started => {
-            if let Some(w) = e.queue_wait_s {
-                metrics::histogram!(m::JOB_QUEUE_WAIT_SECONDS, "class" => class).record(w);
-            }
-        }
-        EventKind::Succeeded | EventKind::RetryScheduled | EventKind::DeadLettered | EventKind::Requeued => {
-            let outcome = e.outcome.clone().unwrap_or_else(|| "undecodable".into());
-            metrics::counter!(m::JOBS_TOTAL, "class" => class.clone(), "outcome" => outcome.clone(), "result" => e.event.as_str())
-                .increment(1);
-            if let Some(d) = e.duration_s {
-                metrics::histogram!(m::JOB_SECONDS, "class" => class, "outcome" => outcome).record(d);
-            }
-        }
-        EventKind::Misconfigured => {
-            let text = [e.reason.as_deref(), e.detail.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");
-            if let Ok(mut f) = into.lock() {
-                f.misconfigured.insert(e.unit.clone(), text);
-            }
-        }
-        EventKind::Failed | EventKind::Submitted => {}
     }
 }
 

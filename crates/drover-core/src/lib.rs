@@ -23,6 +23,8 @@
 //! - [`rollout`]: waves of hosts, and whether a touched wave looks worse than the rest.
 //! - [`quarantine`]: bad workers versus bad jobs: per worker and host attribution, the binomial
 //!   test against the rest of the fleet, shared outages, attempts whose worker died.
+//! - [`judge`]: this host's judge: the quarantines, pauses and probes the fleet's outcomes call
+//!   for on this host's units, their alerts (an [`judge::AlertKind`]) and the verdicts to publish.
 //! - [`verdicts`]: the supervisors' verdicts as workers need them: which failures were a
 //!   quarantined worker's or a shared outage's fault (fair charging), which workers a job
 //!   killed (poison).
@@ -38,6 +40,7 @@ pub mod drift;
 pub mod duration;
 pub mod events;
 pub mod job;
+pub mod judge;
 pub mod latency;
 pub mod maintenance;
 pub mod outcome;

@@ -284,6 +284,22 @@ pub fn class_of_instance(instance: &str) -> Option<&str> {
     (n.parse::<u32>().is_ok() && !class.is_empty()).then_some(class)
 }
 
+/// A worker unit's name: `<prefix>@<instance>.service`.
+pub fn unit_name(prefix: &str, instance: &str) -> String {
+    format!("{prefix}@{instance}.service")
+}
+
+/// The class of a worker unit's name (`drover-worker@inference-3.service` -> `inference`), or
+/// an empty string for a unit that is not one of ours.
+pub fn class_of_unit(prefix: &str, unit: &str) -> String {
+    unit.strip_prefix(prefix)
+        .and_then(|s| s.strip_prefix('@'))
+        .and_then(|s| s.strip_suffix(".service"))
+        .and_then(class_of_instance)
+        .unwrap_or("")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,517 @@
+//! This host's judge: what the quarantine policy ([`crate::quarantine`]) decides for this
+//! host's units, given the fleet's job outcomes and the maintenance orders in force.
+//!
+//! The supervisor feeds it (every job event, the units it runs, the orders, the time) and
+//! applies what it returns: orders to add ([`Want`]), probes to settle ([`ProbeStep`]), alert
+//! conditions, and the verdicts to publish for the workers (fair charging). It keeps the state
+//! that must outlive a restart ([`Kept`]: the jobs each quarantine forgave, the hold lengths).
+
+use crate::alerts::{AlertKey, Condition, Severity};
+use crate::events::{EventKind, JobEvent};
+use crate::job::{parse_rfc3339_ms, rfc3339};
+use crate::maintenance::{self, Kind, Order, Scope, UnitView};
+use crate::quarantine::{self, Attribution, Hold, Policy, Subject};
+use crate::reconcile::{class_of_unit, unit_name};
+use crate::verdicts::{self, Blame, HostVerdicts, Suspect};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The alerts the judge raises: one per quarantined unit, one per paused class, while it lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertKind {
+    WorkerQuarantined,
+    ClassPaused,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 2] = [AlertKind::WorkerQuarantined, AlertKind::ClassPaused];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::WorkerQuarantined => "WorkerQuarantined",
+            AlertKind::ClassPaused => "ClassPaused",
+        }
+    }
+
+    /// The judge's alert of this name, if it is one.
+    pub fn of(name: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// What a hold's length is remembered by (holds double when the same thing is held again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldKey {
+    /// A quarantined unit.
+    Unit(String),
+    /// A class paused for a shared outage.
+    Pause(String),
+}
+
+impl HoldKey {
+    /// The key of the hold behind an order of the judge's.
+    pub fn of(scope: &Scope, unit: &str) -> HoldKey {
+        match scope {
+            Scope::Class(c) => HoldKey::Pause(c.clone()),
+            _ => HoldKey::Unit(unit.to_string()),
+        }
+    }
+
+    /// The key as kept in the state directory (`q:<unit>`, `pause:<class>`).
+    pub fn key(&self) -> String {
+        match self {
+            HoldKey::Unit(u) => format!("q:{u}"),
+            HoldKey::Pause(c) => format!("pause:{c}"),
+        }
+    }
+}
+
+/// The part of the judge that outlives a restart (`<prefix>-verdicts.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    #[serde(default)]
+    pub blames: Vec<Blame>,
+    #[serde(default)]
+    pub holds: BTreeMap<String, Hold>,
+}
+
+/// What the judge is told once, from the configuration.
+#[derive(Clone, Debug)]
+pub struct JudgeConfig {
+    pub host: String,
+    pub unit_prefix: String,
+    pub classes: Vec<String>,
+    pub policy: Policy,
+    /// `quarantine.hold` and `quarantine.hold_max`, in milliseconds.
+    pub hold_ms: u64,
+    pub hold_max_ms: u64,
+}
+
+/// An order the judge wants in force: new, with the end of its hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Want {
+    pub kind: Kind,
+    pub scope: Scope,
+    pub reason: String,
+    pub until_ms: i64,
+}
+
+/// What a job that ended on one of this host's units does to a probe.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProbeStep {
+    /// The probe order `order` is decided: lifted when `passed`, else held until `until_ms`.
+    Settle { order: String, scope: Scope, passed: bool, until_ms: i64, what: String },
+    /// The probe job ended without a verdict: the unit takes another one.
+    Again { unit: String },
+}
+
+pub struct Judge {
+    cfg: JudgeConfig,
+    attribution: Attribution,
+    kept: Kept,
+}
+
+impl Judge {
+    pub fn new(cfg: JudgeConfig, kept: Kept) -> Judge {
+        Judge { cfg, attribution: Attribution::default(), kept }
+    }
+
+    pub fn kept(&self) -> &Kept {
+        &self.kept
+    }
+
+    /// Takes in one of the fleet's job events. Returns true when the attempts that vanished
+    /// with their worker changed (publish the verdicts now, before the job's next delivery).
+    pub fn observe(&mut self, e: &JobEvent) -> bool {
+        let vanished = self.attribution.vanished_changes();
+        self.attribution.observe(e, &self.cfg.policy);
+        self.attribution.vanished_changes() != vanished
+    }
+
+    /// A job that ended on one of this host's units may decide a probe: a pass lifts the
+    /// quarantine or pause, a failure holds it again, twice as long. A probe job that ended
+    /// without a verdict (requeued, interrupted, rejected) is replaced by another.
+    pub fn settle_probes(&mut self, e: &JobEvent, orders: &[Order], now: i64) -> Vec<ProbeStep> {
+        let view = UnitView { unit: e.unit.clone(), class: e.class.clone(), up: true, ..Default::default() };
+        let verdict = quarantine::verdict(e);
+        let at = parse_rfc3339_ms(&e.at).unwrap_or(now);
+        let decided = maintenance::probe_outcome(orders, &self.cfg.host, &view, verdict, at);
+        let ended = matches!(
+            e.event,
+            EventKind::Failed | EventKind::DeadLettered | EventKind::Requeued | EventKind::RetryScheduled
+        );
+        if decided.is_empty() && verdict.is_none() && ended {
+            return vec![ProbeStep::Again { unit: e.unit.clone() }];
+        }
+        let job = e.job_id.as_deref().unwrap_or("?");
+        let mut steps = Vec::new();
+        for (id, passed) in decided {
+            let Some(o) = orders.iter().find(|o| o.id == id) else { continue };
+            let what = match (passed, e.outcome.as_deref()) {
+                (true, _) => format!("probe job {job} succeeded on {}", e.unit),
+                (false, Some(how)) => format!("probe job {job} on {} ended: {how}", e.unit),
+                (false, None) => format!("probe job {job} on {} failed", e.unit),
+            };
+            let until_ms = if passed { 0 } else { self.next_hold(HoldKey::of(&o.scope, &e.unit), now) };
+            steps.push(ProbeStep::Settle { order: id, scope: o.scope.clone(), passed, until_ms, what });
+        }
+        steps
+    }
+
+    /// A probe passed and its order was lifted: the subject's evidence is forgotten.
+    pub fn lifted(&mut self, scope: &Scope, e: &JobEvent) {
+        match scope {
+            Scope::Class(c) => self.attribution.forget_class(c),
+            _ => self.forget_unit(&e.class, &e.unit),
+        }
+    }
+
+    /// Operators released these units (names or instances): they must earn new evidence. A
+    /// release forgets the host's record too: otherwise the host-wide evidence that covered the
+    /// unit would quarantine it again at the next evaluation, before it ran a single job.
+    pub fn released(&mut self, units: &[String]) {
+        for u in units {
+            let full = if u.ends_with(".service") { u.clone() } else { unit_name(&self.cfg.unit_prefix, u) };
+            self.forget_unit(&class_of_unit(&self.cfg.unit_prefix, &full), &full);
+        }
+    }
+
+    /// Orders whose hold ran out and that now probe: their subjects start from no evidence.
+    pub fn probing(&mut self, begun: &[Order]) {
+        for o in begun {
+            match (&o.kind, &o.scope) {
+                (Kind::Quarantine, Scope::Unit(u)) => self.forget_unit(&class_of_unit(&self.cfg.unit_prefix, u), u),
+                (Kind::Pause, Scope::Class(c)) => self.attribution.forget_class(c),
+                _ => {}
+            }
+        }
+    }
+
+    /// The quarantines and pauses the fleet's outcomes call for on this host, beyond the orders
+    /// already in force. `units` are this host's units with their classes.
+    pub fn evaluate(&mut self, units: &[(String, String)], orders: &[Order], now: i64) -> Vec<Want> {
+        let in_force = |kind: Kind, scope: &Scope| orders.iter().any(|o| o.kind == kind && o.scope == *scope);
+        let mut wants = Vec::new();
+        for class in self.cfg.classes.clone() {
+            if let Some(why) = self.attribution.outage(&class, &self.cfg.policy) {
+                let scope = Scope::Class(class.clone());
+                if !in_force(Kind::Pause, &scope) {
+                    let until_ms = self.next_hold(HoldKey::Pause(class.clone()), now);
+                    wants.push(Want { kind: Kind::Pause, scope, reason: why, until_ms });
+                }
+                continue;
+            }
+            let host_evidence = self.attribution.judge(&class, &Subject::Host(self.cfg.host.clone()), &self.cfg.policy);
+            for (unit, _) in units.iter().filter(|(_, c)| *c == class) {
+                let evidence = host_evidence
+                    .clone()
+                    .or_else(|| self.attribution.judge(&class, &Subject::Worker(self.worker(unit)), &self.cfg.policy));
+                let scope = Scope::Unit(unit.clone());
+                if let Some(ev) = evidence.filter(|_| !in_force(Kind::Quarantine, &scope)) {
+                    let until_ms = self.next_hold(HoldKey::Unit(unit.clone()), now);
+                    wants.push(Want { kind: Kind::Quarantine, scope, reason: ev.to_string(), until_ms });
+                }
+            }
+        }
+        wants
+    }
+
+    /// One alert condition per quarantined unit and per paused class in `orders`, and a cleared
+    /// one for each of the judge's alerts in `firing` whose order is gone.
+    pub fn conditions(&self, orders: &[Order], firing: &[AlertKey]) -> Vec<Condition> {
+        let mut out: Vec<Condition> = orders.iter().filter_map(|o| self.condition(o)).collect();
+        let present: BTreeSet<&AlertKey> = out.iter().map(|c| &c.key).collect();
+        let cleared: Vec<Condition> = firing
+            .iter()
+            .filter(|k| AlertKind::of(&k.name).is_some() && !present.contains(k))
+            .map(|key| Condition {
+                key: key.clone(),
+                active: false,
+                severity: Severity::Critical,
+                summary: String::new(),
+                annotations: BTreeMap::new(),
+            })
+            .collect();
+        out.extend(cleared);
+        out
+    }
+
+    fn condition(&self, o: &Order) -> Option<Condition> {
+        let host = &self.cfg.host;
+        let (kind, labels, summary) = match (&o.kind, &o.scope) {
+            (Kind::Quarantine, Scope::Unit(u)) => (
+                AlertKind::WorkerQuarantined,
+                vec![("class", class_of_unit(&self.cfg.unit_prefix, u)), ("host", host.clone()), ("unit", u.clone())],
+                format!("{u} on {host} quarantined: {}", o.reason),
+            ),
+            (Kind::Pause, Scope::Class(c)) => (
+                AlertKind::ClassPaused,
+                vec![("class", c.clone())],
+                format!("class {c} paused fleet-wide: {}", o.reason),
+            ),
+            _ => return None,
+        };
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut annotations = BTreeMap::new();
+        annotations.insert("evidence".to_string(), o.reason.clone());
+        annotations.insert("probe_after".to_string(), o.deadline_ms.map(rfc3339).unwrap_or_default());
+        Some(Condition {
+            key: AlertKey::new(kind.name(), &labels),
+            active: true,
+            severity: Severity::Critical,
+            summary,
+            annotations,
+        })
+    }
+
+    /// This host's verdicts for the fleet's workers: the quarantined units with the jobs that
+    /// failed on them (those failures are not charged to the jobs), kept a day after the
+    /// quarantine ends; the classes paused for a shared outage; suspects; and the attempts
+    /// that vanished with their worker here.
+    pub fn verdicts(&mut self, orders: &[Order], units: &[(String, String)], now: i64) -> HostVerdicts {
+        let blamed = self.blamed(orders);
+        let blames = &mut self.kept.blames;
+        for b in blames.iter_mut() {
+            b.active = blamed.iter().any(|(worker, class, _, _)| *worker == b.worker && *class == b.class);
+        }
+        for (worker, class, since, jobs) in blamed {
+            let i = match blames.iter().position(|b| b.worker == worker && b.class == class && b.active) {
+                Some(i) => i,
+                None => {
+                    blames.push(Blame { worker, class, since_ms: since, active: true, jobs: Vec::new() });
+                    blames.len() - 1
+                }
+            };
+            for j in jobs {
+                if !blames[i].jobs.contains(&j) {
+                    blames[i].jobs.push(j);
+                }
+            }
+        }
+        blames.retain(|b| b.active || now - b.since_ms < verdicts::BELIEVED_MS);
+        HostVerdicts {
+            suspects: self.suspects(units),
+            v: verdicts::VERSION,
+            host: self.cfg.host.clone(),
+            at_ms: now,
+            blamed: self.kept.blames.clone(),
+            vanished: self.attribution.vanished_on(&self.cfg.host),
+        }
+    }
+
+    /// Who is to blame, for which class, since when, and for which failed jobs: each
+    /// quarantined unit, and each class paused for a shared outage (any worker).
+    fn blamed(&self, orders: &[Order]) -> Vec<(String, String, i64, Vec<String>)> {
+        let host = Subject::Host(self.cfg.host.clone());
+        orders
+            .iter()
+            .filter_map(|o| match (&o.kind, &o.scope) {
+                (Kind::Quarantine, Scope::Unit(u)) => {
+                    let class = class_of_unit(&self.cfg.unit_prefix, u);
+                    let worker = self.worker(u);
+                    let mut jobs = self.attribution.failed_jobs(&class, &Subject::Worker(worker.clone()));
+                    jobs.extend(self.attribution.failed_jobs(&class, &host));
+                    Some((worker, class, o.at_ms, jobs))
+                }
+                (Kind::Pause, Scope::Class(c)) => {
+                    // The outage's own failures, gathered until the first probe. A probe's
+                    // failure is charged: a bad job taken as the probe must not keep the class
+                    // paused forever.
+                    let jobs =
+                        if o.probes == 0 { self.attribution.outage_jobs(c, &self.cfg.policy) } else { Vec::new() };
+                    Some((verdicts::ANY_WORKER.to_string(), c.clone(), o.at_ms, jobs))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Suspects: evidence beyond a looser significance, short of a quarantine.
+    fn suspects(&self, units: &[(String, String)]) -> Vec<Suspect> {
+        let policy = &self.cfg.policy;
+        let loose = Policy { alpha: policy.suspect_alpha.max(policy.alpha), ..policy.clone() };
+        let host = Subject::Host(self.cfg.host.clone());
+        units
+            .iter()
+            .map(|(unit, class)| (self.worker(unit), class.clone()))
+            .filter(|(worker, class)| {
+                !self.kept.blames.iter().any(|b| b.active && &b.worker == worker)
+                    && (self.attribution.judge(class, &host, &loose).is_some()
+                        || self.attribution.judge(class, &Subject::Worker(worker.clone()), &loose).is_some())
+            })
+            .map(|(worker, class)| Suspect { worker, class })
+            .collect()
+    }
+
+    /// When a hold that starts now ends: the configured hold the first time, doubled (up to
+    /// `hold_max`) each time the same unit or class is held again within a day.
+    fn next_hold(&mut self, key: HoldKey, now: i64) -> i64 {
+        let key = key.key();
+        let hold =
+            quarantine::next_hold(self.kept.holds.get(&key).copied(), self.cfg.hold_ms, self.cfg.hold_max_ms, now);
+        self.kept.holds.insert(key, hold);
+        hold.until_ms
+    }
+
+    fn forget_unit(&mut self, class: &str, unit: &str) {
+        self.attribution.forget(class, &Subject::Worker(self.worker(unit)));
+        self.attribution.forget(class, &Subject::Host(self.cfg.host.clone()));
+    }
+
+    /// A worker's name in the fleet's events: `unit@host`.
+    fn worker(&self, unit: &str) -> String {
+        format!("{unit}@{}", self.cfg.host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U1: &str = "dw@c-1.service";
+    const U2: &str = "dw@c-2.service";
+    const MIN: u64 = 60_000;
+
+    fn judge() -> Judge {
+        let cfg = JudgeConfig {
+            host: "me".into(),
+            unit_prefix: "dw".into(),
+            classes: vec!["c".into()],
+            policy: Policy::default(),
+            hold_ms: 10 * MIN,
+            hold_max_ms: 60 * MIN,
+        };
+        Judge::new(cfg, Kept::default())
+    }
+
+    fn ev(kind: EventKind, outcome: &str, job: &str, unit: &str, host: &str) -> JobEvent {
+        let mut e = JobEvent::new(kind, rfc3339(1_000), "c", host, unit);
+        e.job_id = Some(job.into());
+        e.outcome = Some(outcome.into());
+        e
+    }
+
+    fn units() -> Vec<(String, String)> {
+        vec![(U1.into(), "c".into()), (U2.into(), "c".into())]
+    }
+
+    /// The rest of the fleet succeeds; `bad` on this host times out `n` distinct jobs.
+    fn feed(j: &mut Judge, bad: &str, n: usize) {
+        for i in 0..40 {
+            j.observe(&ev(
+                EventKind::Succeeded,
+                "succeeded",
+                &format!("ok-{i}"),
+                "dw@c-1.service",
+                &format!("h{}", i % 4),
+            ));
+        }
+        for i in 0..n {
+            j.observe(&ev(EventKind::Failed, "timeout", &format!("bad-{i}"), bad, "me"));
+        }
+        for i in 0..6 {
+            j.observe(&ev(EventKind::Succeeded, "succeeded", &format!("good-{i}"), U2, "me"));
+        }
+    }
+
+    fn order(kind: Kind, scope: Scope, probing: bool) -> Order {
+        Order {
+            id: "o-1".into(),
+            kind,
+            scope,
+            reason: "evidence".into(),
+            who: "drover".into(),
+            at_ms: 0,
+            deadline_ms: Some(10 * MIN as i64),
+            probing_since_ms: probing.then_some(0),
+            probes: u32::from(probing),
+        }
+    }
+
+    #[test]
+    fn a_unit_that_fails_beyond_chance_is_quarantined_once_with_one_hold() {
+        // (timeouts on U1, quarantines wanted)
+        let cases = [(0, 0), (2, 0), (6, 1)];
+        for (n, wanted) in cases {
+            let mut j = judge();
+            feed(&mut j, U1, n);
+            let wants = j.evaluate(&units(), &[], 0);
+            assert_eq!(wants.len(), wanted, "{n} timeouts: {wants:?}");
+            if let Some(w) = wants.first() {
+                assert_eq!(
+                    (w.kind, &w.scope, w.until_ms),
+                    (Kind::Quarantine, &Scope::Unit(U1.into()), 10 * MIN as i64)
+                );
+                // With the order in force, nothing more is wanted and the hold does not double.
+                let held = [order(Kind::Quarantine, w.scope.clone(), false)];
+                assert!(j.evaluate(&units(), &held, 1).is_empty());
+                assert_eq!(j.kept().holds[&HoldKey::Unit(U1.into()).key()].length_ms, 10 * MIN);
+            }
+        }
+    }
+
+    #[test]
+    fn a_release_forgets_the_evidence_of_the_unit_and_its_host() {
+        let mut j = judge();
+        feed(&mut j, U1, 6);
+        j.released(&["c-1".to_string()]);
+        assert!(j.evaluate(&units(), &[], 0).is_empty());
+    }
+
+    #[test]
+    fn probes_are_decided_by_their_one_job() {
+        // (event on U1, outcome, expected step)
+        let q = || order(Kind::Quarantine, Scope::Unit(U1.into()), true);
+        let cases: Vec<(EventKind, &str, Option<bool>)> = vec![
+            (EventKind::Succeeded, "succeeded", Some(true)),
+            (EventKind::Failed, "timeout", Some(false)),
+            (EventKind::Requeued, "interrupted", None),
+        ];
+        for (kind, outcome, passed) in cases {
+            let mut j = judge();
+            let steps = j.settle_probes(&ev(kind, outcome, "p", U1, "me"), &[q()], 2_000);
+            match passed {
+                Some(true) => {
+                    assert!(matches!(&steps[..], [ProbeStep::Settle { passed: true, until_ms: 0, .. }]), "{steps:?}")
+                }
+                Some(false) => {
+                    let want = 2_000 + 10 * MIN as i64;
+                    assert!(
+                        matches!(&steps[..], [ProbeStep::Settle { passed: false, until_ms, .. }] if *until_ms == want),
+                        "{steps:?}"
+                    );
+                }
+                None => assert_eq!(steps, vec![ProbeStep::Again { unit: U1.into() }]),
+            }
+        }
+    }
+
+    #[test]
+    fn one_alert_per_order_and_a_clear_for_each_order_gone() {
+        let j = judge();
+        let orders = [
+            order(Kind::Quarantine, Scope::Unit(U1.into()), false),
+            order(Kind::Pause, Scope::Class("c".into()), false),
+        ];
+        let gone = AlertKey::new(AlertKind::WorkerQuarantined.name(), &[("class", "c"), ("host", "me"), ("unit", U2)]);
+        let drift = AlertKey::new("LatencyDrift", &[("class", "c")]);
+        let c = j.conditions(&orders, &[gone.clone(), drift]);
+        let names: Vec<(&str, bool)> = c.iter().map(|c| (c.key.name.as_str(), c.active)).collect();
+        assert_eq!(names, vec![("WorkerQuarantined", true), ("ClassPaused", true), ("WorkerQuarantined", false)]);
+        assert_eq!(c[0].key.label("unit"), U1);
+        assert_eq!(c[2].key, gone);
+    }
+
+    #[test]
+    fn verdicts_blame_the_quarantined_unit_for_its_failed_jobs_and_keep_them_a_day() {
+        let mut j = judge();
+        feed(&mut j, U1, 6);
+        let held = [order(Kind::Quarantine, Scope::Unit(U1.into()), false)];
+        let v = j.verdicts(&held, &units(), 0);
+        let b = v.blamed.iter().find(|b| b.worker == format!("{U1}@me")).expect("blamed");
+        assert!(b.active && (0..6).all(|i| b.jobs.contains(&format!("bad-{i}"))), "{b:?}");
+        let later = j.verdicts(&[], &units(), verdicts::BELIEVED_MS - 1);
+        assert!(later.blamed.iter().any(|b| !b.active), "kept after the release");
+        assert!(j.verdicts(&[], &units(), verdicts::BELIEVED_MS + 1).blamed.is_empty(), "forgotten after a day");
+    }
+}
