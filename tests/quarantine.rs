@@ -67,6 +67,10 @@ async fn the_bad_hosts_units_are_quarantined_no_healthy_unit_is_and_every_job_co
     let firing = doc["firing"].as_array().cloned().unwrap_or_default();
     let q = firing.iter().find(|a| a["key"]["name"] == "WorkerQuarantined").unwrap_or_else(|| panic!("{doc}"));
     assert_eq!(q["key"]["labels"]["host"], "host-bad");
+    // One page for the host, its three units listed inside (issue 12: one page per incident).
+    assert_eq!(firing.iter().filter(|a| a["key"]["name"] == "WorkerQuarantined").count(), 1, "{doc}");
+    let units = q["annotations"]["units"].as_str().unwrap_or("");
+    assert!(["w-1", "w-2", "w-3"].iter().all(|u| units.contains(u)), "{units}");
     let evidence = q["annotations"]["evidence"].as_str().unwrap_or("");
     assert!(evidence.contains("host host-bad") && evidence.contains("rest of the fleet failed 0"), "{evidence}");
 

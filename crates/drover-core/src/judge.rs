@@ -216,10 +216,22 @@ impl Judge {
         wants
     }
 
-    /// One alert condition per quarantined unit and per paused class in `orders`, and a cleared
-    /// one for each of the judge's alerts in `firing` whose order is gone.
+    /// One alert condition per class with quarantined units on this host (one page for a bad
+    /// host, its units listed inside, however many workers it runs) and per paused class in
+    /// `orders`, and a cleared one for each of the judge's alerts in `firing` that is gone.
     pub fn conditions(&self, orders: &[Order], firing: &[AlertKey]) -> Vec<Condition> {
-        let mut out: Vec<Condition> = orders.iter().filter_map(|o| self.condition(o)).collect();
+        let mut quarantined: BTreeMap<String, Vec<&Order>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for o in orders {
+            match (&o.kind, &o.scope) {
+                (Kind::Quarantine, Scope::Unit(u)) => {
+                    quarantined.entry(class_of_unit(&self.cfg.unit_prefix, u)).or_default().push(o)
+                }
+                (Kind::Pause, Scope::Class(c)) => out.push(self.paused(c, o)),
+                _ => {}
+            }
+        }
+        out.extend(quarantined.iter().map(|(class, orders)| self.quarantined(class, orders)));
         let present: BTreeSet<&AlertKey> = out.iter().map(|c| &c.key).collect();
         let cleared: Vec<Condition> = firing
             .iter()
@@ -236,32 +248,41 @@ impl Judge {
         out
     }
 
-    fn condition(&self, o: &Order) -> Option<Condition> {
+    /// The alert for a class's quarantined units on this host: the evidence of the first one
+    /// (a host's evidence covers them all), every unit, and when the next probe is due.
+    fn quarantined(&self, class: &str, orders: &[&Order]) -> Condition {
         let host = &self.cfg.host;
-        let (kind, labels, summary) = match (&o.kind, &o.scope) {
-            (Kind::Quarantine, Scope::Unit(u)) => (
-                AlertKind::WorkerQuarantined,
-                vec![("class", class_of_unit(&self.cfg.unit_prefix, u)), ("host", host.clone()), ("unit", u.clone())],
-                format!("{u} on {host} quarantined: {}", o.reason),
-            ),
-            (Kind::Pause, Scope::Class(c)) => (
-                AlertKind::ClassPaused,
-                vec![("class", c.clone())],
-                format!("class {c} paused fleet-wide: {}", o.reason),
-            ),
-            _ => return None,
+        let units: Vec<&str> = orders.iter().filter_map(|o| o.scope.unit()).collect();
+        let first = orders[0];
+        let summary = match &units[..] {
+            [u] => format!("{u} on {host} quarantined: {}", first.reason),
+            _ => format!("{} units of class {class} on {host} quarantined: {}", units.len(), first.reason),
         };
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut annotations = BTreeMap::new();
-        annotations.insert("evidence".to_string(), o.reason.clone());
-        annotations.insert("probe_after".to_string(), o.deadline_ms.map(rfc3339).unwrap_or_default());
-        Some(Condition {
-            key: AlertKey::new(kind.name(), &labels),
+        annotations.insert("evidence".to_string(), first.reason.clone());
+        annotations.insert("units".to_string(), units.join(", "));
+        let next_probe = orders.iter().filter_map(|o| o.deadline_ms).min();
+        annotations.insert("probe_after".to_string(), next_probe.map(rfc3339).unwrap_or_default());
+        Condition {
+            key: AlertKey::new(AlertKind::WorkerQuarantined.name(), &[("class", class), ("host", host)]),
             active: true,
             severity: Severity::Critical,
             summary,
             annotations,
-        })
+        }
+    }
+
+    fn paused(&self, class: &str, o: &Order) -> Condition {
+        let mut annotations = BTreeMap::new();
+        annotations.insert("evidence".to_string(), o.reason.clone());
+        annotations.insert("probe_after".to_string(), o.deadline_ms.map(rfc3339).unwrap_or_default());
+        Condition {
+            key: AlertKey::new(AlertKind::ClassPaused.name(), &[("class", class)]),
+            active: true,
+            severity: Severity::Critical,
+            summary: format!("class {class} paused fleet-wide: {}", o.reason),
+            annotations,
+        }
     }
 
     /// This host's verdicts for the fleet's workers: the quarantined units with the jobs that
@@ -487,19 +508,38 @@ mod tests {
     }
 
     #[test]
-    fn one_alert_per_order_and_a_clear_for_each_order_gone() {
+    fn one_page_per_bad_host_and_class_and_a_clear_for_each_alert_gone() {
         let j = judge();
-        let orders = [
-            order(Kind::Quarantine, Scope::Unit(U1.into()), false),
-            order(Kind::Pause, Scope::Class("c".into()), false),
-        ];
-        let gone = AlertKey::new(AlertKind::WorkerQuarantined.name(), &[("class", "c"), ("host", "me"), ("unit", U2)]);
+        let q = |u: &str, id: &str| Order { id: id.into(), ..order(Kind::Quarantine, Scope::Unit(u.into()), false) };
+        let paused = order(Kind::Pause, Scope::Class("c".into()), false);
+        let gone = AlertKey::new(AlertKind::WorkerQuarantined.name(), &[("class", "d"), ("host", "me")]);
         let drift = AlertKey::new("LatencyDrift", &[("class", "c")]);
-        let c = j.conditions(&orders, &[gone.clone(), drift]);
-        let names: Vec<(&str, bool)> = c.iter().map(|c| (c.key.name.as_str(), c.active)).collect();
-        assert_eq!(names, vec![("WorkerQuarantined", true), ("ClassPaused", true), ("WorkerQuarantined", false)]);
-        assert_eq!(c[0].key.label("unit"), U1);
-        assert_eq!(c[2].key, gone);
+        // (orders in force, alerts firing, expected (name, active, units))
+        let cases: Vec<(Vec<Order>, Vec<AlertKey>, Vec<(&str, bool, &str)>)> = vec![
+            (vec![q(U1, "a")], vec![], vec![("WorkerQuarantined", true, U1)]),
+            (
+                vec![q(U1, "a"), q(U2, "b")],
+                vec![drift.clone()],
+                vec![("WorkerQuarantined", true, "dw@c-1.service, dw@c-2.service")],
+            ),
+            (
+                vec![paused.clone()],
+                vec![gone.clone()],
+                vec![("ClassPaused", true, ""), ("WorkerQuarantined", false, "")],
+            ),
+            (vec![], vec![gone.clone(), drift], vec![("WorkerQuarantined", false, "")]),
+        ];
+        for (orders, firing, want) in cases {
+            let c = j.conditions(&orders, &firing);
+            let got: Vec<(&str, bool, &str)> = c
+                .iter()
+                .map(|c| (c.key.name.as_str(), c.active, c.annotations.get("units").map(String::as_str).unwrap_or("")))
+                .collect();
+            assert_eq!(got, want, "{orders:?}");
+            for c in c.iter().filter(|c| c.active && c.key.name == "WorkerQuarantined") {
+                assert_eq!((c.key.label("class"), c.key.label("host")), ("c", "me"));
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,16 @@ pub enum Scope {
     Class(String),
 }
 
+impl Scope {
+    /// The unit of a unit's scope.
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            Scope::Unit(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
