@@ -515,7 +515,8 @@ mod tests {
         let gone = AlertKey::new(AlertKind::WorkerQuarantined.name(), &[("class", "d"), ("host", "me")]);
         let drift = AlertKey::new("LatencyDrift", &[("class", "c")]);
         // (orders in force, alerts firing, expected (name, active, units))
-        let cases: Vec<(Vec<Order>, Vec<AlertKey>, Vec<(&str, bool, &str)>)> = vec![
+        type Case<'a> = (Vec<Order>, Vec<AlertKey>, Vec<(&'a str, bool, &'a str)>);
+        let cases: Vec<Case> = vec![
             (vec![q(U1, "a")], vec![], vec![("WorkerQuarantined", true, U1)]),
             (
                 vec![q(U1, "a"), q(U2, "b")],
