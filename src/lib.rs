@@ -6,7 +6,7 @@
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
 //! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`judge`], [`verdicts`], [`drift`],
-//! [`latency`], [`alerts`]. That crate depends on no async runtime, broker, bus or HTTP crate
+//! [`latency`], [`alerts`], [`timeline`]. That crate depends on no async runtime, broker, bus or HTTP crate
 //! and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
 //! This crate holds what talks to the world and what joins the two:
@@ -38,7 +38,7 @@
 
 pub use drover_core::{
     alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, quarantine, reconcile,
-    rollout, verdicts,
+    rollout, timeline, verdicts,
 };
 
 pub mod cli;

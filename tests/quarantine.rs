@@ -74,6 +74,23 @@ async fn the_bad_hosts_units_are_quarantined_no_healthy_unit_is_and_every_job_co
     let evidence = q["annotations"]["evidence"].as_str().unwrap_or("");
     assert!(evidence.contains("host host-bad") && evidence.contains("rest of the fleet failed 0"), "{evidence}");
 
+    // The fleet's timeline, merged from both supervisors: each host says when it came up, the
+    // bad host's first timeouts are there, and no step is listed twice (issue 12).
+    let out = drover(&["timeline", "--fleet", "--json", "--config"], &good.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    for host in ["host-bad", good.name.as_str()] {
+        let started = |e: &&serde_json::Value| e["host"] == host && e["what"] == "supervisor started";
+        assert!(entries.iter().any(|e| started(&e)), "{host} came up: {entries:#?}");
+    }
+    assert!(
+        entries.iter().any(|e| e["host"] == "host-bad" && e["what"].as_str().unwrap_or("").starts_with("first timeout")),
+        "the bad host's first timeouts: {entries:#?}"
+    );
+    let steps: Vec<String> = entries.iter().map(|e| format!("{} {} {} {}", e["host"], e["what"], e["scope"], e["at"])).collect();
+    let distinct: std::collections::BTreeSet<&String> = steps.iter().collect();
+    assert_eq!(distinct.len(), steps.len(), "each step once: {steps:#?}");
+
     // An operator releases one; the others stay quarantined.
     let out = drover(&["quarantine", "release", "w-1", "--config"], &bad.config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -95,6 +95,9 @@ pub enum Command {
         /// How far back, e.g. 24h (default: everything kept).
         #[arg(long, value_parser = parse_duration)]
         since: Option<std::time::Duration>,
+        /// Every host's timeline merged into one (asked over the broker), each step once.
+        #[arg(long)]
+        fleet: bool,
         #[arg(long)]
         json: bool,
     },

@@ -4,10 +4,10 @@ use super::{ask, block_on, exit_code, load, print_json, Failure, Outcome};
 use crate::cli::args::ScopeArgs;
 use crate::cli::{drainctl, submit as submitting};
 use crate::config::{Bus, Config};
-use crate::io::{control, systemd::Systemd, units};
+use crate::io::{control, fleet, systemd::Systemd, units};
 use crate::job::rfc3339;
 use crate::maintenance::{Kind, Order, Scope};
-use crate::{drift, reconcile, rollout as waves, supervisor, worker};
+use crate::{drift, reconcile, rollout as waves, supervisor, timeline, worker};
 use anyhow::{anyhow, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,14 +77,22 @@ pub fn alerts(config: &Path, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub fn timeline(config: &Path, since: Option<Duration>, json: bool) -> Outcome {
+pub fn timeline(config: &Path, since: Option<Duration>, fleet: bool, json: bool) -> Outcome {
     let cfg = load(config)?;
     let since_ms = since.map(|d| crate::io::clock::now_ms() - d.as_millis() as i64).unwrap_or(0);
-    let resp = ask(&cfg, &control::Request::Timeline { since_ms })?;
+    let req = control::Request::Timeline { since_ms };
+    let entries = if fleet {
+        // Every supervisor answers on the control exchange; those that answer within the wait count.
+        let answers = block_on(fleet::ask(&cfg, &fleet::Target::All, &req, Duration::from_secs(3)))?;
+        eprintln!("{} host(s) answered", answers.len());
+        timeline::merge(answers.into_iter().map(|r| r.timeline).collect())
+    } else {
+        ask(&cfg, &req)?.timeline
+    };
     if json {
-        return print_json(&resp.timeline);
+        return print_json(&entries);
     }
-    for e in &resp.timeline {
+    for e in &entries {
         println!("{}  {:<10} {:<8} {:<36} {}  ({})", e.at, e.host, e.who, e.what, e.scope, e.why);
     }
     Ok(0)

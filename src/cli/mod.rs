@@ -53,7 +53,7 @@ pub fn run(command: Command) -> Outcome {
         Command::Supervise { config } => c::supervise(&config),
         Command::Status { config, json } => c::status(&config, json),
         Command::Alerts { config, json } => c::alerts(&config, json),
-        Command::Timeline { config, since, json } => c::timeline(&config, since, json),
+        Command::Timeline { config, since, fleet, json } => c::timeline(&config, since, fleet, json),
         Command::Drain { scope, deadline, reason, wait, json } => {
             c::maintain(&scope, drainctl::Op::Drain, Some(deadline), reason, wait, json)
         }

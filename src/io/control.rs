@@ -49,18 +49,7 @@ pub enum Request {
     },
 }
 
-/// One line of the timeline: who did what, why, when.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct TimelineEntry {
-    pub at: String,
-    pub at_ms: i64,
-    pub host: String,
-    pub who: String,
-    pub what: String,
-    pub why: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub scope: String,
-}
+pub use crate::timeline::TimelineEntry;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {

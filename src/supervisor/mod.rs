@@ -59,6 +59,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         path: cfg.alerts.state_dir.join(format!("{}-timeline.jsonl", cfg.broker.prefix)),
         host: cfg.host.clone(),
     };
+    timeline.record("drover", "supervisor started", &host_up_since(), &format!("host {}", cfg.host));
     let ctx = Arc::new(Ctx {
         host: cfg.host.clone(),
         report: report.clone(),
@@ -521,5 +522,17 @@ async fn serve_metrics(
             );
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes())).await;
         });
+    }
+}
+
+/// Since when the host has been up, for the timeline (a host that came back from a reboot
+/// says so here). Read from the kernel's uptime.
+fn host_up_since() -> String {
+    let up_s = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()));
+    match up_s {
+        Some(s) => format!("host up since {}", rfc3339(now_ms() - (s * 1000.0) as i64)),
+        None => "host uptime unknown".into(),
     }
 }

@@ -17,6 +17,7 @@ use crate::job::rfc3339;
 use crate::judge::{AlertKind, Judge, JudgeConfig, Kept, ProbeStep};
 use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
 use crate::maintenance::{Order, Scope};
+use crate::timeline::FirstFailures;
 use futures_lite::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,7 @@ struct Watcher {
     kept_json: String,
     baselines_path: PathBuf,
     last_save: Instant,
+    first_failures: FirstFailures,
 }
 
 impl Watcher {
@@ -106,6 +108,7 @@ impl Watcher {
             kept_json: String::new(),
             baselines_path,
             last_save: Instant::now(),
+            first_failures: FirstFailures::default(),
         }
     }
 
@@ -158,6 +161,9 @@ impl Watcher {
         let mine = e.host == self.cfg.host;
         if mine {
             record_event(e, &self.into);
+            if let Some(what) = self.first_failures.note(e, now_ms()) {
+                self.ctx.timeline.record("drover", &what, e.reason.as_deref().unwrap_or(""), &e.unit);
+            }
         }
         self.watch.observe(e);
         let vanished_changed = self.judge.observe(e);

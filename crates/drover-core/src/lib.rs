@@ -31,6 +31,7 @@
 //! - [`drift`]: the latency drift detector (robust sequential test on log durations).
 //! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
 //!   stalls.
+//! - [`timeline`]: the timeline's entries, every host's merged into one, first failures noted.
 //! - [`alerts`]: the alert state machine (dedupe, hold-down), and where alerts are posted.
 
 pub mod alerts;
@@ -47,4 +48,5 @@ pub mod outcome;
 pub mod quarantine;
 pub mod reconcile;
 pub mod rollout;
+pub mod timeline;
 pub mod verdicts;
