@@ -26,6 +26,8 @@
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
 //!   - [`io::config_file`]: the configuration file and the machine's defaults;
 //!   - [`io::clock`], [`io::random`]: the wall clock and the random source, read here only.
+//! - [`tasks`]: a process's tasks, each spawned tracked, cancelled by one token, awaited on
+//!   shutdown.
 //! - [`worker`]: `drover work`, one worker ([`worker::run`]).
 //! - [`supervisor`]: `drover supervise`, the per-host supervisor ([`supervisor::run`]);
 //!   [`supervisor::orders`] holds its maintenance orders, timeline and request handling.
@@ -44,4 +46,5 @@ pub use drover_core::{
 pub mod cli;
 pub mod io;
 pub mod supervisor;
+pub mod tasks;
 pub mod worker;

@@ -84,10 +84,13 @@ async fn the_bad_hosts_units_are_quarantined_no_healthy_unit_is_and_every_job_co
         assert!(entries.iter().any(|e| started(&e)), "{host} came up: {entries:#?}");
     }
     assert!(
-        entries.iter().any(|e| e["host"] == "host-bad" && e["what"].as_str().unwrap_or("").starts_with("first timeout")),
+        entries
+            .iter()
+            .any(|e| e["host"] == "host-bad" && e["what"].as_str().unwrap_or("").starts_with("first timeout")),
         "the bad host's first timeouts: {entries:#?}"
     );
-    let steps: Vec<String> = entries.iter().map(|e| format!("{} {} {} {}", e["host"], e["what"], e["scope"], e["at"])).collect();
+    let steps: Vec<String> =
+        entries.iter().map(|e| format!("{} {} {} {}", e["host"], e["what"], e["scope"], e["at"])).collect();
     let distinct: std::collections::BTreeSet<&String> = steps.iter().collect();
     assert_eq!(distinct.len(), steps.len(), "each step once: {steps:#?}");
 

@@ -380,8 +380,7 @@ async fn collect_events(
 ) -> anyhow::Result<()> {
     use futures_lite::StreamExt;
     let mut link = crate::io::amqp::Link::new(&cfg.broker, "drover rollout");
-    link.ensure_up(Some(Instant::now() + cfg.broker.connect_timeout * 2), &tokio_util::sync::CancellationToken::new())
-        .await?;
+    link.ensure_up_by(Instant::now() + cfg.broker.connect_timeout * 2).await?;
     let events_exchange = link.names.events();
     let (_chan, mut consumer, _) = link.private_consumer(Some((&events_exchange, "#")), "rollout").await?;
     while let Some(Ok(d)) = consumer.next().await {

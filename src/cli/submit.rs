@@ -8,7 +8,6 @@ use crate::io::clock::now_ms;
 use crate::job::Job;
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 pub struct Submission {
     pub class: String,
@@ -24,7 +23,7 @@ pub async fn submit(cfg: &Config, s: &Submission) -> anyhow::Result<Vec<String>>
     let class = cfg.class(&s.class).map_err(anyhow::Error::msg)?;
     let mut link = Link::new(&cfg.broker, "drover submit");
     let give_up = Instant::now() + cfg.broker.connect_timeout * 3;
-    link.ensure_up(Some(give_up), &CancellationToken::new()).await?;
+    link.ensure_up_by(give_up).await?;
     link.declare_class(&class.name).await?;
     let queue = link.names.work(&class.name);
     let deadline = s.deadline.unwrap_or(class.deadline);

@@ -168,6 +168,20 @@ impl Link {
     /// Connects, retrying with full-jitter backoff until it works, `give_up` passes or `cancel`
     /// fires. Each try has its own deadline (`broker.connect_timeout`).
     pub async fn ensure_up(&mut self, give_up: Option<Instant>, cancel: &CancellationToken) -> Result<(), BrokerError> {
+        self.connect_until(give_up, Some(cancel)).await
+    }
+
+    /// Connects like [`Link::ensure_up`], for a wait that only `give_up` ends (a command's one
+    /// exchange with the broker, a job's outcome that must be recorded even while draining).
+    pub async fn ensure_up_by(&mut self, give_up: Instant) -> Result<(), BrokerError> {
+        self.connect_until(Some(give_up), None).await
+    }
+
+    async fn connect_until(
+        &mut self,
+        give_up: Option<Instant>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(), BrokerError> {
         let mut tries = 0u32;
         while !self.is_up() {
             self.mark_down();
@@ -191,9 +205,15 @@ impl Link {
                     if give_up.is_some_and(|g| wake >= g) {
                         return Err(BrokerError::GaveUp(format!("broker still unreachable after {tries} tries: {e}")));
                     }
+                    let cancelled = async {
+                        match cancel {
+                            Some(c) => c.cancelled().await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep_until(wake) => {}
-                        _ = cancel.cancelled() => return Err(BrokerError::GaveUp("cancelled".into())),
+                        _ = cancelled => return Err(BrokerError::GaveUp("cancelled".into())),
                     }
                 }
             }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -139,7 +138,9 @@ impl Response {
     }
 }
 
-pub async fn serve(path: PathBuf, handler: Handler, cancel: CancellationToken) -> anyhow::Result<()> {
+/// Answers requests on the Unix socket at `path` until cancelled; each connection is a task of
+/// `tasks` with a 10 s deadline.
+pub async fn serve(path: PathBuf, handler: Handler, tasks: crate::tasks::Tasks) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -154,11 +155,11 @@ pub async fn serve(path: PathBuf, handler: Handler, cancel: CancellationToken) -
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => r?,
-            _ = cancel.cancelled() => break,
+            _ = tasks.cancelled() => break,
         };
         let allowed = stream.peer_cred().map(|c| c.uid() == me || c.uid() == 0).unwrap_or(false);
         let handler = handler.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, allowed, handler)).await;
         });
     }

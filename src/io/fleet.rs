@@ -150,7 +150,7 @@ pub async fn serve(cfg: Config, handler: Handler, cancel: CancellationToken) {
 /// answer that arrives within `wait` from all hosts.
 pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -> anyhow::Result<Vec<Response>> {
     let mut link = Link::new(&cfg.broker, "drover cli");
-    link.ensure_up(Some(Instant::now() + cfg.broker.connect_timeout * 2), &CancellationToken::new()).await?;
+    link.ensure_up_by(Instant::now() + cfg.broker.connect_timeout * 2).await?;
     let (chan, mut consumer, reply_to) = link.private_consumer(None, "cli").await?;
     declare_exchange(&chan, cfg).await?;
     let correlation = uuid::Uuid::new_v4().to_string();

@@ -22,13 +22,16 @@ pub fn status(text: &str) {
 /// Pings the watchdog at half its interval for as long as the worker's runtime runs: if the
 /// worker's event loop wedges, the pings stop and systemd restarts the unit. Returns at once
 /// when the unit has no watchdog.
-pub async fn watchdog_loop() {
+pub async fn watchdog_loop(cancel: tokio_util::sync::CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
     let mut tick = tokio::time::interval((interval / 2).max(Duration::from_millis(100)));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
         let _ = sd_notify::notify(&[NotifyState::Watchdog]);
     }
 }

@@ -128,7 +128,11 @@ impl Systemd {
     /// unit of the manager, and a signal queue that nobody reads while the caller is busy with
     /// its own calls fills up and then holds back the replies to those calls too (zbus reads
     /// one socket for both), so the manager looks unresponsive.
-    pub async fn changes(&self, unit_prefix: &str) -> Result<tokio::sync::mpsc::Receiver<()>, SystemdError> {
+    pub async fn changes(
+        &self,
+        unit_prefix: &str,
+        tasks: &crate::tasks::Tasks,
+    ) -> Result<tokio::sync::mpsc::Receiver<()>, SystemdError> {
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .path_namespace("/org/freedesktop/systemd1")
@@ -138,11 +142,13 @@ impl Systemd {
         let escaped = format!("/org/freedesktop/systemd1/unit/{}", bus_escape(unit_prefix));
         let cache = self.cache.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
+        let cancel = tasks.token().clone();
+        tasks.spawn(async move {
             loop {
                 let m = tokio::select! {
                     m = stream.next() => m,
                     _ = tx.closed() => return,
+                    _ = cancel.cancelled() => return,
                 };
                 let Some(m) = m else { return };
                 let Ok(m) = m else { continue };

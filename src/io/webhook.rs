@@ -101,9 +101,11 @@ async fn post_once(t: &Target, body: &[u8], timeout: Duration) -> Result<(), Str
 
 /// Starts the delivery task; send transitions into the returned channel. Each is tried up to
 /// eight times with full-jitter backoff (1 s to 1 min), then dropped with an error in the log.
-pub fn spawn(target: Target, host: String) -> mpsc::Sender<Transition> {
+pub fn spawn(target: Target, host: String, tasks: &crate::tasks::Tasks) -> mpsc::Sender<Transition> {
     let (tx, mut rx) = mpsc::channel::<Transition>(1000);
-    tokio::spawn(async move {
+    // Ends when the senders are gone (the watcher stopped), after what is queued was tried.
+    let cancel = tasks.token().clone();
+    tasks.spawn(async move {
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut jitter = Jitter::from_os();
         while let Some(t) = rx.recv().await {
@@ -116,7 +118,14 @@ pub fn spawn(target: Target, host: String) -> mpsc::Sender<Transition> {
                     }
                     Err(e) => {
                         tracing::warn!("alert webhook: {e}; retrying");
-                        tokio::time::sleep(backoff.delay(attempt, jitter.unit()).max(Duration::from_millis(200))).await;
+                        let pause = backoff.delay(attempt, jitter.unit()).max(Duration::from_millis(200));
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = cancel.cancelled() => {
+                                tracing::error!("alert not delivered to the webhook: shutting down ({e})");
+                                break;
+                            }
+                        }
                     }
                 }
             }

@@ -21,13 +21,13 @@ use crate::job::rfc3339;
 use crate::maintenance::{self, Act, UnitView};
 use crate::reconcile::{class_of_unit, desired_instances, unit_name, Alert, Health, Op, Policy, Reconciler};
 use crate::supervisor::orders::{load_orders, Ctx, Maintenance, Timeline};
+use crate::tasks::Tasks;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const MAX_ALERTS: usize = 50;
 
@@ -39,13 +39,13 @@ struct FromEvents {
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<i32> {
-    let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone())?;
+    let tasks = Tasks::new();
+    spawn_signal_handler(&tasks)?;
     let handle = m::install()?;
     if let Some(addr) = cfg.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(serve_metrics(listener, handle, cancel.clone()));
+        tasks.spawn(serve_metrics(listener, handle, tasks.clone()));
     }
     let report = Arc::new(Mutex::new(StatusReport { host: cfg.host.clone(), ..Default::default() }));
     let orders_path = cfg.alerts.state_dir.join(format!("{}-orders.json", cfg.broker.prefix));
@@ -71,13 +71,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let ctx_for_handler = ctx.clone();
     let handler: control::Handler = Arc::new(move |req| ctx_for_handler.handle(req));
     let socket = cfg.supervisor.socket.clone();
-    let serving = tokio::spawn(control::serve(socket.clone(), handler.clone(), cancel.clone()));
+    let serving = control::serve(socket.clone(), handler.clone(), tasks.clone());
+    tasks.spawn(async move {
+        if let Err(e) = serving.await {
+            tracing::error!("control socket: {e:#}");
+        }
+    });
     tracing::info!("control socket at {}", socket.display());
-    tokio::spawn(crate::io::fleet::serve(cfg.clone(), handler, cancel.clone()));
+    tasks.spawn(crate::io::fleet::serve(cfg.clone(), handler, tasks.token().clone()));
     let from_events = Arc::new(Mutex::new(FromEvents::default()));
-    let watching =
-        tokio::spawn(watch::watch_jobs(cfg.clone(), from_events.clone(), report.clone(), ctx.clone(), cancel.clone()));
-    tokio::spawn(notify::watchdog_loop());
+    tasks.spawn(watch::watch_jobs(cfg.clone(), from_events.clone(), report.clone(), ctx.clone(), tasks.clone()));
+    tasks.spawn(notify::watchdog_loop(tasks.token().clone()));
     notify::ready();
 
     let mut s = Supervisor {
@@ -98,22 +102,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         wake,
         timeline,
     };
-    s.run(&cancel).await;
+    s.run(&tasks).await;
     notify::stopping();
-    cancel.cancel();
-    let _ = serving.await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), watching).await;
+    let stragglers = tasks.shutdown(Duration::from_secs(5)).await;
+    if stragglers > 0 {
+        tracing::warn!("{stragglers} task(s) still running after 5 s; stopping anyway");
+    }
     Ok(0)
 }
 
-fn spawn_signal_handler(cancel: CancellationToken) -> anyhow::Result<()> {
+fn spawn_signal_handler(tasks: &Tasks) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
+    let cancel = tasks.token().clone();
+    tasks.spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = cancel.cancelled() => return,
         }
         tracing::info!("supervisor stopping; the worker units keep running and are adopted by the next supervisor");
         cancel.cancel();
@@ -148,7 +155,8 @@ impl Supervisor {
         self.origin.elapsed().as_millis() as u64
     }
 
-    async fn run(&mut self, cancel: &CancellationToken) {
+    async fn run(&mut self, tasks: &Tasks) {
+        let cancel = tasks.token();
         let mut tries = 0u32;
         while !cancel.is_cancelled() {
             match Systemd::connect(self.cfg.systemd.bus, self.cfg.systemd.call_timeout).await {
@@ -157,7 +165,7 @@ impl Supervisor {
                         tracing::info!("systemd reachable again after {tries} failed tries");
                     }
                     tries = 0;
-                    if let Err(e) = self.session(&sd, cancel).await {
+                    if let Err(e) = self.session(&sd, tasks).await {
                         tracing::warn!("lost systemd ({e}); reconnecting with backoff; workers keep running");
                     }
                 }
@@ -181,8 +189,9 @@ impl Supervisor {
     }
 
     /// Reconciles until the bus connection breaks (an error) or the supervisor stops (Ok).
-    async fn session(&mut self, sd: &Systemd, cancel: &CancellationToken) -> Result<(), SystemdError> {
-        let mut changes = sd.changes(&format!("{}@", self.cfg.systemd.unit_prefix)).await?;
+    async fn session(&mut self, sd: &Systemd, tasks: &Tasks) -> Result<(), SystemdError> {
+        let cancel = tasks.token();
+        let mut changes = sd.changes(&format!("{}@", self.cfg.systemd.unit_prefix), tasks).await?;
         let pattern = format!("{}@*.service", self.cfg.systemd.unit_prefix);
         tracing::info!(
             "supervising {} worker units ({pattern}) over the {:?} bus",
@@ -499,15 +508,15 @@ fn exit_text(o: &crate::reconcile::Observed) -> String {
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     handle: metrics_exporter_prometheus::PrometheusHandle,
-    cancel: CancellationToken,
+    tasks: Tasks,
 ) {
     loop {
         let (mut stream, _): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
-            _ = cancel.cancelled() => return,
+            _ = tasks.cancelled() => return,
         };
         let handle = handle.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut buf = vec![0u8; 4096];
             let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await else { return };
             let head = String::from_utf8_lossy(&buf[..n]);

@@ -17,6 +17,7 @@ use crate::job::rfc3339;
 use crate::judge::{AlertKind, Judge, JudgeConfig, Kept, ProbeStep};
 use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
 use crate::maintenance::{Order, Scope};
+use crate::tasks::Tasks;
 use crate::timeline::FirstFailures;
 use futures_lite::StreamExt;
 use std::collections::BTreeMap;
@@ -33,16 +34,17 @@ pub async fn watch_jobs(
     into: Arc<Mutex<FromEvents>>,
     report: Arc<Mutex<StatusReport>>,
     ctx: Arc<Ctx>,
-    cancel: CancellationToken,
+    tasks: Tasks,
 ) {
-    let mut w = Watcher::new(cfg, into, report, ctx);
+    let cancel = tasks.token();
+    let mut w = Watcher::new(cfg, into, report, ctx, &tasks);
     let mut link = Link::new(&w.cfg.broker, "drover supervise");
     let mut tick = tokio::time::interval(w.cfg.alerts.evaluate_every);
     while !cancel.is_cancelled() {
-        if link.ensure_up(None, &cancel).await.is_err() {
+        if link.ensure_up(None, cancel).await.is_err() {
             break;
         }
-        match w.session(&mut link, &mut tick, &cancel).await {
+        match w.session(&mut link, &mut tick, cancel).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!("job events: {e}; reconnecting");
@@ -71,7 +73,13 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn new(cfg: Config, into: Arc<Mutex<FromEvents>>, report: Arc<Mutex<StatusReport>>, ctx: Arc<Ctx>) -> Watcher {
+    fn new(
+        cfg: Config,
+        into: Arc<Mutex<FromEvents>>,
+        report: Arc<Mutex<StatusReport>>,
+        ctx: Arc<Ctx>,
+        tasks: &Tasks,
+    ) -> Watcher {
         // What a restart must not forget: the jobs each quarantine forgave (fair charging, for a
         // day after a release) and how long each unit's or class's last hold was (they double).
         let verdicts_path = cfg.alerts.state_dir.join(format!("{}-verdicts.json", cfg.broker.prefix));
@@ -94,7 +102,7 @@ impl Watcher {
             .webhook
             .as_deref()
             .and_then(|u| alerts::parse_webhook_url(u).ok())
-            .map(|t| crate::io::webhook::spawn(t, cfg.host.clone()));
+            .map(|t| crate::io::webhook::spawn(t, cfg.host.clone(), tasks));
         Watcher {
             cfg,
             into,

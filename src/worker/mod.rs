@@ -28,6 +28,7 @@ use crate::outcome::{
     admit, decide, failed_on_after, failures_after, Action, Charges, DeadReason, Outcome, RetryPolicy,
 };
 use crate::reconcile::EXIT_MISCONFIGURED;
+use crate::tasks::Tasks;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
@@ -149,17 +150,20 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
         verdicts: Arc::default(),
         verdicts_heard: Arc::default(),
     };
-    tokio::spawn(crate::io::fleet::follow_verdicts(
+    let tasks = Tasks::new();
+    tasks.spawn(crate::io::fleet::follow_verdicts(
         w.cfg.clone(),
         w.verdicts.clone(),
         format!("drover work {unit}"),
         w.verdicts_heard.clone(),
-        CancellationToken::new(),
+        tasks.token().clone(),
     ));
-    tokio::spawn(notify::watchdog_loop());
-    spawn_signal_handler(w.drain.clone())?;
+    tasks.spawn(notify::watchdog_loop(tasks.token().clone()));
+    spawn_signal_handler(w.drain.clone(), &tasks)?;
     w.explain_holding();
-    w.main().await
+    let code = w.main().await;
+    tasks.shutdown(Duration::from_secs(2)).await;
+    code
 }
 
 fn unit_name(unit_prefix: &str, class: &str, instance: Option<&str>) -> String {
@@ -173,7 +177,7 @@ fn unit_name(unit_prefix: &str, class: &str, instance: Option<&str>) -> String {
     }
 }
 
-fn spawn_signal_handler(drain: Arc<Drain>) -> anyhow::Result<()> {
+fn spawn_signal_handler(drain: Arc<Drain>, tasks: &Tasks) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -182,9 +186,11 @@ fn spawn_signal_handler(drain: Arc<Drain>) -> anyhow::Result<()> {
     let mut requeue = signal(SignalKind::from_raw(requeue_signal()))?;
     let mut probe = signal(SignalKind::from_raw(probe_signal()))?;
     let d = drain.clone();
-    tokio::spawn(async move {
+    let cancel = tasks.token().clone();
+    tasks.spawn(async move {
         loop {
             tokio::select! {
+                _ = cancel.cancelled() => return,
                 _ = usr1.recv() => {
                     tracing::info!("cordoned: taking no new job; the running one goes on");
                     d.cordon(true);
@@ -205,10 +211,12 @@ fn spawn_signal_handler(drain: Arc<Drain>) -> anyhow::Result<()> {
             }
         }
     });
-    tokio::spawn(async move {
+    let cancel = tasks.token().clone();
+    tasks.spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = cancel.cancelled() => return,
         }
         tracing::info!("asked to stop: draining (no new job; the running one may finish)");
         notify::status("draining");
@@ -713,7 +721,7 @@ impl Lease {
             tokio::time::sleep_until(self.renewed + self.ttl / 3).await;
             let give_up = self.expires() - margin;
             loop {
-                if link.ensure_up(Some(give_up), &CancellationToken::new()).await.is_err() {
+                if link.ensure_up_by(give_up).await.is_err() {
                     tracing::error!(
                         "job {}: lease could not be renewed before it expired; stopping the job",
                         self.job_id
@@ -793,7 +801,7 @@ impl Lease {
                 }
                 Err(e) => {
                     tracing::warn!("job {}: recording the result failed ({e}); retrying", self.job_id);
-                    let _ = link.ensure_up(Some(give_up), &CancellationToken::new()).await;
+                    let _ = link.ensure_up_by(give_up).await;
                 }
             }
         }
