@@ -427,6 +427,8 @@ fn job(i: u64) -> Job {
         payload: b"{}".to_vec(),
         failed_on: Vec::new(),
         failures: Vec::new(),
+        hand_backs: 0,
+        handed_back_at: None,
     }
 }
 

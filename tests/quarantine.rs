@@ -366,3 +366,42 @@ fn operator(h: &Host, verb: &str) {
     let out = drover(&[verb, "--host", &h.name, "--reason", "test: one host at a time", "--config"], &h.config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Retries avoid the host they failed on (issue 12): with quarantine off, one host's units hang
+/// on every job; each job that timed out there runs its next attempt on the other host, and the
+/// bad host's workers hand such retries back rather than run them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_runs_on_a_host_it_has_not_failed_on() {
+    let class = CLASS.replace("hold = \"10m\"", "enabled = false").replace("max_attempts = 10", "max_attempts = 3");
+    let mut good = Host::new("steer", &class);
+    let mut bad = good.other_host("host-bad", 3);
+    add_environment(&bad, "BEHAVE_BAD=1");
+    let mut events = good.env.events().await;
+    for h in [&mut good, &mut bad] {
+        h.start_supervisor();
+    }
+    for h in [&good, &bad] {
+        h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
+            u.len() == 3 && u.values().all(|s| s.health == "healthy")
+        });
+    }
+    // Enough work that the good host stays busy while the bad one keeps taking jobs: retries
+    // come back while workers of both hosts are waiting for one.
+    let ids = good.env.submit("w", r#"{"sleep": 1.0}"#, 18, &[]);
+    events.wait_for("every job", Duration::from_secs(120), |e| count(e, "succeeded") >= 18).await;
+    let timed_out_on_bad: Vec<&String> = ids
+        .iter()
+        .filter(|id| events.of("failed").any(|e| e.job_id.as_deref() == Some(id.as_str()) && e.host == "host-bad"))
+        .collect();
+    assert!(!timed_out_on_bad.is_empty(), "the bad host took some first attempts");
+    for id in &timed_out_on_bad {
+        let again = events
+            .of("started")
+            .filter(|e| e.job_id.as_deref() == Some(id.as_str()) && e.attempt.unwrap_or(1) > 1 && e.host == "host-bad")
+            .count();
+        assert_eq!(again, 0, "{id} ran again on the host it timed out on");
+    }
+    assert_eq!(count(&events.all, "dead_lettered"), 0, "no job given up on");
+    let handed_back = events.of("requeued").filter(|e| e.outcome.as_deref() == Some("handed_back")).count();
+    eprintln!("{} job(s) timed out on the bad host; {handed_back} hand-back(s)", timed_out_on_bad.len());
+}

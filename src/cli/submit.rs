@@ -44,6 +44,8 @@ pub async fn submit(cfg: &Config, s: &Submission) -> anyhow::Result<Vec<String>>
                 payload: s.payload.clone(),
                 failed_on: Vec::new(),
                 failures: Vec::new(),
+                hand_backs: 0,
+                handed_back_at: None,
             })
             .collect();
         let messages = batch.iter().map(|j| (j.payload.clone(), crate::io::wire::properties(&j.envelope()))).collect();

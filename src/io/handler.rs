@@ -480,6 +480,8 @@ mod tests {
             payload: br#"{"n": 1}"#.to_vec(),
             failed_on: vec![],
             failures: vec![],
+            hand_backs: 0,
+            handed_back_at: None,
         };
         let v: serde_json::Value = serde_json::from_str(&job_line(&job)).expect("json");
         assert_eq!(v["payload"]["n"], 1);

@@ -106,6 +106,8 @@ mod tests {
             payload: br#"{"x": 1}"#.to_vec(),
             failed_on: vec!["w-1@a".into()],
             failures: vec!["w-1@a".into()],
+            hand_backs: 0,
+            handed_back_at: None,
         };
         let p = properties(&j.envelope());
         assert_eq!(p.delivery_mode(), &Some(2));

@@ -25,7 +25,7 @@ use crate::io::random::Jitter;
 use crate::io::wire::{self, with_headers};
 use crate::job::{self, rfc3339, Job};
 use crate::outcome::{
-    admit, decide, failed_on_after, failures_after, Action, Charges, DeadReason, Outcome, RetryPolicy,
+    admit, decide, failed_on_after, failures_after, hand_back, Action, Charges, DeadReason, Outcome, RetryPolicy,
 };
 use crate::reconcile::EXIT_MISCONFIGURED;
 use crate::tasks::Tasks;
@@ -471,6 +471,10 @@ impl Worker {
             self.link.event(e).await;
             return Ok(());
         }
+        let wait = self.class.avoid_failed_hosts;
+        if let Some(delay) = hand_back(&job.failed_on, &self.cfg.host, job.handed_back_at, now, wait) {
+            return self.hand_back(&delivery, &job, delay, now).await;
+        }
 
         let mut lease = None;
         if self.uses_lease {
@@ -630,6 +634,32 @@ impl Worker {
         let exchange = self.link.declare_delay(delay).await?.unwrap_or_default();
         let props = with_headers(props, job.headers(job.attempt + 1));
         self.link.publish(&exchange, &work, body, props).await
+    }
+
+    /// Gives a retry back to the broker, uncharged, for a host it has not failed on: it returns
+    /// to the work queue after `delay`.
+    async fn hand_back(
+        &mut self,
+        delivery: &Delivery,
+        job: &Job,
+        delay: Duration,
+        now: i64,
+    ) -> Result<(), BrokerError> {
+        let work = self.link.names.work(&self.class.name);
+        let exchange = self.link.declare_delay(delay).await?.unwrap_or_default();
+        let props = with_headers(&delivery.properties, job.hand_back_headers(now));
+        self.link.publish(&exchange, &work, &delivery.data, props).await?;
+        ack(delivery).await;
+        let why = format!(
+            "handed back ({} so far): it failed on this host before; offered to other hosts again in {delay:.0?}",
+            job.hand_backs + 1
+        );
+        tracing::info!("job {} attempt {}: {why}", job.id, job.attempt);
+        let mut e = self.event(EventKind::Requeued, Some(job));
+        e.outcome = Some("handed_back".into());
+        e.reason = Some(why);
+        self.link.event(e).await;
+        Ok(())
     }
 
     async fn dead_letter(

@@ -177,6 +177,9 @@ pub struct ClassConfig {
     pub drain_early_requeue: bool,
     /// Dead-letter a job (reason `poison`) once it failed on this many distinct workers; 0: never.
     pub poison_after: u32,
+    /// How long a retry is offered to hosts it has not failed on before one it failed on may run
+    /// it (`outcome::hand_back`); zero: no steering.
+    pub avoid_failed_hosts: Duration,
 }
 
 impl ClassConfig {
@@ -629,6 +632,7 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         wait_ready: r.boolean(t, path, "wait_ready", true),
         drain_early_requeue: r.boolean(t, path, "drain_early_requeue", true),
         poison_after: r.integer(t, path, "poison_after", 3, 0, 1000) as u32,
+        avoid_failed_hosts: r.duration(t, path, "avoid_failed_hosts", Duration::from_secs(300)),
         lease,
     };
     for (key, d) in [("timeout", class.timeout), ("deadline", class.deadline)] {

@@ -19,6 +19,9 @@ pub const H_CLASS: &str = "x-drover-class";
 pub const H_FAILED_ON: &str = "x-drover-failed-on";
 /// The worker of each failed attempt, oldest first, comma-separated: fair charging.
 pub const H_FAILURES: &str = "x-drover-failures";
+/// How often a retry was handed back by hosts it had failed on, and when first: steering.
+pub const H_HAND_BACKS: &str = "x-drover-hand-backs";
+pub const H_HANDED_BACK_AT: &str = "x-drover-handed-back-at-ms";
 pub const H_DEAD_REASON: &str = "x-drover-dead-reason";
 pub const H_DEAD_DETAIL: &str = "x-drover-dead-detail";
 pub const H_DEAD_AT: &str = "x-drover-dead-at-ms";
@@ -89,6 +92,10 @@ pub struct Job {
     pub failed_on: Vec<String>,
     /// The worker of each failed attempt before this one, oldest first.
     pub failures: Vec<String>,
+    /// Times this attempt was handed back by a host it had failed on, and when first
+    /// (`outcome::hand_back`).
+    pub hand_backs: u32,
+    pub handed_back_at: Option<EpochMs>,
 }
 
 impl Job {
@@ -126,6 +133,19 @@ impl Job {
         if !self.failures.is_empty() {
             h.push((H_FAILURES, HeaderValue::Str(self.failures.join(","))));
         }
+        if attempt != self.attempt && self.hand_backs > 0 {
+            // A new attempt is steered afresh.
+            h.push((H_HAND_BACKS, HeaderValue::U32(0)));
+        }
+        h
+    }
+
+    /// The headers of this attempt handed back once more at `now`: the same attempt, one more
+    /// hand-back, the time of the first kept.
+    pub fn hand_back_headers(&self, now: EpochMs) -> Headers {
+        let mut h = self.headers(self.attempt);
+        h.push((H_HAND_BACKS, HeaderValue::U32(self.hand_backs.saturating_add(1))));
+        h.push((H_HANDED_BACK_AT, HeaderValue::I64(self.handed_back_at.unwrap_or(now))));
         h
     }
 
@@ -158,6 +178,8 @@ impl Job {
         };
         let failed_on = list(H_FAILED_ON)?;
         let failures = list(H_FAILURES)?;
+        let hand_backs = int_header(h, H_HAND_BACKS)?.map(|n| n.clamp(0, i64::from(u32::MAX)) as u32).unwrap_or(0);
+        let handed_back_at = if hand_backs > 0 { int_header(h, H_HANDED_BACK_AT)? } else { None };
         Ok(Job {
             id,
             class: class.to_string(),
@@ -168,6 +190,8 @@ impl Job {
             payload: body.to_vec(),
             failed_on,
             failures,
+            hand_backs,
+            handed_back_at,
         })
     }
 }
@@ -216,6 +240,8 @@ mod tests {
             payload: br#"{"x": 1}"#.to_vec(),
             failed_on: vec![],
             failures: vec![],
+            hand_backs: 0,
+            handed_back_at: None,
         }
     }
 
@@ -246,6 +272,25 @@ mod tests {
             j.headers(j.attempt + 1).into_iter().map(|(k, v)| (k.into(), v)).collect();
         assert_eq!(int_header(&h, H_ATTEMPT), Ok(Some(3)));
         assert_eq!(int_header(&h, H_DEADLINE), Ok(Some(j.deadline)));
+    }
+
+    #[test]
+    fn a_hand_back_keeps_the_attempt_and_the_first_time() {
+        let j = job();
+        let env = |h: Headers| Envelope {
+            message_id: Some(j.id.clone()),
+            headers: h.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..Envelope::default()
+        };
+        let once = Job::decode(&env(j.hand_back_headers(5_000)), b"", "c", Duration::ZERO, 0).expect("decodes");
+        assert_eq!((once.attempt, once.hand_backs, once.handed_back_at), (2, 1, Some(5_000)));
+        let twice = Job::decode(&env(once.hand_back_headers(9_000)), b"", "c", Duration::ZERO, 0).expect("decodes");
+        assert_eq!((twice.attempt, twice.hand_backs, twice.handed_back_at), (2, 2, Some(5_000)));
+        // The next attempt starts with no hand-backs (the first time's header is then ignored).
+        let mut h = twice.hand_back_headers(9_000);
+        h.extend(twice.headers(3));
+        let next = Job::decode(&env(h), b"", "c", Duration::ZERO, 0).expect("decodes");
+        assert_eq!((next.attempt, next.hand_backs, next.handed_back_at), (3, 0, None));
     }
 
     #[test]

@@ -236,6 +236,34 @@ pub fn admit(time_left: Option<Duration>, charges: &Charges, policy: &RetryPolic
     }
 }
 
+/// How long a handed-back retry waits in the broker before it is offered again.
+pub const HAND_BACK_DELAY: Duration = Duration::from_secs(5);
+
+/// Whether a worker on `host` hands a delivered job back instead of running it: the job failed
+/// on this host before, and since it was first handed back (`handed_back_at`, `now` in epoch
+/// ms) less than `wait` has passed. Returns the delay before the job is offered again:
+/// [`HAND_BACK_DELAY`], never past the end of the wait. The delay stays short rather than
+/// growing: a hand-back costs no work, and the broker deals deliveries round-robin, so a retry
+/// may land on the bad host's idle workers several times before a good host's worker is free;
+/// a growing delay would make each such streak cost minutes. Handing back charges nothing;
+/// once the wait is over the job runs wherever it lands, this host included, so a class that
+/// only this host serves still runs.
+pub fn hand_back(
+    failed_on: &[String],
+    host: &str,
+    handed_back_at: Option<i64>,
+    now: i64,
+    wait: Duration,
+) -> Option<Duration> {
+    let failed_here = failed_on.iter().any(|w| w.rsplit_once('@').is_some_and(|(_, h)| h == host));
+    if !failed_here || wait.is_zero() {
+        return None;
+    }
+    let waited = Duration::from_millis((now - handed_back_at.unwrap_or(now)).max(0) as u64);
+    let left = wait.checked_sub(waited).filter(|l| !l.is_zero())?;
+    Some(HAND_BACK_DELAY.min(left))
+}
+
 /// Broker-held delays: a ladder of delay queues with a queue-wide TTL each.
 ///
 /// RabbitMQ expires per-message TTLs only at the head of a queue, so one queue holding mixed
@@ -261,6 +289,27 @@ pub fn delay_rung(delay: Duration) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_is_handed_back_by_a_host_it_failed_on_until_the_wait_is_over() {
+        const M: i64 = 60_000;
+        let failed = vec!["dw@c-1.service@bad".to_string()];
+        let wait = Duration::from_secs(300);
+        // (failed on, host, first handed back at, now, expected delay)
+        let cases: Vec<(&[String], &str, Option<i64>, i64, Option<u64>)> = vec![
+            (&failed, "good", None, 0, None),                      // another host runs it
+            (&[], "bad", None, 0, None),                           // never failed anywhere
+            (&failed, "bad", None, 0, Some(5_000)),                // first hand-back
+            (&failed, "bad", Some(0), M, Some(5_000)),             // again, as long as the wait lasts
+            (&failed, "bad", Some(0), 5 * M - 2_000, Some(2_000)), // never past its end
+            (&failed, "bad", Some(0), 5 * M, None),                // the wait is over: run here
+        ];
+        for (failed_on, host, at, now, want) in cases {
+            let got = hand_back(failed_on, host, at, now, wait);
+            assert_eq!(got, want.map(Duration::from_millis), "{host} at {now}");
+        }
+        assert_eq!(hand_back(&failed, "bad", None, 0, Duration::ZERO), None, "off");
+    }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
