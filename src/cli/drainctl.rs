@@ -45,40 +45,14 @@ pub async fn run(
     wait: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let who = who();
-    let req = match op {
-        Op::Drain => Request::Drain {
-            scope: scope.clone(),
-            deadline_s: deadline.unwrap_or(Duration::from_secs(600)).as_secs_f64(),
-            reason,
-            who,
-        },
-        Op::Cordon => Request::Cordon { scope: scope.clone(), reason, who },
-        Op::Undrain => Request::Undrain { scope: scope.clone(), reason, who },
-    };
+    let req = request(op, &scope, deadline, reason);
     let target = target(cfg, &scope);
     let listen = if target == Target::All { Duration::from_secs(3) } else { Duration::from_secs(15) };
     let answers = fleet::ask(cfg, &target, &req, listen).await?;
     if answers.is_empty() {
         anyhow::bail!("no supervisor answered for {scope} within {listen:?}: is `drover supervise` running there?");
     }
-    let mut failed = false;
-    let mut ids = Vec::new();
-    for a in &answers {
-        match (&a.error, a.ok) {
-            (Some(e), false) => {
-                eprintln!("{}: {e}", a.host);
-                failed = true;
-            }
-            (Some(note), true) => eprintln!("{}: {note}", a.host),
-            (None, _) => {
-                if !json {
-                    eprintln!("{}: {} accepted", a.host, label(op, &scope));
-                }
-            }
-        }
-        ids.extend(a.progress.iter().filter_map(|p| p.order.as_ref().map(|o| o.id.clone())));
-    }
+    let (failed, ids) = report(&answers, op, &scope, json);
     if failed && ids.is_empty() {
         return Ok(1);
     }
@@ -90,19 +64,58 @@ pub async fn run(
         + cfg.systemd.stop_timeout
         + Duration::from_secs(60);
     let hosts: Vec<String> = answers.iter().filter(|a| a.ok).map(|a| a.host.clone()).collect();
+    follow_drain(cfg, &hosts, &ids, give_up, json).await
+}
+
+fn request(op: Op, scope: &Scope, deadline: Option<Duration>, reason: String) -> Request {
+    let who = who();
+    match op {
+        Op::Drain => Request::Drain {
+            scope: scope.clone(),
+            deadline_s: deadline.unwrap_or(Duration::from_secs(600)).as_secs_f64(),
+            reason,
+            who,
+        },
+        Op::Cordon => Request::Cordon { scope: scope.clone(), reason, who },
+        Op::Undrain => Request::Undrain { scope: scope.clone(), reason, who },
+    }
+}
+
+/// Prints each supervisor's answer; returns whether one refused, and the ids of the orders
+/// accepted.
+fn report(answers: &[Response], op: Op, scope: &Scope, json: bool) -> (bool, Vec<String>) {
+    let mut failed = false;
+    let mut ids = Vec::new();
+    for a in answers {
+        match (&a.error, a.ok) {
+            (Some(e), false) => {
+                eprintln!("{}: {e}", a.host);
+                failed = true;
+            }
+            (Some(note), true) => eprintln!("{}: {note}", a.host),
+            (None, _) => {
+                if !json {
+                    eprintln!("{}: {} accepted", a.host, label(op, scope));
+                }
+            }
+        }
+        ids.extend(a.progress.iter().filter_map(|p| p.order.as_ref().map(|o| o.id.clone())));
+    }
+    (failed, ids)
+}
+
+/// `--wait`: shows the drain orders' progress every second until all are done (0) or
+/// `give_up` passes (1).
+async fn follow_drain(
+    cfg: &Config,
+    hosts: &[String],
+    ids: &[String],
+    give_up: Instant,
+    json: bool,
+) -> anyhow::Result<i32> {
     let terminal = std::io::stdout().is_terminal() && !json;
     loop {
-        let mut progress: Vec<Progress> = Vec::new();
-        for host in &hosts {
-            let replies: Vec<Response> =
-                fleet::ask(cfg, &Target::Host(host.clone()), &Request::Progress, Duration::from_secs(10)).await?;
-            progress.extend(
-                replies
-                    .into_iter()
-                    .flat_map(|r| r.progress)
-                    .filter(|p| p.order.as_ref().is_some_and(|o| ids.contains(&o.id))),
-            );
-        }
+        let progress = drain_progress(cfg, hosts, ids).await?;
         show(&progress, terminal)?;
         let done = !progress.is_empty() && progress.iter().all(|p| p.done);
         if done {
@@ -121,6 +134,22 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The progress of the orders `ids` on each of `hosts`.
+async fn drain_progress(cfg: &Config, hosts: &[String], ids: &[String]) -> anyhow::Result<Vec<Progress>> {
+    let mut progress: Vec<Progress> = Vec::new();
+    for host in hosts {
+        let replies: Vec<Response> =
+            fleet::ask(cfg, &Target::Host(host.clone()), &Request::Progress, Duration::from_secs(10)).await?;
+        progress.extend(
+            replies
+                .into_iter()
+                .flat_map(|r| r.progress)
+                .filter(|p| p.order.as_ref().is_some_and(|o| ids.contains(&o.id))),
+        );
+    }
+    Ok(progress)
 }
 
 fn label(op: Op, scope: &Scope) -> String {
