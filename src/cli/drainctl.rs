@@ -3,10 +3,14 @@
 //! `--wait`, the drain's progress until it is safe to power off.
 
 use crate::config::Config;
+use crate::events::{EventKind, JobEvent};
 use crate::io::control::{Request, Response};
 use crate::io::fleet::{self, Target};
 use crate::maintenance::{Progress, Scope};
+use crate::rollout::{judge, waves, Seen};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,40 +49,14 @@ pub async fn run(
     wait: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let who = who();
-    let req = match op {
-        Op::Drain => Request::Drain {
-            scope: scope.clone(),
-            deadline_s: deadline.unwrap_or(Duration::from_secs(600)).as_secs_f64(),
-            reason,
-            who,
-        },
-        Op::Cordon => Request::Cordon { scope: scope.clone(), reason, who },
-        Op::Undrain => Request::Undrain { scope: scope.clone(), reason, who },
-    };
+    let req = request(op, &scope, deadline, reason);
     let target = target(cfg, &scope);
     let listen = if target == Target::All { Duration::from_secs(3) } else { Duration::from_secs(15) };
     let answers = fleet::ask(cfg, &target, &req, listen).await?;
     if answers.is_empty() {
         anyhow::bail!("no supervisor answered for {scope} within {listen:?}: is `drover supervise` running there?");
     }
-    let mut failed = false;
-    let mut ids = Vec::new();
-    for a in &answers {
-        match (&a.error, a.ok) {
-            (Some(e), false) => {
-                eprintln!("{}: {e}", a.host);
-                failed = true;
-            }
-            (Some(note), true) => eprintln!("{}: {note}", a.host),
-            (None, _) => {
-                if !json {
-                    eprintln!("{}: {} accepted", a.host, label(op, &scope));
-                }
-            }
-        }
-        ids.extend(a.progress.iter().filter_map(|p| p.order.as_ref().map(|o| o.id.clone())));
-    }
+    let (failed, ids) = report(&answers, op, &scope, json);
     if failed && ids.is_empty() {
         return Ok(1);
     }
@@ -90,19 +68,58 @@ pub async fn run(
         + cfg.systemd.stop_timeout
         + Duration::from_secs(60);
     let hosts: Vec<String> = answers.iter().filter(|a| a.ok).map(|a| a.host.clone()).collect();
+    follow_drain(cfg, &hosts, &ids, give_up, json).await
+}
+
+fn request(op: Op, scope: &Scope, deadline: Option<Duration>, reason: String) -> Request {
+    let who = who();
+    match op {
+        Op::Drain => Request::Drain {
+            scope: scope.clone(),
+            deadline_s: deadline.unwrap_or(Duration::from_secs(600)).as_secs_f64(),
+            reason,
+            who,
+        },
+        Op::Cordon => Request::Cordon { scope: scope.clone(), reason, who },
+        Op::Undrain => Request::Undrain { scope: scope.clone(), reason, who },
+    }
+}
+
+/// Prints each supervisor's answer; returns whether one refused, and the ids of the orders
+/// accepted.
+fn report(answers: &[Response], op: Op, scope: &Scope, json: bool) -> (bool, Vec<String>) {
+    let mut failed = false;
+    let mut ids = Vec::new();
+    for a in answers {
+        match (&a.error, a.ok) {
+            (Some(e), false) => {
+                eprintln!("{}: {e}", a.host);
+                failed = true;
+            }
+            (Some(note), true) => eprintln!("{}: {note}", a.host),
+            (None, _) => {
+                if !json {
+                    eprintln!("{}: {} accepted", a.host, label(op, scope));
+                }
+            }
+        }
+        ids.extend(a.progress.iter().filter_map(|p| p.order.as_ref().map(|o| o.id.clone())));
+    }
+    (failed, ids)
+}
+
+/// `--wait`: shows the drain orders' progress every second until all are done (0) or
+/// `give_up` passes (1).
+async fn follow_drain(
+    cfg: &Config,
+    hosts: &[String],
+    ids: &[String],
+    give_up: Instant,
+    json: bool,
+) -> anyhow::Result<i32> {
     let terminal = std::io::stdout().is_terminal() && !json;
     loop {
-        let mut progress: Vec<Progress> = Vec::new();
-        for host in &hosts {
-            let replies: Vec<Response> =
-                fleet::ask(cfg, &Target::Host(host.clone()), &Request::Progress, Duration::from_secs(10)).await?;
-            progress.extend(
-                replies
-                    .into_iter()
-                    .flat_map(|r| r.progress)
-                    .filter(|p| p.order.as_ref().is_some_and(|o| ids.contains(&o.id))),
-            );
-        }
+        let progress = drain_progress(cfg, hosts, ids).await?;
         show(&progress, terminal)?;
         let done = !progress.is_empty() && progress.iter().all(|p| p.done);
         if done {
@@ -121,6 +138,22 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The progress of the orders `ids` on each of `hosts`.
+async fn drain_progress(cfg: &Config, hosts: &[String], ids: &[String]) -> anyhow::Result<Vec<Progress>> {
+    let mut progress: Vec<Progress> = Vec::new();
+    for host in hosts {
+        let replies: Vec<Response> =
+            fleet::ask(cfg, &Target::Host(host.clone()), &Request::Progress, Duration::from_secs(10)).await?;
+        progress.extend(
+            replies
+                .into_iter()
+                .flat_map(|r| r.progress)
+                .filter(|p| p.order.as_ref().is_some_and(|o| ids.contains(&o.id))),
+        );
+    }
+    Ok(progress)
 }
 
 fn label(op: Op, scope: &Scope) -> String {
@@ -196,15 +229,9 @@ async fn one(cfg: &Config, host: &str, req: Request) -> anyhow::Result<Response>
 }
 
 pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
-    use crate::events::{EventKind, JobEvent};
-    use crate::rollout::{judge, waves, Seen};
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    let who = who();
     let plan = waves(&r.hosts, &r.waves);
     // Job events of the whole fleet during the rollout, for the comparisons.
-    let seen: Arc<Mutex<Vec<(Instant, JobEvent)>>> = Arc::default();
+    let seen: EventLog = Arc::default();
     let collector = {
         let seen = seen.clone();
         let cfg = cfg.clone();
@@ -212,172 +239,235 @@ pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
             let _ = collect_events(&cfg, seen).await;
         })
     };
-    let note = |hosts: Vec<String>, what: String, why: String| {
-        let who = who.clone();
-        async move {
-            for h in hosts {
-                let _ = one(cfg, &h, Request::Note { what: what.clone(), why: why.clone(), who: who.clone() }).await;
-            }
-        }
-    };
+    let run = Run { cfg, r: &r, who: who(), seen };
     let mut touched_so_far: Vec<String> = Vec::new();
     for (i, wave) in plan.iter().enumerate() {
         let label = format!("wave {}/{} ({})", i + 1, plan.len(), wave.join(", "));
         println!("{label}: draining");
-        note(wave.clone(), format!("rollout {label}: drain"), r.reason.clone()).await;
-        let halt = |why: String| why;
-        let mut problem: Option<String> = None;
-        let mut orders: Vec<(String, String)> = Vec::new();
-        for h in wave {
-            let req = Request::Drain {
-                scope: Scope::Host(h.clone()),
-                deadline_s: r.deadline.as_secs_f64(),
-                reason: format!("rollout: {}", r.reason),
-                who: who.clone(),
-            };
-            match one(cfg, h, req).await {
-                Ok(resp) => orders
-                    .extend(resp.progress.iter().filter_map(|p| p.order.as_ref().map(|o| (h.clone(), o.id.clone())))),
-                Err(e) => problem = Some(halt(format!("cannot drain {h}: {e}"))),
-            }
-        }
-        let give_up = Instant::now() + r.deadline + cfg.systemd.stop_timeout + Duration::from_secs(30);
-        while problem.is_none() {
-            let mut all_done = true;
-            for (h, id) in &orders {
-                let p = one(cfg, h, Request::Progress).await?;
-                // Done only once this order's own progress says so (a new order has none yet).
-                all_done &= p.progress.iter().any(|p| p.done && p.order.as_ref().is_some_and(|o| &o.id == id));
-            }
-            if all_done {
-                break;
-            }
-            if Instant::now() > give_up {
-                problem = Some(format!("{label} did not drain in time"));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        if problem.is_none() && !r.command.is_empty() {
-            for h in wave {
-                println!("{label}: running {:?} for {h}", r.command);
-                let status = tokio::process::Command::new(&r.command[0])
-                    .args(&r.command[1..])
-                    .env("DROVER_HOST", h)
-                    .status()
-                    .await;
-                match status {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => problem = Some(format!("the command failed for {h} ({s})")),
-                    Err(e) => problem = Some(format!("cannot run the command: {e}")),
-                }
-            }
-        }
-        if problem.is_none() {
-            println!("{label}: undraining, soaking for {}", crate::duration::format(r.soak));
-            for h in wave {
-                one(
-                    cfg,
-                    h,
-                    Request::Undrain {
-                        scope: Scope::Host(h.clone()),
-                        reason: format!("rollout: {}", r.reason),
-                        who: who.clone(),
-                    },
-                )
-                .await?;
-            }
-            touched_so_far.extend(wave.iter().cloned());
-            // The soak starts once the wave's units are back (or have visibly failed to come
-            // back): a unit still starting cannot be judged.
-            let settle_by = Instant::now() + Duration::from_secs(120);
-            while Instant::now() < settle_by {
-                let mut settled = true;
-                for h in wave {
-                    if let Some(status) = one(cfg, h, Request::Status).await?.status {
-                        settled &= status.systemd_connected
-                            && !status.units.is_empty()
-                            && status
-                                .units
-                                .iter()
-                                .all(|u| matches!(u.health.as_str(), "healthy" | "misconfigured" | "failing"));
-                    }
-                }
-                if settled {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let soak_start = Instant::now();
-            while problem.is_none() && soak_start.elapsed() < r.soak {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let mut bad = BTreeMap::new();
-                for h in wave {
-                    if let Some(status) = one(cfg, h, Request::Status).await?.status {
-                        for u in status.units.iter().filter(|u| u.health == "misconfigured" || u.health == "failing") {
-                            let detail = u.detail.clone().map(|d| format!(": {d}")).unwrap_or_default();
-                            bad.insert(format!("{} on {h}", u.unit), format!("{}{detail}", u.health));
-                        }
-                    }
-                }
-                problem = judge(&Seen::default(), &Seen::default(), &bad);
-            }
-            if problem.is_none() {
-                let events: Vec<JobEvent> = seen
-                    .lock()
-                    .map(|v| v.iter().filter(|(t, _)| *t >= soak_start).map(|(_, e)| e.clone()).collect())
-                    .unwrap_or_default();
-                let tally = |hosts: &dyn Fn(&str) -> bool| {
-                    let mut s = Seen::default();
-                    for e in events.iter().filter(|e| hosts(&e.host)) {
-                        match e.event {
-                            EventKind::Succeeded => {
-                                s.attempts += 1;
-                                s.durations.extend(e.duration_s);
-                            }
-                            EventKind::Failed => {
-                                s.attempts += 1;
-                                s.failures += 1;
-                            }
-                            _ => {}
-                        }
-                    }
-                    s
-                };
-                let touched = tally(&|h| wave.iter().any(|w| w == h));
-                let untouched = tally(&|h| !touched_so_far.iter().any(|w| w == h));
-                problem = judge(&touched, &untouched, &BTreeMap::new());
-            }
-        }
-        if let Some(why) = problem {
-            eprintln!("ROLLOUT HALTED at {label}: {why}");
-            eprintln!("draining {} again; the hosts of earlier waves stay in service", wave.join(", "));
-            for h in wave {
-                let req = Request::Drain {
-                    scope: Scope::Host(h.clone()),
-                    deadline_s: r.deadline.as_secs_f64(),
-                    reason: format!("rollout halted: {why}"),
-                    who: who.clone(),
-                };
-                if let Err(e) = one(cfg, h, req).await {
-                    eprintln!("cannot drain {h} again: {e}");
-                }
-            }
-            note(wave.clone(), format!("rollout halted at {label}"), why.clone()).await;
-            tracing::error!("ALERT rollout halted at {label}: {why}");
+        run.note(wave, format!("rollout {label}: drain"), r.reason.clone()).await;
+        if let Some(why) = run.wave(wave, &label, &mut touched_so_far).await? {
+            run.halt(wave, &label, why).await;
             collector.abort();
             return Ok(1);
         }
-        note(wave.clone(), format!("rollout {label}: done"), r.reason.clone()).await;
+        run.note(wave, format!("rollout {label}: done"), r.reason.clone()).await;
     }
     collector.abort();
     println!("rollout complete: {} hosts in {} waves", r.hosts.len(), plan.len());
     Ok(0)
 }
 
-async fn collect_events(
-    cfg: &Config,
-    into: std::sync::Arc<std::sync::Mutex<Vec<(Instant, crate::events::JobEvent)>>>,
-) -> anyhow::Result<()> {
+/// Job events as they arrived.
+type EventLog = Arc<Mutex<Vec<(Instant, JobEvent)>>>;
+
+/// A rollout under way: what it was asked, and the fleet's job events so far.
+struct Run<'a> {
+    cfg: &'a Config,
+    r: &'a Rollout,
+    who: String,
+    seen: EventLog,
+}
+
+impl Run<'_> {
+    /// One wave: drain, change, undrain, let the units come back, soak, compare with the hosts
+    /// not yet touched. `Some(why)` when the rollout must halt.
+    async fn wave(
+        &self,
+        wave: &[String],
+        label: &str,
+        touched_so_far: &mut Vec<String>,
+    ) -> anyhow::Result<Option<String>> {
+        let orders = match self.drain(wave).await {
+            Ok(orders) => orders,
+            Err(why) => return Ok(Some(why)),
+        };
+        if let Some(why) = self.wait_drained(&orders, label).await? {
+            return Ok(Some(why));
+        }
+        if let Some(why) = self.change(wave, label).await {
+            return Ok(Some(why));
+        }
+        println!("{label}: undraining, soaking for {}", crate::duration::format(self.r.soak));
+        for h in wave {
+            let reason = format!("rollout: {}", self.r.reason);
+            one(self.cfg, h, Request::Undrain { scope: Scope::Host(h.clone()), reason, who: self.who.clone() }).await?;
+        }
+        touched_so_far.extend(wave.iter().cloned());
+        self.settle(wave).await?;
+        let soak_start = Instant::now();
+        if let Some(why) = self.soak(wave, soak_start).await? {
+            return Ok(Some(why));
+        }
+        Ok(self.compare(wave, touched_so_far, soak_start))
+    }
+
+    fn drain_request(&self, host: &str, reason: String) -> Request {
+        Request::Drain {
+            scope: Scope::Host(host.to_string()),
+            deadline_s: self.r.deadline.as_secs_f64(),
+            reason,
+            who: self.who.clone(),
+        }
+    }
+
+    /// Asks each host of the wave to drain; the orders accepted, as (host, order id), or why
+    /// a host could not be asked (the last such host, once every host has been asked).
+    async fn drain(&self, wave: &[String]) -> Result<Vec<(String, String)>, String> {
+        let mut problem = None;
+        let mut orders = Vec::new();
+        for h in wave {
+            match one(self.cfg, h, self.drain_request(h, format!("rollout: {}", self.r.reason))).await {
+                Ok(resp) => orders
+                    .extend(resp.progress.iter().filter_map(|p| p.order.as_ref().map(|o| (h.clone(), o.id.clone())))),
+                Err(e) => problem = Some(format!("cannot drain {h}: {e}")),
+            }
+        }
+        problem.map_or(Ok(orders), Err)
+    }
+
+    /// Waits until every drain order of the wave is done; `Some(why)` when that takes longer
+    /// than the drain's deadline allows.
+    async fn wait_drained(&self, orders: &[(String, String)], label: &str) -> anyhow::Result<Option<String>> {
+        let give_up = Instant::now() + self.r.deadline + self.cfg.systemd.stop_timeout + Duration::from_secs(30);
+        loop {
+            let mut all_done = true;
+            for (h, id) in orders {
+                let p = one(self.cfg, h, Request::Progress).await?;
+                // Done only once this order's own progress says so (a new order has none yet).
+                all_done &= p.progress.iter().any(|p| p.done && p.order.as_ref().is_some_and(|o| &o.id == id));
+            }
+            if all_done {
+                return Ok(None);
+            }
+            let late = Instant::now() > give_up;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if late {
+                return Ok(Some(format!("{label} did not drain in time")));
+            }
+        }
+    }
+
+    /// Runs the operator's command for each host of the wave (`DROVER_HOST` names it), if
+    /// there is one; `Some(why)` when it failed for a host (the last such host).
+    async fn change(&self, wave: &[String], label: &str) -> Option<String> {
+        let command = &self.r.command;
+        let mut problem = None;
+        if command.is_empty() {
+            return problem;
+        }
+        for h in wave {
+            println!("{label}: running {command:?} for {h}");
+            let status =
+                tokio::process::Command::new(&command[0]).args(&command[1..]).env("DROVER_HOST", h).status().await;
+            match status {
+                Ok(s) if s.success() => {}
+                Ok(s) => problem = Some(format!("the command failed for {h} ({s})")),
+                Err(e) => problem = Some(format!("cannot run the command: {e}")),
+            }
+        }
+        problem
+    }
+
+    /// Waits (up to 2 minutes) until every unit of the wave is healthy, misconfigured or failing.
+    async fn settle(&self, wave: &[String]) -> anyhow::Result<()> {
+        // The soak starts once the wave's units are back (or have visibly failed to come
+        // back): a unit still starting cannot be judged.
+        let settle_by = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < settle_by {
+            let mut settled = true;
+            for h in wave {
+                if let Some(status) = one(self.cfg, h, Request::Status).await?.status {
+                    settled &= status.systemd_connected
+                        && !status.units.is_empty()
+                        && status
+                            .units
+                            .iter()
+                            .all(|u| matches!(u.health.as_str(), "healthy" | "misconfigured" | "failing"));
+                }
+            }
+            if settled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Watches the wave's units every second for the soak; `Some(why)` as soon as one is
+    /// misconfigured or failing.
+    async fn soak(&self, wave: &[String], soak_start: Instant) -> anyhow::Result<Option<String>> {
+        let mut problem = None;
+        while problem.is_none() && soak_start.elapsed() < self.r.soak {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut bad = BTreeMap::new();
+            for h in wave {
+                if let Some(status) = one(self.cfg, h, Request::Status).await?.status {
+                    for u in status.units.iter().filter(|u| u.health == "misconfigured" || u.health == "failing") {
+                        let detail = u.detail.clone().map(|d| format!(": {d}")).unwrap_or_default();
+                        bad.insert(format!("{} on {h}", u.unit), format!("{}{detail}", u.health));
+                    }
+                }
+            }
+            problem = judge(&Seen::default(), &Seen::default(), &bad);
+        }
+        Ok(problem)
+    }
+
+    /// The wave's jobs since the soak began against those of the hosts not yet touched;
+    /// `Some(why)` when the wave does clearly worse.
+    fn compare(&self, wave: &[String], touched_so_far: &[String], soak_start: Instant) -> Option<String> {
+        let events: Vec<JobEvent> = self
+            .seen
+            .lock()
+            .map(|v| v.iter().filter(|(t, _)| *t >= soak_start).map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default();
+        let touched = tally(&events, |h| wave.iter().any(|w| w == h));
+        let untouched = tally(&events, |h| !touched_so_far.iter().any(|w| w == h));
+        judge(&touched, &untouched, &BTreeMap::new())
+    }
+
+    /// Drains the wave again, records why in its timelines, and alerts.
+    async fn halt(&self, wave: &[String], label: &str, why: String) {
+        eprintln!("ROLLOUT HALTED at {label}: {why}");
+        eprintln!("draining {} again; the hosts of earlier waves stay in service", wave.join(", "));
+        for h in wave {
+            if let Err(e) = one(self.cfg, h, self.drain_request(h, format!("rollout halted: {why}"))).await {
+                eprintln!("cannot drain {h} again: {e}");
+            }
+        }
+        self.note(wave, format!("rollout halted at {label}"), why.clone()).await;
+        tracing::error!("ALERT rollout halted at {label}: {why}");
+    }
+
+    /// A line in each host's timeline (best effort).
+    async fn note(&self, hosts: &[String], what: String, why: String) {
+        for h in hosts {
+            let _ =
+                one(self.cfg, h, Request::Note { what: what.clone(), why: why.clone(), who: self.who.clone() }).await;
+        }
+    }
+}
+
+/// Attempts, failures and run times of the events on the hosts that `on` picks.
+fn tally(events: &[JobEvent], on: impl Fn(&str) -> bool) -> Seen {
+    let mut s = Seen::default();
+    for e in events.iter().filter(|e| on(&e.host)) {
+        match e.event {
+            EventKind::Succeeded => {
+                s.attempts += 1;
+                s.durations.extend(e.duration_s);
+            }
+            EventKind::Failed => {
+                s.attempts += 1;
+                s.failures += 1;
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+async fn collect_events(cfg: &Config, into: EventLog) -> anyhow::Result<()> {
     use futures_lite::StreamExt;
     let mut link = crate::io::amqp::Link::new(&cfg.broker, "drover rollout");
     link.ensure_up_by(Instant::now() + cfg.broker.connect_timeout * 2).await?;

@@ -4,15 +4,16 @@
 //! request waiting in its durable queue when it comes back.
 
 use crate::config::Config;
-use crate::io::amqp::{deadline, Link};
+use crate::io::amqp::{deadline, BrokerError, Link};
 use crate::io::control::{Handler, Request, Response};
 use futures_lite::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, ExchangeKind};
+use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +38,7 @@ pub fn exchange(cfg: &Config) -> String {
     format!("{}.control", cfg.broker.prefix)
 }
 
-async fn declare_exchange(chan: &Channel, cfg: &Config) -> Result<(), crate::io::amqp::BrokerError> {
+async fn declare_exchange(chan: &Channel, cfg: &Config) -> Result<(), BrokerError> {
     deadline(
         cfg.broker.op_timeout,
         "exchange.declare",
@@ -54,96 +55,126 @@ async fn declare_exchange(chan: &Channel, cfg: &Config) -> Result<(), crate::io:
 /// The supervisor's side: answers requests routed to this host until `cancel` fires.
 pub async fn serve(cfg: Config, handler: Handler, cancel: CancellationToken) {
     let mut link = Link::new(&cfg.broker, "drover supervise control");
-    while !cancel.is_cancelled() {
-        if link.ensure_up(None, &cancel).await.is_err() {
+    while connected(&mut link, &cancel).await {
+        let served = answer_requests(&mut link, &cfg, &handler, &cancel).await;
+        if !again_after(&mut link, "control channel", served) {
             return;
         }
-        let served = async {
-            let chan = link.consumer_channel(10).await?;
-            declare_exchange(&chan, &cfg).await?;
-            let queue = format!("{}.control.{}", cfg.broker.prefix, cfg.host);
-            let mut args = FieldTable::default();
-            if let Some(exp) = cfg.broker.queue_expires {
-                args.insert("x-expires".into(), AMQPValue::LongLongInt(exp.as_millis() as i64));
-            }
-            let op = cfg.broker.op_timeout;
-            deadline(
-                op,
-                "queue.declare",
-                chan.queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions { durable: true, ..Default::default() },
-                    args,
-                ),
-            )
-            .await?;
-            for key in [Target::Host(cfg.host.clone()).key(), Target::All.key()] {
-                deadline(
-                    op,
-                    "queue.bind",
-                    chan.queue_bind(
-                        queue.as_str().into(),
-                        exchange(&cfg).as_str().into(),
-                        key.as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    ),
-                )
-                .await?;
-            }
-            let mut consumer = deadline(
-                op,
-                "basic.consume",
-                chan.basic_consume(
-                    queue.as_str().into(),
-                    "supervisor-control".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await?;
-            loop {
-                let d = tokio::select! {
-                    d = consumer.next() => d,
-                    _ = cancel.cancelled() => return Ok(()),
-                };
-                let Some(Ok(d)) = d else {
-                    return Err(crate::io::amqp::BrokerError::Unavailable("control consumer closed".into()));
-                };
-                let response = match serde_json::from_slice::<Request>(&d.data) {
-                    Ok(req) => handler(req),
-                    Err(e) => Response::error(&cfg.host, format!("bad request: {e}")),
-                };
-                if let Some(reply_to) = d.properties.reply_to() {
-                    let mut props = BasicProperties::default();
-                    if let Some(c) = d.properties.correlation_id() {
-                        props = props.with_correlation_id(c.clone());
-                    }
-                    let body = serde_json::to_vec(&response).unwrap_or_default();
-                    let _ = deadline(
-                        op,
-                        "basic.publish",
-                        chan.basic_publish(
-                            "".into(),
-                            reply_to.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &body,
-                            props,
-                        ),
-                    )
-                    .await;
-                }
-                let _ = d.acker.ack(BasicAckOptions::default()).await;
-            }
-        };
-        match served.await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!("control channel: {e}; reconnecting");
-                link.mark_down();
-            }
+    }
+}
+
+/// One connection's worth of `serve`: until `cancel` fires (`Ok`) or the broker fails.
+async fn answer_requests(
+    link: &mut Link,
+    cfg: &Config,
+    handler: &Handler,
+    cancel: &CancellationToken,
+) -> Result<(), BrokerError> {
+    let chan = link.consumer_channel(10).await?;
+    declare_exchange(&chan, cfg).await?;
+    let mut consumer = consume_requests(&chan, cfg).await?;
+    while let Some(d) = next_delivery(&mut consumer, cancel, "control").await? {
+        answer(&chan, cfg, handler, d).await;
+    }
+    Ok(())
+}
+
+/// Whether `link` is up for a session: not once `cancel` fires (or the link gives up).
+async fn connected(link: &mut Link, cancel: &CancellationToken) -> bool {
+    !cancel.is_cancelled() && link.ensure_up(None, cancel).await.is_ok()
+}
+
+/// After a session on `link`: whether to connect again (it failed: reconnect with the link's
+/// backoff) or to stop (it ended because `cancel` fired).
+fn again_after(link: &mut Link, what: &str, session: Result<(), BrokerError>) -> bool {
+    match session {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::warn!("{what}: {e}; reconnecting");
+            link.mark_down();
+            true
         }
     }
+}
+
+/// The next delivery, or `None` once `cancel` fires; a consumer that closed is an error (the
+/// caller reconnects).
+async fn next_delivery(
+    consumer: &mut Consumer,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Result<Option<Delivery>, BrokerError> {
+    let d = tokio::select! {
+        d = consumer.next() => d,
+        _ = cancel.cancelled() => return Ok(None),
+    };
+    match d {
+        Some(Ok(d)) => Ok(Some(d)),
+        _ => Err(BrokerError::Unavailable(format!("{what} consumer closed"))),
+    }
+}
+
+/// This host's durable request queue, bound for its own key and `all`, consumed.
+async fn consume_requests(chan: &Channel, cfg: &Config) -> Result<Consumer, BrokerError> {
+    let queue = format!("{}.control.{}", cfg.broker.prefix, cfg.host);
+    let mut args = FieldTable::default();
+    if let Some(exp) = cfg.broker.queue_expires {
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(exp.as_millis() as i64));
+    }
+    let op = cfg.broker.op_timeout;
+    deadline(
+        op,
+        "queue.declare",
+        chan.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args),
+    )
+    .await?;
+    for key in [Target::Host(cfg.host.clone()).key(), Target::All.key()] {
+        deadline(
+            op,
+            "queue.bind",
+            chan.queue_bind(
+                queue.as_str().into(),
+                exchange(cfg).as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+    }
+    deadline(
+        op,
+        "basic.consume",
+        chan.basic_consume(
+            queue.as_str().into(),
+            "supervisor-control".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+}
+
+/// Handles one request and answers on its reply queue (if it names one), then acknowledges it.
+async fn answer(chan: &Channel, cfg: &Config, handler: &Handler, d: Delivery) {
+    let response = match serde_json::from_slice::<Request>(&d.data) {
+        Ok(req) => handler(req),
+        Err(e) => Response::error(&cfg.host, format!("bad request: {e}")),
+    };
+    if let Some(reply_to) = d.properties.reply_to() {
+        let mut props = BasicProperties::default();
+        if let Some(c) = d.properties.correlation_id() {
+            props = props.with_correlation_id(c.clone());
+        }
+        let body = serde_json::to_vec(&response).unwrap_or_default();
+        let _ = deadline(
+            cfg.broker.op_timeout,
+            "basic.publish",
+            chan.basic_publish("".into(), reply_to.as_str().into(), BasicPublishOptions::default(), &body, props),
+        )
+        .await;
+    }
+    let _ = d.acker.ack(BasicAckOptions::default()).await;
 }
 
 /// The caller's side: sends `req` and collects answers: the first from a host, or every
@@ -180,7 +211,7 @@ pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -
 }
 
 /// Declares the control exchange on a link (before binding to it or publishing on it).
-pub async fn declare(link: &mut Link, cfg: &Config) -> Result<(), crate::io::amqp::BrokerError> {
+pub async fn declare(link: &mut Link, cfg: &Config) -> Result<(), BrokerError> {
     let chan = link.consumer_channel(1).await?;
     let r = declare_exchange(&chan, cfg).await;
     let _ = tokio::time::timeout(cfg.broker.op_timeout, chan.close(200, "declared".into())).await;
@@ -193,12 +224,9 @@ pub async fn publish_verdicts(
     link: &mut Link,
     cfg: &Config,
     v: &crate::verdicts::HostVerdicts,
-) -> Result<(), crate::io::amqp::BrokerError> {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_expiration(ShortString::from("60000"));
-    link.publish(&exchange(cfg), &crate::verdicts::routing_key(&v.host), &body, props).await
+) -> Result<(), BrokerError> {
+    let props = BasicProperties::default().with_expiration(ShortString::from("60000"));
+    send_verdicts(link, &exchange(cfg), &crate::verdicts::routing_key(&v.host), v, props).await
 }
 
 /// The routing key on which a starting worker asks every supervisor for its verdicts now.
@@ -209,10 +237,20 @@ pub async fn answer_verdicts(
     link: &mut Link,
     reply_to: &str,
     v: &crate::verdicts::HostVerdicts,
-) -> Result<(), crate::io::amqp::BrokerError> {
+) -> Result<(), BrokerError> {
+    send_verdicts(link, "", reply_to, v, BasicProperties::default()).await
+}
+
+/// A host's verdicts as JSON, published with `props`.
+async fn send_verdicts(
+    link: &mut Link,
+    exchange: &str,
+    key: &str,
+    v: &crate::verdicts::HostVerdicts,
+    props: BasicProperties,
+) -> Result<(), BrokerError> {
     let body = serde_json::to_vec(v).unwrap_or_default();
-    let props = BasicProperties::default().with_content_type("application/json".into());
-    link.publish("", reply_to, &body, props).await
+    link.publish(exchange, key, &body, props.with_content_type("application/json".into())).await
 }
 
 /// A worker's side: follows every host's verdicts into `into` until `cancel` fires, on a
@@ -227,37 +265,32 @@ pub async fn follow_verdicts(
     cancel: CancellationToken,
 ) {
     let mut link = Link::new(&cfg.broker, &format!("{label} verdicts"));
-    while !cancel.is_cancelled() {
-        if link.ensure_up(None, &cancel).await.is_err() {
+    while connected(&mut link, &cancel).await {
+        let followed = follow_once(&mut link, &cfg, &into, &heard, &cancel).await;
+        if !again_after(&mut link, "fleet verdicts", followed) {
             return;
         }
-        let followed = async {
-            declare(&mut link, &cfg).await?;
-            let (_chan, mut consumer, _) =
-                link.private_consumer(Some((&exchange(&cfg), "verdicts.*")), "verdicts").await?;
-            loop {
-                let d = tokio::select! {
-                    d = consumer.next() => d,
-                    _ = cancel.cancelled() => return Ok(()),
-                };
-                let Some(Ok(d)) = d else {
-                    return Err(crate::io::amqp::BrokerError::Unavailable("verdict consumer closed".into()));
-                };
-                if let Ok(v) = serde_json::from_slice::<crate::verdicts::HostVerdicts>(&d.data) {
-                    if let Ok(mut f) = into.lock() {
-                        f.expire(crate::io::clock::now_ms());
-                        f.update(v);
-                    }
-                    heard.notify_one();
-                }
+    }
+}
+
+/// One connection's worth of `follow_verdicts`: until `cancel` fires (`Ok`) or the broker fails.
+async fn follow_once(
+    link: &mut Link,
+    cfg: &Config,
+    into: &std::sync::Mutex<crate::verdicts::Fleet>,
+    heard: &tokio::sync::Notify,
+    cancel: &CancellationToken,
+) -> Result<(), BrokerError> {
+    declare(link, cfg).await?;
+    let (_chan, mut consumer, _) = link.private_consumer(Some((&exchange(cfg), "verdicts.*")), "verdicts").await?;
+    while let Some(d) = next_delivery(&mut consumer, cancel, "verdict").await? {
+        if let Ok(v) = serde_json::from_slice::<crate::verdicts::HostVerdicts>(&d.data) {
+            if let Ok(mut f) = into.lock() {
+                f.expire(crate::io::clock::now_ms());
+                f.update(v);
             }
-        };
-        match followed.await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!("fleet verdicts: {e}; reconnecting");
-                link.mark_down();
-            }
+            heard.notify_one();
         }
     }
+    Ok(())
 }

@@ -188,82 +188,109 @@ pub fn plan(
     for u in units {
         let drains: Vec<&Order> =
             orders.iter().filter(|o| o.kind == Kind::Drain && applies(&o.scope, host, u)).collect();
-        let cordoned = orders.iter().any(|o| applies(&o.scope, host, u));
-        // A probing quarantine lets its probe job run; a quarantine still on hold requeues it.
-        let quarantined =
-            orders.iter().any(|o| o.kind == Kind::Quarantine && !o.probing() && applies(&o.scope, host, u));
         if !drains.is_empty() {
             held.insert(u.unit.clone());
         }
         if !u.up {
-            mem.cordoned.remove(&u.unit);
-            mem.requeued.remove(&u.unit);
-            mem.probed.remove(&u.unit);
+            mem.forget(&u.unit);
             continue;
         }
-        let mut just_cordoned = false;
-        if cordoned && mem.cordoned.get(&u.unit) != Some(&u.main_pid) {
-            mem.cordoned.insert(u.unit.clone(), u.main_pid);
-            acts.push(Act::Cordon(u.unit.clone()));
-            just_cordoned = true;
-        }
-        if !cordoned && mem.cordoned.remove(&u.unit).is_some() {
-            acts.push(Act::Uncordon(u.unit.clone()));
-        }
-        if !probes.contains(&u.unit) {
-            mem.probed.remove(&u.unit);
-        } else if !just_cordoned && mem.probed.get(&u.unit) != Some(&u.main_pid) {
-            // Not in the same breath as a cordon: two different signals may arrive in either
-            // order, and a cordon after the probe would cancel it.
-            mem.probed.insert(u.unit.clone(), u.main_pid);
-            acts.push(Act::Probe(u.unit.clone()));
-        }
+        let cordoned = orders.iter().any(|o| applies(&o.scope, host, u));
+        let cordon = mem.cordon_once(u, cordoned);
+        let just_cordoned = matches!(cordon, Some(Act::Cordon(_)));
+        acts.extend(cordon);
+        acts.extend(mem.probe_once(u, probes.contains(&u.unit), just_cordoned));
+        // A probing quarantine lets its probe job run; a quarantine still on hold requeues it.
+        let quarantined =
+            orders.iter().any(|o| o.kind == Kind::Quarantine && !o.probing() && applies(&o.scope, host, u));
         if let (true, Some((job, _))) = (quarantined, &u.job) {
-            if mem.requeued.get(&u.unit) != Some(&u.main_pid) {
-                mem.requeued.insert(u.unit.clone(), u.main_pid);
-                acts.push(Act::RequeueNow {
-                    unit: u.unit.clone(),
-                    job: job.clone(),
-                    why: "the worker is quarantined".into(),
-                });
-            }
+            acts.extend(mem.requeue_once(u, job, "the worker is quarantined".into()));
         }
-        // The earliest deadline of the drains that cover it.
-        let Some(deadline) = drains.iter().filter_map(|o| o.deadline_ms).min().or(drains.first().map(|_| i64::MAX))
-        else {
-            continue;
-        };
-        match &u.job {
-            None => acts.push(Act::Stop(u.unit.clone())),
-            Some((job, age)) => {
-                let left_ms = deadline.saturating_sub(now_ms);
-                let why = if left_ms <= 0 {
-                    Some("the drain's deadline was reached".to_string())
-                } else if early_requeue.contains(&u.class) {
-                    expected_s.get(&u.class).and_then(|exp| {
-                        let remaining = exp - age;
-                        // "Clearly": expected to need more than half as long again as is left.
-                        (remaining * 1000.0 > left_ms as f64 * 1.5).then(|| {
-                            format!(
-                                "expected to need about {:.0} s more, past the drain's deadline in {:.0} s: requeued early",
-                                remaining,
-                                left_ms as f64 / 1000.0
-                            )
-                        })
-                    })
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    if mem.requeued.get(&u.unit) != Some(&u.main_pid) {
-                        mem.requeued.insert(u.unit.clone(), u.main_pid);
-                        acts.push(Act::RequeueNow { unit: u.unit.clone(), job: job.clone(), why });
-                    }
-                }
-            }
-        }
+        acts.extend(drain(&drains, u, expected_s, early_requeue, mem, now_ms));
     }
     (acts, held)
+}
+
+impl Memory {
+    /// The unit is down: its next process gets every signal afresh.
+    fn forget(&mut self, unit: &str) {
+        self.cordoned.remove(unit);
+        self.requeued.remove(unit);
+        self.probed.remove(unit);
+    }
+
+    /// A cordon for a process newly covered by an order, an uncordon once none covers it.
+    fn cordon_once(&mut self, u: &UnitView, cordoned: bool) -> Option<Act> {
+        if cordoned && self.cordoned.get(&u.unit) != Some(&u.main_pid) {
+            self.cordoned.insert(u.unit.clone(), u.main_pid);
+            return Some(Act::Cordon(u.unit.clone()));
+        }
+        if !cordoned && self.cordoned.remove(&u.unit).is_some() {
+            return Some(Act::Uncordon(u.unit.clone()));
+        }
+        None
+    }
+
+    /// The probe signal, once per process, for a unit that is to run a probe job now.
+    fn probe_once(&mut self, u: &UnitView, probing: bool, just_cordoned: bool) -> Option<Act> {
+        if !probing {
+            self.probed.remove(&u.unit);
+        } else if !just_cordoned && self.probed.get(&u.unit) != Some(&u.main_pid) {
+            // Not in the same breath as a cordon: two different signals may arrive in either
+            // order, and a cordon after the probe would cancel it.
+            self.probed.insert(u.unit.clone(), u.main_pid);
+            return Some(Act::Probe(u.unit.clone()));
+        }
+        None
+    }
+
+    /// A requeue of the unit's job, once per process.
+    fn requeue_once(&mut self, u: &UnitView, job: &str, why: String) -> Option<Act> {
+        if self.requeued.get(&u.unit) == Some(&u.main_pid) {
+            return None;
+        }
+        self.requeued.insert(u.unit.clone(), u.main_pid);
+        Some(Act::RequeueNow { unit: u.unit.clone(), job: job.to_string(), why })
+    }
+}
+
+/// A unit under drains: stopped when idle; its job requeued at the earliest of their deadlines,
+/// or before it when the job is expected to need clearly longer than is left.
+fn drain(
+    drains: &[&Order],
+    u: &UnitView,
+    expected_s: &BTreeMap<String, f64>,
+    early_requeue: &BTreeSet<String>,
+    mem: &mut Memory,
+    now_ms: i64,
+) -> Option<Act> {
+    // The earliest deadline of the drains that cover it.
+    let deadline = drains.iter().filter_map(|o| o.deadline_ms).min().or(drains.first().map(|_| i64::MAX))?;
+    let Some((job, age)) = &u.job else {
+        return Some(Act::Stop(u.unit.clone()));
+    };
+    let left_ms = deadline.saturating_sub(now_ms);
+    let why = if left_ms <= 0 {
+        Some("the drain's deadline was reached".to_string())
+    } else if early_requeue.contains(&u.class) {
+        expected_s.get(&u.class).and_then(|exp| too_long_to_finish(exp - age, left_ms))
+    } else {
+        None
+    };
+    mem.requeue_once(u, job, why?)
+}
+
+/// Why a job expected to need `remaining` seconds more is requeued with `left_ms` of the drain
+/// left, or `None` when it may well finish.
+fn too_long_to_finish(remaining: f64, left_ms: i64) -> Option<String> {
+    // "Clearly": expected to need more than half as long again as is left.
+    (remaining * 1000.0 > left_ms as f64 * 1.5).then(|| {
+        format!(
+            "expected to need about {:.0} s more, past the drain's deadline in {:.0} s: requeued early",
+            remaining,
+            left_ms as f64 / 1000.0
+        )
+    })
 }
 
 /// The units that are to run a probe job now: each up unit under a probing quarantine, and for

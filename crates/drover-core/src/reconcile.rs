@@ -160,116 +160,153 @@ impl Reconciler {
         now: u64,
         unit: &mut dyn FnMut() -> f64,
     ) -> Plan {
-        let mut plan = Plan::default();
         let spacing = (1000.0 / policy.start_rate.max(0.001)) as u64;
+        let mut pass = Pass { policy, now, spacing, unit, plan: Plan::default() };
         let absent = Observed::default();
         // Held units (drained) are neither started nor stopped here: the drain owns them.
         for name in desired.iter().filter(|n| !held.contains(*n)) {
             let o = observed.get(name).unwrap_or(&absent);
             let t = self.tracks.entry(name.clone()).or_default();
-            if o.is_up() {
-                if !t.was_up {
-                    t.up_since.get_or_insert(now);
-                }
-                t.was_up = true;
-                t.start_at = None;
-                t.misconfigured = None;
-                let stable =
-                    t.up_since.is_some_and(|s| now.saturating_sub(s) >= policy.stable_after.as_millis() as u64);
-                if stable && t.failures > 0 {
-                    t.failures = 0;
-                    if t.alerted {
-                        t.alerted = false;
-                        plan.alerts.push(Alert::Recovered { unit: name.clone() });
-                    }
-                }
-                t.health = Some(if o.active_state == "active" { Health::Healthy } else { Health::Starting });
-                if t.failures >= policy.failing_after {
-                    t.health = Some(Health::Failing);
-                }
-                continue;
-            }
-            if o.has_job || o.active_state == "deactivating" {
-                t.health = Some(if o.active_state == "deactivating" { Health::Stopping } else { Health::Starting });
-                continue;
-            }
-            if !o.is_down() {
-                // A state this systemd has and we do not know: carried, and left alone.
-                t.health = Some(Health::Starting);
-                continue;
-            }
-            // Down and wanted.
-            if o.exited_misconfigured() {
-                if t.misconfigured.is_none() {
-                    let detail =
-                        if o.status_text.is_empty() { "preflight failed".to_string() } else { o.status_text.clone() };
-                    t.misconfigured = Some(detail.clone());
-                    plan.alerts.push(Alert::Misconfigured { unit: name.clone(), detail });
-                }
-                t.was_up = false;
-                t.health = Some(Health::Misconfigured);
-                continue;
-            }
-            if t.was_up {
-                // It went down on its own: a failure, whatever the exit status, since a wanted
-                // worker only stops when told to.
-                t.was_up = false;
-                t.up_since = None;
-                t.failures += 1;
-                let delay = policy.restart.equal_jitter(t.failures, unit());
-                t.start_at = Some(now + delay.as_millis() as u64);
-                if t.failures >= policy.failing_after && !t.alerted {
-                    t.alerted = true;
-                    plan.alerts.push(Alert::Failing {
-                        unit: name.clone(),
-                        failures: t.failures,
-                        last_exit: describe_exit(o),
-                    });
-                }
-            }
-            let start_at = *t.start_at.get_or_insert_with(|| {
-                // First start: the next slot of the rate limit, jittered within it.
-                let slot = self.next_slot.max(now);
-                self.next_slot = slot + spacing;
-                slot + (unit() * spacing as f64) as u64
-            });
-            t.health = Some(if t.failures >= policy.failing_after {
-                Health::Failing
-            } else if t.failures > 0 {
-                Health::Restarting
-            } else {
-                Health::Stopped
-            });
-            if start_at <= now {
-                if o.active_state == "failed" {
-                    plan.ops.push(Op::ResetFailed(name.clone()));
-                }
-                plan.ops.push(Op::Start(name.clone()));
-                if t.failures > 0 {
-                    t.restarts += 1;
-                }
-                t.start_at = None;
-                t.up_since = Some(now);
-                t.was_up = true; // optimistic: a start that fails shows as down next pass
-                t.health = Some(Health::Starting);
-            } else {
-                plan.wake_at = Some(plan.wake_at.map_or(start_at, |w: u64| w.min(start_at)));
-            }
+            pass.wanted(name, o, t, &mut self.next_slot);
         }
         // Units of ours that are not wanted: drain and stop them (the worker drains on SIGTERM).
-        for (name, o) in observed {
-            if desired.contains(name) || held.contains(name) {
-                continue;
-            }
-            if o.is_up() && !o.has_job {
-                plan.ops.push(Op::Stop(name.clone()));
-            } else if o.active_state == "failed" {
-                plan.ops.push(Op::ResetFailed(name.clone()));
-            }
+        for (name, o) in observed.iter().filter(|(n, _)| !desired.contains(*n) && !held.contains(*n)) {
+            pass.unwanted(name, o);
             self.tracks.remove(name);
         }
         self.tracks.retain(|name, _| desired.contains(name) && !held.contains(name));
-        plan
+        pass.plan
+    }
+}
+
+/// One reconcile pass: its inputs, and the plan it has made so far.
+struct Pass<'a> {
+    policy: &'a Policy,
+    now: u64,
+    /// Milliseconds between two start slots of the rate limit.
+    spacing: u64,
+    unit: &'a mut dyn FnMut() -> f64,
+    plan: Plan,
+}
+
+impl Pass<'_> {
+    /// A wanted unit: adopted while up, left to systemd while it is busy with it, left alone
+    /// when misconfigured, otherwise (re)started when its slot or restart delay comes.
+    fn wanted(&mut self, name: &str, o: &Observed, t: &mut Track, next_slot: &mut u64) {
+        if o.is_up() {
+            return self.up(name, o, t);
+        }
+        if o.has_job || o.active_state == "deactivating" {
+            t.health = Some(if o.active_state == "deactivating" { Health::Stopping } else { Health::Starting });
+            return;
+        }
+        if !o.is_down() {
+            // A state this systemd has and we do not know: carried, and left alone.
+            t.health = Some(Health::Starting);
+            return;
+        }
+        // Down and wanted.
+        if o.exited_misconfigured() {
+            return self.misconfigured(name, o, t);
+        }
+        if t.was_up {
+            self.went_down(name, o, t);
+        }
+        self.start_when_due(name, o, t, next_slot);
+    }
+
+    /// Up: a stable run forgives its failures (and resolves the failing alert).
+    fn up(&mut self, name: &str, o: &Observed, t: &mut Track) {
+        if !t.was_up {
+            t.up_since.get_or_insert(self.now);
+        }
+        t.was_up = true;
+        t.start_at = None;
+        t.misconfigured = None;
+        let stable =
+            t.up_since.is_some_and(|s| self.now.saturating_sub(s) >= self.policy.stable_after.as_millis() as u64);
+        if stable && t.failures > 0 {
+            t.failures = 0;
+            if t.alerted {
+                t.alerted = false;
+                self.plan.alerts.push(Alert::Recovered { unit: name.to_string() });
+            }
+        }
+        t.health = Some(if o.active_state == "active" { Health::Healthy } else { Health::Starting });
+        if t.failures >= self.policy.failing_after {
+            t.health = Some(Health::Failing);
+        }
+    }
+
+    /// Exited with the preflight status: alerted once, never restarted.
+    fn misconfigured(&mut self, name: &str, o: &Observed, t: &mut Track) {
+        if t.misconfigured.is_none() {
+            let detail = if o.status_text.is_empty() { "preflight failed".to_string() } else { o.status_text.clone() };
+            t.misconfigured = Some(detail.clone());
+            self.plan.alerts.push(Alert::Misconfigured { unit: name.to_string(), detail });
+        }
+        t.was_up = false;
+        t.health = Some(Health::Misconfigured);
+    }
+
+    fn went_down(&mut self, name: &str, o: &Observed, t: &mut Track) {
+        // It went down on its own: a failure, whatever the exit status, since a wanted
+        // worker only stops when told to.
+        t.was_up = false;
+        t.up_since = None;
+        t.failures += 1;
+        let delay = self.policy.restart.equal_jitter(t.failures, (self.unit)());
+        t.start_at = Some(self.now + delay.as_millis() as u64);
+        if t.failures >= self.policy.failing_after && !t.alerted {
+            t.alerted = true;
+            self.plan.alerts.push(Alert::Failing {
+                unit: name.to_string(),
+                failures: t.failures,
+                last_exit: describe_exit(o),
+            });
+        }
+    }
+
+    /// Down and wanted: started once its time has come, else a wake-up is asked for then.
+    fn start_when_due(&mut self, name: &str, o: &Observed, t: &mut Track, next_slot: &mut u64) {
+        let start_at = *t.start_at.get_or_insert_with(|| {
+            // First start: the next slot of the rate limit, jittered within it.
+            let slot = (*next_slot).max(self.now);
+            *next_slot = slot + self.spacing;
+            slot + ((self.unit)() * self.spacing as f64) as u64
+        });
+        t.health = Some(if t.failures >= self.policy.failing_after {
+            Health::Failing
+        } else if t.failures > 0 {
+            Health::Restarting
+        } else {
+            Health::Stopped
+        });
+        if start_at <= self.now {
+            if o.active_state == "failed" {
+                self.plan.ops.push(Op::ResetFailed(name.to_string()));
+            }
+            self.plan.ops.push(Op::Start(name.to_string()));
+            if t.failures > 0 {
+                t.restarts += 1;
+            }
+            t.start_at = None;
+            t.up_since = Some(self.now);
+            t.was_up = true; // optimistic: a start that fails shows as down next pass
+            t.health = Some(Health::Starting);
+        } else {
+            self.plan.wake_at = Some(self.plan.wake_at.map_or(start_at, |w: u64| w.min(start_at)));
+        }
+    }
+
+    /// Not wanted (and not held): stopped when up with no systemd job queued, a failed state
+    /// cleared.
+    fn unwanted(&mut self, name: &str, o: &Observed) {
+        if o.is_up() && !o.has_job {
+            self.plan.ops.push(Op::Stop(name.to_string()));
+        } else if o.active_state == "failed" {
+            self.plan.ops.push(Op::ResetFailed(name.to_string()));
+        }
     }
 }
 
@@ -361,31 +398,52 @@ mod tests {
         assert!(*starts.last().unwrap_or(&0) >= 19_000, "200 starts at 10/s take about 20 s");
     }
 
+    /// `w-1` comes up at 0, then crashes `crashes` times, each after running `run_ms`, and is
+    /// restarted each time its delay is over; `u` is every random draw.
+    struct CrashLoop {
+        /// The time of the last restart.
+        now: u64,
+        /// Each crash's restart delay.
+        delays: Vec<u64>,
+        alerts: Vec<Alert>,
+        /// The ops of each restart pass.
+        restarts: Vec<Vec<Op>>,
+    }
+
+    fn crash_loop(r: &mut Reconciler, u: f64, crashes: usize, run_ms: u64) -> CrashLoop {
+        let desired = set(&["w-1"]);
+        let p = policy();
+        let mut rand = || u;
+        let mut pass = |r: &mut Reconciler, o: Observed, now: u64| {
+            r.plan(&desired, &BTreeSet::new(), &map(vec![o]), &p, now, &mut rand)
+        };
+        let mut run = CrashLoop { now: 0, delays: Vec::new(), alerts: Vec::new(), restarts: Vec::new() };
+        pass(r, obs("w-1", "active"), run.now);
+        for _ in 0..crashes {
+            run.now += run_ms;
+            let plan = pass(r, exited("w-1", 1), run.now);
+            run.alerts.extend(plan.alerts);
+            let wake = plan.wake_at.expect("a restart is scheduled");
+            run.delays.push(wake - run.now);
+            run.now = wake;
+            run.restarts.push(pass(r, exited("w-1", 1), run.now).ops);
+            pass(r, obs("w-1", "active"), run.now);
+        }
+        run
+    }
+
     #[test]
     fn a_crashing_unit_backs_off_with_jitter_up_to_the_cap_then_is_failing() {
         let mut r = Reconciler::default();
-        let desired = set(&["w-1"]);
-        let p = policy();
-        let mut half = || 0.5;
         // Running, then it crashes again and again.
-        let mut now = 0;
-        r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut half);
-        let mut delays = Vec::new();
-        let mut alerts = Vec::new();
-        for _ in 0..8 {
-            now += 1000;
-            let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut half);
-            alerts.extend(plan.alerts);
-            let wake = plan.wake_at.expect("a restart is scheduled");
-            delays.push(wake - now);
-            now = wake;
-            let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut half);
-            assert_eq!(plan.ops, vec![Op::ResetFailed("w-1".into()), Op::Start("w-1".into())]);
-            r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut half);
+        let run = crash_loop(&mut r, 0.5, 8, 1000);
+        for ops in &run.restarts {
+            assert_eq!(ops, &vec![Op::ResetFailed("w-1".into()), Op::Start("w-1".into())]);
         }
         // Equal jitter at u = 0.5: three quarters of 2 s, 4 s, 8 s, ... capped at 60 s.
-        assert_eq!(delays, vec![1500, 3000, 6000, 12000, 24000, 45000, 45000, 45000]);
+        assert_eq!(run.delays, vec![1500, 3000, 6000, 12000, 24000, 45000, 45000, 45000]);
         assert_eq!(r.tracks["w-1"].health, Some(Health::Failing));
+        let alerts = run.alerts;
         assert_eq!(alerts.len(), 1, "one failing alert, not one per crash: {alerts:?}");
         assert!(matches!(&alerts[0], Alert::Failing { failures: 3, .. }));
     }
@@ -393,20 +451,10 @@ mod tests {
     #[test]
     fn a_stable_run_resets_the_backoff_and_resolves_the_alert() {
         let mut r = Reconciler::default();
-        let desired = set(&["w-1"]);
-        let p = policy();
-        let mut zero = || 0.0;
-        let mut now = 0;
-        r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut zero);
-        for _ in 0..3 {
-            now += 100;
-            let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut zero);
-            now = plan.wake_at.expect("restart");
-            r.plan(&desired, &BTreeSet::new(), &map(vec![exited("w-1", 1)]), &p, now, &mut zero);
-            r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now, &mut zero);
-        }
+        let now = crash_loop(&mut r, 0.0, 3, 100).now;
         assert_eq!(r.tracks["w-1"].failures, 3);
-        let plan = r.plan(&desired, &BTreeSet::new(), &map(vec![obs("w-1", "active")]), &p, now + 31_000, &mut zero);
+        let observed = map(vec![obs("w-1", "active")]);
+        let plan = r.plan(&set(&["w-1"]), &BTreeSet::new(), &observed, &policy(), now + 31_000, &mut || 0.0);
         assert_eq!(plan.alerts, vec![Alert::Recovered { unit: "w-1".into() }]);
         assert_eq!(r.tracks["w-1"].failures, 0);
         assert_eq!(r.tracks["w-1"].health, Some(Health::Healthy));
