@@ -296,7 +296,8 @@ mod tests {
         let failed = vec!["dw@c-1.service@bad".to_string()];
         let wait = Duration::from_secs(300);
         // (failed on, host, first handed back at, now, expected delay)
-        let cases: Vec<(&[String], &str, Option<i64>, i64, Option<u64>)> = vec![
+        type Case<'a> = (&'a [String], &'a str, Option<i64>, i64, Option<u64>);
+        let cases: Vec<Case> = vec![
             (&failed, "good", None, 0, None),                      // another host runs it
             (&[], "bad", None, 0, None),                           // never failed anywhere
             (&failed, "bad", None, 0, Some(5_000)),                // first hand-back
