@@ -78,6 +78,45 @@ impl Order {
     }
 }
 
+/// Why a running job is requeued on the supervisor's request: the worker is told which (one
+/// signal each), so that its job event says what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequeueCause {
+    /// The drain's deadline was reached.
+    DrainDeadline,
+    /// The job is expected to need clearly longer than the drain has left (`drain_early_requeue`).
+    DrainEarly,
+    /// The worker is quarantined.
+    Quarantine,
+}
+
+impl RequeueCause {
+    /// The reason the worker gives in its `requeued` event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RequeueCause::DrainDeadline => "requeued at the drain's deadline",
+            RequeueCause::DrainEarly => {
+                "requeued early by the drain: expected to need clearly longer than the drain had left"
+            }
+            RequeueCause::Quarantine => "requeued: the worker is quarantined",
+        }
+    }
+}
+
+/// Seconds for people: sub-second values in milliseconds, a decimal below 10 s, whole seconds
+/// above (never "0 s" for 0.4 s).
+pub fn human_secs(s: f64) -> String {
+    if !s.is_finite() || s <= 0.0 {
+        "0 s".into()
+    } else if s < 1.0 {
+        format!("{:.0} ms", (s * 1000.0).max(1.0))
+    } else if s < 10.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
 /// One unit as the supervisor sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UnitView {
@@ -97,6 +136,7 @@ pub enum Act {
         unit: String,
         job: String,
         why: String,
+        cause: RequeueCause,
     },
     Stop(String),
     /// Let a cordoned unit take exactly one job, then cordon itself again.
@@ -109,6 +149,9 @@ pub struct Memory {
     cordoned: BTreeMap<String, u32>,
     requeued: BTreeMap<String, u32>,
     probed: BTreeMap<String, u32>,
+    /// Drained units already told to stop (by main pid): one stop per process, not one per pass
+    /// while it deactivates.
+    stopped: BTreeMap<String, u32>,
 }
 
 impl Memory {
@@ -189,6 +232,7 @@ pub fn plan(
             mem.cordoned.remove(&u.unit);
             mem.requeued.remove(&u.unit);
             mem.probed.remove(&u.unit);
+            mem.stopped.remove(&u.unit);
             continue;
         }
         let mut just_cordoned = false;
@@ -215,6 +259,7 @@ pub fn plan(
                     unit: u.unit.clone(),
                     job: job.clone(),
                     why: "the worker is quarantined".into(),
+                    cause: RequeueCause::Quarantine,
                 });
             }
         }
@@ -224,30 +269,36 @@ pub fn plan(
             continue;
         };
         match &u.job {
-            None => acts.push(Act::Stop(u.unit.clone())),
+            None => {
+                if mem.stopped.get(&u.unit) != Some(&u.main_pid) {
+                    mem.stopped.insert(u.unit.clone(), u.main_pid);
+                    acts.push(Act::Stop(u.unit.clone()));
+                }
+            }
             Some((job, age)) => {
                 let left_ms = deadline.saturating_sub(now_ms);
                 let why = if left_ms <= 0 {
-                    Some("the drain's deadline was reached".to_string())
+                    Some(("the drain's deadline was reached".to_string(), RequeueCause::DrainDeadline))
                 } else if early_requeue.contains(&u.class) {
                     expected_s.get(&u.class).and_then(|exp| {
                         let remaining = exp - age;
                         // "Clearly": expected to need more than half as long again as is left.
                         (remaining * 1000.0 > left_ms as f64 * 1.5).then(|| {
-                            format!(
-                                "expected to need about {:.0} s more, past the drain's deadline in {:.0} s: requeued early",
-                                remaining,
-                                left_ms as f64 / 1000.0
-                            )
+                            let why = format!(
+                                "expected to need about {} more, past the drain's deadline in {}: requeued early",
+                                human_secs(remaining),
+                                human_secs(left_ms as f64 / 1000.0)
+                            );
+                            (why, RequeueCause::DrainEarly)
                         })
                     })
                 } else {
                     None
                 };
-                if let Some(why) = why {
+                if let Some((why, cause)) = why {
                     if mem.requeued.get(&u.unit) != Some(&u.main_pid) {
                         mem.requeued.insert(u.unit.clone(), u.main_pid);
-                        acts.push(Act::RequeueNow { unit: u.unit.clone(), job: job.clone(), why });
+                        acts.push(Act::RequeueNow { unit: u.unit.clone(), job: job.clone(), why, cause });
                     }
                 }
             }
@@ -413,6 +464,64 @@ mod tests {
         // long-1: 1500 s left against 600 s: requeued now. long-3: 100 s left: let it finish.
         // short-2: its class keeps jobs until the deadline.
         assert_eq!(requeued, vec!["dw@long-1.service"]);
+        // Labelled as what it is (issue 11), with its numbers as they are.
+        let requeues = |acts: &[Act]| -> Vec<(RequeueCause, String)> {
+            acts.iter()
+                .filter_map(|a| match a {
+                    Act::RequeueNow { why, cause, .. } => Some((*cause, why.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            requeues(&acts),
+            vec![(
+                RequeueCause::DrainEarly,
+                "expected to need about 1500 s more, past the drain's deadline in 600 s: requeued early".to_string()
+            )]
+        );
+        // Sub-second values are not rounded to 0 s.
+        let units = vec![unit(1, "long", Some(0.0))];
+        let expected = BTreeMap::from([("long".to_string(), 0.9)]);
+        let orders = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(400))];
+        let (acts, _) = plan(&orders, "h1", &units, &expected, &early, &mut Memory::default(), 0);
+        assert_eq!(
+            requeues(&acts),
+            vec![(
+                RequeueCause::DrainEarly,
+                "expected to need about 900 ms more, past the drain's deadline in 400 ms: requeued early".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn seconds_for_people_table() {
+        for (s, want) in
+            [(0.0, "0 s"), (0.0004, "1 ms"), (0.25, "250 ms"), (1.0, "1.0 s"), (9.94, "9.9 s"), (42.4, "42 s")]
+        {
+            assert_eq!(human_secs(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn a_drained_idle_unit_is_stopped_once_per_process() {
+        // Issue 11: "stop drained unit" appeared two or three times for one unit while it
+        // deactivated.
+        let none = (BTreeMap::new(), BTreeSet::new());
+        let units = vec![unit(1, "a", None)];
+        let orders = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(60_000))];
+        let mut mem = Memory::default();
+        let stops = |acts: &[Act]| acts.iter().filter(|a| matches!(a, Act::Stop(_))).count();
+        let (acts, _) = plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, 0);
+        assert_eq!(stops(&acts), 1);
+        for t in [100, 200, 5_000] {
+            let (acts, _) = plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, t);
+            assert_eq!(stops(&acts), 0, "at {t} ms: {acts:?}");
+        }
+        // A new process of the unit (started again) is stopped again.
+        let again = vec![UnitView { main_pid: 999, ..units[0].clone() }];
+        let (acts, _) = plan(&orders, "h1", &again, &none.0, &none.1, &mut mem, 6_000);
+        assert_eq!(stops(&acts), 1);
     }
 
     #[test]
