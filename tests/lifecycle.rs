@@ -229,8 +229,8 @@ workers = 2
     let mut events = h.env.events().await;
     h.start_supervisor();
     h.wait_status("2 healthy units", Duration::from_secs(60), healthy(2));
-    // rabbitmqctl takes a second or two to start: the job runs long enough for two calls.
-    let payload = format!(r#"{{"sleep": 10, "term_sleep": 5, "lock_dir": "{}"}}"#, locks.display());
+    // rabbitmqctl takes a second or two to start: the first run is long enough for two calls.
+    let payload = format!(r#"{{"first_sleep": 30, "sleep": 1, "term_sleep": 5, "lock_dir": "{}"}}"#, locks.display());
     h.env.submit("e", &payload, 1, &[]);
     wait_until("the first run to take its lock", Duration::from_secs(30), || takes(&locks).len() == 1);
     events.wait_for("the job to start", Duration::from_secs(10), |ev| count(ev, "started") >= 1).await;
@@ -238,12 +238,15 @@ workers = 2
     let first = takes(&locks).remove(0);
     let name = format!("drover work {unit}");
     let conns = connection_pids();
-    let (_, pid) = conns.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no connection {name}: {conns:?}"));
+    let pids: Vec<String> = conns.iter().filter(|(n, _)| *n == name).map(|(_, p)| p.clone()).collect();
+    assert!(!pids.is_empty(), "no connection {name}: {conns:?}");
     // Watch the first run from before the close: rabbitmqctl returns well after the close.
     let watched = first.pid;
-    let watcher = std::thread::spawn(move || death_time(watched, Duration::from_secs(20)));
+    let watcher = std::thread::spawn(move || death_time(watched, Duration::from_secs(40)));
     let closing = now_s();
-    close_connection(pid);
+    for pid in &pids {
+        close_connection(pid);
+    }
     let died = watcher.join().expect("watcher").expect("the attempt is killed");
     events.wait_for("the job to complete", Duration::from_secs(60), |ev| count(ev, "succeeded") >= 1).await;
     let runs = takes(&locks);
@@ -284,4 +287,46 @@ fn close_connection(pid: &str) {
         .output()
         .expect("rabbitmqctl");
     assert!(out.status.success(), "{pid}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Issue 11: a restarted supervisor raised the misconfigured alert again for a unit it had
+/// already alerted on. What was alerted is kept in the state directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_unit_is_alerted_once_across_supervisor_restarts() {
+    let mut h = Host::new(
+        "life-misconf",
+        r#"
+[classes.m]
+mode = "exec"
+command = ["python3", "{handler}"]
+workers = 1
+preflight = [["test", "-w", "/nonexistent/model-cache"]]
+"#,
+    );
+    let unit = h.unit("m-1");
+    let alerts = |h: &Host| {
+        let tl = drover(&["timeline", "--json", "--config"], &h.config);
+        String::from_utf8_lossy(&tl.stdout).matches("unit misconfigured").count()
+    };
+    h.start_supervisor();
+    h.wait_status("the unit misconfigured", Duration::from_secs(60), |u| {
+        u.get(&unit).is_some_and(|s| s.health == "misconfigured")
+    });
+    wait_until("the alert in the timeline", Duration::from_secs(10), || alerts(&h) == 1);
+    for _ in 0..2 {
+        h.stop_supervisor();
+        h.start_supervisor();
+        h.wait_status("the new supervisor's view", Duration::from_secs(60), |u| {
+            u.get(&unit).is_some_and(|s| s.health == "misconfigured")
+        });
+        // A few reconcile passes (resync every 5 s).
+        std::thread::sleep(Duration::from_secs(2));
+        let status = h.status().expect("status");
+        assert!(
+            status.alerts.iter().any(|a| a.kind == "misconfigured" && a.unit == unit),
+            "still shown: {:?}",
+            status.alerts
+        );
+    }
+    assert_eq!(alerts(&h), 1, "one alert across restarts:\n{}", h.supervisor_log());
 }

@@ -12,6 +12,7 @@ Exec mode by default; `behave.py persistent` speaks the persistent protocol. Pay
   lock_dir: take the job's lock file <lock_dir>/<job id>.lock for the run, and append
     "take <job id> <pid> <fence> <unix time> <previous holder's pid or 0> <alive|dead|none>"
     to <lock_dir>/runs.log (the test checks that two runs of a job never overlap)
+  first_sleep: with lock_dir, the first run (no lock found) sleeps this long instead of `sleep`
 BEHAVE_BAD set in the environment: every job hangs (a misconfigured host).
 BEHAVE_BAD_IF=<path>: every job hangs while that file exists (a misconfiguration, then fixed).
 BEHAVE_FAIL_IF=<path>: every job fails while that file exists (a shared outage).
@@ -64,7 +65,7 @@ def take_lock(lock_dir, job_id, fence):
     os.replace(path + ".tmp", path)
     with open(os.path.join(lock_dir, "runs.log"), "a") as f:
         f.write(f"take {job_id} {os.getpid()} {fence} {time.time():.6f} {prev} {state}\n")
-    return path
+    return path, state
 
 
 def on_term_sleep(seconds):
@@ -80,8 +81,11 @@ def work(job_id, attempt, payload, persistent, fence=""):
     lock = None
     if payload.get("term_sleep"):
         on_term_sleep(float(payload["term_sleep"]))
+    sleep = float(payload.get("sleep", 0))
     if payload.get("lock_dir"):
-        lock = take_lock(payload["lock_dir"], job_id, fence)
+        lock, found = take_lock(payload["lock_dir"], job_id, fence)
+        if found == "none" and "first_sleep" in payload:
+            sleep = float(payload["first_sleep"])
     outage = os.environ.get("BEHAVE_FAIL_IF")
     if outage and os.path.exists(outage):
         # A shared dependency is down: every job fails, everywhere.
@@ -101,7 +105,7 @@ def work(job_id, attempt, payload, persistent, fence=""):
     if attempt <= int(payload.get("die_attempts", 0)):
         log("die", job_id, attempt)
         os._exit(3)
-    time.sleep(float(payload.get("sleep", 0)))
+    time.sleep(sleep)
     if payload.get("reject"):
         return 65
     if payload.get("always_fail"):
