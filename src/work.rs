@@ -911,3 +911,29 @@ impl Lease {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_requeue_cause_has_a_signal_of_its_own() {
+        let causes = [RequeueCause::DrainDeadline, RequeueCause::DrainEarly, RequeueCause::Quarantine];
+        let mut signals: Vec<i32> = causes.iter().map(|c| requeue_signal(*c)).collect();
+        signals.push(probe_signal());
+        let mut unique = signals.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), signals.len(), "{signals:?}");
+        assert!(signals.iter().all(|s| (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(s)), "{signals:?}");
+    }
+
+    #[test]
+    fn fences_grow_strictly() {
+        let fences: Vec<u64> = (0..1000).map(|_| next_fence()).collect();
+        assert!(fences.windows(2).all(|w| w[1] > w[0]));
+        // Microseconds since the epoch: comparable across workers whose clocks agree.
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros();
+        assert!((now_us as u64).abs_diff(fences[999]) < 10_000_000);
+    }
+}
