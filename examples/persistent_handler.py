@@ -6,6 +6,10 @@ on stdin with one result line on stdout: {"id": ..., "status": "ok" | "retry" | 
 "message": ...}. Logs go to stderr: stdout is the protocol channel.
 
 Demo payload: {"seconds": 2.5, "fail_rate": 0.1} sleeps, and fails transiently at that rate.
+
+Fencing: each job line carries "fence", larger for every later attempt of the job (the
+DROVER_FENCE of exec mode). Store it with what the job writes and refuse writes whose fence is
+smaller than the stored one: a stale copy's side effects are then rejected (ARCHITECTURE.md).
 """
 import json
 import random

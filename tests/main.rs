@@ -11,5 +11,6 @@ mod drains;
 mod failures;
 mod flow;
 mod lease;
+mod lifecycle;
 mod quarantine;
 pub mod supervisor;

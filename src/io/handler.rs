@@ -1,11 +1,24 @@
 //! Running jobs through the user's handler: one process per job (exec mode) or one long-lived
 //! process fed JSON lines (persistent mode). See INTERFACE.md for the contract.
 //!
+//! Beyond INTERFACE.md's variables, each exec-mode attempt gets `DROVER_FENCE` and each
+//! persistent-mode job line a `"fence"`: a number larger for every later attempt of the job
+//! (also for an uncharged rerun, which keeps `DROVER_ATTEMPT`). A handler with side effects
+//! stores it with them and refuses writes with a smaller one, so that a stale attempt's late
+//! writes are rejected (ARCHITECTURE.md, "Never twice at once").
+//!
 //! Every handler runs in a process group of its own, so that a timeout or a drain can stop the
 //! whole tree it started (TERM, then KILL after a grace), and leftovers of a finished job are
-//! killed too: nothing a job started outlives it. `PR_SET_PDEATHSIG` makes the direct child die
-//! with the worker when the worker is killed outright; under systemd the unit's control group
-//! does the rest.
+//! killed too: nothing a job started outlives it. `PR_SET_PDEATHSIG` (SIGKILL) makes the direct
+//! child die with the worker the moment the worker dies, under systemd and outside it: the
+//! broker hands the job to another worker as soon as this worker's connection drops, and a
+//! handler that catches SIGTERM to save its work must not be running then. Under systemd the
+//! unit's final SIGKILL reaches whatever else is left in its control group (`KillMode=mixed`).
+//!
+//! A stop comes in two strengths ([`Stop`]): a drain's deadline stops the attempt with TERM and
+//! KILL after the grace; a job the broker has already handed to someone else (channel lost,
+//! lease not renewed) is killed at once with SIGKILL, without a grace, because every millisecond
+//! of grace is a millisecond of two copies running.
 
 use crate::config::{ClassConfig, Mode};
 use crate::events::tail;
@@ -28,6 +41,27 @@ pub struct Identity {
     pub class: String,
     pub host: String,
     pub unit: String,
+}
+
+/// Why an attempt is stopped before it ends, and how hard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stop {
+    pub why: String,
+    /// Kill the process group with SIGKILL now, without the TERM grace: the job already runs
+    /// (or is about to run) elsewhere.
+    pub at_once: bool,
+}
+
+impl Stop {
+    /// TERM, then KILL after the grace (a drain's deadline, a requeue on request).
+    pub fn gently(why: impl Into<String>) -> Stop {
+        Stop { why: why.into(), at_once: false }
+    }
+
+    /// SIGKILL now (the job is no longer ours).
+    pub fn at_once(why: impl Into<String>) -> Stop {
+        Stop { why: why.into(), at_once: true }
+    }
 }
 
 /// The handler could not be run at all (cannot spawn, never became ready): the job is not at
@@ -68,16 +102,18 @@ impl Handler {
     }
 
     /// Runs one attempt of `job`, for at most `limit`. When `stop` completes first the attempt
-    /// is killed and reported as interrupted with the reason `stop` gave.
+    /// is killed (as hard as it says) and reported as interrupted with the reason it gave.
+    /// `fence` is the attempt's fencing value (`DROVER_FENCE`; see INTERFACE.md).
     pub async fn run(
         &mut self,
         job: &Job,
+        fence: u64,
         limit: Duration,
-        stop: impl Future<Output = String>,
+        stop: impl Future<Output = Stop>,
     ) -> Result<Outcome, HandlerDown> {
         match self {
-            Handler::Exec(e) => e.run(job, limit, stop).await,
-            Handler::Persistent(p) => p.run(job, limit, stop).await,
+            Handler::Exec(e) => e.run(job, fence, limit, stop).await,
+            Handler::Persistent(p) => p.run(job, fence, limit, stop).await,
         }
     }
 
@@ -96,18 +132,27 @@ fn command(argv: &[String], who: &Identity) -> Command {
         .env("DROVER_UNIT", &who.unit)
         .process_group(0)
         .kill_on_drop(true);
-    // Outside systemd, PR_SET_PDEATHSIG makes the handler die with a worker that is killed
-    // outright. Under systemd the unit's control group already does that (KillMode=control-group),
-    // and the hook is skipped: a pre_exec hook turns posix_spawn into fork+exec, which halves the
-    // rate at which exec mode can start handlers.
-    if std::env::var_os("INVOCATION_ID").is_none() {
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+    // The handler dies with the worker, at once and with SIGKILL, under systemd too: when the
+    // worker dies the broker requeues its job at once, while systemd (KillMode=mixed) would only
+    // kill the rest of the unit after its stop timeout. PR_SET_PDEATHSIG fires when the *thread*
+    // that forked exits, not the process: `drover work` runs a current-thread runtime, so every
+    // handler is spawned from the main thread (tokio's `Command::spawn` forks on the calling
+    // thread, not on a blocking pool thread that could retire after 10 s idle), and the main
+    // thread lives exactly as long as the worker. The hook turns posix_spawn into fork + exec;
+    // BENCHMARKS.md has the cost (the guarantee is worth it).
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The worker may have died between fork and prctl: then the signal never comes.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the worker died while starting the handler"));
+            }
+            Ok(())
+        });
     }
     cmd
 }
@@ -118,6 +163,12 @@ fn signal_group(pgid: u32, signal: i32) {
     unsafe {
         libc::kill(-(pgid as i32), signal);
     }
+}
+
+/// KILL to the whole group now, and reap the child.
+async fn kill_group(child: &mut Child, pgid: u32) -> Option<ExitStatus> {
+    signal_group(pgid, libc::SIGKILL);
+    child.wait().await.ok()
 }
 
 /// TERM to the whole group, KILL after `grace`, and reap the child.
@@ -152,12 +203,14 @@ impl ExecHandler {
     async fn run(
         &self,
         job: &Job,
+        fence: u64,
         limit: Duration,
-        stop: impl Future<Output = String>,
+        stop: impl Future<Output = Stop>,
     ) -> Result<Outcome, HandlerDown> {
         let mut cmd = command(&self.command, &self.who);
         cmd.env("DROVER_JOB_ID", &job.id)
             .env("DROVER_ATTEMPT", job.attempt.to_string())
+            .env("DROVER_FENCE", fence.to_string())
             .env("DROVER_DEADLINE", rfc3339(job.deadline))
             .env("DROVER_TENANT", job.tenant.as_deref().unwrap_or(""))
             .stdin(Stdio::piped())
@@ -199,11 +252,14 @@ impl ExecHandler {
                 exec_outcome(status, &tail(&err, STDERR_TAIL))
             }
             Err(stopped) => {
-                stop_group(&mut child, pgid, self.kill_grace).await;
+                match &stopped {
+                    Some(s) if s.at_once => kill_group(&mut child, pgid).await,
+                    _ => stop_group(&mut child, pgid, self.kill_grace).await,
+                };
                 collector.abort();
                 match stopped {
                     None => Outcome::TimedOut(format!("killed after {:.1}s", limit.as_secs_f64())),
-                    Some(why) => Outcome::Interrupted(why),
+                    Some(s) => Outcome::Interrupted(s.why),
                 }
             }
         };
@@ -303,11 +359,12 @@ pub fn parse_line(line: &str) -> Line {
 }
 
 /// The line written to a persistent handler for one job.
-pub fn job_line(job: &Job) -> String {
+pub fn job_line(job: &Job, fence: u64) -> String {
     let mut obj = serde_json::json!({
         "id": job.id,
         "class": job.class,
         "attempt": job.attempt,
+        "fence": fence,
         "deadline": rfc3339(job.deadline),
         "tenant": job.tenant,
     });
@@ -366,15 +423,19 @@ impl PersistentHandler {
     async fn run(
         &mut self,
         job: &Job,
+        fence: u64,
         limit: Duration,
-        stop: impl Future<Output = String>,
+        stop: impl Future<Output = Stop>,
     ) -> Result<Outcome, HandlerDown> {
         self.ensure_started().await?;
         let Some(proc) = self.proc.as_mut() else {
             return Err(HandlerDown("handler not running".into()));
         };
         let exchange = async {
-            proc.stdin.write_all(job_line(job).as_bytes()).await.map_err(|e| format!("cannot write the job: {e}"))?;
+            proc.stdin
+                .write_all(job_line(job, fence).as_bytes())
+                .await
+                .map_err(|e| format!("cannot write the job: {e}"))?;
             proc.stdin.flush().await.map_err(|e| format!("cannot write the job: {e}"))?;
             loop {
                 match proc.stdout.next_line().await {
@@ -407,11 +468,18 @@ impl PersistentHandler {
                 self.kill().await;
                 Ok(Outcome::TimedOut(format!("killed after {:.1}s; handler restarted", limit.as_secs_f64())))
             }
-            Err(Some(why)) => {
-                // The job goes elsewhere: stop this attempt at once (TERM, KILL after the
-                // grace), rather than wait for the handler to notice end-of-input.
-                self.kill().await;
-                Ok(Outcome::Interrupted(why))
+            Err(Some(stop)) => {
+                // The job goes elsewhere: stop this attempt now rather than wait for the
+                // handler to notice end-of-input; with no grace at all when it already runs
+                // elsewhere.
+                if stop.at_once {
+                    if let Some(mut proc) = self.proc.take() {
+                        kill_group(&mut proc.child, proc.pgid).await;
+                    }
+                } else {
+                    self.kill().await;
+                }
+                Ok(Outcome::Interrupted(stop.why))
             }
         }
     }
@@ -483,11 +551,12 @@ mod tests {
             hand_backs: 0,
             handed_back_at: None,
         };
-        let v: serde_json::Value = serde_json::from_str(&job_line(&job)).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&job_line(&job, 42)).expect("json");
         assert_eq!(v["payload"]["n"], 1);
+        assert_eq!(v["fence"], 42);
         assert!(v.get("payload_b64").is_none());
         job.payload = vec![0xff, 0x00];
-        let v: serde_json::Value = serde_json::from_str(&job_line(&job)).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&job_line(&job, 43)).expect("json");
         assert_eq!(v["payload_b64"], "/wA=");
     }
 

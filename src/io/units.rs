@@ -27,7 +27,7 @@ pub fn render(cfg: &Config, bin: &Path, config: &Path) -> Vec<(String, String)> 
             .replace("@CONFIG@", &config.display().to_string())
             .replace("@START_TIMEOUT@", &secs(start_timeout))
             .replace("@WATCHDOG@", &secs(cfg.systemd.watchdog))
-            .replace("@STOP_TIMEOUT@", &secs(cfg.systemd.stop_timeout))
+            .replace("@STOP_TIMEOUT@", &secs(stop_timeout(cfg)))
             .replace("@ENVIRONMENT@\n", &env)
     };
     let relaxed = |t: String| -> String {
@@ -41,6 +41,18 @@ pub fn render(cfg: &Config, bin: &Path, config: &Path) -> Vec<(String, String)> 
         ("drover-supervisor.service".to_string(), fill(SUPERVISOR)),
     ]
 }
+
+/// The unit's `TimeoutStopSec=`: the configured one, raised when it would not outlast the drain
+/// deadline plus the kill grace (systemd's final SIGKILL must come after Drover's drain;
+/// `check-config` warns about such a setting).
+pub fn stop_timeout(cfg: &Config) -> Duration {
+    let needed = cfg.worker.drain_deadline + cfg.worker.kill_grace + STOP_MARGIN;
+    cfg.systemd.stop_timeout.max(needed)
+}
+
+/// What `TimeoutStopSec=` keeps beyond the drain deadline and the kill grace at least: the
+/// worker's own shutdown (events settled, connection closed).
+const STOP_MARGIN: Duration = Duration::from_secs(10);
 
 /// Where the manager reads unit files: `/etc/systemd/system`, or the user's
 /// `$XDG_CONFIG_HOME/systemd/user` (default `~/.config/systemd/user`).
@@ -75,9 +87,14 @@ pub fn write(dir: &Path, files: &[(String, String)]) -> std::io::Result<Vec<Path
 
 /// Describes the timeouts written, for the operator.
 pub fn summary(cfg: &Config) -> String {
+    let raised = if stop_timeout(cfg) > cfg.systemd.stop_timeout {
+        format!(" (raised from systemd.stop_timeout = {})", duration::format(cfg.systemd.stop_timeout))
+    } else {
+        String::new()
+    };
     format!(
-        "stop timeout {} (drain deadline {} + kill grace {}), watchdog {}",
-        duration::format(cfg.systemd.stop_timeout),
+        "stop timeout {}{raised} (drain deadline {} + kill grace {}), watchdog {}",
+        duration::format(stop_timeout(cfg)),
         duration::format(cfg.worker.drain_deadline),
         duration::format(cfg.worker.kill_grace),
         duration::format(cfg.systemd.watchdog)
@@ -120,6 +137,17 @@ mod tests {
         let w = &files[0].1;
         assert!(w.contains("ExecStart=/usr/bin/drover work --config /etc/drover.toml --instance %i"));
         assert!(w.contains("TimeoutStopSec=370s"), "5m drain + 10s grace + 1m");
+        // Issue 11: a stop is a drain: systemd's SIGTERM reaches the worker alone.
+        assert!(w.contains("\nKillMode=mixed\n") && !w.contains("KillMode=control-group"));
+        let short = Config::parse(
+            "[worker]\ndrain_deadline = \"5m\"\n[systemd]\nstop_timeout = \"1m\"\n[classes.x]\ncommand = [\"true\"]\n",
+            "t",
+            &crate::config::Environment::example(),
+        )
+        .expect("valid");
+        let raised = &render(&short, Path::new("/b"), Path::new("/c"))[0].1;
+        assert!(raised.contains("TimeoutStopSec=320s"), "raised past 5m drain + 10s grace: {raised}");
+        assert!(summary(&short).contains("raised from systemd.stop_timeout = 1m"), "{}", summary(&short));
         assert!(w.contains("Environment=\"A=1\""));
         assert!(w.contains("RestartPreventExitStatus=78"));
         assert!(w.contains("ProtectKernelTunables=yes") && !w.contains("ProtectKernelLogs"));

@@ -36,6 +36,29 @@ const MAX_ALERTS: usize = 50;
 struct FromEvents {
     /// Unit -> the output of its failed preflight check.
     misconfigured: HashMap<String, String>,
+    /// Job ids seen succeeding (bounded, oldest forgotten first): a job completes once however
+    /// many `succeeded` events it has (an acknowledgement lost after it was sent runs it again).
+    completed: std::collections::HashSet<String>,
+    completed_order: std::collections::VecDeque<String>,
+}
+
+/// How many completed job ids the supervisor remembers to count each job's completion once.
+const COMPLETED_MEMORY: usize = 200_000;
+
+impl FromEvents {
+    /// True the first time a job id completes.
+    fn first_completion(&mut self, id: &str) -> bool {
+        if !self.completed.insert(id.to_string()) {
+            return false;
+        }
+        self.completed_order.push_back(id.to_string());
+        if self.completed_order.len() > COMPLETED_MEMORY {
+            if let Some(old) = self.completed_order.pop_front() {
+                self.completed.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<i32> {
@@ -84,7 +107,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     tasks.spawn(notify::watchdog_loop(tasks.token().clone()));
     notify::ready();
 
+    let alerted_path = cfg.alerts.state_dir.join(format!("{}-misconfigured-alerted.json", cfg.broker.prefix));
+    let alerted: BTreeMap<String, String> = std::fs::read(&alerted_path)
+        .ok()
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| tracing::warn!("ignoring {}: {e}", alerted_path.display())).ok()
+        })
+        .unwrap_or_default();
     let mut s = Supervisor {
+        alerted,
+        alerted_path,
         desired: desired_units(&cfg),
         policy: Policy {
             restart: cfg.supervisor.restart,
@@ -148,6 +180,10 @@ struct Supervisor {
     maint: Arc<Mutex<Maintenance>>,
     wake: Arc<tokio::sync::Notify>,
     timeline: Timeline,
+    /// Units already alerted as misconfigured, with the alert's detail, kept in
+    /// `alerts.state_dir`: a restarted supervisor does not raise the same alert again.
+    alerted: BTreeMap<String, String>,
+    alerted_path: std::path::PathBuf,
 }
 
 impl Supervisor {
@@ -278,10 +314,10 @@ impl Supervisor {
             let (r, what, unit) = match act {
                 Act::Cordon(u) => (sd.kill(u, libc::SIGUSR1).await, "cordon unit".to_string(), u),
                 Act::Uncordon(u) => (sd.kill(u, libc::SIGUSR2).await, "resume unit".to_string(), u),
-                Act::RequeueNow { unit, job, why } => {
+                Act::RequeueNow { unit, job, why, cause } => {
                     tracing::info!("{unit}: requeueing job {job}: {why}");
                     self.timeline.record("drover", &format!("requeue job {job}"), why, unit);
-                    (sd.kill(unit, crate::worker::requeue_signal()).await, String::new(), unit)
+                    (sd.kill(unit, crate::worker::requeue_signal(*cause)).await, String::new(), unit)
                 }
                 Act::Probe(u) => {
                     tracing::info!("{u}: hold over, letting one probe job through");
@@ -352,11 +388,29 @@ impl Supervisor {
                 metrics::counter!(m::UNIT_RESTARTS_TOTAL, "class" => class).increment(1);
             }
         }
+        self.forget_recovered_misconfigured();
         self.record_alerts(&plan.alerts);
         self.update_report(&observed, &held, &cordoned);
         metrics::counter!(m::RECONCILE_PASSES_TOTAL).increment(1);
         metrics::histogram!(m::RECONCILE_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(plan.wake_at)
+    }
+
+    /// A unit that runs healthy again may be alerted as misconfigured again later.
+    fn forget_recovered_misconfigured(&mut self) {
+        let before = self.alerted.len();
+        let tracks = &self.reconciler.tracks;
+        self.alerted.retain(|unit, _| tracks.get(unit).is_none_or(|t| t.health != Some(Health::Healthy)));
+        if self.alerted.len() != before {
+            self.save_alerted();
+        }
+    }
+
+    fn save_alerted(&self) {
+        let bytes = serde_json::to_vec(&self.alerted).unwrap_or_default();
+        if let Err(e) = orders::write_atomically(&self.alerted_path, &bytes) {
+            tracing::warn!("cannot write {}: {e}", self.alerted_path.display());
+        }
     }
 
     fn record_alerts(&mut self, alerts: &[Alert]) {
@@ -365,6 +419,22 @@ impl Supervisor {
         }
         let Ok(mut r) = self.report.lock() else { return };
         for a in alerts {
+            if let Alert::Misconfigured { unit, detail } = a {
+                if self.alerted.get(unit) == Some(detail) {
+                    // Raised already, by this supervisor or one before a restart: shown in
+                    // the status, not raised again.
+                    tracing::info!("{unit} is still misconfigured ({detail}); alerted before, not again");
+                    r.alerts.push(AlertRecord {
+                        at: rfc3339(now_ms()),
+                        kind: "misconfigured".into(),
+                        unit: unit.clone(),
+                        message: detail.clone(),
+                    });
+                    continue;
+                }
+                self.alerted.insert(unit.clone(), detail.clone());
+                self.save_alerted();
+            }
             let (kind, unit, message) = match a {
                 Alert::Failing { unit, failures, last_exit } => {
                     tracing::error!("ALERT {unit} is failing: {failures} failures in a row, last: {last_exit}; restarting at the capped delay");

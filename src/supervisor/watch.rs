@@ -412,7 +412,22 @@ fn record_event(e: &JobEvent, into: &Arc<Mutex<FromEvents>>) {
                 metrics::histogram!(m::JOB_QUEUE_WAIT_SECONDS, "class" => class).record(w);
             }
         }
-        EventKind::Succeeded | EventKind::RetryScheduled | EventKind::DeadLettered | EventKind::Requeued => {
+        EventKind::Succeeded
+        | EventKind::RetryScheduled
+        | EventKind::DeadLettered
+        | EventKind::Requeued
+        | EventKind::AckLost => {
+            if e.event == EventKind::Succeeded {
+                let id = e.job_id.as_deref().unwrap_or("");
+                let first = into.lock().map(|mut f| f.first_completion(id)).unwrap_or(true);
+                if !first {
+                    tracing::info!(
+                        "job {id} succeeded again on {} (its first acknowledgement was lost): counted once",
+                        e.unit
+                    );
+                    return;
+                }
+            }
             let outcome = e.outcome.clone().unwrap_or_else(|| "undecodable".into());
             metrics::counter!(m::JOBS_TOTAL, "class" => class.clone(), "outcome" => outcome.clone(), "result" => e.event.as_str())
                 .increment(1);

@@ -18,12 +18,13 @@ use crate::duration;
 use crate::events::{tail, EventKind, JobEvent};
 use crate::io::amqp::{BrokerError, Link};
 use crate::io::clock::now_ms;
-use crate::io::handler::{Handler, HandlerDown, Identity};
+use crate::io::handler::{Handler, HandlerDown, Identity, Stop};
 use crate::io::notify;
 use crate::io::preflight;
 use crate::io::random::Jitter;
 use crate::io::wire::{self, with_headers};
 use crate::job::{self, rfc3339, Job};
+use crate::maintenance::RequeueCause;
 use crate::outcome::{
     admit, decide, failed_on_after, failures_after, hand_back, Action, Charges, DeadReason, Outcome, RetryPolicy,
 };
@@ -46,8 +47,10 @@ struct Drain {
     consumer: Mutex<Option<(Channel, String)>>,
     /// Cordoned (SIGUSR1, undone by SIGUSR2): no new job; the running one goes on.
     cordoned: tokio::sync::watch::Sender<bool>,
-    /// Requeue the running job now, without charge (the supervisor's drain deadline).
+    /// Requeue the running job now, without charge (a drain's deadline, an early requeue, a
+    /// quarantine), with the reason the supervisor's signal gave.
     requeue_now: tokio::sync::Notify,
+    requeue_why: Mutex<&'static str>,
     /// Probing (the probe signal): take exactly one job, then cordon again.
     probe: std::sync::atomic::AtomicBool,
 }
@@ -60,6 +63,7 @@ impl Default for Drain {
             consumer: Mutex::new(None),
             cordoned: tokio::sync::watch::channel(false).0,
             requeue_now: tokio::sync::Notify::new(),
+            requeue_why: Mutex::new(RequeueCause::DrainDeadline.reason()),
             probe: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -68,9 +72,34 @@ impl Default for Drain {
 /// How long a worker started by a supervisor waits for the fleet's verdicts before its first job.
 const VERDICTS_WAIT: Duration = Duration::from_secs(3);
 
-/// The signal a supervisor sends at a drain's deadline: requeue the running job now.
-pub fn requeue_signal() -> i32 {
-    libc::SIGRTMIN() + 2
+/// The signal a supervisor sends to requeue the running job now, one per cause, so that the
+/// worker's `requeued` event says why (a drain's deadline, an early requeue, a quarantine).
+pub fn requeue_signal(cause: RequeueCause) -> i32 {
+    libc::SIGRTMIN()
+        + match cause {
+            RequeueCause::DrainDeadline => 2,
+            RequeueCause::DrainEarly => 4,
+            RequeueCause::Quarantine => 5,
+        }
+}
+
+/// The attempt's fencing value (`DROVER_FENCE`, INTERFACE.md): microseconds since the Unix
+/// epoch when the attempt started, strictly increasing within this worker. A later attempt of
+/// a job carries a larger value than an earlier one as long as the hosts' clocks agree to
+/// better than the time the earlier attempt ran before it lost the job (ARCHITECTURE.md).
+fn next_fence() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let mut prev = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
 }
 
 /// The signal a supervisor sends to a quarantined or paused worker whose hold ran out: take
@@ -183,7 +212,9 @@ fn spawn_signal_handler(drain: Arc<Drain>, tasks: &Tasks) -> anyhow::Result<()> 
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
-    let mut requeue = signal(SignalKind::from_raw(requeue_signal()))?;
+    let mut requeue = signal(SignalKind::from_raw(requeue_signal(RequeueCause::DrainDeadline)))?;
+    let mut requeue_early = signal(SignalKind::from_raw(requeue_signal(RequeueCause::DrainEarly)))?;
+    let mut requeue_quarantine = signal(SignalKind::from_raw(requeue_signal(RequeueCause::Quarantine)))?;
     let mut probe = signal(SignalKind::from_raw(probe_signal()))?;
     let d = drain.clone();
     let cancel = tasks.token().clone();
@@ -204,8 +235,17 @@ fn spawn_signal_handler(drain: Arc<Drain>, tasks: &Tasks) -> anyhow::Result<()> 
                     d.probe.store(true, std::sync::atomic::Ordering::SeqCst);
                     d.cordon(false);
                 }
-                _ = requeue.recv() => {
-                    tracing::info!("asked to requeue the running job now");
+                cause = async {
+                    tokio::select! {
+                        _ = requeue.recv() => RequeueCause::DrainDeadline,
+                        _ = requeue_early.recv() => RequeueCause::DrainEarly,
+                        _ = requeue_quarantine.recv() => RequeueCause::Quarantine,
+                    }
+                } => {
+                    tracing::info!("asked to requeue the running job now ({})", cause.reason());
+                    if let Ok(mut why) = d.requeue_why.lock() {
+                        *why = cause.reason();
+                    }
                     d.requeue_now.notify_waiters();
                 }
             }
@@ -497,27 +537,32 @@ impl Worker {
 
         let limit = self.class.timeout.min(job.time_left(started));
         let lost = CancellationToken::new();
+        let fence = next_fence();
+        let conn_events = self.link.connection().map(|c| c.events_listener());
         let outcome = {
             let drain = self.drain.clone();
             let drain_deadline = self.cfg.worker.drain_deadline;
             let lost_ref = &lost;
             let stop = async move {
                 tokio::select! {
-                    why = drain.deadline_passed(drain_deadline) => why,
-                    _ = drain.requeue_now.notified() => "requeued at the drain's deadline".to_string(),
-                    _ = lost_ref.cancelled() => "lost the job to the broker (channel closed or lease not renewed): it runs elsewhere".to_string(),
+                    why = drain.deadline_passed(drain_deadline) => Stop::gently(why),
+                    _ = drain.requeue_now.notified() => {
+                        Stop::gently(drain.requeue_why.lock().map(|w| *w).unwrap_or("requeued on request"))
+                    }
+                    // The broker has already handed the job to someone else: no grace.
+                    _ = lost_ref.cancelled() => Stop::at_once("lost the job to the broker (channel closed or lease not renewed): it runs elsewhere"),
                 }
             };
             let link = &mut self.link;
             let keeper = async {
                 match lease.as_mut() {
                     Some(l) => l.keep(link, lost_ref).await,
-                    None => watch_delivery(&delivery, chan, lost_ref).await,
+                    None => watch_delivery(&delivery, chan, conn_events, lost_ref).await,
                 }
                 std::future::pending::<()>().await
             };
             tokio::select! {
-                r = self.handler.run(&job, limit, stop) => r,
+                r = self.handler.run(&job, fence, limit, stop) => r,
                 _ = keeper => unreachable!("the keeper never completes"),
             }
         };
@@ -568,10 +613,24 @@ impl Worker {
             Some(l) => l.finish(&mut self.link, &action, &job, &self.cfg.host, &self.unit).await,
             None => self.settle(&delivery, &action, &job).await,
         };
-        if outcome != Outcome::Succeeded {
+        // The attempt failed: say so, before the decision. An interrupted attempt (a drain, a
+        // stop, a requeue on request) did not fail: its decision event (`requeued`) says what
+        // happened, and nothing counts it as a failure (issue 11: a reboot showed a failure
+        // for every job it moved).
+        if !matches!(outcome, Outcome::Succeeded | Outcome::Interrupted(_)) {
             self.link.event(done.clone()).await;
         }
+        // What the worker can know: a success whose acknowledgement never reached the broker
+        // is not a completion (the job runs again), and says so.
+        let ack_lost = matches!(recorded, Ok(false));
         match action {
+            Action::Ack if ack_lost => {
+                done.event = EventKind::AckLost;
+                done.reason = Some(
+                    "the handler succeeded, but the acknowledgement could not be handed to the broker: the job runs again"
+                        .into(),
+                );
+            }
             Action::Ack => done.event = EventKind::Succeeded,
             Action::Retry { delay } => {
                 done.event = EventKind::RetryScheduled;
@@ -588,7 +647,7 @@ impl Worker {
         }
         self.link.event(done).await;
         notify::status(if self.drain.token.is_cancelled() { "draining" } else { "idle" });
-        recorded
+        recorded.map(|_| ())
     }
 
     /// What the job's history charges to it, after the fleet's verdicts.
@@ -599,28 +658,31 @@ impl Worker {
         }
     }
 
-    /// Records the decision for a job that holds its delivery.
-    async fn settle(&mut self, delivery: &Delivery, action: &Action, job: &Job) -> Result<(), BrokerError> {
+    /// Records the decision for a job that holds its delivery; `Ok(false)` when the
+    /// acknowledgement could not be handed to the broker (it will deliver the job again).
+    async fn settle(&mut self, delivery: &Delivery, action: &Action, job: &Job) -> Result<bool, BrokerError> {
         if !delivery.acker.usable() {
             tracing::warn!(
                 "job {}: the channel closed before the result was recorded; the broker will deliver it again",
                 job.id
             );
-            return Ok(());
+            return Ok(false);
         }
-        match action {
+        Ok(match action {
             Action::Ack => ack(delivery).await,
             Action::Retry { delay } => {
                 self.publish_retry(&delivery.properties, &delivery.data, job, *delay).await?;
-                ack(delivery).await;
+                ack(delivery).await
             }
             Action::DeadLetter { reason, detail } => {
                 self.dead_letter(&delivery.properties, &delivery.data, *reason, detail).await?;
-                ack(delivery).await;
+                ack(delivery).await
             }
-            Action::Requeue { .. } => requeue_quietly(delivery).await,
-        }
-        Ok(())
+            Action::Requeue { .. } => {
+                requeue_quietly(delivery).await;
+                true
+            }
+        })
     }
 
     async fn publish_retry(
@@ -676,14 +738,17 @@ impl Worker {
     }
 }
 
-async fn ack(delivery: &Delivery) {
+/// Acknowledges; false when the acknowledgement could not be handed to the broker.
+async fn ack(delivery: &Delivery) -> bool {
     match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
+        Ok(true) => true,
         Ok(false) => {
-            tracing::warn!("acknowledgement not sent: the channel is gone; the broker will deliver the job again")
+            tracing::warn!("acknowledgement not sent: the channel is gone; the broker will deliver the job again");
+            false
         }
         Err(e) => {
-            tracing::warn!("acknowledgement failed ({e}); the broker will deliver the job again")
+            tracing::warn!("acknowledgement failed ({e}); the broker will deliver the job again");
+            false
         }
     }
 }
@@ -692,16 +757,51 @@ async fn requeue_quietly(delivery: &Delivery) {
     let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
 }
 
-/// Completes (by cancelling `lost`) when the delivery can no longer be acknowledged.
-async fn watch_delivery(delivery: &Delivery, chan: &Channel, lost: &CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        if delivery.acker.poisoned() || !chan.status().connected() {
-            lost.cancel();
-            return;
+/// Completes (by cancelling `lost`) when the delivery can no longer be acknowledged: at once
+/// when the connection reports an error (the broker closed it, the socket broke), and within
+/// 20 ms otherwise (for example when only the channel closed (the broker's consumer_timeout closes the channel alone).
+async fn watch_delivery(
+    delivery: &Delivery,
+    chan: &Channel,
+    conn_events: Option<impl futures_lite::Stream<Item = lapin::Event>>,
+    lost: &CancellationToken,
+) {
+    let gone = || delivery.acker.poisoned() || !chan.status().connected();
+    let poll = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            if gone() {
+                return;
+            }
         }
+    };
+    let errors = async {
+        let Some(events) = conn_events else { return std::future::pending().await };
+        let mut events = std::pin::pin!(events);
+        loop {
+            match events.next().await {
+                // Any channel's error is reported here too: only ours counts. The channel's
+                // own state follows the connection's within moments.
+                Some(lapin::Event::Error(_)) => {
+                    for _ in 0..20 {
+                        if gone() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                None => return std::future::pending().await,
+                Some(_) if gone() => return,
+                Some(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = poll => {}
+        _ = errors => {}
     }
+    lost.cancel();
 }
 
 /// A broker-held lease on a running job (see the module doc).
@@ -792,7 +892,7 @@ impl Lease {
         job: &Job,
         host: &str,
         unit: &str,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<bool, BrokerError> {
         let give_up = self.expires() - Duration::from_millis(500);
         let work = link.names.work(&self.class);
         let mut published = matches!(action, Action::Ack);
@@ -821,13 +921,13 @@ impl Lease {
                 link.delete_queue(&self.queue).await
             };
             match attempt.await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(e) if Instant::now() >= give_up => {
                     tracing::error!(
                         "job {}: result not recorded before the lease expired ({e}); it will run again",
                         self.job_id
                     );
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(e) => {
                     tracing::warn!("job {}: recording the result failed ({e}); retrying", self.job_id);
@@ -835,5 +935,31 @@ impl Lease {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_requeue_cause_has_a_signal_of_its_own() {
+        let causes = [RequeueCause::DrainDeadline, RequeueCause::DrainEarly, RequeueCause::Quarantine];
+        let mut signals: Vec<i32> = causes.iter().map(|c| requeue_signal(*c)).collect();
+        signals.push(probe_signal());
+        let mut unique = signals.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), signals.len(), "{signals:?}");
+        assert!(signals.iter().all(|s| (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(s)), "{signals:?}");
+    }
+
+    #[test]
+    fn fences_grow_strictly() {
+        let fences: Vec<u64> = (0..1000).map(|_| next_fence()).collect();
+        assert!(fences.windows(2).all(|w| w[1] > w[0]));
+        // Microseconds since the epoch: comparable across workers whose clocks agree.
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros();
+        assert!((now_us as u64).abs_diff(fences[999]) < 10_000_000);
     }
 }

@@ -18,6 +18,12 @@ pub enum EventKind {
     RetryScheduled,
     DeadLettered,
     Requeued,
+    /// The handler succeeded, but the acknowledgement (or, for a leased job, the lease's
+    /// release) could not be handed to the broker: the job will run again. Not a completion:
+    /// the run that the broker records as done says `succeeded`. Consumers that count
+    /// completions count job ids, since an acknowledgement the broker lost *after* it was sent
+    /// cannot be seen by the worker.
+    AckLost,
     /// A worker's preflight failed: it takes no job (not tied to a job).
     Misconfigured,
     /// `drover submit` published `count` jobs of a class for a tenant (one event per batch).
@@ -33,6 +39,7 @@ impl EventKind {
             EventKind::RetryScheduled => "retry_scheduled",
             EventKind::DeadLettered => "dead_lettered",
             EventKind::Requeued => "requeued",
+            EventKind::AckLost => "ack_lost",
             EventKind::Misconfigured => "misconfigured",
             EventKind::Submitted => "submitted",
         }

@@ -181,7 +181,8 @@ impl LatencyWatch {
             | EventKind::Failed
             | EventKind::RetryScheduled
             | EventKind::DeadLettered
-            | EventKind::Requeued => {
+            | EventKind::Requeued
+            | EventKind::AckLost => {
                 w.running.remove(&id);
                 // Completions that say how long the work takes: successes, and timeouts (a
                 // job killed at its timeout took at least that long: the incident's signature).

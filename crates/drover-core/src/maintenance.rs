@@ -88,6 +88,45 @@ impl Order {
     }
 }
 
+/// Why a running job is requeued on the supervisor's request: the worker is told which (one
+/// signal each), so that its job event says what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequeueCause {
+    /// The drain's deadline was reached.
+    DrainDeadline,
+    /// The job is expected to need clearly longer than the drain has left (`drain_early_requeue`).
+    DrainEarly,
+    /// The worker is quarantined.
+    Quarantine,
+}
+
+impl RequeueCause {
+    /// The reason the worker gives in its `requeued` event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RequeueCause::DrainDeadline => "requeued at the drain's deadline",
+            RequeueCause::DrainEarly => {
+                "requeued early by the drain: expected to need clearly longer than the drain had left"
+            }
+            RequeueCause::Quarantine => "requeued: the worker is quarantined",
+        }
+    }
+}
+
+/// Seconds for people: sub-second values in milliseconds, a decimal below 10 s, whole seconds
+/// above (never "0 s" for 0.4 s).
+pub fn human_secs(s: f64) -> String {
+    if !s.is_finite() || s <= 0.0 {
+        "0 s".into()
+    } else if s < 1.0 {
+        format!("{:.0} ms", (s * 1000.0).max(1.0))
+    } else if s < 10.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
 /// One unit as the supervisor sees it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UnitView {
@@ -107,6 +146,7 @@ pub enum Act {
         unit: String,
         job: String,
         why: String,
+        cause: RequeueCause,
     },
     Stop(String),
     /// Let a cordoned unit take exactly one job, then cordon itself again.
@@ -119,6 +159,9 @@ pub struct Memory {
     cordoned: BTreeMap<String, u32>,
     requeued: BTreeMap<String, u32>,
     probed: BTreeMap<String, u32>,
+    /// Drained units already told to stop (by main pid): one stop per process, not one per pass
+    /// while it deactivates.
+    stopped: BTreeMap<String, u32>,
 }
 
 impl Memory {
@@ -204,7 +247,7 @@ pub fn plan(
         let quarantined =
             orders.iter().any(|o| o.kind == Kind::Quarantine && !o.probing() && applies(&o.scope, host, u));
         if let (true, Some((job, _))) = (quarantined, &u.job) {
-            acts.extend(mem.requeue_once(u, job, "the worker is quarantined".into()));
+            acts.extend(mem.requeue_once(u, job, "the worker is quarantined".into(), RequeueCause::Quarantine));
         }
         acts.extend(drain(&drains, u, expected_s, early_requeue, mem, now_ms));
     }
@@ -217,6 +260,7 @@ impl Memory {
         self.cordoned.remove(unit);
         self.requeued.remove(unit);
         self.probed.remove(unit);
+        self.stopped.remove(unit);
     }
 
     /// A cordon for a process newly covered by an order, an uncordon once none covers it.
@@ -245,12 +289,21 @@ impl Memory {
     }
 
     /// A requeue of the unit's job, once per process.
-    fn requeue_once(&mut self, u: &UnitView, job: &str, why: String) -> Option<Act> {
+    fn requeue_once(&mut self, u: &UnitView, job: &str, why: String, cause: RequeueCause) -> Option<Act> {
         if self.requeued.get(&u.unit) == Some(&u.main_pid) {
             return None;
         }
         self.requeued.insert(u.unit.clone(), u.main_pid);
-        Some(Act::RequeueNow { unit: u.unit.clone(), job: job.to_string(), why })
+        Some(Act::RequeueNow { unit: u.unit.clone(), job: job.to_string(), why, cause })
+    }
+
+    /// A stop of an idle drained unit, once per process.
+    fn stop_once(&mut self, u: &UnitView) -> Option<Act> {
+        if self.stopped.get(&u.unit) == Some(&u.main_pid) {
+            return None;
+        }
+        self.stopped.insert(u.unit.clone(), u.main_pid);
+        Some(Act::Stop(u.unit.clone()))
     }
 }
 
@@ -267,17 +320,17 @@ fn drain(
     // The earliest deadline of the drains that cover it.
     let deadline = drains.iter().filter_map(|o| o.deadline_ms).min().or(drains.first().map(|_| i64::MAX))?;
     let Some((job, age)) = &u.job else {
-        return Some(Act::Stop(u.unit.clone()));
+        return mem.stop_once(u);
     };
     let left_ms = deadline.saturating_sub(now_ms);
-    let why = if left_ms <= 0 {
-        Some("the drain's deadline was reached".to_string())
+    let (why, cause) = if left_ms <= 0 {
+        ("the drain's deadline was reached".to_string(), RequeueCause::DrainDeadline)
     } else if early_requeue.contains(&u.class) {
-        expected_s.get(&u.class).and_then(|exp| too_long_to_finish(exp - age, left_ms))
+        (expected_s.get(&u.class).and_then(|exp| too_long_to_finish(exp - age, left_ms))?, RequeueCause::DrainEarly)
     } else {
-        None
+        return None;
     };
-    mem.requeue_once(u, job, why?)
+    mem.requeue_once(u, job, why, cause)
 }
 
 /// Why a job expected to need `remaining` seconds more is requeued with `left_ms` of the drain
@@ -286,9 +339,9 @@ fn too_long_to_finish(remaining: f64, left_ms: i64) -> Option<String> {
     // "Clearly": expected to need more than half as long again as is left.
     (remaining * 1000.0 > left_ms as f64 * 1.5).then(|| {
         format!(
-            "expected to need about {:.0} s more, past the drain's deadline in {:.0} s: requeued early",
-            remaining,
-            left_ms as f64 / 1000.0
+            "expected to need about {} more, past the drain's deadline in {}: requeued early",
+            human_secs(remaining),
+            human_secs(left_ms as f64 / 1000.0)
         )
     })
 }
@@ -450,6 +503,64 @@ mod tests {
         // long-1: 1500 s left against 600 s: requeued now. long-3: 100 s left: let it finish.
         // short-2: its class keeps jobs until the deadline.
         assert_eq!(requeued, vec!["dw@long-1.service"]);
+        // Labelled as what it is (issue 11), with its numbers as they are.
+        let requeues = |acts: &[Act]| -> Vec<(RequeueCause, String)> {
+            acts.iter()
+                .filter_map(|a| match a {
+                    Act::RequeueNow { why, cause, .. } => Some((*cause, why.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            requeues(&acts),
+            vec![(
+                RequeueCause::DrainEarly,
+                "expected to need about 1500 s more, past the drain's deadline in 600 s: requeued early".to_string()
+            )]
+        );
+        // Sub-second values are not rounded to 0 s.
+        let units = vec![unit(1, "long", Some(0.0))];
+        let expected = BTreeMap::from([("long".to_string(), 0.9)]);
+        let orders = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(400))];
+        let (acts, _) = plan(&orders, "h1", &units, &expected, &early, &mut Memory::default(), 0);
+        assert_eq!(
+            requeues(&acts),
+            vec![(
+                RequeueCause::DrainEarly,
+                "expected to need about 900 ms more, past the drain's deadline in 400 ms: requeued early".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn seconds_for_people_table() {
+        for (s, want) in
+            [(0.0, "0 s"), (0.0004, "1 ms"), (0.25, "250 ms"), (1.0, "1.0 s"), (9.94, "9.9 s"), (42.4, "42 s")]
+        {
+            assert_eq!(human_secs(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn a_drained_idle_unit_is_stopped_once_per_process() {
+        // Issue 11: "stop drained unit" appeared two or three times for one unit while it
+        // deactivated.
+        let none = (BTreeMap::new(), BTreeSet::new());
+        let units = vec![unit(1, "a", None)];
+        let orders = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(60_000))];
+        let mut mem = Memory::default();
+        let stops = |acts: &[Act]| acts.iter().filter(|a| matches!(a, Act::Stop(_))).count();
+        let (acts, _) = plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, 0);
+        assert_eq!(stops(&acts), 1);
+        for t in [100, 200, 5_000] {
+            let (acts, _) = plan(&orders, "h1", &units, &none.0, &none.1, &mut mem, t);
+            assert_eq!(stops(&acts), 0, "at {t} ms: {acts:?}");
+        }
+        // A new process of the unit (started again) is stopped again.
+        let again = vec![UnitView { main_pid: 999, ..units[0].clone() }];
+        let (acts, _) = plan(&orders, "h1", &again, &none.0, &none.1, &mut mem, 6_000);
+        assert_eq!(stops(&acts), 1);
     }
 
     #[test]

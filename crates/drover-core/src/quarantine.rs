@@ -210,7 +210,8 @@ impl Attribution {
             | EventKind::Failed
             | EventKind::RetryScheduled
             | EventKind::DeadLettered
-            | EventKind::Requeued => {
+            | EventKind::Requeued
+            | EventKind::AckLost => {
                 if self.open.get(&job) == Some(&(worker.clone(), e.attempt)) {
                     self.open.remove(&job);
                 }
