@@ -25,6 +25,15 @@
 //! permanent slowdown therefore keeps alerting until the caller resets the detector. No alert
 //! fires during `warmup`.
 //!
+//! Cold start. `warmup` is 100 completions; until `mature_completions` (1,000) the baseline is
+//! young, and each residual is judged against the upper end of its confidence band: the
+//! expected ln-duration is raised by `young_z` (1.5) standard errors beyond a mature baseline's,
+//! `young_z * sqrt(1/n - 1/mature) * sqrt(1 + profile terms) * scale`, and the scale by
+//! `young_z * sqrt(1/n - 1/mature) * 0.76` of itself, so the band closes as the estimates
+//! settle and the detector is exactly the tuned one from `mature_completions` on.
+//! [`Detector::rebaseline`] starts a new baseline (after a deploy that changed the run time on
+//! purpose) without a restart. Workload families and cold-start numbers: BENCHMARKS.md.
+//!
 //! Daily profile. The expected ln(duration) at UTC time of day θ (θ = 2π per day) is
 //! `location + Σ_k a_k cos kθ + b_k sin kθ`, k = 1..`season_harmonics` (2 by default: a daily
 //! and a half-daily wave, 4 coefficients). It is fitted online by ridge regression: each learnt
