@@ -1,16 +1,26 @@
 //! Evaluation bench of the latency drift detector (`drover::drift`): false alarms on stable
-//! data, detection delay on steps and a ramp, and the cost per completion. Prints Markdown.
+//! data, detection delay on steps and a ramp, on a young baseline (cold start) and a mature one,
+//! for every workload family of `benches/support/workload.rs`, and the cost per completion.
+//! Prints Markdown.
 //!
-//! Synthetic workload (seeded, reproducible): lognormal durations with a 30 min median and
-//! sigma 0.25, completions every 15 min on average (exponential gaps), 2% stragglers at 2-5x,
-//! a +-20% daily cycle on the median. Each change series has a 2,000-completion stable prefix
-//! then the change. The base seed can be overridden with `DRIFT_EVAL_SEED`; `DRIFT_EVAL_SEEDS`
-//! (`100-109`, or a comma-separated list) pools several base seeds into one table (tuning is
-//! judged on seeds 100-109, not on the default one), and `DRIFT_EVAL_CONFIG` (a partial
-//! `DetectorConfig` as JSON, e.g. `{"thresholds": [7.5, 13, 12, 16, 7]}`) evaluates another
-//! tuning; `DRIFT_EVAL_DETAIL=1` adds the mean delay per case and the share of series caught
-//! within the median target (finer than the medians, for comparing variants). The cost per
-//! completion is timed roughly here; `benches/drift_cost.rs` measures it with criterion.
+//! Workload families (seeded, reproducible): lognormal durations with a 30 min median, a
+//! completion every 15 min on average; the family sets the spread (sigma 0.15 to 0.45 in ln),
+//! stragglers (0 to 5% at 2-5x), the daily cycle (up to +-30%, random phase), a weekday /
+//! weekend cycle (up to +-10%, random phase), bursty arrivals and classes mixing two job
+//! sizes. The first family, `reference`, is the drift issue's generator (sigma 0.25, 2%
+//! stragglers, +-20% daily) and reproduces its numbers exactly.
+//!
+//! Mature cases: a 2,000-completion stable prefix, then the change; false alarms are counted
+//! from the 1,000th completion on. Cold-start cases: a fresh detector, the change from the
+//! 150th completion on; cold-start false alarms are alert starts in completions 100 to 999 of
+//! every series (before any change). The base seed can be overridden with `DRIFT_EVAL_SEED`;
+//! `DRIFT_EVAL_SEEDS` (`100-109`, or a comma-separated list) pools several base seeds (tuning
+//! is judged on seeds 100-109, reports on seeds never used for tuning), `DRIFT_EVAL_FAMILIES`
+//! (comma-separated name prefixes, e.g. `reference,wide`) restricts the families, and
+//! `DRIFT_EVAL_CONFIG` (a partial `DetectorConfig` as JSON, e.g.
+//! `{"thresholds": [7.5, 13, 12, 16, 7]}`) evaluates another tuning; `DRIFT_EVAL_DETAIL=1`
+//! adds the mean delay per case and family. The cost per completion is timed roughly here;
+//! `benches/drift_cost.rs` measures it with criterion.
 //!
 //! Run: `cargo bench --bench drift_eval`
 //!      `DRIFT_EVAL_SEEDS=100-109 cargo bench --bench drift_eval`
@@ -20,16 +30,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 const DEFAULT_SEED: u64 = 0xD20F_7E5E_ED00_2026;
-const MEDIAN_S: f64 = 1800.0;
-const SIGMA: f64 = 0.25;
-const MEAN_GAP_S: f64 = 900.0;
-const STRAGGLER_SHARE: f64 = 0.02;
-const DAILY_AMPLITUDE: f64 = 0.2;
-const START_UNIX_S: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z
 
 #[path = "support/rng.rs"]
 mod rng;
 use rng::Rng;
+#[path = "support/workload.rs"]
+mod workload;
+use workload::{Family, Generator};
 
 const SERIES_PER_CASE: u64 = 20;
 const PREFIX: usize = 2_000;
@@ -37,6 +44,13 @@ const AFTER_STEP: usize = 1_000;
 const RAMP_LEN: usize = 1_000;
 const STABLE_SERIES: u64 = 200;
 const STABLE_LEN: usize = 10_000;
+/// Cold start: the change starts at this completion (0-based index), after this many of baseline.
+const COLD_CHANGE: usize = 150;
+const COLD_AFTER: usize = 300;
+/// Cold-start false alarms are counted on completions `COLD_FROM..MATURE_FROM`, mature ones
+/// from `MATURE_FROM` on.
+const COLD_FROM: usize = 100;
+const MATURE_FROM: usize = 1_000;
 const TIMING_OBSERVATIONS: usize = 2_000_000;
 
 #[derive(Clone, Copy)]
@@ -65,31 +79,20 @@ impl Change {
 }
 
 /// (completion time, duration) pairs; the change applies from index `change_at` on.
-fn generate(seed: u64, change_at: usize, total: usize, change: Change) -> Vec<(f64, f64)> {
-    let mut rng = Rng::new(seed);
-    let phase = 2.0 * std::f64::consts::PI * rng.uniform();
-    let mut t = START_UNIX_S + 86_400.0 * rng.uniform();
-    (0..total)
-        .map(|i| {
-            t += rng.exponential(MEAN_GAP_S);
-            let daily = 1.0 + DAILY_AMPLITUDE * (2.0 * std::f64::consts::PI * t / 86_400.0 + phase).sin();
-            let factor = if i < change_at { 1.0 } else { change.factor(i - change_at + 1) };
-            let mut duration = MEDIAN_S * daily * factor * (SIGMA * rng.normal()).exp();
-            if rng.uniform() < STRAGGLER_SHARE {
-                duration *= 2.0 + 3.0 * rng.uniform();
-            }
-            (t, duration)
-        })
-        .collect()
+fn generate(family: Family, seed: u64, change_at: usize, total: usize, change: Change) -> Vec<(f64, f64)> {
+    let mut generator = Generator::new(family, seed);
+    (0..total).map(|i| generator.next(if i < change_at { 1.0 } else { change.factor(i - change_at + 1) })).collect()
 }
 
 struct SeriesOutcome {
-    /// Alert starts before the change.
+    /// Alert starts before the change, in completions `COLD_FROM..MATURE_FROM` and from
+    /// `MATURE_FROM` on.
+    cold_false_alarms: u64,
     false_alarms: u64,
-    /// Stable completions after warm-up (where an alert could have fired).
+    /// Stable completions where an alert could have fired (after warm-up), in the same two
+    /// windows.
+    cold_exposed: u64,
     stable_exposed: u64,
-    /// Stable completions including warm-up.
-    stable_total: u64,
     /// Completions from the change (first changed completion = 1) to the first alert start.
     delay: Option<usize>,
 }
@@ -97,24 +100,25 @@ struct SeriesOutcome {
 fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> SeriesOutcome {
     let mut detector = Detector::new(cfg.clone());
     let mut was_alerting = false;
-    let mut false_alarms = 0;
+    let (mut cold_false_alarms, mut false_alarms) = (0, 0);
     let mut delay = None;
     for (i, &(t, v)) in data.iter().enumerate() {
         let verdict = detector.observe(t, v);
         let started = verdict.alert && !was_alerting;
         was_alerting = verdict.alert;
-        if started && i < change_at {
-            false_alarms += 1;
-        }
-        if started && i >= change_at && delay.is_none() {
-            delay = Some(i - change_at + 1);
+        match (started, i < change_at) {
+            (true, true) if i < MATURE_FROM => cold_false_alarms += 1,
+            (true, true) => false_alarms += 1,
+            (true, false) if delay.is_none() => delay = Some(i - change_at + 1),
+            _ => {}
         }
     }
     let warmup = usize::try_from(cfg.warmup).unwrap_or(usize::MAX);
     SeriesOutcome {
+        cold_false_alarms,
         false_alarms,
-        stable_exposed: change_at.saturating_sub(warmup) as u64,
-        stable_total: change_at as u64,
+        cold_exposed: change_at.min(MATURE_FROM).saturating_sub(warmup.max(COLD_FROM)) as u64,
+        stable_exposed: change_at.saturating_sub(warmup.max(MATURE_FROM)) as u64,
         delay,
     }
 }
@@ -127,11 +131,13 @@ fn series_seed(base: u64, case: u64, series: u64) -> u64 {
 struct Case {
     name: &'static str,
     change: Change,
+    /// Whether the change starts on a young baseline (at `COLD_CHANGE`) or a mature one.
+    cold: bool,
     after: usize,
-    /// (minimum share caught, max median delay, max p90 delay, max worst delay)
     target: Target,
 }
 
+/// (minimum share caught, max median delay, max p90 delay, max worst delay)
 #[derive(Clone, Copy)]
 struct Target {
     caught: Option<f64>,
@@ -148,6 +154,7 @@ struct CaseResult {
     median: Option<usize>,
     p90: Option<usize>,
     max: Option<usize>,
+    mean: f64,
 }
 
 /// Nearest-rank percentile where a missed detection counts as infinitely late.
@@ -192,116 +199,181 @@ fn seeds_from_env() -> Vec<u64> {
     vec![std::env::var("DRIFT_EVAL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED)]
 }
 
-fn cases() -> [Case; 6] {
-    [
-        Case { name: "step 1.25x", change: Change::Step(1.25), after: AFTER_STEP, target: NO_TARGET },
-        Case {
-            name: "step 1.5x",
-            change: Change::Step(1.5),
-            after: AFTER_STEP,
-            target: Target { caught: Some(0.95), median: Some(15), ..NO_TARGET },
-        },
-        Case {
-            name: "step 2x",
-            change: Change::Step(2.0),
-            after: AFTER_STEP,
-            target: Target { caught: Some(1.0), median: Some(5), p90: Some(10), ..NO_TARGET },
-        },
-        Case { name: "step 4x", change: Change::Step(4.0), after: AFTER_STEP, target: NO_TARGET },
-        Case {
-            name: "step 12x",
-            change: Change::Step(12.0),
-            after: AFTER_STEP,
-            target: Target { caught: Some(1.0), max: Some(2), ..NO_TARGET },
-        },
+/// Families to evaluate (index into `workload::families()`, family): all, or those whose name
+/// starts with one of the comma-separated prefixes of `DRIFT_EVAL_FAMILIES`.
+fn families_from_env() -> Vec<(usize, Family)> {
+    let all = workload::families().into_iter().enumerate();
+    let chosen: Vec<(usize, Family)> = match std::env::var("DRIFT_EVAL_FAMILIES") {
+        Ok(list) => {
+            let prefixes: Vec<String> = list.split(',').map(|p| p.trim().to_string()).collect();
+            all.filter(|(_, f)| prefixes.iter().any(|p| f.name.starts_with(p.as_str()))).collect()
+        }
+        Err(_) => all.collect(),
+    };
+    assert!(!chosen.is_empty(), "DRIFT_EVAL_FAMILIES matches no family");
+    chosen
+}
+
+fn step(name: &'static str, ratio: f64, cold: bool, target: Target) -> Case {
+    let after = if cold { COLD_AFTER } else { AFTER_STEP };
+    Case { name, change: Change::Step(ratio), cold, after, target }
+}
+
+fn cases() -> Vec<Case> {
+    let t = |caught, median, p90, max| Target { caught: Some(caught), median, p90, max };
+    vec![
+        step("step 1.25x", 1.25, false, NO_TARGET),
+        step("step 1.5x", 1.5, false, t(0.95, Some(15), None, None)),
+        step("step 2x", 2.0, false, t(1.0, Some(5), Some(10), None)),
+        step("step 4x", 4.0, false, NO_TARGET),
+        step("step 12x", 12.0, false, t(1.0, None, None, Some(2))),
         Case {
             name: "ramp to 3x over 1000",
             change: Change::Ramp { to: 3.0, over: RAMP_LEN },
+            cold: false,
             after: RAMP_LEN + AFTER_STEP,
-            target: Target { caught: Some(0.95), median: Some(100), ..NO_TARGET },
+            target: t(0.95, Some(100), None, None),
         },
+        // Cold start (issue 12): the change from the 150th completion of a new class on.
+        step("cold step 1.5x", 1.5, true, t(0.95, Some(30), None, None)),
+        step("cold step 2x", 2.0, true, t(1.0, Some(10), Some(20), None)),
+        step("cold step 12x", 12.0, true, t(1.0, None, None, Some(3))),
     ]
 }
 
-/// Everything measured with one base seed.
+/// Everything measured with one base seed on one family.
 struct SeedOutcome {
+    family: usize,
     seed: u64,
+    cold_false_alarms: u64,
+    cold_exposed: u64,
     false_alarms: u64,
     stable_exposed: u64,
-    stable_total: u64,
     /// Detection delays per case, in case order.
     delays: Vec<Vec<Option<usize>>>,
 }
 
-fn evaluate_seed(cfg: &DetectorConfig, base_seed: u64) -> SeedOutcome {
-    let mut out =
-        SeedOutcome { seed: base_seed, false_alarms: 0, stable_exposed: 0, stable_total: 0, delays: Vec::new() };
+impl SeedOutcome {
+    fn add(&mut self, o: &SeriesOutcome) {
+        self.cold_false_alarms += o.cold_false_alarms;
+        self.cold_exposed += o.cold_exposed;
+        self.false_alarms += o.false_alarms;
+        self.stable_exposed += o.stable_exposed;
+    }
+}
+
+fn evaluate_seed(cfg: &DetectorConfig, (family_no, family): (usize, Family), base_seed: u64) -> SeedOutcome {
+    let mut out = SeedOutcome {
+        family: family_no,
+        seed: base_seed,
+        cold_false_alarms: 0,
+        cold_exposed: 0,
+        false_alarms: 0,
+        stable_exposed: 0,
+        delays: Vec::new(),
+    };
+    // Family 0 keeps the drift issue's series seeds, so its numbers stay comparable.
+    let base = base_seed ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
     for (case_no, case) in cases().iter().enumerate() {
+        let change_at = if case.cold { COLD_CHANGE } else { PREFIX };
         let mut delays = Vec::new();
         for series in 0..SERIES_PER_CASE {
-            let seed = series_seed(base_seed, case_no as u64 + 1, series);
-            let data = generate(seed, PREFIX, PREFIX + case.after, case.change);
-            let outcome = run_series(cfg, &data, PREFIX);
-            out.false_alarms += outcome.false_alarms;
-            out.stable_exposed += outcome.stable_exposed;
-            out.stable_total += outcome.stable_total;
+            let data = generate(
+                family,
+                series_seed(base, case_no as u64 + 1, series),
+                change_at,
+                change_at + case.after,
+                case.change,
+            );
+            let outcome = run_series(cfg, &data, change_at);
+            out.add(&outcome);
             delays.push(outcome.delay);
         }
         out.delays.push(delays);
     }
     for series in 0..STABLE_SERIES {
-        let seed = series_seed(base_seed, 0, series);
-        let data = generate(seed, STABLE_LEN, STABLE_LEN, Change::None);
-        let outcome = run_series(cfg, &data, STABLE_LEN);
-        out.false_alarms += outcome.false_alarms;
-        out.stable_exposed += outcome.stable_exposed;
-        out.stable_total += outcome.stable_total;
+        let data = generate(family, series_seed(base, 0, series), STABLE_LEN, STABLE_LEN, Change::None);
+        out.add(&run_series(cfg, &data, STABLE_LEN));
     }
     out
 }
 
 fn summarise(mut delays: Vec<Option<usize>>) -> CaseResult {
     sort_delays(&mut delays);
+    let caught: Vec<usize> = delays.iter().flatten().copied().collect();
     CaseResult {
-        caught: delays.iter().filter(|d| d.is_some()).count(),
+        caught: caught.len(),
         series: delays.len(),
         median: percentile(&delays, 0.5),
         p90: percentile(&delays, 0.9),
         max: percentile(&delays, 1.0),
+        mean: caught.iter().sum::<usize>() as f64 / caught.len().max(1) as f64,
     }
 }
 
+/// Evaluates every (family, seed) pair, spread over the cores (results do not depend on it).
+fn evaluate_all(cfg: &DetectorConfig, families: &[(usize, Family)], seeds: &[u64]) -> Vec<SeedOutcome> {
+    let jobs: Vec<((usize, Family), u64)> = families.iter().flat_map(|&f| seeds.iter().map(move |&s| (f, s))).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
+    let mut outcomes: Vec<SeedOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|worker| {
+                let jobs = &jobs;
+                scope.spawn(move || {
+                    jobs.iter()
+                        .skip(worker)
+                        .step_by(threads)
+                        .map(|&(f, s)| evaluate_seed(cfg, f, s))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("evaluation thread")).collect()
+    });
+    outcomes.sort_by_key(|o| (o.family, seeds.iter().position(|&s| s == o.seed)));
+    outcomes
+}
+
+/// The pooled results of one family: per case, and the two false-alarm rates.
+struct FamilyResult {
+    cases: Vec<CaseResult>,
+    /// (alert starts, exposed completions) after `MATURE_FROM`, and in the cold-start window.
+    mature: (u64, u64),
+    cold: (u64, u64),
+}
+
+fn pool(outcomes: &[&SeedOutcome], n_cases: usize) -> FamilyResult {
+    FamilyResult {
+        cases: (0..n_cases)
+            .map(|c| summarise(outcomes.iter().flat_map(|o| o.delays[c].iter().copied()).collect()))
+            .collect(),
+        mature: (outcomes.iter().map(|o| o.false_alarms).sum(), outcomes.iter().map(|o| o.stable_exposed).sum()),
+        cold: (outcomes.iter().map(|o| o.cold_false_alarms).sum(), outcomes.iter().map(|o| o.cold_exposed).sum()),
+    }
+}
+
+/// False alarms per 10,000 exposed completions.
+fn rate((alarms, exposed): (u64, u64)) -> f64 {
+    alarms as f64 * 10_000.0 / exposed.max(1) as f64
+}
+
+const MATURE_LIMIT: f64 = 0.1;
+const COLD_LIMIT: f64 = 0.5;
+
 fn main() {
     let seeds = seeds_from_env();
+    let families = families_from_env();
     let cfg: DetectorConfig = match std::env::var("DRIFT_EVAL_CONFIG") {
         // A partial configuration (JSON): missing fields keep their defaults.
         Ok(json) => serde_json::from_str(&json).expect("DRIFT_EVAL_CONFIG: a JSON DetectorConfig"),
         Err(_) => DetectorConfig::default(),
     };
     let cases = cases();
-
-    // Seeds are independent: spread them over the cores (results do not depend on it).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(seeds.len());
-    let mut outcomes: Vec<SeedOutcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|worker| {
-                let (cfg, seeds) = (&cfg, &seeds);
-                scope.spawn(move || {
-                    seeds.iter().skip(worker).step_by(threads).map(|&s| evaluate_seed(cfg, s)).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("evaluation thread")).collect()
-    });
-    outcomes.sort_by_key(|o| seeds.iter().position(|&s| s == o.seed));
-
-    let false_alarms: u64 = outcomes.iter().map(|o| o.false_alarms).sum();
-    let stable_exposed: u64 = outcomes.iter().map(|o| o.stable_exposed).sum();
-    let stable_total: u64 = outcomes.iter().map(|o| o.stable_total).sum();
-    let results: Vec<CaseResult> = (0..cases.len())
-        .map(|c| summarise(outcomes.iter().flat_map(|o| o.delays[c].iter().copied()).collect()))
+    let outcomes = evaluate_all(&cfg, &families, &seeds);
+    let results: Vec<FamilyResult> = families
+        .iter()
+        .map(|&(no, _)| pool(&outcomes.iter().filter(|o| o.family == no).collect::<Vec<_>>(), cases.len()))
         .collect();
-
     let ns_per_observe = time_observe(&cfg, seeds[0]);
 
     if let [seed] = seeds[..] {
@@ -310,74 +382,107 @@ fn main() {
         println!("## Drift detector evaluation (pooled over base seeds {seeds:?})\n");
     }
     println!(
-        "Workload: lognormal durations (median 30 min, sigma {SIGMA}), a completion every 15 min on average, \
-         {:.0}% stragglers at 2-5x, daily cycle +-{:.0}%. {SERIES_PER_CASE} series per change case and seed, each \
-         with a {PREFIX}-completion stable prefix; {STABLE_SERIES} stable series of {STABLE_LEN} per seed. Delay = \
-         completions from the change (first changed completion = 1) to the first alert start; a miss counts as \
-         infinitely late in percentiles (a false alarm still firing when the change starts also counts as a miss).\n",
-        STRAGGLER_SHARE * 100.0,
-        DAILY_AMPLITUDE * 100.0
+        "Per family, {SERIES_PER_CASE} series per change case and seed; mature cases: a {PREFIX}-completion stable \
+         prefix, then the change; cold-start cases: a new detector, the change from completion {} on; \
+         {STABLE_SERIES} stable series of {STABLE_LEN} per seed. Delay = completions from the change (first changed \
+         completion = 1) to the first alert start, shown as caught share, median / p90 / max; a miss counts as \
+         infinitely late (a false alarm still firing when the change starts also counts as a miss). False alarms per \
+         10,000 stable completions: mature from completion {MATURE_FROM} on (limit {MATURE_LIMIT}), cold start in \
+         completions {COLD_FROM}-{} (limit {COLD_LIMIT}), after warm-up ({} completions).\n",
+        COLD_CHANGE + 1,
+        MATURE_FROM - 1,
+        cfg.warmup
     );
     if std::env::var("DRIFT_EVAL_CONFIG").is_ok() {
         println!("Configuration (`DRIFT_EVAL_CONFIG`, not the default): `{}`\n", serde_json::to_string(&cfg).unwrap());
     }
-    println!("| Case | Caught | Median delay | P90 delay | Max delay | Target | Met |");
-    println!("|---|---|---|---|---|---|---|");
-    for (case, r) in cases.iter().zip(results.iter()) {
-        let (target_text, met) = judge(&case.target, r);
+    print_family_table(&cases, &families, &results);
+    print_case_tables(&cases, &families, &results);
+    if families.len() == 1 && seeds.len() > 1 {
+        print_per_seed(&outcomes);
+    }
+    println!(
+        "\nCost: {ns_per_observe:.0} ns per `observe` (rough wall-clock, {TIMING_OBSERVATIONS} observations of the \
+         first family, one core; criterion: `cargo bench --bench drift_cost`)"
+    );
+}
+
+fn case_cell(case: &Case, r: &CaseResult) -> String {
+    let (_, met) = judge(&case.target, r);
+    format!(
+        "{:.0}% {} / {} / {} {met}",
+        100.0 * r.caught as f64 / r.series.max(1) as f64,
+        fmt_delay(r.median),
+        fmt_delay(r.p90),
+        fmt_delay(r.max)
+    )
+}
+
+/// One row per family: every target, met or not.
+fn print_family_table(cases: &[Case], families: &[(usize, Family)], results: &[FamilyResult]) {
+    let targeted: Vec<usize> =
+        (0..cases.len()).filter(|&c| !judge(&cases[c].target, &results[0].cases[c]).1.is_empty()).collect();
+    let names: Vec<String> = targeted
+        .iter()
+        .map(|&c| format!("{} ({})", cases[c].name, judge(&cases[c].target, &results[0].cases[c]).0))
+        .collect();
+    println!("| family | false alarms (mature) | cold-start false alarms | {} | all met |", names.join(" | "));
+    println!("|---|---|---|{}---|", "---|".repeat(targeted.len()));
+    for ((_, family), r) in families.iter().zip(results) {
+        let (mature, cold) = (rate(r.mature), rate(r.cold));
+        let mut all = mature <= MATURE_LIMIT && cold <= COLD_LIMIT;
+        let cells: Vec<String> = targeted
+            .iter()
+            .map(|&c| {
+                all &= judge(&cases[c].target, &r.cases[c]).1 == "yes";
+                case_cell(&cases[c], &r.cases[c])
+            })
+            .collect();
         println!(
-            "| {} | {}/{} | {} | {} | {} | {} | {} |",
-            case.name,
-            r.caught,
-            r.series,
-            fmt_delay(r.median),
-            fmt_delay(r.p90),
-            fmt_delay(r.max),
-            target_text,
-            met
+            "| {} | {mature:.3} ({}/{}) {} | {cold:.3} ({}/{}) {} | {} | {} |",
+            family.name,
+            r.mature.0,
+            r.mature.1,
+            check(mature <= MATURE_LIMIT),
+            r.cold.0,
+            r.cold.1,
+            check(cold <= COLD_LIMIT),
+            cells.join(" | "),
+            check(all)
         );
     }
-    let rate = false_alarms as f64 * 10_000.0 / stable_exposed.max(1) as f64;
-    let rate_all = false_alarms as f64 * 10_000.0 / stable_total.max(1) as f64;
-    println!(
-        "| stable (false alarms) | {false_alarms} alert starts in {stable_exposed} stable completions after warm-up | \
-         {rate:.3} per 10,000 | ({rate_all:.3} per 10,000 counting the {stable_total} incl. warm-up) | | <= 0.1 per 10,000 (after warm-up) | {} |",
-        check(rate <= 0.1)
-    );
-    println!(
-        "| cost | {ns_per_observe:.0} ns per `observe` (rough wall-clock, {TIMING_OBSERVATIONS} observations, one core; \
-         criterion: `cargo bench --bench drift_cost`) | | | | | |"
-    );
-    if std::env::var("DRIFT_EVAL_DETAIL").is_ok() {
-        // Finer than the medians (which move in whole completions): mean delay of the caught
-        // series and the share caught within the median target, per case.
-        println!("\nDetail (`DRIFT_EVAL_DETAIL`): mean delay of caught series; share within the median target\n");
-        for (c, case) in cases.iter().enumerate() {
-            let delays: Vec<usize> = outcomes.iter().flat_map(|o| o.delays[c].iter().flatten().copied()).collect();
-            let total = outcomes.iter().map(|o| o.delays[c].len()).sum::<usize>().max(1);
-            let mean = delays.iter().sum::<usize>() as f64 / delays.len().max(1) as f64;
-            let within = case.target.median.map_or(String::new(), |m| {
-                format!(", {:.1}% within {m}", 100.0 * delays.iter().filter(|&&d| d <= m).count() as f64 / total as f64)
-            });
-            println!("- {}: mean {mean:.2}{within}", case.name);
-        }
+}
+
+/// With `DRIFT_EVAL_DETAIL`: every case, targeted or not, with its mean delay, per family.
+fn print_case_tables(cases: &[Case], families: &[(usize, Family)], results: &[FamilyResult]) {
+    if std::env::var("DRIFT_EVAL_DETAIL").is_err() {
+        return;
     }
-    if outcomes.len() > 1 {
-        println!("\nPer seed: false alarms; median delay of the 2x step and of the ramp\n");
-        println!("| Seed | False alarms | Per 10,000 | 2x median | Ramp median |");
-        println!("|---|---|---|---|---|");
-        for o in &outcomes {
-            let two = summarise(o.delays[2].clone());
-            let ramp = summarise(o.delays[5].clone());
-            println!(
-                "| {} | {} | {:.3} | {} | {} |",
-                o.seed,
-                o.false_alarms,
-                o.false_alarms as f64 * 10_000.0 / o.stable_exposed.max(1) as f64,
-                fmt_delay(two.median),
-                fmt_delay(ramp.median)
-            );
-        }
+    println!("\nDetail (`DRIFT_EVAL_DETAIL`): caught, median / p90 / max (mean of the caught series)\n");
+    println!("| family | {} |", cases.iter().map(|c| c.name).collect::<Vec<_>>().join(" | "));
+    println!("|---|{}", "---|".repeat(cases.len()));
+    for ((_, family), r) in families.iter().zip(results) {
+        let cells: Vec<String> =
+            cases.iter().zip(&r.cases).map(|(case, cr)| format!("{} ({:.1})", case_cell(case, cr), cr.mean)).collect();
+        println!("| {} | {} |", family.name, cells.join(" | "));
+    }
+}
+
+fn print_per_seed(outcomes: &[SeedOutcome]) {
+    println!("\nPer seed: false alarms (mature, cold start) per 10,000; median delay of the 2x step, the ramp and the cold 2x step\n");
+    println!("| Seed | Mature | Cold start | 2x median | Ramp median | Cold 2x median |");
+    println!("|---|---|---|---|---|---|");
+    for o in outcomes {
+        let median = |c: usize| fmt_delay(summarise(o.delays[c].clone()).median);
+        println!(
+            "| {} | {:.3} | {:.3} | {} | {} | {} |",
+            o.seed,
+            rate((o.false_alarms, o.stable_exposed)),
+            rate((o.cold_false_alarms, o.cold_exposed)),
+            median(2),
+            median(5),
+            median(7)
+        );
     }
 }
 
@@ -408,7 +513,8 @@ fn judge(target: &Target, r: &CaseResult) -> (String, &'static str) {
 }
 
 fn time_observe(cfg: &DetectorConfig, base_seed: u64) -> f64 {
-    let data = generate(series_seed(base_seed, 99, 0), TIMING_OBSERVATIONS, TIMING_OBSERVATIONS, Change::None);
+    let family = workload::families()[0];
+    let data = generate(family, series_seed(base_seed, 99, 0), TIMING_OBSERVATIONS, TIMING_OBSERVATIONS, Change::None);
     let mut detector = Detector::new(cfg.clone());
     let start = Instant::now();
     let mut alerts = 0u64;

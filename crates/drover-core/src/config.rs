@@ -513,7 +513,7 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         evaluate_every: r.duration(&alerts_t, "alerts", "evaluate_every", Duration::from_secs(15)),
         fire_after: r.duration(&alerts_t, "alerts", "fire_after", Duration::from_secs(60)),
         resolve_after: r.duration(&alerts_t, "alerts", "resolve_after", Duration::from_secs(600)),
-        drift_warmup: r.integer(&alerts_t, "alerts", "drift_warmup", 1000, 1, 1_000_000) as u64,
+        drift_warmup: r.integer(&alerts_t, "alerts", "drift_warmup", 100, 1, 1_000_000) as u64,
         running_evidence,
         stall_gaps,
         stall_min: r.duration(&alerts_t, "alerts", "stall_min", Duration::from_secs(900)),

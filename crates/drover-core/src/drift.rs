@@ -25,6 +25,15 @@
 //! permanent slowdown therefore keeps alerting until the caller resets the detector. No alert
 //! fires during `warmup`.
 //!
+//! Cold start. `warmup` is 100 completions; until `mature_completions` (1,000) the baseline is
+//! young, and each residual is judged against the upper end of its confidence band: the
+//! expected ln-duration is raised by `young_z` (1.5) standard errors beyond a mature baseline's,
+//! `young_z * sqrt(1/n - 1/mature) * sqrt(1 + profile terms) * scale`, and the scale by
+//! `young_z * sqrt(1/n - 1/mature) * 0.76` of itself, so the band closes as the estimates
+//! settle and the detector is exactly the tuned one from `mature_completions` on.
+//! [`Detector::rebaseline`] starts a new baseline (after a deploy that changed the run time on
+//! purpose) without a restart. Workload families and cold-start numbers: BENCHMARKS.md.
+//!
 //! Daily profile. The expected ln(duration) at UTC time of day θ (θ = 2π per day) is
 //! `location + Σ_k a_k cos kθ + b_k sin kθ`, k = 1..`season_harmonics` (2 by default: a daily
 //! and a half-daily wave, 4 coefficients). It is fitted online by ridge regression: each learnt
@@ -92,6 +101,9 @@ const CLIPPED_ABS_NORMAL_MEAN: f64 = 0.793_876_286_444_609;
 const LOWER_Z_CAP: f64 = 3.0;
 /// Durations are clamped to 1 ms so that a 0 s job has a finite logarithm.
 const MIN_DURATION_S: f64 = 1e-3;
+/// Relative standard error of a scale estimated from n absolute deviations, times sqrt(n):
+/// sqrt(π/2 - 1) for the mean absolute deviation of Gaussian data.
+const SCALE_RELATIVE_SE: f64 = 0.755_511_4;
 
 /// Tuning of a [`Detector`]. The defaults suit classes whose jobs take minutes to hours and
 /// finish a few times per hour; all counts are in completions, not wall-clock time.
@@ -135,12 +147,18 @@ pub struct DetectorConfig {
     pub release_fraction: f64,
     /// Hold-down: an alert, once started, fires for at least this many completions.
     pub min_alert_completions: u64,
+    /// Cold start: until this many completions the baseline counts as young, and each
+    /// residual is judged against the upper end of the baseline's confidence band (see
+    /// module docs, "Cold start"); from here on the detector is exactly the tuned one.
+    pub mature_completions: f64,
+    /// Width of that band, in standard errors of the young baseline (0: no widening).
+    pub young_z: f64,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
-            warmup: 1000,
+            warmup: 100,
             baseline_memory: 5000.0,
             season_memory: 5000.0,
             season_prior: 50.0,
@@ -156,6 +174,8 @@ impl Default for DetectorConfig {
             freeze_fraction: 0.5,
             release_fraction: 0.3,
             min_alert_completions: 10,
+            mature_completions: 1000.0,
+            young_z: 1.5,
         }
     }
 }
@@ -214,6 +234,10 @@ pub struct DetectorState {
     /// Where the next duration goes in `recent`.
     #[serde(default)]
     pub recent_next: usize,
+    /// When the current baseline was started by [`Detector::rebaseline`] (Unix seconds), if it
+    /// was: completions of jobs that started before are not learnt from.
+    #[serde(default)]
+    pub baseline_since_s: Option<f64>,
 }
 
 /// Number of recent durations kept for [`Detector::recent_median_s`].
@@ -257,6 +281,7 @@ impl Detector {
             recent: [0.0; RECENT],
             recent_len: 0,
             recent_next: 0,
+            baseline_since_s: None,
         };
         Detector { cfg, st }
     }
@@ -295,6 +320,10 @@ impl Detector {
         if !(timestamp_unix_s.is_finite() && value_s.is_finite()) {
             return self.verdict();
         }
+        if self.st.baseline_since_s.is_some_and(|since| timestamp_unix_s - value_s < since) {
+            // Started before the baseline was restarted: it belongs to the old baseline.
+            return self.verdict();
+        }
         let value_s = value_s.max(MIN_DURATION_S);
         self.remember(value_s);
         let x = value_s.ln();
@@ -324,8 +353,30 @@ impl Detector {
         if !self.warmed_up() || !elapsed_s.is_finite() {
             return 0.0;
         }
-        let expected = self.st.location + self.slowest_hour_offset();
-        (elapsed_s.max(MIN_DURATION_S).ln() - expected) / self.scale()
+        let (margin, scale) = self.judged();
+        let expected = self.st.location + self.slowest_hour_offset() + margin;
+        (elapsed_s.max(MIN_DURATION_S).ln() - expected) / scale
+    }
+
+    /// Starts a new baseline now (Unix seconds), e.g. after a deploy that changed the class's
+    /// run time on purpose: everything learnt is forgotten and the detector warms up again
+    /// (silent for `warmup` completions, young after), keeping only the recent durations (for
+    /// alert texts) and the learnt scale as the new baseline's starting value. A firing alert
+    /// ends. Completions of jobs that started before `now` are ignored from then on: they ran
+    /// the old version. A non-finite `now` restarts without that filter.
+    pub fn rebaseline(&mut self, now_unix_s: f64) {
+        let mut fresh = Detector::new(self.cfg.clone());
+        fresh.st.scale = self.st.scale;
+        fresh.st.recent = self.st.recent;
+        fresh.st.recent_len = self.st.recent_len;
+        fresh.st.recent_next = self.st.recent_next;
+        fresh.st.baseline_since_s = now_unix_s.is_finite().then_some(now_unix_s);
+        self.st = fresh.st;
+    }
+
+    /// Completions the current baseline has seen (since the start or the last rebaseline).
+    pub fn completions(&self) -> u64 {
+        self.st.completions
     }
 
     /// The baseline at this time of day (Unix seconds, UTC), or `None` during warm-up.
@@ -364,6 +415,25 @@ impl Detector {
 
     fn scale(&self) -> f64 {
         self.st.scale.max(self.cfg.min_scale)
+    }
+
+    /// Cold start: `young_z` times how much larger a standard error of the young baseline is
+    /// than that of a mature one, per unit of scale: sqrt(1/n - 1/mature) (0 once mature).
+    fn youth(&self) -> f64 {
+        let n = self.st.completions.max(1) as f64;
+        let excess = 1.0 / n - 1.0 / self.cfg.mature_completions.max(1.0);
+        self.cfg.young_z.max(0.0) * excess.max(0.0).sqrt()
+    }
+
+    /// What a residual is judged against: (margin, scale). The margin is the upper end of the
+    /// expected ln-duration's confidence band beyond a mature one's: the location and each
+    /// profile coefficient carry about scale²/n of variance each (φ has mean square 1/2 per
+    /// term), so the expectation at any time of day about (1 + terms) scale²/n; the scale is
+    /// the upper end of its own band. Both are exactly the learnt ones once mature.
+    fn judged(&self) -> (f64, f64) {
+        let (youth, scale) = (self.youth(), self.scale());
+        let parameters = (1 + self.profile_terms()) as f64;
+        (youth * parameters.sqrt() * scale, scale * (1.0 + youth * SCALE_RELATIVE_SE))
     }
 
     fn verdict(&self) -> Verdict {
@@ -464,8 +534,9 @@ impl Detector {
     }
 
     fn accumulate(&mut self, residual: f64) {
-        let model = NullModel::new(self.scale(), &self.cfg);
-        let u = residual.max(-LOWER_Z_CAP * model.sigma);
+        let (margin, scale) = self.judged();
+        let model = NullModel::new(scale, &self.cfg);
+        let u = (residual - margin).max(-LOWER_Z_CAP * model.sigma);
         let ln_null = model.ln_density(u);
         for (j, s) in self.st.cusum.iter_mut().enumerate() {
             let shift = self.cfg.shift_ratios[j].max(1.0).ln();
@@ -1140,6 +1211,94 @@ mod tests {
         // A configuration written by an older version (fields missing) takes the defaults.
         let partial: DetectorConfig = serde_json::from_str(r#"{"warmup": 20}"#).expect("partial config");
         assert_eq!(partial, DetectorConfig { warmup: 20, ..DetectorConfig::default() });
+    }
+
+    #[test]
+    fn a_young_baseline_catches_steps_from_the_150th_completion() {
+        // (ratio, worst acceptable delay in completions); the change from completion 150 on.
+        const CHANGE: usize = 150;
+        let table = [(1.0, None), (2.0, Some(25)), (4.0, Some(8)), (12.0, Some(3))];
+        for (ratio, max_delay) in table {
+            for seed in 160..166 {
+                let data = history(seed, 1000, |i| if i >= CHANGE { ratio } else { 1.0 });
+                let starts = alert_starts(&run(&mut Detector::new(DetectorConfig::default()), &data));
+                match max_delay {
+                    None => assert_eq!(starts, Vec::<usize>::new(), "stable, seed {seed}"),
+                    Some(max) => {
+                        assert_eq!(starts.len(), 1, "ratio {ratio} seed {seed}: {starts:?}");
+                        let delay = starts[0] + 1 - CHANGE;
+                        assert!((1..=max).contains(&delay), "ratio {ratio} seed {seed}: delay {delay}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_young_baseline_is_judged_with_a_wider_band_that_closes_when_mature() {
+        // The same 1.3x jobs after n stable completions: less evidence while young than with
+        // no widening, exactly the same once mature. (completions before, young evidence lower)
+        let table = [(150, true), (400, true), (1000, false), (2000, false)];
+        for (n, widened) in table {
+            let data = history(171, n + 3, |i| if i >= n { 1.3 } else { 1.0 });
+            let mut learnt = Detector::new(DetectorConfig::default());
+            run(&mut learnt, &data[..n]);
+            // The same learnt state, judged with and without the widening.
+            let score = |young_z: f64| {
+                let cfg = DetectorConfig { young_z, ..DetectorConfig::default() };
+                let mut detector = Detector::restore(cfg, learnt.snapshot());
+                run(&mut detector, &data[n..]).last().expect("verdicts").score
+            };
+            let (with, without) = (score(1.5), score(0.0));
+            if widened {
+                assert!(with < without, "after {n}: {with} against {without}");
+            } else {
+                assert_eq!(with, without, "after {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn rebaseline_starts_a_new_baseline_after_an_intended_change() {
+        // A deploy doubles the run time on purpose at completion STABLE.
+        let data = history(181, STABLE + 600, |i| if i >= STABLE { 2.0 } else { 1.0 });
+        let deploy_s = data[STABLE].0 - 1.0;
+        let mut kept = Detector::new(DetectorConfig::default());
+        assert!(alert_starts(&run(&mut kept, &data)).len() == 1, "without a rebaseline it alerts");
+
+        let mut detector = Detector::new(DetectorConfig::default());
+        run(&mut detector, &data[..STABLE]);
+        detector.rebaseline(deploy_s);
+        assert_eq!(detector.completions(), 0);
+        assert_eq!(detector.baseline(deploy_s), None, "warming up again");
+        // A job that started before the deploy and ends after it is not learnt from.
+        detector.observe(deploy_s + 60.0, 1800.0);
+        assert_eq!(detector.completions(), 0);
+        let verdicts = run(&mut detector, &data[STABLE..]);
+        assert!(verdicts.iter().all(|v| !v.alert), "the new level is the new normal");
+        let b = detector.baseline(data.last().expect("data").0).expect("warmed up");
+        assert!((1.6..2.4).contains(&(b.median_s / 1800.0)), "{b:?}");
+        // And the new baseline catches the next real slowdown.
+        let slower: Vec<(f64, f64)> = history(182, 40, |_| 8.0).iter().map(|&(t, v)| (t + 1e8, v)).collect();
+        let starts = alert_starts(&run(&mut detector, &slower));
+        assert!(starts.first().is_some_and(|&s| s < 6), "{starts:?}");
+    }
+
+    #[test]
+    fn rebaseline_ends_a_firing_alert_and_survives_a_snapshot() {
+        let data = history(191, STABLE + 20, |i| if i >= STABLE { 3.0 } else { 1.0 });
+        let mut detector = Detector::new(DetectorConfig::default());
+        run(&mut detector, &data);
+        assert!(detector.is_alerting());
+        let now = data.last().expect("data").0;
+        detector.rebaseline(now);
+        assert!(!detector.is_alerting());
+        assert_eq!(detector.recent_median_s().map(|m| m > 3000.0), Some(true), "recent durations kept");
+        let state = detector.snapshot();
+        assert_eq!(state.baseline_since_s, Some(now));
+        let json = serde_json::to_string(&state).expect("serialises");
+        let back: DetectorState = serde_json::from_str(&json).expect("parses");
+        assert_eq!(Detector::restore(DetectorConfig::default(), back).snapshot(), state);
     }
 
     #[test]

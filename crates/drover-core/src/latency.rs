@@ -134,6 +134,29 @@ impl LatencyWatch {
         self.classes.keys()
     }
 
+    /// Starts a new drift baseline for a class at `now_ms`, e.g. after a deploy that changed
+    /// its run time on purpose (see [`Detector::rebaseline`]). Fleet-wide (`host` is `None`):
+    /// the class's fleet detector, its detector on this host and its tenants'; for one host:
+    /// only the detector on that host, so a supervisor on another host changes nothing.
+    /// Returns how many detectors started over, or `None` for a class not watched.
+    pub fn rebaseline(&mut self, class: &str, host: Option<&str>, now_ms: i64) -> Option<usize> {
+        let w = self.classes.get_mut(class)?;
+        let now_s = now_ms as f64 / 1000.0;
+        match host {
+            Some(h) if h != self.host => Some(0),
+            Some(_) => {
+                w.here.rebaseline(now_s);
+                Some(1)
+            }
+            None => {
+                w.fleet.rebaseline(now_s);
+                w.here.rebaseline(now_s);
+                w.tenants.values_mut().for_each(|t| t.detector.rebaseline(now_s));
+                Some(2 + w.tenants.len())
+            }
+        }
+    }
+
     /// Feeds one job event.
     pub fn observe(&mut self, e: &JobEvent) {
         let host = self.host.clone();
@@ -547,6 +570,34 @@ mod tests {
             w.observe(&e);
         }
         assert_eq!(w.classes["c"].tenants.len(), MAX_TENANTS + 1, "32 tenants and (other)");
+    }
+
+    #[test]
+    fn a_class_is_rebaselined_fleet_wide_or_on_one_host() {
+        // (host given, detectors restarted, fleet restarted, here restarted)
+        let table =
+            [(None, Some(3), true, true), (Some("h1"), Some(1), false, true), (Some("h2"), Some(0), false, false)];
+        for (host, restarted, fleet, here) in table {
+            let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+            let mut t = 1_000_000_000_000i64;
+            for i in 0..40 {
+                let mut e = event(EventKind::Succeeded, &format!("j{i}"), "h1", t, 100.0, t + 86_400_000);
+                e.tenant = Some("acme".into());
+                w.observe(&e);
+                t += 200_000;
+            }
+            assert_eq!(w.rebaseline("c", host, t), restarted, "{host:?}");
+            let class = &w.classes["c"];
+            assert_eq!(class.fleet.completions() == 0, fleet, "{host:?}");
+            assert_eq!(class.here.completions() == 0, here, "{host:?}");
+            assert_eq!(class.tenants["acme"].detector.completions() == 0, fleet, "{host:?}");
+            // A job that started before the rebaseline is not learnt by the new baselines.
+            w.observe(&event(EventKind::Succeeded, "old", "h1", t - 50_000, 100.0, t + 86_400_000));
+            let class = &w.classes["c"];
+            assert_eq!(class.fleet.completions(), if fleet { 0 } else { 41 }, "{host:?}");
+        }
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        assert_eq!(w.rebaseline("unknown", None, 0), None);
     }
 
     #[test]
