@@ -93,7 +93,7 @@ impl Generator {
         let t = START_UNIX_S + DAY_S * rng.uniform();
         // Drawn apart from the main sequence, so the reference family reproduces the drift
         // issue's generator exactly.
-        let mut aux = Rng::new(seed ^ 0x5EED_0F_7EE4_u64);
+        let mut aux = Rng::new(seed ^ 0x005E_ED0F_7EE4_u64);
         let weekend_start_s = WEEK_S * aux.uniform();
         let hours_from = 24.0 * aux.uniform();
         let hours = match family.arrivals {
