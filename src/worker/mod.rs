@@ -511,7 +511,7 @@ impl Worker {
             self.link.event(e).await;
             return Ok(());
         }
-        let wait = self.class.avoid_failed_hosts;
+        let wait = self.steering_wait(now);
         if let Some(delay) = hand_back(&job.failed_on, &self.cfg.host, job.handed_back_at, now, wait) {
             return self.hand_back(&delivery, &job, delay, now).await;
         }
@@ -648,6 +648,17 @@ impl Worker {
         self.link.event(done).await;
         notify::status(if self.drain.token.is_cancelled() { "draining" } else { "idle" });
         recorded.map(|_| ())
+    }
+
+    /// How long a retry that failed on this host is offered to other hosts first: the class's
+    /// `avoid_failed_hosts`, or nothing when no other host serves the class.
+    fn steering_wait(&self, now: i64) -> Duration {
+        let elsewhere = self.verdicts.lock().is_ok_and(|v| v.served_elsewhere(&self.class.name, &self.cfg.host, now));
+        if elsewhere {
+            self.class.avoid_failed_hosts
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// What the job's history charges to it, after the fleet's verdicts.

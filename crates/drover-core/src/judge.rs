@@ -310,7 +310,9 @@ impl Judge {
             }
         }
         blames.retain(|b| b.active || now - b.since_ms < verdicts::BELIEVED_MS);
+        let serves: BTreeSet<String> = units.iter().map(|(_, class)| class.clone()).collect();
         HostVerdicts {
+            serves: serves.into_iter().collect(),
             suspects: self.suspects(units),
             v: verdicts::VERSION,
             host: self.cfg.host.clone(),
