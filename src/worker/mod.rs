@@ -159,6 +159,8 @@ struct Worker {
     /// workers died running a job.
     verdicts: Arc<Mutex<crate::verdicts::Fleet>>,
     verdicts_heard: Arc<tokio::sync::Notify>,
+    /// The delivery being handled is a probe job.
+    probing: bool,
 }
 
 /// Runs a worker until it is told to stop; returns the process exit status.
@@ -178,6 +180,7 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
         uses_lease,
         verdicts: Arc::default(),
         verdicts_heard: Arc::default(),
+        probing: false,
     };
     let tasks = Tasks::new();
     tasks.spawn(crate::io::fleet::follow_verdicts(
@@ -418,7 +421,9 @@ impl Worker {
                             // Before the job, so that no second delivery is taken meanwhile.
                             self.drain.cordon(true);
                         }
+                        self.probing = probing;
                         let handled = self.handle(delivery, &chan).await;
+                        self.probing = false;
                         if probing {
                             tracing::info!("probe job done: cordoned until the supervisor decides");
                         }
@@ -653,6 +658,10 @@ impl Worker {
     /// How long a retry that failed on this host is offered to other hosts first: the class's
     /// `avoid_failed_hosts`, or nothing when no other host serves the class.
     fn steering_wait(&self, now: i64) -> Duration {
+        if self.probing {
+            // A probe job tests this host: it runs here whatever it did before.
+            return Duration::ZERO;
+        }
         let elsewhere = self.verdicts.lock().is_ok_and(|v| v.served_elsewhere(&self.class.name, &self.cfg.host, now));
         if elsewhere {
             self.class.avoid_failed_hosts

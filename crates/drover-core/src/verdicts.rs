@@ -45,8 +45,8 @@ pub struct HostVerdicts {
     /// quarantine: jobs that failed there are not given up on yet.
     #[serde(default)]
     pub suspects: Vec<Suspect>,
-    /// The classes this host runs units of: a worker steers a retry away from its own host
-    /// only when another host serves the class.
+    /// The classes this host has a unit taking jobs for (healthy, under no order): a worker
+    /// steers a retry away from its own host only when another host serves the class.
     #[serde(default)]
     pub serves: Vec<String>,
 }
