@@ -70,27 +70,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
         tasks.spawn(serve_metrics(listener, handle, tasks.clone()));
     }
-    let report = Arc::new(Mutex::new(StatusReport { host: cfg.host.clone(), ..Default::default() }));
-    let orders_path = cfg.alerts.state_dir.join(format!("{}-orders.json", cfg.broker.prefix));
-    let orders = load_orders(&orders_path);
-    if !orders.is_empty() {
-        tracing::info!("resuming {} maintenance order(s) from {}", orders.len(), orders_path.display());
-    }
-    let maint = Arc::new(Mutex::new(Maintenance { orders, ..Default::default() }));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let timeline = Timeline {
-        path: cfg.alerts.state_dir.join(format!("{}-timeline.jsonl", cfg.broker.prefix)),
-        host: cfg.host.clone(),
-    };
+    let ctx = Arc::new(context(&cfg));
+    let (report, maint, wake, timeline) =
+        (ctx.report.clone(), ctx.maint.clone(), ctx.wake.clone(), ctx.timeline.clone());
     timeline.record("drover", "supervisor started", &host_up_since(), &format!("host {}", cfg.host));
-    let ctx = Arc::new(Ctx {
-        host: cfg.host.clone(),
-        report: report.clone(),
-        maint: maint.clone(),
-        wake: wake.clone(),
-        orders_path,
-        timeline: timeline.clone(),
-    });
     let ctx_for_handler = ctx.clone();
     let handler: control::Handler = Arc::new(move |req| ctx_for_handler.handle(req));
     let socket = cfg.supervisor.socket.clone();
@@ -108,12 +91,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     notify::ready();
 
     let alerted_path = cfg.alerts.state_dir.join(format!("{}-misconfigured-alerted.json", cfg.broker.prefix));
-    let alerted: BTreeMap<String, String> = std::fs::read(&alerted_path)
-        .ok()
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| tracing::warn!("ignoring {}: {e}", alerted_path.display())).ok()
-        })
-        .unwrap_or_default();
+    let alerted = load_alerted(&alerted_path);
     let mut s = Supervisor {
         alerted,
         alerted_path,
@@ -141,6 +119,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         tracing::warn!("{stragglers} task(s) still running after 5 s; stopping anyway");
     }
     Ok(0)
+}
+
+/// What the supervisor's requests and loops share: the status report, the maintenance orders
+/// (resumed from the state directory) and the timeline.
+fn context(cfg: &Config) -> Ctx {
+    let orders_path = cfg.alerts.state_dir.join(format!("{}-orders.json", cfg.broker.prefix));
+    let orders = load_orders(&orders_path);
+    if !orders.is_empty() {
+        tracing::info!("resuming {} maintenance order(s) from {}", orders.len(), orders_path.display());
+    }
+    Ctx {
+        host: cfg.host.clone(),
+        report: Arc::new(Mutex::new(StatusReport { host: cfg.host.clone(), ..Default::default() })),
+        maint: Arc::new(Mutex::new(Maintenance { orders, ..Default::default() })),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        orders_path,
+        timeline: Timeline {
+            path: cfg.alerts.state_dir.join(format!("{}-timeline.jsonl", cfg.broker.prefix)),
+            host: cfg.host.clone(),
+        },
+    }
+}
+
+/// The units already alerted as misconfigured, kept across restarts.
+fn load_alerted(path: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| tracing::warn!("ignoring {}: {e}", path.display())).ok())
+        .unwrap_or_default()
 }
 
 fn spawn_signal_handler(tasks: &Tasks) -> anyhow::Result<()> {
@@ -269,25 +276,16 @@ impl Supervisor {
         }
     }
 
-    /// Applies the maintenance orders: signals and stops, progress; returns the held units.
-    async fn maintain(
-        &mut self,
-        sd: &Systemd,
-        observed: &BTreeMap<String, crate::reconcile::Observed>,
-    ) -> Result<(BTreeSet<String>, BTreeSet<String>), SystemdError> {
-        let now = now_ms();
-        let prefix = self.cfg.systemd.unit_prefix.clone();
-        let views: Vec<UnitView> = self
-            .desired
-            .iter()
-            .chain(observed.keys())
-            .collect::<BTreeSet<_>>()
+    /// Every unit the configuration wants or systemd has, as the maintenance plan sees it.
+    fn unit_views(&self, observed: &BTreeMap<String, crate::reconcile::Observed>, now: i64) -> Vec<UnitView> {
+        let names: BTreeSet<&String> = self.desired.iter().chain(observed.keys()).collect();
+        names
             .into_iter()
             .map(|name| {
                 let o = observed.get(name);
                 UnitView {
                     unit: name.clone(),
-                    class: class_of_unit(&prefix, name),
+                    class: class_of_unit(&self.cfg.systemd.unit_prefix, name),
                     up: o.is_some_and(|o| {
                         matches!(o.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
                     }),
@@ -295,7 +293,17 @@ impl Supervisor {
                     job: o.and_then(|o| control::parse_worker_status(&o.status_text, now)).map(|j| (j.id, j.age_s)),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Applies the maintenance orders: signals and stops, progress; returns the held units.
+    async fn maintain(
+        &mut self,
+        sd: &Systemd,
+        observed: &BTreeMap<String, crate::reconcile::Observed>,
+    ) -> Result<(BTreeSet<String>, BTreeSet<String>), SystemdError> {
+        let now = now_ms();
+        let views = self.unit_views(observed, now);
         let early: BTreeSet<String> =
             self.cfg.classes.values().filter(|c| c.drain_early_requeue).map(|c| c.name.clone()).collect();
         let (acts, held, orders) = {
@@ -462,106 +470,121 @@ impl Supervisor {
         held: &BTreeSet<String>,
         cordoned: &BTreeSet<String>,
     ) {
-        // Quarantined units, and whether their hold ran out (a probe job decides).
-        let quarantined: BTreeMap<String, bool> = self
-            .maint
-            .lock()
-            .map(|m| {
-                m.orders
-                    .iter()
-                    .filter(|o| o.kind == maintenance::Kind::Quarantine)
-                    .filter_map(|o| match &o.scope {
-                        maintenance::Scope::Unit(u) => Some((u.clone(), o.probing_since_ms.is_some())),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let quarantined = self.quarantined_units();
         let now = now_ms();
-        let prefix = &self.cfg.systemd.unit_prefix;
-        let events = self.from_events.lock().ok();
-        let mut units = Vec::new();
-        let mut by_health: BTreeMap<(String, &'static str), u32> = BTreeMap::new();
-        let mut by_state: BTreeMap<(String, &str), u32> = BTreeMap::new();
+        let mut counts = UnitCounts::default();
         let names: BTreeSet<&String> = self.desired.iter().chain(observed.keys()).collect();
-        for name in names {
-            let o = observed.get(name);
-            let t = self.reconciler.tracks.get(name);
-            let health = match (t.and_then(|t| t.health), o) {
-                (Some(h), _) => h,
-                (None, Some(o)) if o.active_state == "active" => Health::Stopping, // surplus, being stopped
-                _ => Health::Stopped,
-            };
-            let class = class_of_unit(prefix, name);
-            let up = o.is_some_and(|o| o.active_state != "inactive" && o.active_state != "failed");
-            let health_text = if held.contains(name) {
-                if up {
-                    "draining"
-                } else {
-                    "drained"
-                }
-            } else if let (Some(&probing), true) = (quarantined.get(name), up) {
-                if probing {
-                    "probing"
-                } else {
-                    "quarantined"
-                }
-            } else if cordoned.contains(name) && up {
-                "cordoned"
-            } else {
-                health.as_str()
-            };
-            *by_health.entry((class.clone(), health_text)).or_default() += 1;
-            let active = o.map(|o| o.active_state.as_str()).unwrap_or("absent");
-            let active = match active {
-                "active" | "activating" | "deactivating" | "inactive" | "failed" | "absent" => active,
-                _ => "other", // a state this systemd has and we do not know: a bounded label set
-            };
-            *by_state.entry((class.clone(), active)).or_default() += 1;
-            let detail = match health {
-                Health::Misconfigured => events
-                    .as_ref()
-                    .and_then(|e| e.misconfigured.get(name).cloned())
-                    .or_else(|| t.and_then(|t| t.misconfigured.clone())),
-                Health::Failing | Health::Restarting => o.map(|o| format!("last exit: {}", exit_text(o))),
-                _ => None,
-            };
-            units.push(UnitStatus {
-                unit: name.clone(),
-                class,
-                state: o.map(|o| format!("{}/{}", o.active_state, o.sub_state)).unwrap_or_else(|| "absent".into()),
-                health: health_text.into(),
-                restarts: t.map(|t| t.restarts).unwrap_or(0),
-                main_pid: o.map(|o| o.main_pid).unwrap_or(0),
-                job: o.and_then(|o| control::parse_worker_status(&o.status_text, now)),
-                detail,
-            });
-        }
-        for class in self.cfg.classes.keys() {
-            for h in [
-                "healthy",
-                "starting",
-                "restarting",
-                "stopping",
-                "failing",
-                "misconfigured",
-                "stopped",
-                "cordoned",
-                "draining",
-                "drained",
-            ] {
-                let n = by_health.get(&(class.clone(), h)).copied().unwrap_or(0);
-                metrics::gauge!(m::UNITS, "class" => class.clone(), "health" => h).set(n as f64);
-            }
-            for st in ["active", "activating", "deactivating", "inactive", "failed", "absent", "other"] {
-                let n = by_state.get(&(class.clone(), st)).copied().unwrap_or(0);
-                metrics::gauge!(m::UNITS_BY_STATE, "class" => class.clone(), "state" => st).set(n as f64);
-            }
-        }
+        let units: Vec<UnitStatus> = names
+            .into_iter()
+            .map(|name| {
+                let o = observed.get(name);
+                let up = o.is_some_and(|o| o.active_state != "inactive" && o.active_state != "failed");
+                let shown = maintenance::shown_health(
+                    held.contains(name),
+                    quarantined.get(name).copied(),
+                    cordoned.contains(name),
+                    up,
+                );
+                let status = self.unit_status(name, o, shown, now);
+                counts.add(&status, o);
+                status
+            })
+            .collect();
+        counts.publish(self.cfg.classes.keys());
         if let Ok(mut r) = self.report.lock() {
             r.at = rfc3339(now);
             r.systemd_connected = true;
             r.units = units;
+        }
+    }
+
+    /// Quarantined units, and whether their hold ran out (a probe job decides).
+    fn quarantined_units(&self) -> BTreeMap<String, bool> {
+        let Ok(m) = self.maint.lock() else { return BTreeMap::new() };
+        m.orders
+            .iter()
+            .filter(|o| o.kind == maintenance::Kind::Quarantine)
+            .filter_map(|o| o.scope.unit().map(|u| (u.to_string(), o.probing_since_ms.is_some())))
+            .collect()
+    }
+
+    /// One unit's line of the status report; `shown` is what the orders make of its health.
+    fn unit_status(
+        &self,
+        name: &str,
+        o: Option<&crate::reconcile::Observed>,
+        shown: Option<&str>,
+        now: i64,
+    ) -> UnitStatus {
+        let t = self.reconciler.tracks.get(name);
+        let health = match (t.and_then(|t| t.health), o) {
+            (Some(h), _) => h,
+            (None, Some(o)) if o.active_state == "active" => Health::Stopping, // surplus, being stopped
+            _ => Health::Stopped,
+        };
+        let detail = match health {
+            Health::Misconfigured => self
+                .from_events
+                .lock()
+                .ok()
+                .and_then(|e| e.misconfigured.get(name).cloned())
+                .or_else(|| t.and_then(|t| t.misconfigured.clone())),
+            Health::Failing | Health::Restarting => o.map(|o| format!("last exit: {}", exit_text(o))),
+            _ => None,
+        };
+        UnitStatus {
+            unit: name.to_string(),
+            class: class_of_unit(&self.cfg.systemd.unit_prefix, name),
+            state: o.map(|o| format!("{}/{}", o.active_state, o.sub_state)).unwrap_or_else(|| "absent".into()),
+            health: shown.unwrap_or(health.as_str()).into(),
+            restarts: t.map(|t| t.restarts).unwrap_or(0),
+            main_pid: o.map(|o| o.main_pid).unwrap_or(0),
+            job: o.and_then(|o| control::parse_worker_status(&o.status_text, now)),
+            detail,
+        }
+    }
+}
+
+/// Units per class by health and by systemd state, for the gauges.
+#[derive(Default)]
+struct UnitCounts {
+    by_health: BTreeMap<(String, String), u32>,
+    by_state: BTreeMap<(String, &'static str), u32>,
+}
+
+impl UnitCounts {
+    fn add(&mut self, u: &UnitStatus, o: Option<&crate::reconcile::Observed>) {
+        *self.by_health.entry((u.class.clone(), u.health.clone())).or_default() += 1;
+        const KNOWN: [&str; 6] = ["active", "activating", "deactivating", "inactive", "failed", "absent"];
+        let state = o.map(|o| o.active_state.as_str()).unwrap_or("absent");
+        // A state this systemd has and we do not know is `other`: a bounded label set.
+        let active = KNOWN.into_iter().find(|k| *k == state).unwrap_or("other");
+        *self.by_state.entry((u.class.clone(), active)).or_default() += 1;
+    }
+
+    fn publish<'a>(&self, classes: impl Iterator<Item = &'a String>) {
+        const HEALTH: [&str; 10] = [
+            "healthy",
+            "starting",
+            "restarting",
+            "stopping",
+            "failing",
+            "misconfigured",
+            "stopped",
+            "cordoned",
+            "draining",
+            "drained",
+        ];
+        const STATES: [&str; 7] = ["active", "activating", "deactivating", "inactive", "failed", "absent", "other"];
+        for class in classes {
+            for h in HEALTH {
+                let n = self.by_health.get(&(class.clone(), h.to_string())).copied().unwrap_or(0);
+                metrics::gauge!(m::UNITS, "class" => class.clone(), "health" => h).set(n as f64);
+            }
+            for st in STATES {
+                let n = self.by_state.get(&(class.clone(), st)).copied().unwrap_or(0);
+                metrics::gauge!(m::UNITS_BY_STATE, "class" => class.clone(), "state" => st).set(n as f64);
+            }
         }
     }
 }

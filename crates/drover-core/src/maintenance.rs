@@ -206,6 +206,21 @@ pub struct Moved {
     pub to: Option<String>,
 }
 
+/// What the orders make of a unit's health in `drover status`, or `None` for the health
+/// systemd and the reconciler give it: drained units are `draining` (still up) or `drained`;
+/// a quarantined unit that is up is `quarantined`, or `probing` once its hold ran out
+/// (`quarantine` says which); a cordoned one that is up is `cordoned`.
+pub fn shown_health(drained: bool, quarantine: Option<bool>, cordoned: bool, up: bool) -> Option<&'static str> {
+    match (drained, quarantine, cordoned, up) {
+        (true, _, _, true) => Some("draining"),
+        (true, _, _, false) => Some("drained"),
+        (false, Some(true), _, true) => Some("probing"),
+        (false, Some(false), _, true) => Some("quarantined"),
+        (false, _, true, true) => Some("cordoned"),
+        _ => None,
+    }
+}
+
 pub fn applies(scope: &Scope, host: &str, u: &UnitView) -> bool {
     match scope {
         Scope::Host(h) => h == host,
@@ -431,6 +446,23 @@ pub fn progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_orders_shape_a_units_shown_health() {
+        // (drained, quarantine: probing?, cordoned, up, shown)
+        let cases = [
+            (true, None, false, true, Some("draining")),
+            (true, Some(false), true, false, Some("drained")),
+            (false, Some(true), true, true, Some("probing")),
+            (false, Some(false), true, true, Some("quarantined")),
+            (false, None, true, true, Some("cordoned")),
+            (false, Some(false), true, false, None), // down: systemd's word stands
+            (false, None, false, true, None),
+        ];
+        for (drained, q, cordoned, up, want) in cases {
+            assert_eq!(shown_health(drained, q, cordoned, up), want, "{drained} {q:?} {cordoned} {up}");
+        }
+    }
 
     fn unit(n: u32, class: &str, job: Option<f64>) -> UnitView {
         UnitView {
