@@ -18,6 +18,9 @@
 //! - [`rollout`]: waves of hosts, and whether a touched wave looks worse than the rest.
 //! - [`quarantine`]: bad workers versus bad jobs: per worker and host attribution, the binomial
 //!   test against the rest of the fleet, shared outages, attempts whose worker died.
+//! - [`suspects`]: bad hosts and workers caught from the ages of their running jobs (censored
+//!   run times against the rest of the fleet), slow hosts, cordon / quarantine / lift, the
+//!   budget of how much of a class is out at once, shadow mode.
 //! - [`verdicts`]: the supervisors' verdicts as workers need them: which failures were a
 //!   quarantined worker's or a shared outage's fault (fair charging), which workers a job
 //!   killed (poison).
@@ -75,6 +78,7 @@ pub mod reconcile;
 pub mod rollout;
 pub mod submit;
 pub mod supervise;
+pub mod suspects;
 pub mod systemd;
 pub mod units;
 pub mod verdicts;
