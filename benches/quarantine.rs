@@ -3,7 +3,17 @@
 //! costs before it is quarantined, and how many healthy workers a long run with ordinary
 //! failures and restart noise quarantines by mistake.
 //!
-//!   cargo bench --bench quarantine          (DROVER_BENCH_SEED to change the seed)
+//! The second part (`running_evidence`) runs `drover::suspects` on a fleet in simulated time:
+//! log-normal 20-40 minute jobs with stragglers, ordinary failures, routine host restarts, then
+//! one host (or half of them) turning bad: every job hangs until its timeout, fails fast, or runs
+//! 4x slower. It reports the time to the bad host's cordon and quarantine in multiples of the
+//! class's p99, the attempts lost to it, false cordons and quarantines, and the budget. Tuned on
+//! the "tune" rows only; the "report" rows use seeds and workload shapes not tuned on.
+//!
+//!   cargo bench --bench quarantine          (DROVER_BENCH_SEED to change the first part's seed;
+//!                                            DROVER_BENCH_ONLY=tune for the tuning rows only,
+//!                                            DROVER_BENCH_VERBOSE=1 for each run and the
+//!                                            evidence of every false cordon)
 
 use drover::events::{EventKind, JobEvent};
 use drover::quarantine::{Attribution, Policy, Subject};

@@ -261,7 +261,7 @@ pub struct Evidence {
     pub p_value: f64,
     /// Ages of the subject's jobs running now, longest first.
     pub running_ms: Vec<i64>,
-    /// Among its `jobs`: failed and timed out.
+    /// Among its newest `jobs` completed attempts: failed and timed out.
     pub failed: u32,
     pub timed_out: u32,
     /// Median run time of its newest successes (at least 3; running jobs past the rest's median
@@ -281,8 +281,11 @@ impl Evidence {
     }
 }
 
+/// A run time for people: whole minutes from a minute on, whole seconds below.
 fn minutes(ms: i64) -> String {
-    crate::duration::format(std::time::Duration::from_millis(ms.max(0) as u64))
+    let ms = ms.max(0) as u64;
+    let secs = if ms >= 60_000 { (ms + 30_000) / 60_000 * 60 } else { (ms + 500) / 1000 };
+    crate::duration::format(std::time::Duration::from_secs(secs))
 }
 
 impl std::fmt::Display for Evidence {
@@ -718,7 +721,7 @@ impl Suspects {
         } else {
             (Standing::Healthy, bad)
         };
-        let newest = &items[..items.len().min(jobs.max(1) as usize)];
+        let newest: Vec<&Item> = items.iter().filter(|i| i.end.is_some()).take(jobs as usize).collect();
         let count = |e: End| newest.iter().filter(|i| i.end == Some(e)).count() as u32;
         let mut running_ms: Vec<i64> = items.iter().filter(|i| i.end.is_none()).map(|i| i.run_ms).collect();
         running_ms.sort_unstable_by(|a, b| b.cmp(a));
@@ -1146,7 +1149,10 @@ mod tests {
             assert_eq!(d.alerts.len(), 1, "one alert for the host: {:?}", d.alerts);
             let key = d.alerts[0].key();
             assert_eq!((key.name.as_str(), key.label("host"), key.label("unit")), ("HostSuspect", "h0", ""));
-            assert!(d.alerts[0].summary.contains("host h0 cordoned (units u0, u1, u2)"), "{}", d.alerts[0].summary);
+            let text = &d.alerts[0].summary;
+            assert!(text.contains("host h0 cordoned (units u0, u1, u2)"), "{text}");
+            assert!(text.contains("3 of its last 3 jobs ran past the rest's p99.5"), "{text}");
+            assert!(text.contains("running now: 1h47m, 1h47m, 1h47m"), "the fault's own numbers: {text}");
             assert!(s.evaluate(t + 108 * MIN, &[]).does.is_empty(), "actions are edges");
             for u in 0..2 {
                 s.ended(&attempt("h0", &format!("u{u}"), &format!("long{u}"), t, 110 * MIN, end));
