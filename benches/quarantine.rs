@@ -12,6 +12,8 @@
 //!
 //!   cargo bench --bench quarantine          (DROVER_BENCH_SEED to change the first part's seed;
 //!                                            DROVER_BENCH_ONLY=tune for the tuning rows only,
+//!                                            DROVER_BENCH_ONLY=false for the false-alarm and
+//!                                            budget rows only,
 //!                                            DROVER_BENCH_VERBOSE=1 for each run and the
 //!                                            evidence of every false cordon)
 
@@ -655,10 +657,12 @@ fn running_evidence() {
     );
     println!("| set | workload | hosts x units | bad host | caught | cordon after (x p99, median / max) | runs with a routine restart of the bad host before its cordon | cordon after its last return from a restart (x p99) | quarantine after (x p99, median / max) | lost attempts per unit (max) | false cordons / quarantines |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    detection_rows("tune", 1..11, &tune, &[(8, 3)]);
-    let tuning = std::env::var("DROVER_BENCH_ONLY").is_ok_and(|v| v == "tune");
-    let report: &[Shape] = if tuning { &[] } else { &report };
-    detection_rows("report", 1001..1007, report, &[(12, 4), (6, 3)]);
+    let only = std::env::var("DROVER_BENCH_ONLY").unwrap_or_default();
+    let report: &[Shape] = if only == "tune" { &[] } else { &report };
+    if only != "false" {
+        detection_rows("tune", 1..11, &tune, &[(8, 3)]);
+        detection_rows("report", 1001..1007, report, &[(12, 4), (6, 3)]);
+    }
     println!("\n| set | workload | hosts x units | completions | false cordons (per 100,000) | false quarantines (per 100,000) |");
     println!("|---|---|---|---|---|---|");
     false_rows("tune", 1..3, &tune, &[(8, 3)], 100_000);

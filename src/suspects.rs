@@ -673,7 +673,7 @@ impl Suspects {
             Item { started_ms: r.started_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
         });
         let mut items: Vec<Item> = done.chain(running).collect();
-        items.sort_by(|a, b| b.started_ms.cmp(&a.started_ms));
+        items.sort_by_key(|i| std::cmp::Reverse(i.started_ms));
         items
     }
 
