@@ -5,7 +5,7 @@
 //!
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
-//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`judge`], [`verdicts`], [`drift`],
+//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`verdicts`], [`drift`],
 //! [`latency`], [`alerts`], [`timeline`]. That crate depends on no async runtime, broker, bus or HTTP crate
 //! and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
@@ -40,7 +40,7 @@
 
 pub use drover_core::{
     alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, quarantine, reconcile,
-    rollout, timeline, verdicts,
+    rollout, suspects, timeline, verdicts,
 };
 
 pub mod cli;

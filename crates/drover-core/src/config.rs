@@ -121,8 +121,34 @@ pub struct QuarantineConfig {
     pub hold_max: Duration,
     /// Fewest failures before a worker or host is quarantined.
     pub min_failures: u32,
-    /// Significance of the test against the rest of the fleet.
+    /// Significance of the test against the rest of the fleet (quarantine).
     pub alpha: f64,
+    /// `false`: shadow mode: decide, record and alert what would be done, without acting.
+    pub enforce: bool,
+    /// Significance at which a worker or host is cordoned as a suspect (running jobs far older
+    /// than the fleet's, failures); looser than `alpha`.
+    pub cordon_alpha: f64,
+    /// A running job older than this quantile of the rest of the fleet's run times is a tail event.
+    pub tail_quantile: f64,
+    /// A host whose jobs succeed this many times slower than the rest's median is cordoned.
+    pub slow_factor: f64,
+    /// At most this share of a class's units, and of its hosts, out at once (at least one).
+    pub max_quarantined: f64,
+}
+
+impl QuarantineConfig {
+    /// The policy of [`crate::suspects`] these settings describe.
+    pub fn suspect_policy(&self) -> crate::suspects::SuspectPolicy {
+        crate::suspects::SuspectPolicy {
+            alpha: self.alpha,
+            enforce: self.enforce,
+            cordon_alpha: self.cordon_alpha,
+            tail_quantile: self.tail_quantile,
+            slow_factor: self.slow_factor,
+            max_quarantined: self.max_quarantined,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -529,12 +555,54 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
             1e-7
         }
     };
+    let d = crate::suspects::SuspectPolicy::default();
+    let cordon_alpha = r.number(
+        &q_t,
+        "quarantine",
+        "cordon_alpha",
+        d.cordon_alpha,
+        |x| x > 0.0 && x < 0.5,
+        "a significance between 0 and 0.5, such as 1e-6",
+    );
+    if cordon_alpha < alpha {
+        r.problem(
+            "quarantine.cordon_alpha",
+            &format!("{cordon_alpha:e}, stricter than alpha ({alpha:e})"),
+            "a significance at least as large as quarantine.alpha (a cordon comes before a quarantine)",
+        );
+    }
     let quarantine = QuarantineConfig {
         enabled: r.boolean(&q_t, "quarantine", "enabled", true),
         hold: r.duration(&q_t, "quarantine", "hold", Duration::from_secs(600)),
         hold_max: r.duration(&q_t, "quarantine", "hold_max", Duration::from_secs(6 * 3600)),
         min_failures: r.integer(&q_t, "quarantine", "min_failures", 3, 1, 1000) as u32,
         alpha,
+        enforce: r.boolean(&q_t, "quarantine", "enforce", d.enforce),
+        cordon_alpha,
+        tail_quantile: r.number(
+            &q_t,
+            "quarantine",
+            "tail_quantile",
+            d.tail_quantile,
+            |x| x > 0.5 && x < 1.0,
+            "a quantile between 0.5 and 1, such as 0.99",
+        ),
+        slow_factor: r.number(
+            &q_t,
+            "quarantine",
+            "slow_factor",
+            d.slow_factor,
+            |x| x > 1.0 && x <= 100.0,
+            "a factor above 1 (at most 100), such as 2.5",
+        ),
+        max_quarantined: r.number(
+            &q_t,
+            "quarantine",
+            "max_quarantined",
+            d.max_quarantined,
+            |x| x > 0.0 && x <= 1.0,
+            "a share above 0 and at most 1, such as 0.2",
+        ),
     };
     r.unknown_keys(&q_t, "quarantine");
 
@@ -747,6 +815,19 @@ impl Reader {
         }
     }
 
+    /// A number (integer or float) that `ok` accepts.
+    fn number(&mut self, t: &Table, path: &str, key: &str, default: f64, ok: fn(f64) -> bool, accepted: &str) -> f64 {
+        match self.take(t, path, key) {
+            None => default,
+            Some(Value::Integer(i)) if ok(*i as f64) => *i as f64,
+            Some(Value::Float(f)) if f.is_finite() && ok(*f) => *f,
+            Some(v) => {
+                self.problem(&join(path, key), &type_name(v), accepted);
+                default
+            }
+        }
+    }
+
     fn boolean(&mut self, t: &Table, path: &str, key: &str, default: bool) -> bool {
         match self.take(t, path, key) {
             None => default,
@@ -848,6 +929,51 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("bad.toml: 12 problems"), "{text}");
         assert!(text.contains("classes.Bad.timeout: found `40`: missing unit after 40"), "{text}");
+    }
+
+    #[test]
+    fn the_example_configuration_documents_the_quarantine_keys_with_their_defaults() {
+        let c = Config::parse(include_str!("../config/drover.example.toml"), "drover.example.toml").expect("valid");
+        let d = crate::suspects::SuspectPolicy::default();
+        let q = &c.quarantine;
+        assert_eq!((q.enforce, q.cordon_alpha, q.tail_quantile), (d.enforce, d.cordon_alpha, d.tail_quantile));
+        assert_eq!((q.slow_factor, q.max_quarantined, q.alpha), (d.slow_factor, d.max_quarantined, d.alpha));
+    }
+
+    #[test]
+    fn quarantine_keys_are_validated_all_at_once() {
+        let c = Config::parse(MINIMAL, "t.toml").expect("valid");
+        let p = c.quarantine.suspect_policy();
+        assert!(c.quarantine.enforce);
+        assert_eq!((p.cordon_alpha, p.tail_quantile, p.slow_factor, p.max_quarantined), (1e-6, 0.99, 2.5, 0.2));
+        let ok =
+            "[quarantine]\nenforce = false\nslow_factor = 3\nmax_quarantined = 0.1\n[classes.x]\ncommand = [\"x\"]";
+        let c = Config::parse(ok, "ok.toml").expect("valid");
+        assert_eq!((c.quarantine.enforce, c.quarantine.slow_factor, c.quarantine.max_quarantined), (false, 3.0, 0.1));
+        // (key = value, the problem's key)
+        let cases = [
+            ("enforce = \"no\"", "quarantine.enforce"),
+            ("cordon_alpha = 0.7", "quarantine.cordon_alpha"),
+            ("cordon_alpha = 1e-9", "quarantine.cordon_alpha"), // stricter than alpha (1e-7)
+            ("tail_quantile = 1", "quarantine.tail_quantile"),
+            ("tail_quantile = 0.3", "quarantine.tail_quantile"),
+            ("slow_factor = 1.0", "quarantine.slow_factor"),
+            ("max_quarantined = 0", "quarantine.max_quarantined"),
+            ("max_quarantined = 1.5", "quarantine.max_quarantined"),
+        ];
+        let all: Vec<&str> = cases.iter().filter(|(kv, _)| *kv != "cordon_alpha = 0.7").map(|(kv, _)| *kv).collect();
+        for (kv, key) in cases {
+            let text = format!("[quarantine]\n{kv}\n[classes.x]\ncommand = [\"x\"]");
+            let err = Config::parse(&text, "q.toml").expect_err(kv);
+            let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, [key], "{kv}");
+        }
+        // Several at once (one value per key): every problem listed.
+        let mut seen = std::collections::BTreeSet::new();
+        let many: Vec<&str> = all.into_iter().filter(|kv| seen.insert(kv.split(' ').next().unwrap_or(""))).collect();
+        let text = format!("[quarantine]\n{}\n[classes.x]\ncommand = [\"x\"]", many.join("\n"));
+        let err = Config::parse(&text, "q.toml").expect_err("invalid");
+        assert_eq!(err.problems.len(), many.len(), "{err}");
     }
 
     #[test]

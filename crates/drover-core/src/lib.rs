@@ -25,6 +25,8 @@
 //!   test against the rest of the fleet, shared outages, attempts whose worker died.
 //! - [`judge`]: this host's judge: the quarantines, pauses and probes the fleet's outcomes call
 //!   for on this host's units, their alerts (an [`judge::AlertKind`]) and the verdicts to publish.
+//! - [`suspects`]: bad hosts and workers caught from the ages of their running jobs (censored
+//!   run times against the rest of the fleet), slow hosts, the quarantine budget, shadow mode.
 //! - [`verdicts`]: the supervisors' verdicts as workers need them: which failures were a
 //!   quarantined worker's or a shared outage's fault (fair charging), which workers a job
 //!   killed (poison).
@@ -48,5 +50,6 @@ pub mod outcome;
 pub mod quarantine;
 pub mod reconcile;
 pub mod rollout;
+pub mod suspects;
 pub mod timeline;
 pub mod verdicts;

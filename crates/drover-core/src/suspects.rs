@@ -1,0 +1,1250 @@
+//! Suspects: bad hosts and workers caught from the ages of their **running** jobs before any of
+//! them times out, hosts whose jobs succeed but run far slower than elsewhere, and a budget on
+//! how much of a class is taken out at once. Pure: no clock, no I/O, no randomness; the caller
+//! passes every time stamp, so a recorded sequence of calls replays to the same decisions.
+//!
+//! # The test
+//! Each job of a subject (a host, or a worker `unit@host`) of a class is compared with the
+//! *rest* of the fleet's recent attempts of that class (the subject's own left out):
+//! - a job still running at age `a` is a censored observation: all we know is that its run time
+//!   is at least `a`. Its tail p-value is the share of the rest's run times at least as long,
+//!   `(1 + #{rest >= a}) / (1 + n)` (a conformal p-value: under "this subject is like the rest"
+//!   it is at most `t` with probability at most `t`, whatever the distribution, stragglers
+//!   included; no parametric tail is assumed). It only shrinks as the job ages.
+//! - a timeout is scored the same way at its run time; a failure is an event of the failure
+//!   channel, against the rest's (smoothed) failure share; a success is never a tail event (a
+//!   straggler that finishes is normal), and a running job is counted only once it is an event
+//!   at the level tested (until then its outcome is unknown).
+//!
+//! The subject's jobs, newest start first, are scanned (the last 1, 2, ... `window` of them) with
+//! a one-sided binomial test per channel: failures and timeouts; tail events at levels
+//! `1 - tail_quantile`, a half, a tenth and a hundredth of that, and "beyond every run of the
+//! rest"; failures or tail events together. The smallest p-value is the evidence: at most `cordon_alpha` the subject is a
+//! **suspect** (cordoned: no new jobs, running jobs go on), at most `alpha` it is
+//! **quarantined**. A single job can never be enough (its p-value is at least `1 / (1 + n)`):
+//! stragglers alone do not cordon a host; several of its jobs at once do.
+//!
+//! **Slow hosts**: the share of the subject's successes (and running jobs already past the
+//! threshold) longer than `f` times the rest's median, against the rest's own share (stragglers
+//! included), tested the same way; at `f = 1.5` it is reported (at `cordon_alpha`), at
+//! `f = slow_factor` with a median ratio (over the jobs that gave the evidence) of at least
+//! `slow_factor` it is cordoned (at `alpha`: slow jobs still complete, so it can wait for more).
+//!
+//! A cordon is decided once every job that ran on the subject at the cordon has ended: if one
+//! of them failed or timed out (or none ran) and the evidence still stands at the cordon level,
+//! there is nothing more to learn without new jobs and the subject is **quarantined** (the
+//! supervisor's hold and probe then decide); otherwise (its jobs completed normally) the cordon
+//! is **lifted**.
+//!
+//! **Budget**: at most `max_quarantined` of a class's units, and of its hosts (at least one of
+//! each), are out (cordoned or quarantined by this policy) at once. Beyond it no further subject
+//! is taken out, strongest evidence first, and one [`AlertKind::ManyLookBad`] condition names
+//! them. **Shadow mode** (`enforce = false`): [`Decision::would`] holds what would be done,
+//! [`Decision::does`] is empty, and the alerts say "would".
+//!
+//! # How the supervisor feeds and applies it
+//! - On every job event of the fleet (each supervisor sees them all): a start
+//!   [`Suspects::started`]; an end [`Suspects::ended`] with [`End`] (interrupted attempts, drains
+//!   and requeues as `End::Interrupted`: never evidence). Times are the events' own time stamps.
+//! - On each evaluation: [`Suspects::evaluate`] with `now_ms` and the fleet's units
+//!   ([`Placement`]: class, host, unit). Apply [`Decision::does`] ([`Action::Cordon`]: the units'
+//!   cordon; [`Action::Quarantine`]: a quarantine order for the units, running jobs requeued
+//!   without charge; [`Action::Lift`]: lift the cordon); record [`Decision::would`] in the
+//!   timeline; turn [`Decision::alerts`] into alert conditions with [`Alert::key`] (one per host,
+//!   its units inside) and [`Alert::summary`]. Actions are edges: each is returned once.
+//! - When a quarantine this policy asked for ends (a probe passed, an operator released it):
+//!   [`Suspects::release`], so the subject starts with a clean record.
+
+use crate::alerts::AlertKey;
+use crate::quarantine::{binomial_tail, Subject};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SuspectPolicy {
+    /// Recent completed attempts kept per subject and class.
+    pub window: usize,
+    /// Recent attempts of a class kept as the fleet's reference.
+    pub reference: usize,
+    /// Fewest attempts of the rest of the fleet before anyone is judged.
+    pub min_reference: usize,
+    /// A running job older than this quantile of the rest's run times is a tail event.
+    pub tail_quantile: f64,
+    /// Significance at which a subject is cordoned.
+    pub cordon_alpha: f64,
+    /// Significance at which it is quarantined.
+    pub alpha: f64,
+    /// Successes this many times slower than the rest's median: cordoned.
+    pub slow_factor: f64,
+    /// Share of a class's units (and of its hosts) out at once.
+    pub max_quarantined: f64,
+    /// Act on the decisions; `false`: shadow mode (decide and report only).
+    pub enforce: bool,
+}
+
+impl Default for SuspectPolicy {
+    fn default() -> Self {
+        SuspectPolicy {
+            window: 20,
+            reference: 2000,
+            min_reference: 200,
+            tail_quantile: 0.99,
+            cordon_alpha: 1e-6,
+            alpha: 1e-7,
+            slow_factor: 2.5,
+            max_quarantined: 0.2,
+            enforce: true,
+        }
+    }
+}
+
+/// Slower than the rest by this factor (with evidence): reported, not acted on.
+pub const SLOW_REPORT_FACTOR: f64 = 1.5;
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Succeeded,
+    Failed,
+    TimedOut,
+    /// Drained, requeued, lost channel, killed with its host: not evidence.
+    Interrupted,
+}
+
+/// One unit of a class, as the fleet runs it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Placement {
+    pub class: String,
+    pub host: String,
+    pub unit: String,
+}
+
+#[derive(Clone, Debug)]
+struct Done {
+    host: String,
+    worker: String,
+    started_ms: i64,
+    run_ms: i64,
+    end: End,
+}
+
+#[derive(Clone, Debug)]
+struct Running {
+    class: String,
+    host: String,
+    worker: String,
+    started_ms: i64,
+}
+
+/// Sorted run times with counts, for the rest-of-fleet queries.
+#[derive(Clone, Debug, Default)]
+struct Sorted(Vec<i64>);
+
+impl Sorted {
+    fn insert(&mut self, x: i64) {
+        let i = self.0.partition_point(|&d| d < x);
+        self.0.insert(i, x);
+    }
+    fn remove(&mut self, x: i64) {
+        let i = self.0.partition_point(|&d| d < x);
+        if self.0.get(i) == Some(&x) {
+            self.0.remove(i);
+        }
+    }
+    fn at_least(&self, x: i64) -> usize {
+        self.0.len() - self.0.partition_point(|&d| d < x)
+    }
+    fn above(&self, x: f64) -> usize {
+        self.0.len() - self.0.partition_point(|&d| (d as f64) <= x)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Counts of some recent attempts: run times of successes and timeouts (what a running job is
+/// compared with), of successes only (medians, slowness), failures (timeouts included), attempts.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    times: Sorted,
+    successes: Sorted,
+    failures: usize,
+    attempts: usize,
+}
+
+impl Tally {
+    fn account(&mut self, d: &Done, add: bool) {
+        let change = |n: &mut usize| if add { *n += 1 } else { *n -= 1 };
+        change(&mut self.attempts);
+        if matches!(d.end, End::Failed | End::TimedOut) {
+            change(&mut self.failures);
+        }
+        let (times, succ) = (matches!(d.end, End::Succeeded | End::TimedOut), d.end == End::Succeeded);
+        for (on, s) in [(times, &mut self.times), (succ, &mut self.successes)] {
+            match (on, add) {
+                (true, true) => s.insert(d.run_ms),
+                (true, false) => s.remove(d.run_ms),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A class's recent attempts across the fleet, and each host's and worker's share of them.
+#[derive(Clone, Debug, Default)]
+struct Reference {
+    recent: VecDeque<Done>,
+    all: Tally,
+    own: BTreeMap<Subject, Tally>,
+}
+
+impl Reference {
+    fn push(&mut self, d: Done, keep: usize) {
+        self.account(&d, true);
+        self.recent.push_back(d);
+        while self.recent.len() > keep {
+            if let Some(old) = self.recent.pop_front() {
+                self.account(&old, false);
+            }
+        }
+    }
+    fn account(&mut self, d: &Done, add: bool) {
+        self.all.account(d, add);
+        for s in [Subject::Host(d.host.clone()), Subject::Worker(d.worker.clone())] {
+            let t = self.own.entry(s.clone()).or_default();
+            t.account(d, add);
+            if t.attempts == 0 {
+                self.own.remove(&s);
+            }
+        }
+    }
+}
+
+/// What a subject is judged to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Standing {
+    Healthy,
+    /// Slower than the rest, with evidence, below `slow_factor`: reported only.
+    Slow,
+    /// Cordoned: no new jobs; its running jobs go on.
+    Suspect,
+    Quarantine,
+}
+
+/// Which test gave the evidence.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Test {
+    Failures,
+    /// Jobs running (or timed out) beyond the rest's quantile `1 - level`.
+    Tail {
+        level: f64,
+    },
+    FailuresOrTail {
+        level: f64,
+    },
+    /// Successes slower than `factor` x the rest's median.
+    Slow {
+        factor: f64,
+    },
+}
+
+/// The numbers that describe the fault: the subject's own recent jobs, and the rest of the fleet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evidence {
+    pub class: String,
+    pub subject: Subject,
+    pub test: Test,
+    /// Events among the subject's `jobs` most recent jobs (newest start first).
+    pub events: u32,
+    pub jobs: u32,
+    /// The rate of those events under "like the rest".
+    pub null_rate: f64,
+    pub p_value: f64,
+    /// Ages of the subject's jobs running now, longest first.
+    pub running_ms: Vec<i64>,
+    /// Among its newest `jobs` completed attempts: failed and timed out.
+    pub failed: u32,
+    pub timed_out: u32,
+    /// Median run time of its newest successes (at least 3; running jobs past the rest's median
+    /// count at their age), and of the rest's.
+    pub median_ms: Option<i64>,
+    pub fleet_median_ms: i64,
+    /// The rest's `tail_quantile` run time, and how many attempts of the rest were compared.
+    pub tail_quantile: f64,
+    pub fleet_tail_ms: i64,
+    pub fleet_jobs: u32,
+}
+
+impl Evidence {
+    /// The subject's median over the rest's (1.0 when unknown).
+    pub fn ratio(&self) -> f64 {
+        self.median_ms.map_or(1.0, |m| m as f64 / self.fleet_median_ms.max(1) as f64)
+    }
+}
+
+/// A run time for people: whole minutes from a minute on, whole seconds below.
+fn minutes(ms: i64) -> String {
+    let ms = ms.max(0) as u64;
+    let secs = if ms >= 60_000 { (ms + 30_000) / 60_000 * 60 } else { (ms + 500) / 1000 };
+    crate::duration::format(std::time::Duration::from_secs(secs))
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = self.who();
+        let what = match self.test {
+            Test::Failures => "failed or timed out".to_string(),
+            Test::Tail { level } => format!("ran past the rest's p{}", quantile_name(level)),
+            Test::FailuresOrTail { level } => format!("failed or ran past the rest's p{}", quantile_name(level)),
+            Test::Slow { factor } => format!("took over {factor}x the rest's median"),
+        };
+        let running: Vec<String> = self.running_ms.iter().map(|&a| minutes(a)).collect();
+        write!(
+            f,
+            "{who}, class {}: {} of its last {} jobs {what} ({} failed, {} timed out; running now: {}); \
+             its median {} vs the rest's {} (p{} {}, over {} jobs); p = {:.1e}",
+            self.class,
+            self.events,
+            self.jobs,
+            self.failed,
+            self.timed_out,
+            if running.is_empty() { "none".to_string() } else { running.join(", ") },
+            self.median_ms.map_or("-".to_string(), minutes),
+            minutes(self.fleet_median_ms),
+            quantile_name(1.0 - self.tail_quantile),
+            minutes(self.fleet_tail_ms),
+            self.fleet_jobs,
+            self.p_value
+        )
+    }
+}
+
+fn quantile_name(level: f64) -> String {
+    let q = 100.0 * (1.0 - level);
+    if (q - q.round()).abs() < 1e-9 {
+        format!("{q:.0}")
+    } else {
+        format!("{q:.2}").trim_end_matches('0').to_string()
+    }
+}
+
+/// A job's start, as the fleet's events report it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Start {
+    pub class: String,
+    pub host: String,
+    pub unit: String,
+    pub job: String,
+    pub at_ms: i64,
+}
+
+/// An attempt's end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub class: String,
+    pub host: String,
+    pub unit: String,
+    pub job: String,
+    pub started_ms: i64,
+    pub run_ms: i64,
+    pub end: End,
+}
+
+/// What to do to a subject's units.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// No new jobs on these units; their running jobs go on.
+    Cordon { class: String, subject: Subject, units: Vec<String>, evidence: Evidence },
+    /// Take these units out: their running jobs are requeued without charge; hold and probe.
+    Quarantine { class: String, subject: Subject, units: Vec<String>, evidence: Evidence },
+    /// Lift the cordon: its jobs completed normally.
+    Lift { class: String, subject: Subject, units: Vec<String> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AlertKind {
+    Suspect,
+    Quarantined,
+    Slow,
+    /// More subjects of a class look bad than the budget lets out: a shared cause?
+    ManyLookBad,
+}
+
+/// One alert condition, active while it is returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub class: String,
+    /// `None` for a class-wide condition.
+    pub subject: Option<Subject>,
+    pub units: Vec<String>,
+    pub summary: String,
+    /// `false` in shadow mode: what would have been done.
+    pub enforced: bool,
+}
+
+impl Alert {
+    /// The alert's identity, built here only: one per host (its units inside the summary), one
+    /// per worker, one per class for [`AlertKind::ManyLookBad`].
+    pub fn key(&self) -> AlertKey {
+        let kind = match self.kind {
+            AlertKind::Suspect => "Suspect",
+            AlertKind::Quarantined => "Quarantined",
+            AlertKind::Slow => "Slow",
+            AlertKind::ManyLookBad => return AlertKey::new("ManyLookBad", &[("class", &self.class)]),
+        };
+        match &self.subject {
+            Some(Subject::Host(h)) => AlertKey::new(&format!("Host{kind}"), &[("class", &self.class), ("host", h)]),
+            Some(Subject::Worker(w)) => {
+                let (unit, host) = w.split_once('@').unwrap_or((w, ""));
+                AlertKey::new(&format!("Worker{kind}"), &[("class", &self.class), ("host", host), ("unit", unit)])
+            }
+            None => AlertKey::new(&format!("Class{kind}"), &[("class", &self.class)]),
+        }
+    }
+}
+
+/// A subject's standing at one evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    pub standing: Standing,
+    pub evidence: Evidence,
+    /// Out (cordoned or quarantined) by this policy now, or would be in shadow mode.
+    pub out: bool,
+    /// Bad enough to take out, but the budget is spent.
+    pub held_back: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    pub judgements: Vec<Judgement>,
+    /// What the policy decides (budget applied), enforced or not.
+    pub would: Vec<Action>,
+    /// What to apply: `would` when enforcing, nothing in shadow mode.
+    pub does: Vec<Action>,
+    pub alerts: Vec<Alert>,
+}
+
+/// A subject taken out by this policy.
+#[derive(Clone, Debug)]
+struct Out {
+    standing: Standing,
+    /// The jobs running on it when it was cordoned: the cordon is decided when they all ended.
+    jobs: BTreeSet<String>,
+    /// How many of them failed or timed out.
+    bad_ends: u32,
+    units: Vec<String>,
+    evidence: Evidence,
+}
+
+type Key = (String, Subject);
+
+/// The fleet's recent attempts and running jobs, and who is out. See the module's doc.
+#[derive(Clone, Debug, Default)]
+pub struct Suspects {
+    policy: SuspectPolicy,
+    classes: BTreeMap<String, Reference>,
+    windows: BTreeMap<Key, VecDeque<Done>>,
+    /// Job id -> its running attempt.
+    running: BTreeMap<String, Running>,
+    out: BTreeMap<Key, Out>,
+}
+
+fn worker_of(unit: &str, host: &str) -> String {
+    format!("{unit}@{host}")
+}
+
+fn host_of(worker: &str) -> &str {
+    worker.split_once('@').map_or("", |(_, h)| h)
+}
+
+impl Suspects {
+    pub fn new(policy: SuspectPolicy) -> Self {
+        Suspects { policy, ..Default::default() }
+    }
+
+    pub fn policy(&self) -> &SuspectPolicy {
+        &self.policy
+    }
+
+    pub fn started(&mut self, s: &Start) {
+        let worker = worker_of(&s.unit, &s.host);
+        // A worker runs one job at a time: a start there means its previous attempt is over,
+        // whether or not its end was heard (a host that died under it).
+        self.running.retain(|_, r| r.worker != worker);
+        let r = Running { class: s.class.clone(), host: s.host.clone(), worker, started_ms: s.at_ms };
+        self.running.insert(s.job.clone(), r);
+    }
+
+    pub fn ended(&mut self, a: &Attempt) {
+        let worker = worker_of(&a.unit, &a.host);
+        if self.running.get(&a.job).is_some_and(|r| r.worker == worker) {
+            self.running.remove(&a.job);
+        }
+        if a.end == End::Interrupted {
+            return;
+        }
+        if matches!(a.end, End::Failed | End::TimedOut) {
+            for o in self.out.values_mut().filter(|o| o.jobs.contains(&a.job)) {
+                o.bad_ends += 1;
+            }
+        }
+        let d = Done { host: a.host.clone(), worker, started_ms: a.started_ms, run_ms: a.run_ms.max(0), end: a.end };
+        let (window, keep) = (self.policy.window, self.policy.reference);
+        for subject in [Subject::Host(a.host.clone()), Subject::Worker(d.worker.clone())] {
+            let w = self.windows.entry((a.class.clone(), subject)).or_default();
+            w.push_back(d.clone());
+            while w.len() > window {
+                w.pop_front();
+            }
+        }
+        self.classes.entry(a.class.clone()).or_default().push(d, keep);
+    }
+
+    /// A quarantine this policy asked for ended (probe passed, operator release): a clean record.
+    pub fn release(&mut self, class: &str, subject: &Subject) {
+        let key = (class.to_string(), subject.clone());
+        self.out.remove(&key);
+        self.windows.remove(&key);
+        if let Subject::Host(h) = subject {
+            self.windows.retain(|(c, s), _| !(c == class && matches!(s, Subject::Worker(w) if host_of(w) == h)));
+        }
+    }
+}
+
+/// The rest of the fleet for one subject: the class's reference minus the subject's own.
+struct Rest<'a> {
+    all: &'a Tally,
+    own: &'a Tally,
+}
+
+static NOTHING: Tally = Tally { times: Sorted(Vec::new()), successes: Sorted(Vec::new()), failures: 0, attempts: 0 };
+
+impl<'a> Rest<'a> {
+    fn new(r: &'a Reference, subject: &Subject) -> Self {
+        Rest { all: &r.all, own: r.own.get(subject).unwrap_or(&NOTHING) }
+    }
+    fn attempts(&self) -> usize {
+        self.all.attempts - self.own.attempts
+    }
+    fn n_times(&self) -> usize {
+        self.all.times.len() - self.own.times.len()
+    }
+    fn n_successes(&self) -> usize {
+        self.all.successes.len() - self.own.successes.len()
+    }
+    /// Failed or timed out.
+    fn failures(&self) -> usize {
+        self.all.failures - self.own.failures
+    }
+    /// Conformal tail p-value of a run of at least `x`.
+    fn p_tail(&self, x: i64) -> f64 {
+        let ge = self.all.times.at_least(x) - self.own.times.at_least(x);
+        (1 + ge) as f64 / (1 + self.n_times()) as f64
+    }
+    fn failure_rate(&self) -> f64 {
+        (self.failures() + 1) as f64 / (self.attempts() + 2) as f64
+    }
+    fn successes_above(&self, x: f64) -> usize {
+        self.all.successes.above(x) - self.own.successes.above(x)
+    }
+    /// The smallest run time with at least a share `q` of the rest's (`all` minus `own`) at or
+    /// below it.
+    fn quantile(all: &Sorted, own: &Sorted, q: f64) -> i64 {
+        let n = all.len() - own.len();
+        if n == 0 {
+            return 0;
+        }
+        let want = ((q * n as f64).ceil() as usize).clamp(1, n);
+        // At or below all[i], in the rest: monotone in i, so a binary search finds the first
+        // index with enough.
+        let below = |i: usize| {
+            let x = all.0[i];
+            all.0.partition_point(|&d| d <= x) - own.0.partition_point(|&d| d <= x)
+        };
+        let (mut lo, mut hi) = (0, all.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if below(mid) < want {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
+        }
+        all.0[lo.min(all.len() - 1)]
+    }
+    fn median(&self) -> i64 {
+        Self::quantile(&self.all.successes, &self.own.successes, 0.5)
+    }
+    fn tail(&self, q: f64) -> i64 {
+        Self::quantile(&self.all.times, &self.own.times, q)
+    }
+}
+
+/// One job of a subject as the tests see it: how it ended (`None`: still running), its run time
+/// or age, and its tail p-value against the rest.
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    started_ms: i64,
+    end: Option<End>,
+    run_ms: i64,
+    p_tail: f64,
+}
+
+/// The smallest one-sided binomial p-value over the newest 1, 2, ... jobs, counting only the
+/// jobs `event` says are known (`Some`), with `rate` the chance of an event under the null.
+/// Returns (p, jobs, events).
+fn scan(items: &[Item], event: impl Fn(&Item) -> Option<bool>, rate: f64) -> (f64, u32, u32) {
+    let (mut best, mut n, mut k) = ((1.0, 0, 0), 0u32, 0u32);
+    for it in items {
+        let Some(e) = event(it) else { continue };
+        n += 1;
+        if e {
+            k += 1;
+            let p = binomial_tail(k, n, rate);
+            if p < best.0 {
+                best = (p, n, k);
+            }
+        }
+    }
+    best
+}
+
+/// The tail levels tested: `1 - q`, a half, a tenth and a hundredth of it, and "beyond every
+/// run of the rest" (the smallest p-value there is with `n` runs).
+fn levels(q: f64, n: usize) -> Vec<f64> {
+    let floor = 1.0 / (1 + n) as f64;
+    let mut v: Vec<f64> = [1.0, 0.5, 0.1, 0.01].iter().map(|m| m * (1.0 - q)).filter(|&t| t > floor).collect();
+    v.push(floor);
+    v
+}
+
+/// The strongest evidence that the subject's jobs fail or hang: (p, test, jobs, events).
+fn bad_test(items: &[Item], rest: &Rest, q: f64) -> (f64, Test, u32, u32) {
+    let tail = |t: f64| {
+        move |it: &Item| match it.end {
+            None => (it.p_tail <= t).then_some(true),
+            Some(End::TimedOut) => Some(it.p_tail <= t),
+            Some(_) => Some(false),
+        }
+    };
+    let f = rest.failure_rate();
+    let (p, n, k) = scan(items, |it| it.end.map(|e| matches!(e, End::Failed | End::TimedOut)), f);
+    let mut best = (p, Test::Failures, n, k);
+    for level in levels(q, rest.n_times()) {
+        let (p, n, k) = scan(items, tail(level), level);
+        if p < best.0 {
+            best = (p, Test::Tail { level }, n, k);
+        }
+    }
+    let level = 1.0 - q;
+    let either =
+        |it: &Item| if matches!(it.end, Some(End::Failed | End::TimedOut)) { Some(true) } else { tail(level)(it) };
+    let (p, n, k) = scan(items, either, (f + level).min(1.0));
+    if p < best.0 {
+        best = (p, Test::FailuresOrTail { level }, n, k);
+    }
+    best
+}
+
+/// Evidence that the subject's jobs succeed but take over `factor` x the rest's median.
+fn slow_test(items: &[Item], rest: &Rest, factor: f64) -> (f64, u32, u32) {
+    let limit = factor * rest.median() as f64;
+    let rate = (rest.successes_above(limit) + 1) as f64 / (rest.n_successes() + 2) as f64;
+    let event = |it: &Item| match it.end {
+        None => (it.run_ms as f64 > limit).then_some(true),
+        Some(End::Succeeded) => Some(it.run_ms as f64 > limit),
+        Some(_) => None,
+    };
+    scan(items, event, rate)
+}
+
+impl Suspects {
+    /// The subject's jobs, newest start first: its recent completed attempts and its running ones.
+    fn items(&self, class: &str, subject: &Subject, rest: &Rest, now_ms: i64) -> Vec<Item> {
+        let key = (class.to_string(), subject.clone());
+        let done = self.windows.get(&key).into_iter().flatten().map(|d| Item {
+            started_ms: d.started_ms,
+            end: Some(d.end),
+            run_ms: d.run_ms,
+            p_tail: rest.p_tail(d.run_ms),
+        });
+        let running = self.running_on(class, subject).map(|(_, r)| {
+            let age = (now_ms - r.started_ms).max(0);
+            Item { started_ms: r.started_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
+        });
+        let mut items: Vec<Item> = done.chain(running).collect();
+        items.sort_by_key(|i| std::cmp::Reverse(i.started_ms));
+        items
+    }
+
+    fn running_on<'s>(
+        &'s self,
+        class: &'s str,
+        subject: &'s Subject,
+    ) -> impl Iterator<Item = (&'s String, &'s Running)> {
+        self.running.iter().filter(move |(_, r)| {
+            r.class == class
+                && match subject {
+                    Subject::Host(h) => &r.host == h,
+                    Subject::Worker(w) => &r.worker == w,
+                }
+        })
+    }
+
+    /// The subject's standing and the evidence for it; `None` without enough of a healthy rest.
+    fn judge(&self, class: &str, subject: &Subject, now_ms: i64) -> Option<(Standing, Evidence)> {
+        let p = &self.policy;
+        let rest = Rest::new(self.classes.get(class)?, subject);
+        if rest.attempts() < p.min_reference || rest.failures() * 2 >= rest.attempts() {
+            return None;
+        }
+        let items = self.items(class, subject, &rest, now_ms);
+        let fleet_median = rest.median();
+        let bad = bad_test(&items, &rest, p.tail_quantile);
+        let slow = slow_test(&items, &rest, p.slow_factor);
+        let report = slow_test(&items, &rest, SLOW_REPORT_FACTOR);
+        // The subject's median over the jobs that gave the slow evidence, not diluted by older ones.
+        let ratio_of =
+            |n: u32| own_median(&items, fleet_median, n).map_or(1.0, |m| m as f64 / fleet_median.max(1) as f64);
+        let ratio = ratio_of(slow.1);
+        let slow_test = |(p, n, k), factor| (p, Test::Slow { factor }, n, k);
+        let (standing, (p_value, test, jobs, events)) = if bad.0 <= p.alpha {
+            (Standing::Quarantine, bad)
+        } else if bad.0 <= p.cordon_alpha {
+            (Standing::Suspect, bad)
+        } else if slow.0 <= p.alpha && ratio >= p.slow_factor {
+            // Slow jobs still complete: no attempt is lost while waiting, so a slow host is
+            // cordoned only on the stricter level (a few stragglers at once must not do it).
+            (Standing::Suspect, slow_test(slow, p.slow_factor))
+        } else if report.0 <= p.cordon_alpha && ratio_of(report.1) >= SLOW_REPORT_FACTOR {
+            (Standing::Slow, slow_test(report, SLOW_REPORT_FACTOR))
+        } else {
+            (Standing::Healthy, bad)
+        };
+        let newest: Vec<&Item> = items.iter().filter(|i| i.end.is_some()).take(jobs as usize).collect();
+        let count = |e: End| newest.iter().filter(|i| i.end == Some(e)).count() as u32;
+        let mut running_ms: Vec<i64> = items.iter().filter(|i| i.end.is_none()).map(|i| i.run_ms).collect();
+        running_ms.sort_unstable_by(|a, b| b.cmp(a));
+        let evidence = Evidence {
+            class: class.to_string(),
+            subject: subject.clone(),
+            test,
+            events,
+            jobs,
+            null_rate: null_rate(test, &rest),
+            p_value,
+            running_ms,
+            failed: count(End::Failed),
+            timed_out: count(End::TimedOut),
+            median_ms: own_median(&items, fleet_median, jobs.max(3)),
+            fleet_median_ms: fleet_median,
+            tail_quantile: p.tail_quantile,
+            fleet_tail_ms: rest.tail(p.tail_quantile),
+            fleet_jobs: rest.attempts() as u32,
+        };
+        Some((standing, evidence))
+    }
+}
+
+fn null_rate(test: Test, rest: &Rest) -> f64 {
+    match test {
+        Test::Failures => rest.failure_rate(),
+        Test::Tail { level } => level,
+        Test::FailuresOrTail { level } => (rest.failure_rate() + level).min(1.0),
+        Test::Slow { factor } => {
+            (rest.successes_above(factor * rest.median() as f64) + 1) as f64 / (rest.n_successes() + 2) as f64
+        }
+    }
+}
+
+/// The median run time of the subject's newest `n` successes, counting its running jobs already
+/// past the rest's median at their age (a lower bound: they are at least that slow).
+fn own_median(items: &[Item], fleet_median: i64, n: u32) -> Option<i64> {
+    let mut v: Vec<i64> = items
+        .iter()
+        .filter(|i| i.end == Some(End::Succeeded) || (i.end.is_none() && i.run_ms > fleet_median))
+        .map(|i| i.run_ms)
+        .take(n.max(1) as usize)
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    Some(v[(v.len() - 1) / 2])
+}
+
+/// The units of a class, by host, as `unit` names: those the supervisor passed, and those seen
+/// in the recent attempts and running jobs.
+fn class_units(s: &Suspects, class: &str, placements: &[Placement]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let unit = |w: &str| w.split_once('@').map_or(w.to_string(), |(u, _)| u.to_string());
+    for p in placements.iter().filter(|p| p.class == class) {
+        m.entry(p.host.clone()).or_default().insert(p.unit.clone());
+    }
+    for d in s.classes.get(class).map(|r| r.recent.iter()).into_iter().flatten() {
+        m.entry(d.host.clone()).or_default().insert(unit(&d.worker));
+    }
+    for r in s.running.values().filter(|r| r.class == class) {
+        m.entry(r.host.clone()).or_default().insert(unit(&r.worker));
+    }
+    m
+}
+
+fn units_of(subject: &Subject, units: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    match subject {
+        Subject::Host(h) => units.get(h).map(|u| u.iter().cloned().collect()).unwrap_or_default(),
+        Subject::Worker(w) => vec![w.split_once('@').map_or(w.as_str(), |(u, _)| u).to_string()],
+    }
+}
+
+fn host_name(subject: &Subject) -> &str {
+    match subject {
+        Subject::Host(h) => h,
+        Subject::Worker(w) => host_of(w),
+    }
+}
+
+/// Out of a class's `total`, how many may be out at once: the share, but at least one.
+fn cap(share: f64, total: usize) -> usize {
+    ((share * total as f64).floor() as usize).max(1)
+}
+
+impl Suspects {
+    /// Judges every host and worker of every class at `now_ms`; see the module's doc.
+    pub fn evaluate(&mut self, now_ms: i64, placements: &[Placement]) -> Decision {
+        let mut names: BTreeSet<String> = self.classes.keys().cloned().collect();
+        names.extend(placements.iter().map(|p| p.class.clone()));
+        let mut d = Decision::default();
+        for class in names {
+            self.evaluate_class(&class, now_ms, placements, &mut d);
+        }
+        if self.policy.enforce {
+            d.does = d.would.clone();
+        }
+        d
+    }
+
+    fn evaluate_class(&mut self, class: &str, now_ms: i64, placements: &[Placement], d: &mut Decision) {
+        let units = class_units(self, class, placements);
+        let mut subjects: Vec<Subject> = units.keys().map(|h| Subject::Host(h.clone())).collect();
+        for (h, us) in &units {
+            subjects.extend(us.iter().map(|u| Subject::Worker(worker_of(u, h))));
+        }
+        let judged: BTreeMap<Subject, (Standing, Evidence)> =
+            subjects.into_iter().filter_map(|s| self.judge(class, &s, now_ms).map(|j| (s, j))).collect();
+        self.settle(class, &judged, &units, d);
+        let held = self.admit(class, &judged, &units, d);
+        let total: usize = units.values().map(|u| u.len()).sum();
+        self.raise(class, &judged, &held, (total, units.len()), d);
+        for (s, (standing, ev)) in &judged {
+            let out = self.out.contains_key(&(class.to_string(), s.clone()));
+            if *standing != Standing::Healthy || out {
+                let held_back = held.contains(s);
+                d.judgements.push(Judgement { standing: *standing, evidence: ev.clone(), out, held_back });
+            }
+        }
+    }
+
+    /// Subjects already out: escalated to a quarantine on its evidence, or once the jobs that ran
+    /// at the cordon all ended: lifted if the evidence fell below the cordon level, quarantined
+    /// if it still stands.
+    fn settle(
+        &mut self,
+        class: &str,
+        judged: &BTreeMap<Subject, (Standing, Evidence)>,
+        units: &UnitMap,
+        d: &mut Decision,
+    ) {
+        let keys: Vec<Key> = self.out.keys().filter(|(c, _)| c == class).cloned().collect();
+        for key in keys {
+            let Some(o) = self.out.get(&key) else { continue };
+            if o.standing == Standing::Quarantine {
+                continue;
+            }
+            let (standing, evidence) = match judged.get(&key.1) {
+                Some((s, e)) => (*s, Some(e.clone())),
+                None => (Standing::Healthy, None),
+            };
+            let busy = o.jobs.iter().any(|j| self.running.contains_key(j));
+            // Nothing more to learn without new jobs: its jobs ended badly (or none ran).
+            let bad_end = o.bad_ends > 0 || o.jobs.is_empty();
+            let units = units_of(&key.1, units);
+            let subject = key.1.clone();
+            if standing == Standing::Quarantine || (!busy && bad_end && standing == Standing::Suspect) {
+                let evidence = evidence.unwrap_or_else(|| o.evidence.clone());
+                d.would.push(Action::Quarantine { class: class.into(), subject, units, evidence: evidence.clone() });
+                let o = self.out.get_mut(&key).expect("present");
+                o.standing = Standing::Quarantine;
+                o.evidence = evidence;
+            } else if !busy {
+                d.would.push(Action::Lift { class: class.into(), subject, units });
+                self.out.remove(&key);
+            }
+        }
+    }
+}
+
+type UnitMap = BTreeMap<String, BTreeSet<String>>;
+
+impl Suspects {
+    /// Units and hosts of a class out now.
+    fn out_counts(&self, class: &str) -> (BTreeSet<(String, String)>, usize) {
+        let mut units = BTreeSet::new();
+        let mut hosts = 0;
+        for ((_, s), o) in self.out.iter().filter(|((c, _), _)| c == class) {
+            hosts += matches!(s, Subject::Host(_)) as usize;
+            units.extend(o.units.iter().map(|u| (host_name(s).to_string(), u.clone())));
+        }
+        (units, hosts)
+    }
+
+    /// New subjects to take out, strongest evidence first, within the budget. Returns those held
+    /// back by it.
+    fn admit(
+        &mut self,
+        class: &str,
+        judged: &BTreeMap<Subject, (Standing, Evidence)>,
+        units: &UnitMap,
+        d: &mut Decision,
+    ) -> Vec<Subject> {
+        let is_out = |s: &Subject| self.out.contains_key(&(class.to_string(), s.clone()));
+        let bad = |s: &Subject| judged.get(s).is_some_and(|(st, _)| *st >= Standing::Suspect);
+        let mut candidates: Vec<(&Subject, &Standing, &Evidence)> = judged
+            .iter()
+            .filter(|(s, (st, _))| *st >= Standing::Suspect && !is_out(s))
+            .filter(|(s, _)| match s {
+                Subject::Worker(w) => {
+                    let host = Subject::Host(host_of(w).to_string());
+                    !is_out(&host) && !bad(&host)
+                }
+                Subject::Host(_) => true,
+            })
+            .map(|(s, (st, e))| (s, st, e))
+            .collect();
+        candidates.sort_by(|a, b| a.2.p_value.total_cmp(&b.2.p_value).then(a.0.cmp(b.0)));
+        let total: usize = units.values().map(|u| u.len()).sum();
+        let (unit_cap, host_cap) =
+            (cap(self.policy.max_quarantined, total), cap(self.policy.max_quarantined, units.len()));
+        let (mut out_units, mut out_hosts) = self.out_counts(class);
+        let mut held = Vec::new();
+        let mut admitted = Vec::new();
+        for (s, st, ev) in candidates {
+            let mine: Vec<String> = units_of(s, units);
+            let new = mine.iter().filter(|u| !out_units.contains(&(host_name(s).to_string(), (*u).clone()))).count();
+            let host = matches!(s, Subject::Host(_)) as usize;
+            if out_units.len() + new > unit_cap || out_hosts + host > host_cap {
+                held.push(s.clone());
+                continue;
+            }
+            out_units.extend(mine.iter().map(|u| (host_name(s).to_string(), u.clone())));
+            out_hosts += host;
+            admitted.push((s.clone(), *st, ev.clone(), mine));
+        }
+        for (subject, standing, evidence, units) in admitted {
+            let jobs = self.running_on(class, &subject).map(|(j, _)| j.clone()).collect();
+            let (c, s, u, e) = (class.to_string(), subject.clone(), units.clone(), evidence.clone());
+            d.would.push(match standing {
+                Standing::Quarantine => Action::Quarantine { class: c, subject: s, units: u, evidence: e },
+                _ => Action::Cordon { class: c, subject: s, units: u, evidence: e },
+            });
+            self.out.insert((class.to_string(), subject), Out { standing, jobs, bad_ends: 0, units, evidence });
+        }
+        held
+    }
+
+    /// The class's alert conditions: one per subject out, one per slow subject reported, and one
+    /// for the class when the budget held any back.
+    fn raise(
+        &self,
+        class: &str,
+        judged: &BTreeMap<Subject, (Standing, Evidence)>,
+        held: &[Subject],
+        (units, hosts): (usize, usize),
+        d: &mut Decision,
+    ) {
+        let enforced = self.policy.enforce;
+        let verb = |done: &str| if enforced { done.to_string() } else { format!("would be {done} (shadow mode)") };
+        for ((_, s), o) in self.out.iter().filter(|((c, _), _)| c == class) {
+            let (kind, done) = match o.standing {
+                Standing::Quarantine => (AlertKind::Quarantined, "quarantined"),
+                _ => (AlertKind::Suspect, "cordoned"),
+            };
+            let summary = format!("{} {} (units {}): {}", o.evidence.who(), verb(done), o.units.join(", "), o.evidence);
+            d.alerts.push(Alert {
+                kind,
+                class: class.into(),
+                subject: Some(s.clone()),
+                units: o.units.clone(),
+                summary,
+                enforced,
+            });
+        }
+        for (s, (_, ev)) in judged.iter().filter(|(_, (st, _))| *st == Standing::Slow) {
+            let summary = format!("{} is {:.1}x slower than the rest of the fleet: {ev}", ev.who(), ev.ratio());
+            let kind = AlertKind::Slow;
+            d.alerts.push(Alert {
+                kind,
+                class: class.into(),
+                subject: Some(s.clone()),
+                units: Vec::new(),
+                summary,
+                enforced,
+            });
+        }
+        if held.is_empty() {
+            return;
+        }
+        let (out_units, out_hosts) = self.out_counts(class);
+        let names: Vec<String> = held.iter().map(|s| judged[s].1.who()).collect();
+        let summary = format!(
+            "many of class {class} look bad at once: {} more beyond the budget ({} of {units} units, {out_hosts} of {hosts} hosts out; at most {:.0}%): {}; \
+             a shared cause (a bad wave, a configuration push)? Not taking more out",
+            held.len(),
+            out_units.len(),
+            100.0 * self.policy.max_quarantined,
+            names.join(", ")
+        );
+        let (kind, subject) = (AlertKind::ManyLookBad, None);
+        d.alerts.push(Alert { kind, class: class.into(), subject, units: Vec::new(), summary, enforced });
+    }
+}
+
+impl Evidence {
+    /// `host h1` or `worker u1@h1`.
+    pub fn who(&self) -> String {
+        match &self.subject {
+            Subject::Worker(w) => format!("worker {w}"),
+            Subject::Host(h) => format!("host {h}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn start(host: &str, unit: &str, job: &str, at_ms: i64) -> Start {
+        Start { class: "c".into(), host: host.into(), unit: unit.into(), job: job.into(), at_ms }
+    }
+
+    fn attempt(host: &str, unit: &str, job: &str, started_ms: i64, run_ms: i64, end: End) -> Attempt {
+        Attempt { class: "c".into(), host: host.into(), unit: unit.into(), job: job.into(), started_ms, run_ms, end }
+    }
+
+    /// A fleet of 6 hosts x 3 units that ran `rounds` rounds of 24-36 minute jobs (one in 50 a
+    /// straggler at 3x, one in 100 a failure), ending at the returned time.
+    fn fleet(policy: SuspectPolicy, rounds: usize) -> (Suspects, i64) {
+        let mut s = Suspects::new(policy);
+        let mut t = vec![0i64; 18];
+        let mut n = 0usize;
+        for _ in 0..rounds {
+            for (w, t) in t.iter_mut().enumerate() {
+                let (host, unit, job) = (format!("h{}", w / 3), format!("u{}", w % 3), format!("j{n}"));
+                let mut run = (24 + (n * 7 % 13) as i64) * MIN;
+                if n % 50 == 49 {
+                    run *= 3;
+                }
+                let end = if n % 100 == 37 { End::Failed } else { End::Succeeded };
+                s.started(&start(&host, &unit, &job, *t));
+                s.ended(&attempt(&host, &unit, &job, *t, run, end));
+                *t += run;
+                n += 1;
+            }
+        }
+        let now = *t.iter().max().expect("workers");
+        (s, now)
+    }
+
+    fn standing(d: &Decision, subject: &Subject) -> Standing {
+        d.judgements.iter().find(|j| &j.evidence.subject == subject).map_or(Standing::Healthy, |j| j.standing)
+    }
+
+    #[test]
+    fn conformal_tail_p_values_leave_the_subject_out() {
+        let mut r = Reference::default();
+        for (i, run) in [10, 20, 30, 40, 50].into_iter().enumerate() {
+            let host = if i == 4 { "me" } else { "other" };
+            let d = Done {
+                host: host.into(),
+                worker: format!("u@{host}"),
+                started_ms: 0,
+                run_ms: run,
+                end: End::Succeeded,
+            };
+            r.push(d, 100);
+        }
+        let rest = Rest::new(&r, &Subject::Host("me".into()));
+        // (age, p): the rest is 10, 20, 30, 40 (the subject's own 50 left out).
+        for (age, want) in [(5, 1.0), (30, 0.6), (40, 0.4), (45, 0.2), (1000, 0.2)] {
+            assert!((rest.p_tail(age) - want).abs() < 1e-12, "age {age}: {}", rest.p_tail(age));
+        }
+        assert_eq!((rest.median(), rest.tail(0.99), rest.attempts()), (20, 40, 4));
+        for (n, want) in [
+            (2000, vec![0.01, 0.005, 0.001, 1.0 / 2001.0]),
+            (50, vec![1.0 / 51.0]),
+            (500, vec![0.01, 0.005, 1.0 / 501.0]),
+        ] {
+            let got = levels(0.99, n);
+            assert_eq!(got.len(), want.len(), "{n}: {got:?}");
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{n}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn running_ages_failures_and_slowness_against_the_rest_of_the_fleet() {
+        // (what h0's three units do now, how h0 stands, and the test that says so)
+        type Setup = fn(&mut Suspects, i64) -> i64;
+        let hang = |age: i64| {
+            move |s: &mut Suspects, t: i64| {
+                for u in 0..3 {
+                    s.started(&start("h0", &format!("u{u}"), &format!("hang{u}"), t + u * MIN));
+                }
+                t + 2 * MIN + age
+            }
+        };
+        let cases: Vec<(&str, Box<dyn Fn(&mut Suspects, i64) -> i64>, Standing, Option<&str>)> = vec![
+            ("three jobs at 1.5x the median", Box::new(hang(45 * MIN)), Standing::Healthy, None),
+            ("three jobs past the rest's p99.5", Box::new(hang(107 * MIN)), Standing::Suspect, Some("Tail")),
+            ("three jobs past every run of the rest", Box::new(hang(120 * MIN)), Standing::Quarantine, Some("Tail")),
+            ("one straggler past every run of the rest", Box::new(one_straggler as Setup), Standing::Healthy, None),
+            ("six fast failures in a row", Box::new(fail_fast as Setup), Standing::Quarantine, Some("Failures")),
+            ("successes at 4x", Box::new(|s: &mut Suspects, t| slow(s, t, 4.0)), Standing::Suspect, Some("Slow")),
+            (
+                "successes at 2x: reported",
+                Box::new(|s: &mut Suspects, t| slow(s, t, 2.0)),
+                Standing::Slow,
+                Some("Slow"),
+            ),
+        ];
+        for (name, setup, want, test) in cases {
+            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            let now = setup(&mut s, t);
+            let d = s.evaluate(now, &[]);
+            let h0 = Subject::Host("h0".into());
+            assert_eq!(standing(&d, &h0), want, "{name}: {:?}", d.judgements);
+            if let Some(test) = test {
+                let j = d.judgements.iter().find(|j| j.evidence.subject == h0).expect("judged");
+                assert!(format!("{:?}", j.evidence.test).starts_with(test), "{name}: {:?}", j.evidence);
+            }
+            for h in 1..6 {
+                assert_eq!(standing(&d, &Subject::Host(format!("h{h}"))), Standing::Healthy, "{name}: h{h}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cordon_is_lifted_when_its_jobs_complete_normally_and_becomes_a_quarantine_when_they_hang() {
+        // (how h0's three long jobs end, the action that follows once they all ended)
+        let cases = [(End::Succeeded, "Lift"), (End::TimedOut, "Quarantine"), (End::Interrupted, "Lift")];
+        for (end, want) in cases {
+            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            for u in 0..3 {
+                s.started(&start("h0", &format!("u{u}"), &format!("long{u}"), t));
+            }
+            let d = s.evaluate(t + 107 * MIN, &[]);
+            let kinds: Vec<String> = d.does.iter().map(|a| format!("{a:?}")).collect();
+            assert!(matches!(d.does.as_slice(), [Action::Cordon { units, .. }] if units.len() == 3), "{kinds:?}");
+            assert_eq!(d.alerts.len(), 1, "one alert for the host: {:?}", d.alerts);
+            let key = d.alerts[0].key();
+            assert_eq!((key.name.as_str(), key.label("host"), key.label("unit")), ("HostSuspect", "h0", ""));
+            let text = &d.alerts[0].summary;
+            assert!(text.contains("host h0 cordoned (units u0, u1, u2)"), "{text}");
+            assert!(text.contains("3 of its last 3 jobs ran past the rest's p99.5"), "{text}");
+            assert!(text.contains("running now: 1h47m, 1h47m, 1h47m"), "the fault's own numbers: {text}");
+            assert!(s.evaluate(t + 108 * MIN, &[]).does.is_empty(), "actions are edges");
+            for u in 0..2 {
+                s.ended(&attempt("h0", &format!("u{u}"), &format!("long{u}"), t, 110 * MIN, end));
+            }
+            // Two timeouts may already be evidence enough for a quarantine; two normal ends
+            // decide nothing while the third job runs.
+            let mut after = s.evaluate(t + 111 * MIN, &[]).does;
+            assert!(after.is_empty() || end == End::TimedOut, "{end:?}: one of its jobs still runs: {after:?}");
+            s.ended(&attempt("h0", "u2", "long2", t, 111 * MIN, end));
+            after.extend(s.evaluate(t + 112 * MIN, &[]).does);
+            assert_eq!(after.len(), 1, "{end:?}: {after:?}");
+            assert!(format!("{:?}", after[0]).starts_with(want), "{end:?}: {:?}", after[0]);
+        }
+    }
+
+    #[test]
+    fn the_budget_takes_out_the_strongest_and_raises_one_condition_and_shadow_mode_only_reports() {
+        // (enforce, hosts hanging) -> (hosts out, actions applied, ManyLookBad raised)
+        let cases = [(true, 1, 1, 1, false), (true, 3, 1, 1, true), (false, 1, 1, 0, false), (false, 3, 1, 0, true)];
+        for (enforce, bad, out, applied, many) in cases {
+            let policy = SuspectPolicy { enforce, ..SuspectPolicy::default() };
+            let (mut s, t) = fleet(policy, 30);
+            for h in 0..bad {
+                for u in 0..3 {
+                    // Host h0 hangs longest (past every run of the rest; the others past the
+                    // p99.5 only): the strongest evidence goes first.
+                    let at = t + if h == 0 { 0 } else { 33 * MIN };
+                    s.started(&start(&format!("h{h}"), &format!("u{u}"), &format!("long{h}-{u}"), at));
+                }
+            }
+            let d = s.evaluate(t + 140 * MIN, &[]);
+            let outs: Vec<&Judgement> = d.judgements.iter().filter(|j| j.out).collect();
+            assert_eq!(outs.len(), out, "{enforce} {bad}: {:?}", d.judgements);
+            assert_eq!(outs[0].evidence.subject, Subject::Host("h0".into()));
+            assert_eq!((d.would.len(), d.does.len()), (out, applied), "{enforce} {bad}");
+            let raised: Vec<&Alert> = d.alerts.iter().filter(|a| a.kind == AlertKind::ManyLookBad).collect();
+            assert_eq!(raised.len(), many as usize, "{enforce} {bad}: {:?}", d.alerts);
+            if many {
+                let text = &raised[0].summary;
+                assert!(
+                    text.contains("2 more beyond the budget") && text.contains("host h1") && text.contains("host h2"),
+                    "{text}"
+                );
+                assert_eq!(d.judgements.iter().filter(|j| j.held_back).count(), 2);
+            }
+            assert!(d.alerts.iter().all(|a| a.enforced == enforce));
+            let shadow = d.alerts.iter().any(|a| a.summary.contains("would be quarantined (shadow mode)"));
+            assert_eq!(shadow, !enforce, "{:?}", d.alerts);
+        }
+    }
+
+    #[test]
+    fn restart_noise_is_not_evidence_and_a_new_start_on_a_unit_ends_its_lost_attempt() {
+        let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+        // A host restarted three times over: every attempt interrupted, some end never heard.
+        for r in 0..3 {
+            for u in 0..3 {
+                let (unit, job, at) = (format!("u{u}"), format!("r{r}-{u}"), t + r * 150 * MIN);
+                s.started(&start("h0", &unit, &job, at));
+                if u != 2 {
+                    s.ended(&attempt("h0", &unit, &job, at, 5 * MIN, End::Interrupted));
+                }
+            }
+        }
+        let d = s.evaluate(t + 2 * 150 * MIN + 10 * MIN, &[]);
+        assert!(d.judgements.is_empty() && d.would.is_empty(), "{:?}", d.judgements);
+        let running: Vec<&String> = s.running.keys().collect();
+        assert_eq!(running, ["r2-2"], "one running job per unit: the lost ones are forgotten");
+    }
+
+    fn one_straggler(s: &mut Suspects, t: i64) -> i64 {
+        s.started(&start("h0", "u0", "long", t));
+        t + 200 * MIN
+    }
+
+    fn fail_fast(s: &mut Suspects, t: i64) -> i64 {
+        for i in 0..6 {
+            let (unit, job, at) = (format!("u{}", i % 3), format!("f{i}"), t + i * MIN);
+            s.started(&start("h0", &unit, &job, at));
+            s.ended(&attempt("h0", &unit, &job, at, MIN, End::Failed));
+        }
+        t + 7 * MIN
+    }
+
+    fn slow(s: &mut Suspects, mut t: i64, factor: f64) -> i64 {
+        for i in 0..12 {
+            let (unit, job) = (format!("u{}", i % 3), format!("s{i}"));
+            let run = (factor * (28 + i % 5) as f64) as i64 * MIN;
+            s.started(&start("h0", &unit, &job, t));
+            s.ended(&attempt("h0", &unit, &job, t, run, End::Succeeded));
+            t += run / 3;
+        }
+        t
+    }
+}
