@@ -933,7 +933,12 @@ mod tests {
 
     #[test]
     fn the_example_configuration_documents_the_quarantine_keys_with_their_defaults() {
-        let c = Config::parse(include_str!("../config/drover.example.toml"), "drover.example.toml").expect("valid");
+        let c = Config::parse(
+            include_str!("../../../config/drover.example.toml"),
+            "drover.example.toml",
+            &Environment::example(),
+        )
+        .expect("valid");
         let d = crate::suspects::SuspectPolicy::default();
         let q = &c.quarantine;
         assert_eq!((q.enforce, q.cordon_alpha, q.tail_quantile), (d.enforce, d.cordon_alpha, d.tail_quantile));
