@@ -947,13 +947,13 @@ mod tests {
 
     #[test]
     fn quarantine_keys_are_validated_all_at_once() {
-        let c = Config::parse(MINIMAL, "t.toml").expect("valid");
+        let c = Config::parse(MINIMAL, "t.toml", &Environment::example()).expect("valid");
         let p = c.quarantine.suspect_policy();
         assert!(c.quarantine.enforce);
         assert_eq!((p.cordon_alpha, p.tail_quantile, p.slow_factor, p.max_quarantined), (1e-6, 0.99, 2.5, 0.2));
         let ok =
             "[quarantine]\nenforce = false\nslow_factor = 3\nmax_quarantined = 0.1\n[classes.x]\ncommand = [\"x\"]";
-        let c = Config::parse(ok, "ok.toml").expect("valid");
+        let c = Config::parse(ok, "ok.toml", &Environment::example()).expect("valid");
         assert_eq!((c.quarantine.enforce, c.quarantine.slow_factor, c.quarantine.max_quarantined), (false, 3.0, 0.1));
         // (key = value, the problem's key)
         let cases = [
