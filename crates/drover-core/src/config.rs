@@ -969,7 +969,7 @@ mod tests {
         let all: Vec<&str> = cases.iter().filter(|(kv, _)| *kv != "cordon_alpha = 0.7").map(|(kv, _)| *kv).collect();
         for (kv, key) in cases {
             let text = format!("[quarantine]\n{kv}\n[classes.x]\ncommand = [\"x\"]");
-            let err = Config::parse(&text, "q.toml").expect_err(kv);
+            let err = Config::parse(&text, "q.toml", &Environment::example()).expect_err(kv);
             let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
             assert_eq!(keys, [key], "{kv}");
         }
@@ -977,7 +977,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let many: Vec<&str> = all.into_iter().filter(|kv| seen.insert(kv.split(' ').next().unwrap_or(""))).collect();
         let text = format!("[quarantine]\n{}\n[classes.x]\ncommand = [\"x\"]", many.join("\n"));
-        let err = Config::parse(&text, "q.toml").expect_err("invalid");
+        let err = Config::parse(&text, "q.toml", &Environment::example()).expect_err("invalid");
         assert_eq!(err.problems.len(), many.len(), "{err}");
     }
 
