@@ -1037,7 +1037,7 @@ mod tests {
     /// straggler at 3x, one in 100 a failure), ending at the returned time.
     fn fleet(policy: SuspectPolicy, rounds: usize) -> (Suspects, i64) {
         let mut s = Suspects::new(policy);
-        let mut t = vec![0i64; 18];
+        let mut t = [0i64; 18];
         let mut n = 0usize;
         for _ in 0..rounds {
             for (w, t) in t.iter_mut().enumerate() {
@@ -1104,7 +1104,8 @@ mod tests {
                 t + 2 * MIN + age
             }
         };
-        let cases: Vec<(&str, Box<dyn Fn(&mut Suspects, i64) -> i64>, Standing, Option<&str>)> = vec![
+        type Boxed = Box<dyn Fn(&mut Suspects, i64) -> i64>;
+        let cases: Vec<(&str, Boxed, Standing, Option<&str>)> = vec![
             ("three jobs at 1.5x the median", Box::new(hang(45 * MIN)), Standing::Healthy, None),
             ("three jobs past the rest's p99.5", Box::new(hang(107 * MIN)), Standing::Suspect, Some("Tail")),
             ("three jobs past every run of the rest", Box::new(hang(120 * MIN)), Standing::Quarantine, Some("Tail")),
