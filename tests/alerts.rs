@@ -124,3 +124,65 @@ async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recove
     let saved = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
     assert!(saved >= 1, "baselines saved under {}", state.display());
 }
+
+/// A deploy that makes a class slower on purpose (issue 12: cold start and rebaselining): the
+/// operator starts a new baseline, the drift alert resolves without a restart and stays quiet
+/// while the class runs at its new speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_starts_a_new_baseline_after_a_deploy_and_the_drift_alert_resolves() {
+    let hook = Receiver::start();
+    let classes = format!(
+        r#"
+        webhook = "http://127.0.0.1:{}/hook"
+        evaluate_every = "300ms"
+        fire_after = "1s"
+        resolve_after = "1s"
+        drift_warmup = 20
+        [classes.s]
+        mode = "persistent"
+        command = ["python3", "{{handler}}", "persistent"]
+        timeout = "30s"
+        workers = 0
+        "#,
+        hook.port
+    );
+    let mut h = Host::new("rebaseline", &classes);
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    let _w1 = h.env.worker("s", "s-1");
+    let _w2 = h.env.worker("s", "s-2");
+    let submit = |env: &Env, secs: f64, n: u64| env.submit("s", &format!(r#"{{"sleep": {secs}}}"#), n, &[]);
+    submit(&h.env, 0.1, 40);
+    events.wait_for("40 baseline jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 40).await;
+    submit(&h.env, 0.5, 12);
+    wait_until("the drift alert at the webhook", Duration::from_secs(60), || hook.has("firing", "LatencyDrift"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["drift", "rebaseline", "--class", "s", "--reason", "model v2 is slower on purpose", "--config"])
+        .arg(&h.env.config)
+        .output()
+        .expect("drover drift rebaseline");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the drift alert resolved", Duration::from_secs(30), || hook.has("resolved", "LatencyDrift"));
+    let fired = |hook: &Receiver| {
+        let bodies = hook.bodies.lock().expect("lock");
+        bodies
+            .iter()
+            .filter(|b| b["status"] == "firing" && b["alerts"][0]["labels"]["alertname"] == "LatencyDrift")
+            .count()
+    };
+    let before = fired(&hook);
+
+    // The new speed is the new normal: 30 more jobs at 0.5 s raise nothing.
+    submit(&h.env, 0.5, 30);
+    events.wait_for("the jobs at the new speed", Duration::from_secs(90), |e| count(e, "succeeded") >= 82).await;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fired(&hook), before, "no new drift alert after the new baseline");
+    let timeline = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["timeline", "--json", "--config"])
+        .arg(&h.env.config)
+        .output()
+        .expect("drover timeline");
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&timeline.stdout).expect("json");
+    assert!(entries.iter().any(|e| e["what"] == "new latency baseline" && e["why"] == "model v2 is slower on purpose"));
+}

@@ -183,6 +183,20 @@ pub enum QuarantineCommand {
 
 #[derive(Subcommand)]
 pub enum DriftCommand {
+    /// Start a new latency baseline for a class after a deploy that changed its run time on
+    /// purpose: every supervisor forgets what it learnt (or only this host's, with --host-only),
+    /// with no restart. The detectors are useful again from the 100th completion.
+    Rebaseline {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        class: String,
+        /// Only this host's baseline of the class (after a change to this host alone).
+        #[arg(long)]
+        host_only: bool,
+        #[arg(long)]
+        reason: String,
+    },
     /// Run the production drift detector over a CSV of completions (`timestamp,value`) and write
     /// `timestamp,score,alert`.
     Replay {

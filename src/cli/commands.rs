@@ -34,6 +34,25 @@ pub fn drift_replay(input: &Path, output: &Path) -> Outcome {
     Ok(0)
 }
 
+pub fn drift_rebaseline(config: &Path, class: String, host_only: bool, reason: String) -> Outcome {
+    let cfg = load(config)?;
+    cfg.class(&class).map_err(|e| Failure::Usage(anyhow!(e)))?;
+    let req = control::Request::Rebaseline { class: class.clone(), host_only, reason, who: drainctl::who() };
+    let answers = if host_only {
+        vec![ask(&cfg, &req)?]
+    } else {
+        // Every supervisor keeps its own view of the class: each starts afresh.
+        block_on(fleet::ask(&cfg, &fleet::Target::All, &req, Duration::from_secs(3)))?
+    };
+    for a in &answers {
+        match &a.error {
+            Some(e) => eprintln!("{}: {e}", a.host),
+            None => println!("{}: class {class} starts a new latency baseline", a.host),
+        }
+    }
+    Ok(if !answers.is_empty() && answers.iter().all(|a| a.ok && a.error.is_none()) { 0 } else { 1 })
+}
+
 pub fn supervise(config: &Path) -> Outcome {
     let cfg = load(config)?;
     log_warnings(&cfg);

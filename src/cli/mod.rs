@@ -50,6 +50,9 @@ pub fn run(command: Command) -> Outcome {
     match command {
         Command::CheckConfig { file } => c::check_config(&file),
         Command::Drift { command: DriftCommand::Replay { input, output } } => c::drift_replay(&input, &output),
+        Command::Drift { command: DriftCommand::Rebaseline { config, class, host_only, reason } } => {
+            c::drift_rebaseline(&config, class, host_only, reason)
+        }
         Command::Supervise { config } => c::supervise(&config),
         Command::Status { config, json } => c::status(&config, json),
         Command::Alerts { config, json } => c::alerts(&config, json),

@@ -46,6 +46,14 @@ pub enum Request {
         why: String,
         who: String,
     },
+    /// Starts a new latency baseline for a class (after a deploy that changed it on purpose):
+    /// fleet-wide, or only this host's (`host_only`).
+    Rebaseline {
+        class: String,
+        host_only: bool,
+        reason: String,
+        who: String,
+    },
 }
 
 pub use crate::timeline::TimelineEntry;

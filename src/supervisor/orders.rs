@@ -25,6 +25,9 @@ pub struct Maintenance {
     pub expected_s: BTreeMap<String, f64>,
     /// Units an operator released from quarantine, for the watch to forget their record.
     pub released: Vec<String>,
+    /// Classes an operator asked to start a new latency baseline for (`host_only`), for the
+    /// watch to apply.
+    pub rebaselines: Vec<(String, bool)>,
 }
 
 /// Everything a request may touch.
@@ -131,6 +134,17 @@ impl Ctx {
             }
             Request::Note { what, why, who } => {
                 self.timeline.record(&who, &what, &why, &format!("host {}", self.host));
+                Response::ok(&self.host)
+            }
+            Request::Rebaseline { class, host_only, reason, who } => {
+                if reason.trim().is_empty() {
+                    return Response::error(&self.host, "--reason is required");
+                }
+                let Ok(mut m) = self.maint.lock() else { return Response::error(&self.host, "state poisoned") };
+                m.rebaselines.push((class.clone(), host_only));
+                drop(m);
+                let what = if host_only { "new latency baseline on this host" } else { "new latency baseline" };
+                self.timeline.record(&who, what, &reason, &format!("class {class}"));
                 Response::ok(&self.host)
             }
             Request::Drain { scope, deadline_s, reason, who } => {

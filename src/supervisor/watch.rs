@@ -165,6 +165,19 @@ impl Watcher {
 
     /// One job event of the fleet's. Returns true when the verdicts must be published now: a
     /// worker died under a job (or a late event says it did not), before the job's next delivery.
+    /// Operators' requests for a new latency baseline, applied to the watch.
+    fn rebaseline(&mut self, now: i64) {
+        let asked: Vec<(String, bool)> =
+            self.ctx.maint.lock().map(|mut m| std::mem::take(&mut m.rebaselines)).unwrap_or_default();
+        for (class, host_only) in asked {
+            let host = host_only.then_some(self.cfg.host.as_str());
+            match self.watch.rebaseline(&class, host, now) {
+                Some(n) => tracing::info!("class {class}: new latency baseline ({n} detector(s) started afresh)"),
+                None => tracing::warn!("new latency baseline asked for an unknown class {class}"),
+            }
+        }
+    }
+
     fn on_event(&mut self, e: &JobEvent) -> bool {
         let mine = e.host == self.cfg.host;
         if mine {
@@ -224,6 +237,7 @@ impl Watcher {
         }
         let did = what_drover_did(&self.report, &self.cfg.host);
         let now = now_ms();
+        self.rebaseline(now);
         let mut conditions = self.watch.evaluate(now, &backlog, &did);
         if self.cfg.quarantine.enabled {
             conditions.extend(self.judge_workers(now));
@@ -268,7 +282,17 @@ impl Watcher {
     }
 
     fn verdicts(&mut self, now: i64) -> crate::verdicts::HostVerdicts {
-        self.judge.verdicts(&self.orders(), &self.units(), now)
+        let serving = self.serving();
+        self.judge.verdicts(&self.orders(), &self.units(), serving, now)
+    }
+
+    /// The classes this host has a healthy unit for, taking jobs (not cordoned, drained,
+    /// quarantined or probing: those show as such in the report).
+    fn serving(&self) -> Vec<String> {
+        let Ok(r) = self.report.lock() else { return Vec::new() };
+        let classes: std::collections::BTreeSet<String> =
+            r.units.iter().filter(|u| u.health == "healthy").map(|u| u.class.clone()).collect();
+        classes.into_iter().collect()
     }
 
     async fn publish_verdicts(&mut self, link: &mut Link, now: i64) {

@@ -38,7 +38,7 @@ impl Worker {
         {
             return self.refuse(&delivery, &job, reason, detail).await;
         }
-        let wait = self.class.avoid_failed_hosts;
+        let wait = self.steering_wait(now);
         if let Some(delay) = hand_back(&job.failed_on, &self.cfg.host, job.handed_back_at, now, wait) {
             return self.hand_back(&delivery, &job, delay, now).await;
         }
@@ -61,6 +61,21 @@ impl Worker {
             max_attempts: self.class.max_attempts,
             backoff: self.class.retry,
             poison_after: self.class.poison_after,
+        }
+    }
+
+    /// How long a retry that failed on this host is offered to other hosts first: the class's
+    /// `avoid_failed_hosts`, or nothing when no other host serves the class.
+    fn steering_wait(&self, now: i64) -> Duration {
+        if self.probing {
+            // A probe job tests this host: it runs here whatever it did before.
+            return Duration::ZERO;
+        }
+        let elsewhere = self.verdicts.lock().is_ok_and(|v| v.served_elsewhere(&self.class.name, &self.cfg.host, now));
+        if elsewhere {
+            self.class.avoid_failed_hosts
+        } else {
+            Duration::ZERO
         }
     }
 

@@ -71,6 +71,8 @@ struct Worker {
     /// workers died running a job.
     verdicts: Arc<Mutex<crate::verdicts::Fleet>>,
     verdicts_heard: Arc<tokio::sync::Notify>,
+    /// The delivery being handled is a probe job.
+    probing: bool,
 }
 
 /// Why the worker stopped taking deliveries from one subscription.
@@ -102,6 +104,7 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
         uses_lease,
         verdicts: Arc::default(),
         verdicts_heard: Arc::default(),
+        probing: false,
     };
     tasks.spawn(crate::io::fleet::follow_verdicts(
         w.cfg.clone(),
@@ -343,7 +346,9 @@ impl Worker {
             // Before the job, so that no second delivery is taken meanwhile.
             self.controls.cordon(true);
         }
+        self.probing = probing;
         let handled = self.handle(delivery, chan).await;
+        self.probing = false;
         if probing {
             tracing::info!("probe job done: cordoned until the supervisor decides");
         }

@@ -289,7 +289,15 @@ impl Judge {
     /// failed on them (those failures are not charged to the jobs), kept a day after the
     /// quarantine ends; the classes paused for a shared outage; suspects; and the attempts
     /// that vanished with their worker here.
-    pub fn verdicts(&mut self, orders: &[Order], units: &[(String, String)], now: i64) -> HostVerdicts {
+    /// `serving` are the classes this host has a unit taking jobs for (up, healthy, under no
+    /// order): workers elsewhere steer retries here only then.
+    pub fn verdicts(
+        &mut self,
+        orders: &[Order],
+        units: &[(String, String)],
+        serving: Vec<String>,
+        now: i64,
+    ) -> HostVerdicts {
         let blamed = self.blamed(orders);
         let blames = &mut self.kept.blames;
         for b in blames.iter_mut() {
@@ -311,6 +319,7 @@ impl Judge {
         }
         blames.retain(|b| b.active || now - b.since_ms < verdicts::BELIEVED_MS);
         HostVerdicts {
+            serves: serving,
             suspects: self.suspects(units),
             v: verdicts::VERSION,
             host: self.cfg.host.clone(),
@@ -548,11 +557,14 @@ mod tests {
         let mut j = judge();
         feed(&mut j, U1, 6);
         let held = [order(Kind::Quarantine, Scope::Unit(U1.into()), false)];
-        let v = j.verdicts(&held, &units(), 0);
+        let v = j.verdicts(&held, &units(), vec![], 0);
         let b = v.blamed.iter().find(|b| b.worker == format!("{U1}@me")).expect("blamed");
         assert!(b.active && (0..6).all(|i| b.jobs.contains(&format!("bad-{i}"))), "{b:?}");
-        let later = j.verdicts(&[], &units(), verdicts::BELIEVED_MS - 1);
+        let later = j.verdicts(&[], &units(), vec![], verdicts::BELIEVED_MS - 1);
         assert!(later.blamed.iter().any(|b| !b.active), "kept after the release");
-        assert!(j.verdicts(&[], &units(), verdicts::BELIEVED_MS + 1).blamed.is_empty(), "forgotten after a day");
+        assert!(
+            j.verdicts(&[], &units(), vec![], verdicts::BELIEVED_MS + 1).blamed.is_empty(),
+            "forgotten after a day"
+        );
     }
 }

@@ -45,7 +45,14 @@ pub struct HostVerdicts {
     /// quarantine: jobs that failed there are not given up on yet.
     #[serde(default)]
     pub suspects: Vec<Suspect>,
+    /// The classes this host has a unit taking jobs for (healthy, under no order): a worker
+    /// steers a retry away from its own host only when another host serves the class.
+    #[serde(default)]
+    pub serves: Vec<String>,
 }
+
+/// How recent a host's verdicts must be for its classes to count as served.
+pub const SERVING_FRESH_MS: i64 = 5 * 60_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Suspect {
@@ -114,6 +121,14 @@ impl Fleet {
         self.hosts.is_empty()
     }
 
+    /// Whether a host other than `host` said, within [`SERVING_FRESH_MS`] of `now_ms`, that it
+    /// runs units of `class`.
+    pub fn served_elsewhere(&self, class: &str, host: &str, now_ms: i64) -> bool {
+        self.hosts
+            .values()
+            .any(|v| v.host != host && now_ms - v.at_ms < SERVING_FRESH_MS && v.serves.iter().any(|c| c == class))
+    }
+
     fn forgiven(&self, class: &str, job: &str, worker: &str) -> bool {
         self.hosts.values().flat_map(|h| &h.blamed).filter(|b| b.class == class).any(|b| match b.worker.as_str() {
             // An outage forgives its own jobs' failures, wherever they were; never all of
@@ -170,6 +185,7 @@ mod tests {
             ],
             vanished: vec![Vanished { job: "oom".into(), worker: "w-1@bad".into(), at_ms: 90, attempt: None }],
             suspects: vec![Suspect { worker: "w-3@bad".into(), class: "c".into() }],
+            serves: vec!["c".into()],
         });
         f.update(HostVerdicts {
             v: VERSION,
@@ -178,8 +194,25 @@ mod tests {
             blamed: vec![],
             vanished: vec![Vanished { job: "oom".into(), worker: "w-5@good".into(), at_ms: 95, attempt: None }],
             suspects: vec![],
+            serves: vec!["c".into(), "d".into()],
         });
         f
+    }
+
+    #[test]
+    fn a_class_is_served_elsewhere_only_by_another_host_that_spoke_lately() {
+        let f = fleet();
+        // (class, asking host, now, served elsewhere)
+        let cases = [
+            ("c", "bad", 200, true),
+            ("d", "good", 200, false), // only the asking host runs it
+            ("d", "bad", 200, true),
+            ("e", "bad", 200, false),
+            ("c", "bad", 100 + SERVING_FRESH_MS, false), // the others fell silent
+        ];
+        for (class, host, now, want) in cases {
+            assert_eq!(f.served_elsewhere(class, host, now), want, "{class} from {host} at {now}");
+        }
     }
 
     #[test]
