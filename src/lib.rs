@@ -28,7 +28,11 @@
 //!   - [`io::clock`], [`io::random`]: the wall clock and the random source, read here only.
 //! - [`tasks`]: a process's tasks, each spawned tracked, cancelled by one token, awaited on
 //!   shutdown.
-//! - [`worker`]: `drover work`, one worker ([`worker::run`]).
+//! - [`worker`]: `drover work`, one worker ([`worker::run`]): the loop in `worker/mod.rs`;
+//!   [`worker::signals`], the signals it obeys as one closed enum; `controls`, what they set;
+//!   `delivery`, one delivery to its recorded decision; `attempt`, one run of the handler under
+//!   its deadlines; `execute`, the one executor of decisions (deliveries and leases alike);
+//!   `lease`, leases for long jobs.
 //! - [`supervisor`]: `drover supervise`, the per-host supervisor ([`supervisor::run`]);
 //!   [`supervisor::orders`] holds its maintenance orders, timeline and request handling.
 //! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
