@@ -181,13 +181,29 @@ impl Ctx {
     /// Adds an order the supervisor itself decided (quarantine, pause), held until
     /// `until_ms()` (asked only when the order is added); `false` if one of that kind is
     /// already in force for the scope.
-    pub fn add_own(&self, kind: Kind, scope: Scope, reason: &str, until_ms: impl FnOnce() -> i64) -> bool {
+    pub fn add_own(&self, kind: Kind, scope: Scope, reason: &str, until_ms: impl FnOnce() -> Option<i64>) -> bool {
         let Ok(m) = self.maint.lock() else { return false };
         if m.orders.iter().any(|o| o.kind == kind && o.scope == scope) {
             return false;
         }
         drop(m);
-        self.add(kind, scope, reason.to_string(), "drover".into(), Some(until_ms())).ok
+        self.add(kind, scope, reason.to_string(), "drover".into(), until_ms()).ok
+    }
+
+    /// Lifts the supervisor's own order of `kind` for `scope` (a suspect's cordon whose jobs
+    /// completed normally); an operator's order stays. Returns whether one was lifted.
+    pub fn lift_own(&self, kind: Kind, scope: &Scope, why: &str) -> bool {
+        let Ok(mut m) = self.maint.lock() else { return false };
+        let before = m.orders.len();
+        m.orders.retain(|o| !(o.kind == kind && o.scope == *scope && o.who == "drover"));
+        if m.orders.len() == before {
+            return false;
+        }
+        let _ = save_orders(&self.orders_path, &m.orders);
+        drop(m);
+        self.timeline.record("drover", &format!("{kind:?} lifted").to_lowercase(), why, &scope.to_string());
+        self.wake.notify_one();
+        true
     }
 
     /// The supervisor's own orders whose hold ran out begin their probe; returns them.

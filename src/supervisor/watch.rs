@@ -16,7 +16,7 @@ use crate::io::{fleet, metrics as m};
 use crate::job::rfc3339;
 use crate::judge::{AlertKind, Judge, JudgeConfig, Kept, ProbeStep};
 use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
-use crate::maintenance::{Order, Scope};
+use crate::maintenance::{Kind, Order, Scope};
 use crate::tasks::Tasks;
 use crate::timeline::FirstFailures;
 use futures_lite::StreamExt;
@@ -269,13 +269,26 @@ impl Watcher {
         self.judge.released(&released);
         self.judge.probing(&self.ctx.begin_probes(now));
         for want in self.judge.evaluate(&self.units(), &self.orders(), now) {
-            let said = match &want.scope {
-                Scope::Class(c) => format!("ALERT class {c} paused on {}: {}", self.cfg.host, want.reason),
-                Scope::Unit(u) | Scope::Host(u) => format!("ALERT {u} quarantined: {}", want.reason),
+            let said = match (&want.kind, &want.scope) {
+                (_, Scope::Class(c)) => format!("ALERT class {c} paused on {}: {}", self.cfg.host, want.reason),
+                (Kind::Cordon, Scope::Unit(u) | Scope::Host(u)) => {
+                    format!("{u} cordoned as a suspect: {}", want.reason)
+                }
+                (_, Scope::Unit(u) | Scope::Host(u)) => format!("ALERT {u} quarantined: {}", want.reason),
             };
-            if self.ctx.add_own(want.kind, want.scope, &want.reason, || want.until_ms) {
+            let until = (want.kind != Kind::Cordon).then_some(want.until_ms);
+            if self.ctx.add_own(want.kind, want.scope, &want.reason, || until) {
                 tracing::error!("{said}");
             }
+        }
+        for scope in self.judge.take_lifts() {
+            if self.ctx.lift_own(Kind::Cordon, &scope, "the suspect's jobs completed normally") {
+                tracing::info!("{scope}: suspect cordon lifted, its jobs completed normally");
+            }
+        }
+        for note in self.judge.take_shadow() {
+            tracing::warn!("shadow mode: {note}");
+            self.ctx.timeline.record("drover", &format!("shadow mode: {note}"), "quarantine.enforce = false", "");
         }
         let firing: Vec<AlertKey> = self.book.keys();
         self.judge.conditions(&self.orders(), &firing)
@@ -317,7 +330,7 @@ impl Watcher {
     /// Feeds the conditions to the alert book; each change is recorded and delivered.
     fn raise(&mut self, conditions: Vec<Condition>, now: i64) {
         for c in conditions {
-            let judged = AlertKind::of(&c.key.name).is_some();
+            let judged = AlertKind::judged(&c.key.name);
             let policy = alerts::Policy {
                 fire_after: if judged || c.key.name == latency::DRIFT {
                     Duration::ZERO
@@ -367,6 +380,7 @@ fn judge_config(cfg: &Config) -> JudgeConfig {
         },
         hold_ms: cfg.quarantine.hold.as_millis() as u64,
         hold_max_ms: cfg.quarantine.hold_max.as_millis() as u64,
+        suspects: cfg.quarantine.suspect_policy(),
     }
 }
 

@@ -134,6 +134,8 @@ pub struct QuarantineConfig {
     pub slow_factor: f64,
     /// At most this share of a class's units, and of its hosts, out at once (at least one).
     pub max_quarantined: f64,
+    /// Fewest recent attempts of a class elsewhere in the fleet before a suspect is judged.
+    pub min_reference: usize,
 }
 
 impl QuarantineConfig {
@@ -146,6 +148,7 @@ impl QuarantineConfig {
             tail_quantile: self.tail_quantile,
             slow_factor: self.slow_factor,
             max_quarantined: self.max_quarantined,
+            min_reference: self.min_reference,
             ..Default::default()
         }
     }
@@ -556,11 +559,12 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         }
     };
     let d = crate::suspects::SuspectPolicy::default();
+    // Unset, it follows a looser `alpha` (a configuration from before the key existed stays valid).
     let cordon_alpha = r.number(
         &q_t,
         "quarantine",
         "cordon_alpha",
-        d.cordon_alpha,
+        d.cordon_alpha.max(alpha),
         |x| x > 0.0 && x < 0.5,
         "a significance between 0 and 0.5, such as 1e-6",
     );
@@ -603,6 +607,7 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
             |x| x > 0.0 && x <= 1.0,
             "a share above 0 and at most 1, such as 0.2",
         ),
+        min_reference: r.integer(&q_t, "quarantine", "min_reference", d.min_reference as i64, 10, 1_000_000) as usize,
     };
     r.unknown_keys(&q_t, "quarantine");
 

@@ -12,6 +12,7 @@ use crate::job::{parse_rfc3339_ms, rfc3339};
 use crate::maintenance::{self, Kind, Order, Scope, UnitView};
 use crate::quarantine::{self, Attribution, Hold, Policy, Subject};
 use crate::reconcile::{class_of_unit, unit_name};
+use crate::suspects::{self, Attempt, End, Placement, Start, SuspectPolicy, Suspects};
 use crate::verdicts::{self, Blame, HostVerdicts, Suspect};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +38,53 @@ impl AlertKind {
     pub fn of(name: &str) -> Option<AlertKind> {
         AlertKind::ALL.into_iter().find(|k| k.name() == name)
     }
+
+    /// Whether the judge raises alerts of this name (its orders' and the suspects' test's),
+    /// so that it also clears them.
+    pub fn judged(name: &str) -> bool {
+        AlertKind::of(name).is_some() || SUSPECT_ALERTS.contains(&name)
+    }
+}
+
+/// The names of the suspects' test's alerts (`suspects::Alert::key`).
+pub const SUSPECT_ALERTS: [&str; 8] = [
+    "HostSuspect",
+    "WorkerSuspect",
+    "HostSlow",
+    "WorkerSlow",
+    "ManyLookBad",
+    "HostQuarantined",
+    "ClassSuspect",
+    "ClassSlow",
+];
+
+/// An alert of the suspects' test as a condition: a cordon or a slow host is a warning (no new
+/// jobs go there; nothing is lost yet), many hosts looking bad at once is critical.
+fn suspect_condition(a: &suspects::Alert) -> Condition {
+    let severity = match a.kind {
+        suspects::AlertKind::ManyLookBad | suspects::AlertKind::Quarantined => Severity::Critical,
+        _ => Severity::Warning,
+    };
+    let mut annotations = BTreeMap::new();
+    annotations.insert("units".to_string(), a.units.join(", "));
+    if !a.enforced {
+        annotations.insert("shadow".to_string(), "what would be done; quarantine.enforce = false".to_string());
+    }
+    Condition { key: a.key(), active: true, severity, summary: a.summary.clone(), annotations }
+}
+
+/// Shadow mode's words for what it would have done on `host`.
+fn shadow_note(a: &suspects::Action, host: &str) -> Option<String> {
+    let (what, units, subject) = match a {
+        suspects::Action::Cordon { units, subject, .. } => ("would cordon", units, subject),
+        suspects::Action::Quarantine { units, subject, .. } => ("would quarantine", units, subject),
+        suspects::Action::Lift { units, subject, .. } => ("would lift the cordon of", units, subject),
+    };
+    let here = match subject {
+        Subject::Host(h) => h == host,
+        Subject::Worker(w) => w.ends_with(&format!("@{host}")),
+    };
+    here.then(|| format!("{what} {}", units.join(", ")))
 }
 
 /// What a hold's length is remembered by (holds double when the same thing is held again).
@@ -85,7 +133,12 @@ pub struct JudgeConfig {
     /// `quarantine.hold` and `quarantine.hold_max`, in milliseconds.
     pub hold_ms: u64,
     pub hold_max_ms: u64,
+    /// The policy for suspects from running ages, slow hosts, the budget and shadow mode.
+    pub suspects: SuspectPolicy,
 }
+
+/// A unit not seen in the fleet's events for this long no longer counts in a class's size.
+pub const PLACEMENT_KEPT_MS: i64 = 6 * 3600 * 1000;
 
 /// An order the judge wants in force: new, with the end of its hold.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,11 +162,29 @@ pub struct Judge {
     cfg: JudgeConfig,
     attribution: Attribution,
     kept: Kept,
+    suspects: Suspects,
+    /// The fleet's units as its events show them, and when each was last seen.
+    placements: BTreeMap<Placement, i64>,
+    /// What the last evaluation found about suspects: cordons to lift on this host, what shadow
+    /// mode would have done, and the alerts.
+    lifts: Vec<Scope>,
+    shadow: Vec<String>,
+    suspect_alerts: Vec<suspects::Alert>,
 }
 
 impl Judge {
     pub fn new(cfg: JudgeConfig, kept: Kept) -> Judge {
-        Judge { cfg, attribution: Attribution::default(), kept }
+        let suspects = Suspects::new(cfg.suspects.clone());
+        Judge {
+            cfg,
+            attribution: Attribution::default(),
+            kept,
+            suspects,
+            placements: BTreeMap::new(),
+            lifts: Vec::new(),
+            shadow: Vec::new(),
+            suspect_alerts: Vec::new(),
+        }
     }
 
     pub fn kept(&self) -> &Kept {
@@ -125,7 +196,48 @@ impl Judge {
     pub fn observe(&mut self, e: &JobEvent) -> bool {
         let vanished = self.attribution.vanished_changes();
         self.attribution.observe(e, &self.cfg.policy);
+        self.feed_suspects(e);
         self.attribution.vanished_changes() != vanished
+    }
+
+    /// Attempts' starts and ends for the suspects' test. Interrupted attempts, transient
+    /// errors and rejections are never evidence against a worker.
+    fn feed_suspects(&mut self, e: &JobEvent) {
+        let Some(job) = e.job_id.clone() else { return };
+        let at = parse_rfc3339_ms(&e.at).unwrap_or(0);
+        let place = Placement { class: e.class.clone(), host: e.host.clone(), unit: e.unit.clone() };
+        let end = match (e.event, e.outcome.as_deref()) {
+            (EventKind::Started, _) => {
+                let at_ms = e.started_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(at);
+                self.suspects.started(&Start {
+                    class: place.class.clone(),
+                    host: place.host.clone(),
+                    unit: place.unit.clone(),
+                    job,
+                    at_ms,
+                });
+                self.placements.insert(place, at);
+                return;
+            }
+            (EventKind::Succeeded, _) => End::Succeeded,
+            (EventKind::Failed, Some("timeout")) => End::TimedOut,
+            (EventKind::Failed, Some("failed")) => End::Failed,
+            (EventKind::Failed, _) | (EventKind::Requeued, _) => End::Interrupted,
+            _ => return,
+        };
+        let run_ms = e.duration_s.map(|d| (d * 1000.0) as i64);
+        let started_ms = e.started_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(at - run_ms.unwrap_or(0));
+        let attempt = Attempt {
+            class: place.class.clone(),
+            host: place.host.clone(),
+            unit: place.unit.clone(),
+            job,
+            started_ms,
+            run_ms: run_ms.unwrap_or((at - started_ms).max(0)),
+            end,
+        };
+        self.suspects.ended(&attempt);
+        self.placements.insert(place, at);
     }
 
     /// A job that ended on one of this host's units may decide a probe: a pass lifts the
@@ -164,6 +276,16 @@ impl Judge {
             Scope::Class(c) => self.attribution.forget_class(c),
             _ => self.forget_unit(&e.class, &e.unit),
         }
+    }
+
+    /// Cordons of suspects whose jobs then completed normally: lift them (units of this host).
+    pub fn take_lifts(&mut self) -> Vec<Scope> {
+        std::mem::take(&mut self.lifts)
+    }
+
+    /// What shadow mode (`enforce = false`) would have done at the last evaluation.
+    pub fn take_shadow(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.shadow)
     }
 
     /// Operators released these units (names or instances): they must earn new evidence. A
@@ -213,7 +335,56 @@ impl Judge {
                 }
             }
         }
+        self.judge_suspects(units, orders, now, &mut wants);
         wants
+    }
+
+    /// The suspects' test over the fleet (running ages, slow hosts, the budget): cordons and
+    /// quarantines of this host's units join `wants`, cordons to lift are kept for
+    /// [`Judge::take_lifts`], shadow mode's decisions for [`Judge::take_shadow`], and the alerts
+    /// about this host (and the class-wide ones) for [`Judge::conditions`].
+    fn judge_suspects(&mut self, units: &[(String, String)], orders: &[Order], now: i64, wants: &mut Vec<Want>) {
+        self.placements.retain(|_, seen| now - *seen < PLACEMENT_KEPT_MS);
+        let mut placements: BTreeSet<Placement> = self.placements.keys().cloned().collect();
+        placements.extend(units.iter().map(|(unit, class)| Placement {
+            class: class.clone(),
+            host: self.cfg.host.clone(),
+            unit: unit.clone(),
+        }));
+        let placements: Vec<Placement> = placements.into_iter().collect();
+        let d = self.suspects.evaluate(now, &placements);
+        let covered = |scope: &Scope| orders.iter().any(|o| o.scope == *scope);
+        let quarantined = |scope: &Scope| orders.iter().any(|o| o.kind == Kind::Quarantine && o.scope == *scope);
+        for action in &d.does {
+            match action {
+                suspects::Action::Cordon { subject, units, evidence, .. } if self.is_mine(subject) => {
+                    for u in units.iter().map(|u| Scope::Unit(u.clone())).filter(|s| !covered(s)) {
+                        wants.push(Want { kind: Kind::Cordon, scope: u, reason: evidence.to_string(), until_ms: 0 });
+                    }
+                }
+                suspects::Action::Quarantine { class, subject, units, evidence } if self.is_mine(subject) => {
+                    for u in units.iter().filter(|u| !quarantined(&Scope::Unit((*u).clone()))) {
+                        let until_ms = self.next_hold(HoldKey::Unit(u.clone()), now);
+                        let reason = format!("{evidence} (class {class})");
+                        wants.push(Want { kind: Kind::Quarantine, scope: Scope::Unit(u.clone()), reason, until_ms });
+                    }
+                }
+                suspects::Action::Lift { subject, units, .. } if self.is_mine(subject) => {
+                    self.lifts.extend(units.iter().map(|u| Scope::Unit(u.clone())));
+                }
+                _ => {}
+            }
+        }
+        if !self.cfg.suspects.enforce {
+            self.shadow.extend(d.would.iter().filter_map(|a| shadow_note(a, &self.cfg.host)));
+        }
+        let enforced_quarantine = |a: &suspects::Alert| a.kind == suspects::AlertKind::Quarantined && a.enforced;
+        self.suspect_alerts = d
+            .alerts
+            .into_iter()
+            // An enforced quarantine pages through its order (one page per host, below).
+            .filter(|a| !enforced_quarantine(a) && a.subject.as_ref().is_none_or(|s| self.is_mine(s)))
+            .collect();
     }
 
     /// One alert condition per class with quarantined units on this host (one page for a bad
@@ -232,10 +403,11 @@ impl Judge {
             }
         }
         out.extend(quarantined.iter().map(|(class, orders)| self.quarantined(class, orders)));
+        out.extend(self.suspect_alerts.iter().map(suspect_condition));
         let present: BTreeSet<&AlertKey> = out.iter().map(|c| &c.key).collect();
         let cleared: Vec<Condition> = firing
             .iter()
-            .filter(|k| AlertKind::of(&k.name).is_some() && !present.contains(k))
+            .filter(|k| AlertKind::judged(&k.name) && !present.contains(k))
             .map(|key| Condition {
                 key: key.clone(),
                 active: false,
@@ -386,6 +558,15 @@ impl Judge {
     fn forget_unit(&mut self, class: &str, unit: &str) {
         self.attribution.forget(class, &Subject::Worker(self.worker(unit)));
         self.attribution.forget(class, &Subject::Host(self.cfg.host.clone()));
+        self.suspects.release(class, &Subject::Worker(self.worker(unit)));
+        self.suspects.release(class, &Subject::Host(self.cfg.host.clone()));
+    }
+
+    fn is_mine(&self, subject: &Subject) -> bool {
+        match subject {
+            Subject::Host(h) => *h == self.cfg.host,
+            Subject::Worker(w) => w.rsplit_once('@').is_some_and(|(_, h)| h == self.cfg.host),
+        }
     }
 
     /// A worker's name in the fleet's events: `unit@host`.
@@ -410,6 +591,7 @@ mod tests {
             policy: Policy::default(),
             hold_ms: 10 * MIN,
             hold_max_ms: 60 * MIN,
+            suspects: SuspectPolicy::default(),
         };
         Judge::new(cfg, Kept::default())
     }
