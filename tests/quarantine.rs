@@ -353,7 +353,7 @@ async fn a_failing_probe_holds_the_unit_again_and_a_passing_one_releases_it() {
 }
 
 /// Adds a variable to the environment of a host's worker units, and installs them again.
-fn add_environment(h: &Host, var: &str) {
+pub fn add_environment(h: &Host, var: &str) {
     let text = std::fs::read_to_string(&h.config).expect("config");
     std::fs::write(&h.config, text.replacen("environment = [", &format!("environment = [\"{var}\", "), 1))
         .expect("config");

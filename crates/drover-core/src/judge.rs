@@ -490,9 +490,19 @@ impl Judge {
             }
         }
         blames.retain(|b| b.active || now - b.since_ms < verdicts::BELIEVED_MS);
+        let mut suspects = self.suspects(units);
+        // Units cordoned as suspects (running ages): jobs that fail there are retried, not given
+        // up on, until the cordon becomes a quarantine or is lifted.
+        for o in orders.iter().filter(|o| o.kind == Kind::Cordon && o.who == "drover") {
+            let Some(u) = o.scope.unit() else { continue };
+            let s = Suspect { worker: self.worker(u), class: class_of_unit(&self.cfg.unit_prefix, u) };
+            if !suspects.contains(&s) {
+                suspects.push(s);
+            }
+        }
         HostVerdicts {
             serves: serving,
-            suspects: self.suspects(units),
+            suspects,
             v: verdicts::VERSION,
             host: self.cfg.host.clone(),
             at_ms: now,
@@ -748,5 +758,70 @@ mod tests {
             j.verdicts(&[], &units(), vec![], verdicts::BELIEVED_MS + 1).blamed.is_empty(),
             "forgotten after a day"
         );
+    }
+}
+
+#[cfg(test)]
+mod suspect_tests {
+    use super::*;
+
+    fn judge(units_per_host: usize) -> (Judge, Vec<(String, String)>) {
+        let cfg = JudgeConfig {
+            host: "b".into(),
+            unit_prefix: "dw".into(),
+            classes: vec!["w".into()],
+            policy: Policy::default(),
+            hold_ms: 600_000,
+            hold_max_ms: 3_600_000,
+            suspects: SuspectPolicy {
+                min_reference: 40,
+                cordon_alpha: 1e-4,
+                alpha: 1e-6,
+                max_quarantined: 0.7,
+                ..Default::default()
+            },
+        };
+        let units = (1..=units_per_host).map(|i| (format!("dw@w-{i}.service"), "w".to_string())).collect();
+        (Judge::new(cfg, Kept::default()), units)
+    }
+
+    fn ev(kind: EventKind, job: &str, unit: &str, host: &str, started: i64, at: i64) -> JobEvent {
+        let mut e = JobEvent::new(kind, rfc3339(at), "w", host, unit);
+        e.job_id = Some(job.into());
+        e.started_at = Some(rfc3339(started));
+        if kind != EventKind::Started {
+            e.duration_s = Some((at - started) as f64 / 1000.0);
+            e.outcome = Some("succeeded".into());
+        }
+        e
+    }
+
+    #[test]
+    fn a_host_whose_running_jobs_are_far_older_than_the_fleets_is_cordoned_before_they_time_out() {
+        // The fleet's jobs take 1.5 to 2.1 s. (units per host, the running jobs' age in ms, cordoned)
+        let cases = [(3, 1_800, false), (3, 12_000, true), (2, 12_000, false)];
+        for (n, age_ms, cordoned) in cases {
+            let (mut j, units) = judge(n);
+            let mut t = 1_700_000_000_000;
+            for i in 0..120 {
+                let (host, unit) = (["a", "c", "b"][i % 3], format!("dw@w-{}.service", 1 + i % n));
+                j.observe(&ev(EventKind::Started, &format!("ok-{i}"), &unit, host, t, t));
+                j.observe(&ev(
+                    EventKind::Succeeded,
+                    &format!("ok-{i}"),
+                    &unit,
+                    host,
+                    t,
+                    t + 1_500 + (i as i64 % 7) * 100,
+                ));
+                t += 600;
+            }
+            for (u, _) in &units {
+                j.observe(&ev(EventKind::Started, &format!("hang-{u}"), u, "b", t, t));
+            }
+            let wants = j.evaluate(&units, &[], t + age_ms);
+            let cordons = wants.iter().filter(|w| w.kind == Kind::Cordon).count();
+            assert_eq!(cordons == n, cordoned, "{n} units, jobs at {age_ms} ms: {wants:?}");
+        }
     }
 }

@@ -395,7 +395,7 @@ impl Alert {
         match &self.subject {
             Some(Subject::Host(h)) => AlertKey::new(&format!("Host{kind}"), &[("class", &self.class), ("host", h)]),
             Some(Subject::Worker(w)) => {
-                let (unit, host) = w.split_once('@').unwrap_or((w, ""));
+                let (unit, host) = w.rsplit_once('@').unwrap_or((w, ""));
                 AlertKey::new(&format!("Worker{kind}"), &[("class", &self.class), ("host", host), ("unit", unit)])
             }
             None => AlertKey::new(&format!("Class{kind}"), &[("class", &self.class)]),
@@ -454,7 +454,7 @@ fn worker_of(unit: &str, host: &str) -> String {
 }
 
 fn host_of(worker: &str) -> &str {
-    worker.split_once('@').map_or("", |(_, h)| h)
+    worker.rsplit_once('@').map_or("", |(_, h)| h)
 }
 
 impl Suspects {
@@ -777,7 +777,7 @@ fn own_median(items: &[Item], fleet_median: i64, n: u32) -> Option<i64> {
 /// in the recent attempts and running jobs.
 fn class_units(s: &Suspects, class: &str, placements: &[Placement]) -> BTreeMap<String, BTreeSet<String>> {
     let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let unit = |w: &str| w.split_once('@').map_or(w.to_string(), |(u, _)| u.to_string());
+    let unit = |w: &str| w.rsplit_once('@').map_or(w.to_string(), |(u, _)| u.to_string());
     for p in placements.iter().filter(|p| p.class == class) {
         m.entry(p.host.clone()).or_default().insert(p.unit.clone());
     }
@@ -793,7 +793,7 @@ fn class_units(s: &Suspects, class: &str, placements: &[Placement]) -> BTreeMap<
 fn units_of(subject: &Subject, units: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     match subject {
         Subject::Host(h) => units.get(h).map(|u| u.iter().cloned().collect()).unwrap_or_default(),
-        Subject::Worker(w) => vec![w.split_once('@').map_or(w.as_str(), |(u, _)| u).to_string()],
+        Subject::Worker(w) => vec![w.rsplit_once('@').map_or(w.as_str(), |(u, _)| u).to_string()],
     }
 }
 
