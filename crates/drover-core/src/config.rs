@@ -388,6 +388,19 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         r.problem("host", "an empty string", "a non-empty host name");
     }
 
+    let broker = read_broker(r, root);
+    let worker = read_worker(r, root);
+    let systemd = read_systemd(r, root, &worker);
+    let metrics = read_metrics(r, root);
+    let supervisor = read_supervisor(r, root, env, &systemd, &broker);
+    let alerts = read_alerts(r, root, env, &systemd);
+    let quarantine = read_quarantine(r, root);
+    let classes = read_classes(r, root);
+    r.unknown_keys(root, "");
+    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes }
+}
+
+fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
     let broker_t = r.section(root, "", "broker");
     let url = r
         .string(&broker_t, "broker", "url", "an amqp:// or amqps:// URL")
@@ -417,7 +430,10 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         r.problem("broker.lease_ttl", &duration::format(broker.lease_ttl), "at least 3s");
     }
     r.unknown_keys(&broker_t, "broker");
+    broker
+}
 
+fn read_worker(r: &mut Reader, root: &Table) -> WorkerConfig {
     let worker_t = r.section(root, "", "worker");
     let worker = WorkerConfig {
         drain_deadline: r.duration(&worker_t, "worker", "drain_deadline", Duration::from_secs(300)),
@@ -425,7 +441,10 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         preflight_timeout: r.duration(&worker_t, "worker", "preflight_timeout", Duration::from_secs(60)),
     };
     r.unknown_keys(&worker_t, "worker");
+    worker
+}
 
+fn read_systemd(r: &mut Reader, root: &Table, worker: &WorkerConfig) -> SystemdConfig {
     let systemd_t = r.section(root, "", "systemd");
     let bus = match r.string(&systemd_t, "systemd", "bus", "\"system\" or \"user\"").as_deref() {
         None | Some("system") => Bus::System,
@@ -471,7 +490,10 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         stop_timeout: r.duration(&systemd_t, "systemd", "stop_timeout", default_stop),
     };
     r.unknown_keys(&systemd_t, "systemd");
+    systemd
+}
 
+fn read_metrics(r: &mut Reader, root: &Table) -> MetricsConfig {
     let metrics_t = r.section(root, "", "metrics");
     let listen = r.string(&metrics_t, "metrics", "listen", "an address such as 127.0.0.1:9464").and_then(|s| {
         s.parse::<SocketAddr>()
@@ -480,7 +502,16 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
     });
     let metrics = MetricsConfig { listen };
     r.unknown_keys(&metrics_t, "metrics");
+    metrics
+}
 
+fn read_supervisor(
+    r: &mut Reader,
+    root: &Table,
+    env: &Environment,
+    systemd: &SystemdConfig,
+    broker: &BrokerConfig,
+) -> SupervisorConfig {
     let sup_t = r.section(root, "", "supervisor");
     let default_socket = match systemd.bus {
         Bus::System => std::path::PathBuf::from("/run/drover"),
@@ -510,7 +541,10 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         resync: r.duration(&sup_t, "supervisor", "resync", Duration::from_secs(30)),
     };
     r.unknown_keys(&sup_t, "supervisor");
+    supervisor
+}
 
+fn read_alerts(r: &mut Reader, root: &Table, env: &Environment, systemd: &SystemdConfig) -> AlertsConfig {
     let alerts_t = r.section(root, "", "alerts");
     let webhook = r.string(&alerts_t, "alerts", "webhook", "an http:// URL");
     if let Some(w) = &webhook {
@@ -548,7 +582,10 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         stall_min: r.duration(&alerts_t, "alerts", "stall_min", Duration::from_secs(900)),
     };
     r.unknown_keys(&alerts_t, "alerts");
+    alerts
+}
 
+fn read_quarantine(r: &mut Reader, root: &Table) -> QuarantineConfig {
     let q_t = r.section(root, "", "quarantine");
     let alpha = match r.take(&q_t, "quarantine", "alpha") {
         None => 1e-7,
@@ -610,7 +647,10 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         min_reference: r.integer(&q_t, "quarantine", "min_reference", d.min_reference as i64, 10, 1_000_000) as usize,
     };
     r.unknown_keys(&q_t, "quarantine");
+    quarantine
+}
 
+fn read_classes(r: &mut Reader, root: &Table) -> BTreeMap<String, ClassConfig> {
     let classes_t = r.section(root, "", "classes");
     let mut classes = BTreeMap::new();
     for (name, value) in &classes_t {
@@ -633,9 +673,7 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
     if classes_t.is_empty() {
         r.problem("classes", "no class", "at least one [classes.NAME] table");
     }
-    r.unknown_keys(root, "");
-
-    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes }
+    classes
 }
 
 fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig {
