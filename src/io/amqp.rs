@@ -129,8 +129,10 @@ impl Link {
         self.chan = None;
         self.events_chan = None;
         if let Some(conn) = self.conn.take() {
-            // Closing may hang on a dead socket; do it in the background.
-            tokio::spawn(async move {
+            // Closing may hang on a dead socket: in the background, but owned by the link (its
+            // tasks are awaited by `settle_events` and aborted when the link is dropped).
+            while self.in_flight.try_join_next().is_some() {}
+            self.in_flight.spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "reconnecting".into())).await;
             });
         }
@@ -479,7 +481,8 @@ impl Link {
         }
     }
 
-    /// Waits (at most `limit`) for the events on their way: called before the process exits.
+    /// Waits (at most `limit`) for the events on their way and connections being closed:
+    /// called before the process exits.
     pub async fn settle_events(&mut self, limit: Duration) {
         let in_flight = &mut self.in_flight;
         let _ = tokio::time::timeout(limit, async { while in_flight.join_next().await.is_some() {} }).await;

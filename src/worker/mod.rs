@@ -121,12 +121,11 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
     code
 }
 
+/// The worker's name in events: under systemd its unit's full name (the instance comes from
+/// the template), else the instance given, else the class and the process id.
 fn unit_name(unit_prefix: &str, class: &str, instance: Option<&str>) -> String {
     match instance {
-        // Under systemd the instance comes from the template, and the unit is its full name.
-        Some(i) if std::env::var_os("INVOCATION_ID").is_some() => {
-            format!("{unit_prefix}@{i}.service")
-        }
+        Some(i) if std::env::var_os("INVOCATION_ID").is_some() => crate::reconcile::unit_name(unit_prefix, i),
         Some(i) => i.to_string(),
         None => format!("{class}-{}", std::process::id()),
     }
