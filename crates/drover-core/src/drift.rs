@@ -55,6 +55,16 @@
 //! older versions, and a snapshot from before the harmonic profile (hour bins only) seeds the
 //! fit on [`Detector::restore`] from its bins, weighted by their counts.
 //!
+//! Weekly profile and scale (2026-12-01). A weekly profile, `week_harmonics` (3) harmonics of
+//! the week fitted the same way on what the daily profile leaves, takes weekday / weekend
+//! cycles out of the residual once a whole week has been seen; it keeps learning while the
+//! baseline is frozen, or the first weekend (which alerts on a baseline that never saw one)
+//! would never be learnt. The scale is a trimmed mean (|residual| among those inside 2.5
+//! scales, divided by its Gaussian value), so it is right with or without stragglers beyond
+//! the clip. A 1.12x shift is a larger share of a small scale, and a CUSUM at a fixed
+//! threshold then false-alarms more often; its threshold is raised below `threshold_scale`
+//! (0.25) by Siegmund's run-length approximation times `calibration_gain` (3), never lowered.
+//!
 //! Cost per completion is constant: six log densities (a few `exp`/`ln` each), one `sin_cos`,
 //! a 4x4 Cholesky solve and O(1) baseline updates, well under a microsecond; the whole state is
 //! ~100 numbers (serde-serialisable, so the baseline survives restarts) and can be exported
@@ -597,7 +607,7 @@ impl Detector {
     /// many at 0.15 as at 0.25 for the 1.12x CUSUM, which 8.4 instead of 7.75 corrects).
     fn threshold(&self, j: usize, scale: f64) -> f64 {
         let h = self.cfg.thresholds[j];
-        if !self.cfg.scale_calibrated[j] || !(self.cfg.threshold_scale > 0.0) {
+        if !self.cfg.scale_calibrated[j] || self.cfg.threshold_scale.is_nan() || self.cfg.threshold_scale <= 0.0 {
             return h;
         }
         let shift = self.cfg.shift_ratios[j].max(1.0).ln();
