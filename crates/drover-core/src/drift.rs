@@ -55,6 +55,16 @@
 //! older versions, and a snapshot from before the harmonic profile (hour bins only) seeds the
 //! fit on [`Detector::restore`] from its bins, weighted by their counts.
 //!
+//! Weekly profile and scale (2026-12-01). A weekly profile, `week_harmonics` (3) harmonics of
+//! the week fitted the same way on what the daily profile leaves, takes weekday / weekend
+//! cycles out of the residual once a whole week has been seen; it keeps learning while the
+//! baseline is frozen, or the first weekend (which alerts on a baseline that never saw one)
+//! would never be learnt. The scale is a trimmed mean (|residual| among those inside 2.5
+//! scales, divided by its Gaussian value), so it is right with or without stragglers beyond
+//! the clip. A 1.12x shift is a larger share of a small scale, and a CUSUM at a fixed
+//! threshold then false-alarms more often; its threshold is raised below `threshold_scale`
+//! (0.25) by Siegmund's run-length approximation times `calibration_gain` (3), never lowered.
+//!
 //! Cost per completion is constant: six log densities (a few `exp`/`ln` each), one `sin_cos`,
 //! a 4x4 Cholesky solve and O(1) baseline updates, well under a microsecond; the whole state is
 //! ~100 numbers (serde-serialisable, so the baseline survives restarts) and can be exported
@@ -89,13 +99,19 @@ pub const PROFILE_TERMS: usize = 2 * MAX_HARMONICS;
 pub const PROFILE_GRAM: usize = PROFILE_TERMS * (PROFILE_TERMS + 1) / 2;
 
 const SECONDS_PER_DAY: f64 = 86_400.0;
+const SECONDS_PER_WEEK: f64 = 7.0 * SECONDS_PER_DAY;
+/// Most harmonics of the week the weekly profile can hold (`DetectorConfig::week_harmonics`).
+pub const MAX_WEEK_HARMONICS: usize = MAX_HARMONICS;
 /// Huber clip, in baseline scales, for the location and profile updates: stragglers pull the
 /// baseline by at most this much each, while Gaussian data lose only ~5% efficiency.
 const HUBER_CLIP: f64 = 2.0;
 /// Clip, in baseline scales, of absolute residuals entering the scale estimate.
 const SCALE_CLIP: f64 = 2.5;
-/// E[min(|Z|, 2.5)] for a standard normal Z: turns the mean clipped deviation into a sigma.
-const CLIPPED_ABS_NORMAL_MEAN: f64 = 0.793_876_286_444_609;
+/// E[|Z| given |Z| < 2.5] for a standard normal Z: turns the mean absolute residual among those
+/// inside the clip (a trimmed mean) into a sigma, whatever the share of stragglers beyond it.
+const TRIMMED_ABS_NORMAL_MEAN: f64 = 0.772_421_6;
+/// P(|Z| < 2.5) for a standard normal Z: the share inside the clip without stragglers.
+const INSIDE_CLIP_NORMAL_SHARE: f64 = 0.987_580_7;
 /// Residuals below -3 scales are winsorised: a job that died instantly says nothing about
 /// slowness and must not wipe out the evidence gathered by the CUSUMs.
 const LOWER_Z_CAP: f64 = 3.0;
@@ -153,6 +169,19 @@ pub struct DetectorConfig {
     pub mature_completions: f64,
     /// Width of that band, in standard errors of the young baseline (0: no widening).
     pub young_z: f64,
+    /// Harmonics of the week in the weekly profile (weekday / weekend cycles), 0 (none) to
+    /// [`MAX_WEEK_HARMONICS`]. Used once the baseline has seen a whole week.
+    pub week_harmonics: usize,
+    /// Scale (sigma of ln duration) the thresholds were tuned at. A CUSUM marked in
+    /// `scale_calibrated` raises its threshold when the learnt scale is smaller, so that its
+    /// false-alarm rate stays what it was at this scale (see `Detector::threshold`).
+    pub threshold_scale: f64,
+    /// Which CUSUMs follow the learnt scale that way (the small shifts, where a shift is less
+    /// than a scale and the diffusion approximation behind the correction holds).
+    pub scale_calibrated: [bool; SHIFTS],
+    /// Multiplies that correction: Siegmund's approximation (gain 1) ignores the learnt
+    /// baseline's own noise and under-corrects; 3 was chosen on tuning seeds (BENCHMARKS.md).
+    pub calibration_gain: f64,
 }
 
 impl Default for DetectorConfig {
@@ -176,6 +205,10 @@ impl Default for DetectorConfig {
             min_alert_completions: 10,
             mature_completions: 1000.0,
             young_z: 1.5,
+            week_harmonics: 3,
+            threshold_scale: 0.25,
+            scale_calibrated: [true, false, false, false, false],
+            calibration_gain: 3.0,
         }
     }
 }
@@ -238,6 +271,33 @@ pub struct DetectorState {
     /// was: completions of jobs that started before are not learnt from.
     #[serde(default)]
     pub baseline_since_s: Option<f64>,
+    /// Time of the first completion the weekly profile learnt from (Unix seconds); the profile
+    /// is used once a week has passed since (`None` in older snapshots: from the next one).
+    #[serde(default)]
+    pub week_since_s: Option<f64>,
+    /// Time of the latest completion the weekly profile learnt from.
+    #[serde(default)]
+    pub week_latest_s: Option<f64>,
+    /// Completions the weekly profile has learnt from.
+    #[serde(default)]
+    pub week_count: f64,
+    /// Running mean of ψψᵀ (packed), ψ = (cos ω, sin ω, cos 2ω, ...) at the completion's time of
+    /// the week ω (ω = 2π per 7 days of Unix time).
+    #[serde(default)]
+    pub week_gram: [f64; PROFILE_GRAM],
+    /// Running mean of ψ times the Huber-clipped deviation from location and daily profile.
+    #[serde(default)]
+    pub week_moment: [f64; PROFILE_TERMS],
+    /// The fitted weekly profile's coefficients.
+    #[serde(default)]
+    pub week_coef: [f64; PROFILE_TERMS],
+    /// Running share of residuals inside the scale clip, and running mean of the absolute
+    /// residual counted only inside it: their ratio is the trimmed mean behind `scale` (0 in
+    /// older snapshots: seeded from `scale` on restore).
+    #[serde(default)]
+    pub scale_inside_share: f64,
+    #[serde(default)]
+    pub scale_inside_abs: f64,
 }
 
 /// Number of recent durations kept for [`Detector::recent_median_s`].
@@ -282,8 +342,18 @@ impl Detector {
             recent_len: 0,
             recent_next: 0,
             baseline_since_s: None,
+            week_since_s: None,
+            week_latest_s: None,
+            week_count: 0.0,
+            week_gram: [0.0; PROFILE_GRAM],
+            week_moment: [0.0; PROFILE_TERMS],
+            week_coef: [0.0; PROFILE_TERMS],
+            scale_inside_share: 0.0,
+            scale_inside_abs: 0.0,
         };
-        Detector { cfg, st }
+        let mut detector = Detector { cfg, st };
+        detector.seed_trimmed_scale();
+        detector
     }
 
     /// Resumes from a [`Detector::snapshot`]; `cfg` should be the configuration it ran with. A
@@ -294,6 +364,9 @@ impl Detector {
         let binned: f64 = detector.st.season_count.iter().sum();
         if detector.st.profile_count == 0.0 && binned > 0.0 {
             detector.seed_profile_from_bins(binned);
+        }
+        if detector.st.scale_inside_share <= 0.0 {
+            detector.seed_trimmed_scale();
         }
         detector
     }
@@ -332,8 +405,10 @@ impl Detector {
             self.st.location = x;
             return self.verdict();
         }
-        let basis = day_basis(day_fraction(timestamp_unix_s));
-        let residual = x - self.st.location - self.profile(&basis);
+        let basis = harmonic_basis(day_fraction(timestamp_unix_s));
+        let week_basis = harmonic_basis(week_fraction(timestamp_unix_s));
+        let weekly = self.weekly(&week_basis);
+        let residual = x - self.st.location - self.profile(&basis) - weekly;
         if self.warmed_up() {
             self.accumulate(residual);
             self.update_alert();
@@ -341,6 +416,12 @@ impl Detector {
         if self.baseline_may_learn() {
             self.learn(x, timestamp_unix_s, &basis, residual);
         }
+        // The weekly profile learns even while the baseline is frozen: the first weekends look
+        // like drift to a baseline that has not seen one, and would otherwise never be learnt.
+        // (Freezing it with the rest once mature was tried: more false alarms on the weekly
+        // families and on the reference, BENCHMARKS.md.) A sustained change moves it little:
+        // its harmonics average to 0 over a week.
+        self.learn_week(timestamp_unix_s, &week_basis, weekly + huber(residual, self.scale()));
         self.verdict()
     }
 
@@ -354,7 +435,7 @@ impl Detector {
             return 0.0;
         }
         let (margin, scale) = self.judged();
-        let expected = self.st.location + self.slowest_hour_offset() + margin;
+        let expected = self.st.location + self.slowest_hour_offset() + self.slowest_weekly_offset() + margin;
         (elapsed_s.max(MIN_DURATION_S).ln() - expected) / scale
     }
 
@@ -367,6 +448,7 @@ impl Detector {
     pub fn rebaseline(&mut self, now_unix_s: f64) {
         let mut fresh = Detector::new(self.cfg.clone());
         fresh.st.scale = self.st.scale;
+        fresh.seed_trimmed_scale();
         fresh.st.recent = self.st.recent;
         fresh.st.recent_len = self.st.recent_len;
         fresh.st.recent_next = self.st.recent_next;
@@ -432,7 +514,8 @@ impl Detector {
     /// the upper end of its own band. Both are exactly the learnt ones once mature.
     fn judged(&self) -> (f64, f64) {
         let (youth, scale) = (self.youth(), self.scale());
-        let parameters = (1 + self.profile_terms()) as f64;
+        let week_terms = if self.week_active() { self.week_terms() } else { 0 };
+        let parameters = (1 + self.profile_terms() + week_terms) as f64;
         (youth * parameters.sqrt() * scale, scale * (1.0 + youth * SCALE_RELATIVE_SE))
     }
 
@@ -445,13 +528,101 @@ impl Detector {
         self.st
             .cusum
             .iter()
-            .zip(self.cfg.thresholds.iter())
+            .zip(self.thresholds().iter())
             .map(|(s, h)| s / h.max(f64::MIN_POSITIVE))
             .fold(0.0, f64::max)
     }
 
     fn expected_ln(&self, timestamp_unix_s: f64) -> f64 {
-        self.st.location + self.profile(&day_basis(day_fraction(timestamp_unix_s)))
+        let week_basis = harmonic_basis(week_fraction(timestamp_unix_s));
+        self.st.location + self.profile(&harmonic_basis(day_fraction(timestamp_unix_s))) + self.weekly(&week_basis)
+    }
+
+    /// Number of weekly profile coefficients in use.
+    fn week_terms(&self) -> usize {
+        2 * self.cfg.week_harmonics.min(MAX_WEEK_HARMONICS)
+    }
+
+    /// Whether the weekly profile is used: once it has learnt over a whole week.
+    fn week_active(&self) -> bool {
+        match (self.st.week_since_s, self.st.week_latest_s) {
+            (Some(since), Some(latest)) => self.week_terms() > 0 && latest - since >= SECONDS_PER_WEEK,
+            _ => false,
+        }
+    }
+
+    /// The weekly profile at the time of the week whose basis is given (0 until it is used).
+    fn weekly(&self, week_basis: &[f64; PROFILE_TERMS]) -> f64 {
+        if !self.week_active() {
+            return 0.0;
+        }
+        let n = self.week_terms();
+        week_basis[..n].iter().zip(&self.st.week_coef[..n]).map(|(b, c)| b * c).sum()
+    }
+
+    /// The weekly profile at its slowest, over 42 points of the week (0 until it is used).
+    fn slowest_weekly_offset(&self) -> f64 {
+        if !self.week_active() {
+            return 0.0;
+        }
+        let n = self.week_terms();
+        (0..42)
+            .map(|k| {
+                let basis = harmonic_basis((k as f64 + 0.5) / 42.0);
+                basis[..n].iter().zip(&self.st.week_coef[..n]).map(|(b, c)| b * c).sum::<f64>()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Moves the weekly profile towards `deviation` (the Huber-clipped deviation from location
+    /// and daily profile) at this time of the week.
+    fn learn_week(&mut self, timestamp_unix_s: f64, week_basis: &[f64; PROFILE_TERMS], deviation: f64) {
+        let n = self.week_terms();
+        if n == 0 {
+            return;
+        }
+        self.st.week_since_s.get_or_insert(timestamp_unix_s);
+        self.st.week_latest_s = Some(self.st.week_latest_s.map_or(timestamp_unix_s, |l| l.max(timestamp_unix_s)));
+        self.st.week_count += 1.0;
+        let rate = learning_rate(self.st.week_count, self.cfg.season_memory);
+        update_moments(&mut self.st.week_gram, &mut self.st.week_moment, week_basis, n, rate, deviation);
+        let ridge = self.ridge(self.st.week_count);
+        solve_ridge(&self.st.week_gram, &self.st.week_moment, n, ridge, &mut self.st.week_coef);
+    }
+
+    /// The ridge of a harmonic fit with `count` completions: worth `season_prior` completions
+    /// of "no effect". φ has mean square 1/2 per term, so a ridge of prior / (2 remembered)
+    /// shrinks a profile seen everywhere by remembered / (remembered + prior). The floor keeps
+    /// the system regular when `season_prior` is 0.
+    fn ridge(&self, count: f64) -> f64 {
+        let remembered = count.min(self.cfg.season_memory.max(1.0)).max(1.0);
+        (self.cfg.season_prior.max(0.0) / (2.0 * remembered)).max(1e-9)
+    }
+
+    /// Threshold of CUSUM `j` at the scale a residual is judged with. A CUSUM of shift δ at
+    /// noise σ (Δ = δ/σ) with threshold h has an in-control run length of about
+    /// exp(h + 1.166 Δ) / (Δ²/2) (Siegmund's approximation); a calibrated CUSUM keeps that of
+    /// its configured threshold at `threshold_scale`, h = h₀ + 1.166 (Δ₀ - Δ) + 2 ln(Δ/Δ₀),
+    /// and only ever raises it (a smaller scale means more false alarms at a fixed h: twice as
+    /// many at 0.15 as at 0.25 for the 1.12x CUSUM, which 8.4 instead of 7.75 corrects).
+    fn threshold(&self, j: usize, scale: f64) -> f64 {
+        let h = self.cfg.thresholds[j];
+        if !self.cfg.scale_calibrated[j] || self.cfg.threshold_scale.is_nan() || self.cfg.threshold_scale <= 0.0 {
+            return h;
+        }
+        let shift = self.cfg.shift_ratios[j].max(1.0).ln();
+        let (delta, delta0) = (shift / scale.max(1e-9), shift / self.cfg.threshold_scale);
+        if delta <= delta0 || delta0 <= 0.0 {
+            return h;
+        }
+        h + self.cfg.calibration_gain.max(0.0) * (1.166 * (delta0 - delta) + 2.0 * (delta / delta0).ln())
+    }
+
+    /// Seeds the trimmed-mean scale's running means from `scale` (a new detector, an older
+    /// snapshot), as if its residuals had been Gaussian.
+    fn seed_trimmed_scale(&mut self) {
+        self.st.scale_inside_share = INSIDE_CLIP_NORMAL_SHARE;
+        self.st.scale_inside_abs = INSIDE_CLIP_NORMAL_SHARE * TRIMMED_ABS_NORMAL_MEAN * self.st.scale;
     }
 
     /// Number of profile coefficients in use.
@@ -483,33 +654,16 @@ impl Detector {
             .unwrap_or(0.0)
     }
 
-    /// Refits the profile from the running means: ridge regression, the ridge worth
-    /// `season_prior` completions (with no daily effect) against the completions remembered.
+    /// Refits the daily profile from the running means (ridge regression, see `ridge`).
     fn solve_profile(&mut self) {
-        let n = self.profile_terms();
-        let remembered = self.st.profile_count.min(self.cfg.season_memory.max(1.0)).max(1.0);
-        // φ has mean square 1/2 per term over a day, so a ridge of prior / (2 remembered)
-        // shrinks a profile seen at all hours by remembered / (remembered + prior). The floor
-        // keeps the system regular when `season_prior` is 0.
-        let ridge = (self.cfg.season_prior.max(0.0) / (2.0 * remembered)).max(1e-9);
-        let mut chol = [[0.0; PROFILE_TERMS]; PROFILE_TERMS];
-        for i in 0..n {
-            for j in 0..=i {
-                let dot: f64 = chol[i][..j].iter().zip(&chol[j][..j]).map(|(a, b)| a * b).sum();
-                let diagonal = if i == j { ridge } else { 0.0 };
-                let sum = self.st.profile_gram[packed(i, j)] + diagonal - dot;
-                chol[i][j] = if i == j { sum.max(1e-12).sqrt() } else { sum / chol[j][j] };
-            }
-        }
-        let mut z = [0.0; PROFILE_TERMS];
-        for i in 0..n {
-            let dot: f64 = (0..i).map(|k| chol[i][k] * z[k]).sum();
-            z[i] = (self.st.profile_moment[i] - dot) / chol[i][i];
-        }
-        for i in (0..n).rev() {
-            let dot: f64 = (i + 1..n).map(|k| chol[k][i] * self.st.profile_coef[k]).sum();
-            self.st.profile_coef[i] = (z[i] - dot) / chol[i][i];
-        }
+        let ridge = self.ridge(self.st.profile_count);
+        solve_ridge(
+            &self.st.profile_gram,
+            &self.st.profile_moment,
+            self.profile_terms(),
+            ridge,
+            &mut self.st.profile_coef,
+        );
     }
 
     /// Seeds the harmonic fit from the hour bins of an older snapshot: each bin's learnt offset
@@ -538,9 +692,10 @@ impl Detector {
         let model = NullModel::new(scale, &self.cfg);
         let u = (residual - margin).max(-LOWER_Z_CAP * model.sigma);
         let ln_null = model.ln_density(u);
+        let thresholds = self.thresholds();
         for (j, s) in self.st.cusum.iter_mut().enumerate() {
             let shift = self.cfg.shift_ratios[j].max(1.0).ln();
-            let single_completion_limit = self.cfg.max_share_per_completion[j].min(1.0) * self.cfg.thresholds[j];
+            let single_completion_limit = self.cfg.max_share_per_completion[j].min(1.0) * thresholds[j];
             let llr = if j == SHIFTS - 1 && u > shift {
                 // Slower than the largest shift tested is at least that suspicious; the
                 // straggler tail would otherwise explain a 12x job that is also a straggler.
@@ -553,9 +708,15 @@ impl Detector {
             if self.st.firing {
                 // Capped while firing so that recovery is noticed within a few completions
                 // instead of after paying back hours of excess evidence.
-                *s = s.min(self.cfg.thresholds[j]);
+                *s = s.min(thresholds[j]);
             }
         }
+    }
+
+    /// Every CUSUM's threshold at the learnt scale (see `threshold`).
+    fn thresholds(&self) -> [f64; SHIFTS] {
+        let scale = self.scale();
+        std::array::from_fn(|j| self.threshold(j, scale))
     }
 
     fn update_alert(&mut self) {
@@ -571,18 +732,11 @@ impl Detector {
         } else if ratio >= 1.0 {
             self.st.firing = true;
             self.st.firing_for = 1;
-            for (s, h) in self.st.cusum.iter_mut().zip(self.cfg.thresholds.iter()) {
+            let thresholds = self.thresholds();
+            for (s, h) in self.st.cusum.iter_mut().zip(thresholds.iter()) {
                 *s = s.min(*h);
             }
         }
-    }
-
-    /// Expected clipped absolute residual per unit of scale under the null model: the Gaussian
-    /// core's share plus the stragglers, which nearly always sit beyond the clip. Without the
-    /// straggler term 2% of stragglers would inflate the scale by ~4% and blunt every CUSUM.
-    fn scale_consistency(&self) -> f64 {
-        let eps = self.cfg.straggler_fraction.clamp(0.0, 0.5);
-        (1.0 - eps) * CLIPPED_ABS_NORMAL_MEAN + eps * SCALE_CLIP
     }
 
     fn baseline_may_learn(&self) -> bool {
@@ -596,23 +750,25 @@ impl Detector {
         let rate = learning_rate(self.st.completions as f64, self.cfg.baseline_memory);
         let level_before = self.st.location;
         self.st.location += rate * huber(x - level_before, scale);
-        let clipped_abs = residual.abs().min(SCALE_CLIP * scale);
-        self.st.scale += rate * (clipped_abs / self.scale_consistency() - self.st.scale);
+        // Trimmed mean of |residual| inside the clip: consistent for the Gaussian core whatever
+        // the share of stragglers beyond it (the clipped mean used before 2026-12-01 assumed
+        // `straggler_fraction` there, and read 4% low without stragglers, 6% high with 5%).
+        let inside = residual.abs() < SCALE_CLIP * scale;
+        self.st.scale_inside_share += rate * (f64::from(u8::from(inside)) - self.st.scale_inside_share);
+        let inside_abs = if inside { residual.abs() } else { 0.0 };
+        self.st.scale_inside_abs += rate * (inside_abs - self.st.scale_inside_abs);
+        if self.st.scale_inside_share > 0.05 {
+            self.st.scale = self.st.scale_inside_abs / (self.st.scale_inside_share * TRIMMED_ABS_NORMAL_MEAN);
+        }
 
         self.st.season_count[season_bin(timestamp_unix_s)] += 1.0;
         // The deviation from the level enters the running means Huber-clipped around the current
         // fit (a pseudo-observation), so a straggler moves the profile no more than a 2-scale job.
         self.st.profile_count += 1.0;
         let rate = learning_rate(self.st.profile_count, self.cfg.season_memory);
-        let deviation = (x - level_before - residual) + huber(residual, scale);
+        let deviation = self.profile(basis) + huber(residual, scale);
         let n = self.profile_terms();
-        for i in 0..n {
-            self.st.profile_moment[i] += rate * (basis[i] * deviation - self.st.profile_moment[i]);
-            let row = packed(i, 0);
-            for j in 0..=i {
-                self.st.profile_gram[row + j] += rate * (basis[i] * basis[j] - self.st.profile_gram[row + j]);
-            }
-        }
+        update_moments(&mut self.st.profile_gram, &mut self.st.profile_moment, basis, n, rate, deviation);
         self.solve_profile();
     }
 }
@@ -635,10 +791,14 @@ fn season_bin(timestamp_unix_s: f64) -> usize {
     ((day_fraction(timestamp_unix_s) * SEASON_BINS as f64) as usize).min(SEASON_BINS - 1)
 }
 
-/// Harmonic basis at this fraction of the day: cos kθ, sin kθ for k = 1..=[`MAX_HARMONICS`],
-/// from one `sin_cos` and the angle-addition formulas.
-fn day_basis(day_fraction: f64) -> [f64; PROFILE_TERMS] {
-    let (s1, c1) = (2.0 * std::f64::consts::PI * day_fraction).sin_cos();
+fn week_fraction(timestamp_unix_s: f64) -> f64 {
+    timestamp_unix_s.rem_euclid(SECONDS_PER_WEEK) / SECONDS_PER_WEEK
+}
+
+/// Harmonic basis at this fraction of a period (day or week): cos kθ, sin kθ for
+/// k = 1..=[`MAX_HARMONICS`], from one `sin_cos` and the angle-addition formulas.
+fn harmonic_basis(fraction: f64) -> [f64; PROFILE_TERMS] {
+    let (s1, c1) = (2.0 * std::f64::consts::PI * fraction).sin_cos();
     let mut basis = [0.0; PROFILE_TERMS];
     let (mut c, mut s) = (c1, s1);
     for k in 0..MAX_HARMONICS {
@@ -652,7 +812,54 @@ fn day_basis(day_fraction: f64) -> [f64; PROFILE_TERMS] {
 /// The basis at the centre of each hour-of-day bin, computed once.
 fn bin_centre_bases() -> &'static [[f64; PROFILE_TERMS]; SEASON_BINS] {
     static BASES: std::sync::OnceLock<[[f64; PROFILE_TERMS]; SEASON_BINS]> = std::sync::OnceLock::new();
-    BASES.get_or_init(|| std::array::from_fn(|bin| day_basis((bin as f64 + 0.5) / SEASON_BINS as f64)))
+    BASES.get_or_init(|| std::array::from_fn(|bin| harmonic_basis((bin as f64 + 0.5) / SEASON_BINS as f64)))
+}
+
+/// Moves the running means of a harmonic fit (packed Gram matrix of the basis, moment of the
+/// basis times `y`) towards this completion's, first `n` terms, at `rate`.
+fn update_moments(
+    gram: &mut [f64; PROFILE_GRAM],
+    moment: &mut [f64; PROFILE_TERMS],
+    basis: &[f64; PROFILE_TERMS],
+    n: usize,
+    rate: f64,
+    y: f64,
+) {
+    for i in 0..n {
+        moment[i] += rate * (basis[i] * y - moment[i]);
+        let row = packed(i, 0);
+        for j in 0..=i {
+            gram[row + j] += rate * (basis[i] * basis[j] - gram[row + j]);
+        }
+    }
+}
+
+/// Solves (gram + ridge I) coef = moment for the first `n` terms (Cholesky).
+fn solve_ridge(
+    gram: &[f64; PROFILE_GRAM],
+    moment: &[f64; PROFILE_TERMS],
+    n: usize,
+    ridge: f64,
+    coef: &mut [f64; PROFILE_TERMS],
+) {
+    let mut chol = [[0.0; PROFILE_TERMS]; PROFILE_TERMS];
+    for i in 0..n {
+        for j in 0..=i {
+            let dot: f64 = chol[i][..j].iter().zip(&chol[j][..j]).map(|(a, b)| a * b).sum();
+            let diagonal = if i == j { ridge } else { 0.0 };
+            let sum = gram[packed(i, j)] + diagonal - dot;
+            chol[i][j] = if i == j { sum.max(1e-12).sqrt() } else { sum / chol[j][j] };
+        }
+    }
+    let mut z = [0.0; PROFILE_TERMS];
+    for i in 0..n {
+        let dot: f64 = (0..i).map(|k| chol[i][k] * z[k]).sum();
+        z[i] = (moment[i] - dot) / chol[i][i];
+    }
+    for i in (0..n).rev() {
+        let dot: f64 = (i + 1..n).map(|k| chol[k][i] * coef[k]).sum();
+        coef[i] = (z[i] - dot) / chol[i][i];
+    }
 }
 
 /// Index of entry (i, j), j <= i, of a packed lower-triangular matrix.
@@ -1217,7 +1424,9 @@ mod tests {
     fn a_young_baseline_catches_steps_from_the_150th_completion() {
         // (ratio, worst acceptable delay in completions); the change from completion 150 on.
         const CHANGE: usize = 150;
-        let table = [(1.0, None), (2.0, Some(25)), (4.0, Some(8)), (12.0, Some(3))];
+        // 2x: 26 (was 25) since the scale is a trimmed mean (2026-12-01), which no longer reads
+        // low at 2% stragglers; one seed of six is one completion later.
+        let table = [(1.0, None), (2.0, Some(26)), (4.0, Some(8)), (12.0, Some(3))];
         for (ratio, max_delay) in table {
             for seed in 160..166 {
                 let data = history(seed, 1000, |i| if i >= CHANGE { ratio } else { 1.0 });
@@ -1446,7 +1655,9 @@ mod tests {
         for hour in [9.5, 11.0, 13.0, 15.0, 16.5] {
             let b = detector.baseline(T0 + hour * 3600.0).expect("warmed up");
             let error = b.median_s.ln() - 1800f64.ln() - profile(hour / 24.0);
-            assert!(error.abs() < 0.04, "{hour}h: error {error:.4}");
+            // 0.045 (was 0.04) since the weekly profile: six more coefficients fitted on the
+            // same completions add a little estimation noise (0.042 at 13:00).
+            assert!(error.abs() < 0.045, "{hour}h: error {error:.4}");
         }
         let at_peak = detector.running_evidence(1800.0 * 0.2f64.exp());
         assert!(at_peak.abs() < 0.3, "a typical 13:00 job is not unusual: {at_peak}");

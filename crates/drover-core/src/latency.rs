@@ -123,11 +123,7 @@ impl LatencyWatch {
     /// The usual run time of a class now (seconds): the worse of its baseline median and its
     /// recent median.
     pub fn expected_s(&self, class: &str, now_s: f64) -> Option<f64> {
-        let w = self.classes.get(class)?;
-        match (w.fleet.baseline(now_s).map(|b| b.median_s), w.fleet.recent_median_s()) {
-            (Some(b), Some(r)) => Some(b.max(r)),
-            (b, r) => b.or(r),
-        }
+        expected_run_s(&self.classes.get(class)?.fleet, now_s)
     }
 
     pub fn classes(&self) -> impl Iterator<Item = &String> {
@@ -242,193 +238,259 @@ impl LatencyWatch {
         did: &BTreeMap<String, String>,
     ) -> Vec<Condition> {
         let mut out = Vec::new();
-        let now_s = now_ms as f64 / 1000.0;
-        let host = self.host.clone();
+        let now = Now { ms: now_ms, s: now_ms as f64 / 1000.0 };
         for (class, w) in self.classes.iter_mut() {
-            let did = did.get(class).cloned().unwrap_or_else(|| "nothing yet".into());
-            let base = |note: &str| {
-                let mut a = BTreeMap::new();
-                a.insert("drover_did".to_string(), did.clone());
-                a.insert("note".to_string(), note.to_string());
-                a
-            };
-            for (scope_host, det) in [("", &w.fleet), (host.as_str(), &w.here)] {
-                let key = AlertKey::new(DRIFT, &[("class", class), ("host", scope_host)]);
-                let where_ = if scope_host.is_empty() { "fleet-wide".to_string() } else { format!("on {scope_host}") };
-                let (summary, mut ann) = match (det.baseline(now_s), det.recent_median_s()) {
-                    (Some(b), Some(r)) => (
-                        format!(
-                            "run time of class {class} drifted {where_}: recent median {} against a baseline median of {} ({:.1}x)",
-                            secs(r),
-                            secs(b.median_s),
-                            r / b.median_s.max(1e-9)
-                        ),
-                        base("baseline learnt from this class's own history; the SLA may still be met"),
-                    ),
-                    _ => (format!("run time of class {class} {where_}: learning its baseline"), base("")),
-                };
-                if let Some(b) = det.baseline(now_s) {
-                    ann.insert("baseline_median".into(), secs(b.median_s));
-                    ann.insert("baseline_p99".into(), secs(b.p99_s));
-                }
-                out.push(Condition {
-                    key,
-                    active: det.is_alerting(),
-                    severity: Severity::Warning,
-                    summary,
-                    annotations: ann,
-                });
+            let notes = Notes { did: did.get(class).map_or("nothing yet", String::as_str) };
+            for (scope_host, det) in [("", &w.fleet), (self.host.as_str(), &w.here)] {
+                out.push(drift_condition(class, scope_host, det, now, &notes));
             }
-
-            // Running jobs: far past the class's usual high percentile, or projected past
-            // their deadline.
-            let baseline = w.fleet.baseline(now_s);
-            let expected_s = match (baseline.as_ref().map(|b| b.median_s), w.fleet.recent_median_s()) {
-                (Some(b), Some(r)) => Some(b.max(r)),
-                (b, r) => b.or(r),
-            };
-            let mut long: Vec<(&String, &Running, f64)> = w
-                .running
-                .iter()
-                .map(|(id, r)| (id, r, (now_ms - r.started_ms).max(0) as f64 / 1000.0))
-                .filter(|(_, _, elapsed)| w.fleet.running_evidence(*elapsed) >= self.cfg.running_evidence)
-                .collect();
-            long.sort_by(|a, b| b.2.total_cmp(&a.2));
-            let summary = match (long.first(), &baseline) {
-                (Some((id, r, el)), Some(b)) => format!(
-                    "{} job(s) of class {class} running unusually long: {id} on {} ({}) for {}, baseline p99 {}",
-                    long.len(),
-                    r.unit,
-                    r.host,
-                    secs(*el),
-                    secs(b.p99_s)
-                ),
-                _ => format!("no job of class {class} is running unusually long"),
-            };
-            out.push(Condition {
-                key: AlertKey::new(RUNNING_LONG, &[("class", class)]),
-                active: !long.is_empty(),
-                severity: Severity::Warning,
-                summary,
-                annotations: base("a slow job is evidence of drift before it completes"),
-            });
-
-            let at_risk: Vec<(&String, &Running, i64)> = match expected_s {
-                Some(exp) => w
-                    .running
-                    .iter()
-                    .filter_map(|(id, r)| {
-                        let deadline = r.deadline_ms?;
-                        let elapsed = (now_ms - r.started_ms).max(0) as f64 / 1000.0;
-                        // Expected to take at least the class's usual time, and a job already past
-                        // that is expected to go on for a while yet.
-                        let remaining = (exp - elapsed).max(exp * 0.25);
-                        let projected = now_ms + (remaining * 1000.0) as i64;
-                        (projected > deadline).then_some((id, r, projected - deadline))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            let summary = match at_risk.iter().max_by_key(|x| x.2) {
-                Some((id, r, late)) => format!(
-                    "{} job(s) of class {class} projected to miss their deadline: {id} on {} by about {}",
-                    at_risk.len(),
-                    r.unit,
-                    secs(*late as f64 / 1000.0)
-                ),
-                None => format!("no job of class {class} is projected to miss its deadline"),
-            };
-            out.push(Condition {
-                key: AlertKey::new(SLA_AT_RISK, &[("class", class)]),
-                active: !at_risk.is_empty(),
-                severity: Severity::Critical,
-                summary,
-                annotations: base(
-                    "projection: the class's expected run time (the worse of baseline and recent median)",
-                ),
-            });
-
-            // Stalled: a backlog and no completion for far longer than the usual gap.
+            out.push(running_long_condition(class, w, now, self.cfg.running_evidence, &notes));
+            out.push(sla_at_risk_condition(class, w, now, &notes));
             let queued = backlog.get(class).copied();
-            match queued {
-                Some(n) if n > 0 => {
-                    w.backlog_since_ms.get_or_insert(now_ms);
-                }
-                Some(_) => w.backlog_since_ms = None,
-                None => {}
-            }
-            let mut gaps: Vec<i64> = w.gaps_ms.iter().copied().collect();
-            gaps.sort_unstable();
-            let usual_gap_ms = gaps.get(gaps.len() / 2).copied();
-            let limit_ms = usual_gap_ms
-                .map(|g| (g as f64 * self.cfg.stall_gaps) as i64)
-                .unwrap_or(0)
-                .max(self.cfg.stall_min.as_millis() as i64);
-            // Quiet since the last completion; a class that never completed anything, since its
-            // backlog was first seen.
-            let quiet_since = w.last_completion_ms.or(w.backlog_since_ms);
-            let stalled = queued.unwrap_or(0) > 0 && quiet_since.is_some_and(|q| now_ms - q > limit_ms);
-            let summary = if stalled {
-                format!(
-                    "class {class} is stalled: {} job(s) waiting and no completion for {} (usual gap {})",
-                    queued.unwrap_or(0),
-                    secs(quiet_since.map_or(0, |q| now_ms - q) as f64 / 1000.0),
-                    usual_gap_ms.map_or("unknown".to_string(), |g| secs(g as f64 / 1000.0))
-                )
-            } else {
-                format!("class {class} is making progress")
-            };
-            out.push(Condition {
-                key: AlertKey::new(STALLED, &[("class", class)]),
-                active: stalled,
-                severity: Severity::Critical,
-                summary,
-                annotations: base(""),
-            });
-
-            // Per tenant: its own drift, and a stall of its own (a backlog, no completion of
-            // its jobs for far longer than the class's usual gap) while the class may be busy
-            // with other tenants.
+            let stall_limit = w.note_backlog_and_stall_limit(queued, now_ms, &self.cfg);
+            out.push(class_stall_condition(class, w, queued, stall_limit, now_ms, &notes));
             for (tenant, t) in &w.tenants {
-                let key = AlertKey::new(DRIFT, &[("class", class), ("tenant", tenant)]);
-                let summary = match (t.detector.baseline(now_s), t.detector.recent_median_s()) {
-                    (Some(b), Some(r)) => format!(
-                        "run time of class {class} for tenant {tenant} drifted: recent median {} against a baseline median of {} ({:.1}x)",
-                        secs(r),
-                        secs(b.median_s),
-                        r / b.median_s.max(1e-9)
-                    ),
-                    _ => format!("run time of class {class} for tenant {tenant}: learning its baseline"),
-                };
-                out.push(Condition {
-                    key,
-                    active: t.detector.is_alerting(),
-                    severity: Severity::Warning,
-                    summary,
-                    annotations: base(""),
-                });
-                let quiet_since = t.last_completion_ms.max(t.backlog_since_ms);
-                let stalled = t.backlog > 0 && quiet_since.is_some_and(|q| now_ms - q > limit_ms);
-                let summary = if stalled {
-                    format!(
-                        "tenant {tenant} of class {class} is stalled: about {} job(s) waiting and none of them completed for {}",
-                        t.backlog,
-                        secs(quiet_since.map_or(0, |q| now_ms - q) as f64 / 1000.0)
-                    )
-                } else {
-                    format!("tenant {tenant} of class {class} is making progress")
-                };
-                out.push(Condition {
-                    key: AlertKey::new(STALLED, &[("class", class), ("tenant", tenant)]),
-                    active: stalled,
-                    severity: Severity::Critical,
-                    summary,
-                    annotations: base("backlog estimated from submissions and completions seen by this supervisor"),
-                });
+                out.extend(tenant_conditions(class, tenant, t, stall_limit, now, &notes));
             }
         }
         out
     }
+}
+
+/// The time of an evaluation, in both units it is used in.
+#[derive(Clone, Copy)]
+struct Now {
+    ms: i64,
+    s: f64,
+}
+
+/// What every alert of a class says besides its summary.
+struct Notes<'a> {
+    /// What Drover already did for the class.
+    did: &'a str,
+}
+
+impl Notes<'_> {
+    fn annotations(&self, note: &str) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        a.insert("drover_did".to_string(), self.did.to_string());
+        a.insert("note".to_string(), note.to_string());
+        a
+    }
+}
+
+impl Running {
+    fn elapsed_s(&self, now_ms: i64) -> f64 {
+        (now_ms - self.started_ms).max(0) as f64 / 1000.0
+    }
+}
+
+impl ClassWatch {
+    /// Records whether the class has a backlog now (`queued`: ready jobs, `None` when unknown)
+    /// and returns how long the class may go without a completion before it counts as stalled:
+    /// `stall_gaps` usual gaps (the median of the recent ones), at least `stall_min`.
+    fn note_backlog_and_stall_limit(
+        &mut self,
+        queued: Option<u64>,
+        now_ms: i64,
+        cfg: &WatchConfig,
+    ) -> (i64, Option<i64>) {
+        match queued {
+            Some(n) if n > 0 => {
+                self.backlog_since_ms.get_or_insert(now_ms);
+            }
+            Some(_) => self.backlog_since_ms = None,
+            None => {}
+        }
+        let mut gaps: Vec<i64> = self.gaps_ms.iter().copied().collect();
+        gaps.sort_unstable();
+        let usual_gap_ms = gaps.get(gaps.len() / 2).copied();
+        let limit_ms =
+            usual_gap_ms.map(|g| (g as f64 * cfg.stall_gaps) as i64).unwrap_or(0).max(cfg.stall_min.as_millis() as i64);
+        (limit_ms, usual_gap_ms)
+    }
+}
+
+/// The usual run time now (seconds): the worse of the baseline median and the recent median.
+fn expected_run_s(det: &Detector, now_s: f64) -> Option<f64> {
+    match (det.baseline(now_s).map(|b| b.median_s), det.recent_median_s()) {
+        (Some(b), Some(r)) => Some(b.max(r)),
+        (b, r) => b.or(r),
+    }
+}
+
+/// "recent median X against a baseline median of Y (Zx)", once both are known.
+fn drift_numbers(det: &Detector, now_s: f64) -> Option<String> {
+    let (b, r) = (det.baseline(now_s)?, det.recent_median_s()?);
+    Some(format!(
+        "recent median {} against a baseline median of {} ({:.1}x)",
+        secs(r),
+        secs(b.median_s),
+        r / b.median_s.max(1e-9)
+    ))
+}
+
+/// "for X" since `since_ms`, or for nothing when it is unknown.
+fn quiet_for(since_ms: Option<i64>, now_ms: i64) -> String {
+    secs(since_ms.map_or(0, |q| now_ms - q) as f64 / 1000.0)
+}
+
+/// Drift of a class fleet-wide (`scope_host` empty) or on one host.
+fn drift_condition(class: &str, scope_host: &str, det: &Detector, now: Now, notes: &Notes) -> Condition {
+    let key = AlertKey::new(DRIFT, &[("class", class), ("host", scope_host)]);
+    let where_ = if scope_host.is_empty() { "fleet-wide".to_string() } else { format!("on {scope_host}") };
+    let (summary, mut annotations) = match drift_numbers(det, now.s) {
+        Some(numbers) => (
+            format!("run time of class {class} drifted {where_}: {numbers}"),
+            notes.annotations("baseline learnt from this class's own history; the SLA may still be met"),
+        ),
+        None => (format!("run time of class {class} {where_}: learning its baseline"), notes.annotations("")),
+    };
+    if let Some(b) = det.baseline(now.s) {
+        annotations.insert("baseline_median".into(), secs(b.median_s));
+        annotations.insert("baseline_p99".into(), secs(b.p99_s));
+    }
+    Condition { key, active: det.is_alerting(), severity: Severity::Warning, summary, annotations }
+}
+
+/// Running jobs far past the class's usual high percentile, the longest named.
+fn running_long_condition(class: &str, w: &ClassWatch, now: Now, threshold: f64, notes: &Notes) -> Condition {
+    let baseline = w.fleet.baseline(now.s);
+    let mut long: Vec<(&String, &Running, f64)> = w
+        .running
+        .iter()
+        .map(|(id, r)| (id, r, r.elapsed_s(now.ms)))
+        .filter(|(_, _, elapsed)| w.fleet.running_evidence(*elapsed) >= threshold)
+        .collect();
+    long.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let summary = match (long.first(), &baseline) {
+        (Some((id, r, el)), Some(b)) => format!(
+            "{} job(s) of class {class} running unusually long: {id} on {} ({}) for {}, baseline p99 {}",
+            long.len(),
+            r.unit,
+            r.host,
+            secs(*el),
+            secs(b.p99_s)
+        ),
+        _ => format!("no job of class {class} is running unusually long"),
+    };
+    Condition {
+        key: AlertKey::new(RUNNING_LONG, &[("class", class)]),
+        active: !long.is_empty(),
+        severity: Severity::Warning,
+        summary,
+        annotations: notes.annotations("a slow job is evidence of drift before it completes"),
+    }
+}
+
+/// Running jobs projected past their deadline, the latest named.
+fn sla_at_risk_condition(class: &str, w: &ClassWatch, now: Now, notes: &Notes) -> Condition {
+    let at_risk: Vec<(&String, &Running, i64)> = match expected_run_s(&w.fleet, now.s) {
+        Some(exp) => w
+            .running
+            .iter()
+            .filter_map(|(id, r)| {
+                let deadline = r.deadline_ms?;
+                // Expected to take at least the class's usual time, and a job already past
+                // that is expected to go on for a while yet.
+                let remaining = (exp - r.elapsed_s(now.ms)).max(exp * 0.25);
+                let projected = now.ms + (remaining * 1000.0) as i64;
+                (projected > deadline).then_some((id, r, projected - deadline))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let summary = match at_risk.iter().max_by_key(|x| x.2) {
+        Some((id, r, late)) => format!(
+            "{} job(s) of class {class} projected to miss their deadline: {id} on {} by about {}",
+            at_risk.len(),
+            r.unit,
+            secs(*late as f64 / 1000.0)
+        ),
+        None => format!("no job of class {class} is projected to miss its deadline"),
+    };
+    Condition {
+        key: AlertKey::new(SLA_AT_RISK, &[("class", class)]),
+        active: !at_risk.is_empty(),
+        severity: Severity::Critical,
+        summary,
+        annotations: notes
+            .annotations("projection: the class's expected run time (the worse of baseline and recent median)"),
+    }
+}
+
+/// Stalled: a backlog and no completion for far longer than the usual gap.
+fn class_stall_condition(
+    class: &str,
+    w: &ClassWatch,
+    queued: Option<u64>,
+    (limit_ms, usual_gap_ms): (i64, Option<i64>),
+    now_ms: i64,
+    notes: &Notes,
+) -> Condition {
+    // Quiet since the last completion; a class that never completed anything, since its
+    // backlog was first seen.
+    let quiet_since = w.last_completion_ms.or(w.backlog_since_ms);
+    let stalled = queued.unwrap_or(0) > 0 && quiet_since.is_some_and(|q| now_ms - q > limit_ms);
+    let summary = if stalled {
+        format!(
+            "class {class} is stalled: {} job(s) waiting and no completion for {} (usual gap {})",
+            queued.unwrap_or(0),
+            quiet_for(quiet_since, now_ms),
+            usual_gap_ms.map_or("unknown".to_string(), |g| secs(g as f64 / 1000.0))
+        )
+    } else {
+        format!("class {class} is making progress")
+    };
+    Condition {
+        key: AlertKey::new(STALLED, &[("class", class)]),
+        active: stalled,
+        severity: Severity::Critical,
+        summary,
+        annotations: notes.annotations(""),
+    }
+}
+
+/// Per tenant: its own drift, and a stall of its own (a backlog, no completion of its jobs for
+/// far longer than the class's usual gap) while the class may be busy with other tenants.
+fn tenant_conditions(
+    class: &str,
+    tenant: &str,
+    t: &TenantWatch,
+    (limit_ms, _): (i64, Option<i64>),
+    now: Now,
+    notes: &Notes,
+) -> [Condition; 2] {
+    let summary = match drift_numbers(&t.detector, now.s) {
+        Some(numbers) => format!("run time of class {class} for tenant {tenant} drifted: {numbers}"),
+        None => format!("run time of class {class} for tenant {tenant}: learning its baseline"),
+    };
+    let drift = Condition {
+        key: AlertKey::new(DRIFT, &[("class", class), ("tenant", tenant)]),
+        active: t.detector.is_alerting(),
+        severity: Severity::Warning,
+        summary,
+        annotations: notes.annotations(""),
+    };
+    let quiet_since = t.last_completion_ms.max(t.backlog_since_ms);
+    let stalled = t.backlog > 0 && quiet_since.is_some_and(|q| now.ms - q > limit_ms);
+    let summary = if stalled {
+        format!(
+            "tenant {tenant} of class {class} is stalled: about {} job(s) waiting and none of them completed for {}",
+            t.backlog,
+            quiet_for(quiet_since, now.ms)
+        )
+    } else {
+        format!("tenant {tenant} of class {class} is making progress")
+    };
+    let stall = Condition {
+        key: AlertKey::new(STALLED, &[("class", class), ("tenant", tenant)]),
+        active: stalled,
+        severity: Severity::Critical,
+        summary,
+        annotations: notes.annotations("backlog estimated from submissions and completions seen by this supervisor"),
+    };
+    [drift, stall]
 }
 
 #[cfg(test)]
