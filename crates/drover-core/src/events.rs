@@ -31,6 +31,19 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether this event ends an attempt (whatever then happens to the job).
+    pub fn ends_attempt(self) -> bool {
+        matches!(
+            self,
+            EventKind::Succeeded
+                | EventKind::Failed
+                | EventKind::RetryScheduled
+                | EventKind::DeadLettered
+                | EventKind::Requeued
+                | EventKind::AckLost
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Started => "started",

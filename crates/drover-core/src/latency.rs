@@ -188,20 +188,12 @@ impl LatencyWatch {
         }
         let Some(id) = e.job_id.clone() else { return };
         match e.event {
-            EventKind::Started => {
-                if w.running.len() < MAX_RUNNING {
-                    let started_ms = parse_ms(&e.started_at).or_else(|| parse_ms(&Some(e.at.clone()))).unwrap_or(0);
-                    let deadline_ms = parse_ms(&e.deadline);
-                    w.running
-                        .insert(id, Running { unit: e.unit.clone(), host: e.host.clone(), started_ms, deadline_ms });
-                }
+            EventKind::Started if w.running.len() < MAX_RUNNING => {
+                let started_ms = parse_ms(&e.started_at).or_else(|| parse_ms(&Some(e.at.clone()))).unwrap_or(0);
+                let deadline_ms = parse_ms(&e.deadline);
+                w.running.insert(id, Running { unit: e.unit.clone(), host: e.host.clone(), started_ms, deadline_ms });
             }
-            EventKind::Succeeded
-            | EventKind::Failed
-            | EventKind::RetryScheduled
-            | EventKind::DeadLettered
-            | EventKind::Requeued
-            | EventKind::AckLost => {
+            kind if kind.ends_attempt() => {
                 w.running.remove(&id);
                 // Completions that say how long the work takes: successes, and timeouts (a
                 // job killed at its timeout took at least that long: the incident's signature).
@@ -224,7 +216,7 @@ impl LatencyWatch {
                     w.last_completion_ms = Some(w.last_completion_ms.map_or(finished_ms, |l| l.max(finished_ms)));
                 }
             }
-            EventKind::Misconfigured | EventKind::Submitted => {}
+            _ => {} // submissions, misconfigured units
         }
     }
 

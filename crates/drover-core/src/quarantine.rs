@@ -206,12 +206,7 @@ impl Attribution {
                     }
                 }
             }
-            EventKind::Succeeded
-            | EventKind::Failed
-            | EventKind::RetryScheduled
-            | EventKind::DeadLettered
-            | EventKind::Requeued
-            | EventKind::AckLost => {
+            kind if kind.ends_attempt() => {
                 if self.open.get(&job) == Some(&(worker.clone(), e.attempt)) {
                     self.open.remove(&job);
                 }
@@ -220,7 +215,7 @@ impl Attribution {
                 self.vanished.retain(|v| !(v.job == job && v.worker == worker && v.attempt == e.attempt));
                 self.vanished_changes += before - self.vanished.len();
             }
-            EventKind::Misconfigured | EventKind::Submitted => {}
+            _ => {} // submissions, misconfigured units
         }
     }
 
