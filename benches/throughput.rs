@@ -17,7 +17,7 @@
 
 use drover::config::Config;
 use drover::io::clock::now_ms;
-use drover::io::handler::{Handler, Identity, Stop};
+use drover::io::handler::{Attempt, Handler, Identity, Stop};
 use drover::job::Job;
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -441,7 +441,10 @@ async fn handler_only(case: &Case, n: u64) -> f64 {
     let jobs: Vec<Job> = (0..n).map(job).collect();
     let t = Instant::now();
     for j in &jobs {
-        let o = h.run(j, 1, Duration::from_secs(60), std::future::pending::<Stop>()).await.expect("handler up");
+        let o = h
+            .run(Attempt { job: j, fence: 1, limit: Duration::from_secs(60) }, std::future::pending::<Stop>())
+            .await
+            .expect("handler up");
         assert_eq!(o, drover::outcome::Outcome::Succeeded);
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();

@@ -101,19 +101,16 @@ impl Handler {
         }
     }
 
-    /// Runs one attempt of `job`, for at most `limit`. When `stop` completes first the attempt
-    /// is killed (as hard as it says) and reported as interrupted with the reason it gave.
-    /// `fence` is the attempt's fencing value (`DROVER_FENCE`; see INTERFACE.md).
+    /// Runs one attempt of its job, for at most its `limit`. When `stop` completes first the
+    /// attempt is killed (as hard as it says) and reported as interrupted with the reason it gave.
     pub async fn run(
         &mut self,
-        job: &Job,
-        fence: u64,
-        limit: Duration,
+        attempt: Attempt<'_>,
         stop: impl Future<Output = Stop>,
     ) -> Result<Outcome, HandlerDown> {
         match self {
-            Handler::Exec(e) => e.run(job, fence, limit, stop).await,
-            Handler::Persistent(p) => p.run(job, fence, limit, stop).await,
+            Handler::Exec(e) => e.run(attempt, stop).await,
+            Handler::Persistent(p) => p.run(attempt, stop).await,
         }
     }
 
@@ -199,14 +196,18 @@ pub struct ExecHandler {
     kill_grace: Duration,
 }
 
+/// One attempt as a handler runs it: the job, its fencing value (`DROVER_FENCE`; see
+/// INTERFACE.md) and how long it may take.
+#[derive(Clone, Copy)]
+pub struct Attempt<'a> {
+    pub job: &'a Job,
+    pub fence: u64,
+    pub limit: Duration,
+}
+
 impl ExecHandler {
-    async fn run(
-        &self,
-        job: &Job,
-        fence: u64,
-        limit: Duration,
-        stop: impl Future<Output = Stop>,
-    ) -> Result<Outcome, HandlerDown> {
+    async fn run(&self, attempt: Attempt<'_>, stop: impl Future<Output = Stop>) -> Result<Outcome, HandlerDown> {
+        let Attempt { job, fence, limit } = attempt;
         let mut cmd = command(&self.command, &self.who);
         cmd.env("DROVER_JOB_ID", &job.id)
             .env("DROVER_ATTEMPT", job.attempt.to_string())
@@ -420,13 +421,8 @@ impl PersistentHandler {
         Ok(())
     }
 
-    async fn run(
-        &mut self,
-        job: &Job,
-        fence: u64,
-        limit: Duration,
-        stop: impl Future<Output = Stop>,
-    ) -> Result<Outcome, HandlerDown> {
+    async fn run(&mut self, attempt: Attempt<'_>, stop: impl Future<Output = Stop>) -> Result<Outcome, HandlerDown> {
+        let Attempt { job, fence, limit } = attempt;
         self.ensure_started().await?;
         let Some(proc) = self.proc.as_mut() else {
             return Err(HandlerDown("handler not running".into()));

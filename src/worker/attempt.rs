@@ -6,7 +6,7 @@ use super::lease::Lease;
 use super::Worker;
 use crate::events::EventKind;
 use crate::io::clock::now_ms;
-use crate::io::handler::{HandlerDown, Stop};
+use crate::io::handler::{Attempt, HandlerDown, Stop};
 use crate::io::notify;
 use crate::job::{rfc3339, EpochMs, Job};
 use crate::outcome::Outcome;
@@ -67,7 +67,7 @@ impl Worker {
             std::future::pending::<Infallible>().await
         };
         let ran = tokio::select! {
-            r = self.handler.run(job, fence, limit, stop) => r,
+            r = self.handler.run(Attempt { job, fence, limit }, stop) => r,
             never = keeper => match never {},
         };
         let finished = now_ms();
