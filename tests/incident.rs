@@ -144,3 +144,42 @@ async fn a_host_that_comes_back_hanging_is_cordoned_before_its_first_timeout_and
     wait_until("one page for host c", Duration::from_secs(30), || pages(&c).len() == 1);
     assert_eq!(pages(&b).len(), 1, "host b's page stands, still one");
 }
+
+/// Shadow mode (issue 12, `quarantine.enforce = false`): the same hanging host is only written
+/// down: the timeline says what would have been done and a warning says so, while its units
+/// keep taking jobs until their jobs fail for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_shadow_mode_a_hanging_host_is_reported_not_cordoned() {
+    let class = CLASS.replace("max_quarantined = 0.7", "max_quarantined = 0.7\nenforce = false");
+    let mut a = Host::new("shadow", &class);
+    let mut b = a.other_host("host-b", 3);
+    let hang = a.env.dir.join("b-broken");
+    add_environment(&b, &format!("BEHAVE_BAD_IF={}", hang.display()));
+    let mut events = a.env.events().await;
+    for h in [&mut a, &mut b] {
+        h.start_supervisor();
+    }
+    for h in [&a, &b] {
+        h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
+            u.len() == 3 && u.values().all(|s| s.health == "healthy")
+        });
+    }
+    // Enough that the rest of the fleet (host a alone) has its reference of 40 attempts.
+    a.env.submit("w", JOB, 100, &[]);
+    events.wait_for("the warm-up", Duration::from_secs(90), |e| count(e, "succeeded") >= 100).await;
+    std::fs::write(&hang, "").expect("break host b");
+    a.env.submit("w", JOB, 12, &[]);
+    let timeline =
+        |h: &Host| String::from_utf8_lossy(&drover(&["timeline", "--json", "--config"], &h.config).stdout).to_string();
+    wait_until("shadow mode's word", Duration::from_secs(15), || timeline(&b).contains("shadow mode: would cordon"));
+    let units = b.units();
+    assert!(units.values().all(|s| s.health == "healthy"), "nothing cordoned in shadow mode: {units:#?}");
+    let out = drover(&["alerts", "--json", "--config"], &b.config);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let firing = doc["firing"].as_array().cloned().unwrap_or_default();
+    assert!(
+        firing.iter().any(|a| a["key"]["name"] == "HostSuspect" && a["annotations"]["shadow"].is_string()),
+        "a warning says what would have been done: {doc}"
+    );
+    std::fs::remove_file(&hang).expect("fix host b");
+}
