@@ -484,6 +484,13 @@ impl Detector {
         Some(if n % 2 == 1 { values[n / 2] } else { 0.5 * (values[n / 2 - 1] + values[n / 2]) })
     }
 
+    /// How many of the last [`RECENT`] durations (fewer at the start) were longer than
+    /// `limit_s`, and how many there are: the tail behind a drift the median does not show.
+    pub fn recent_beyond(&self, limit_s: f64) -> (usize, usize) {
+        let n = self.st.recent_len.min(RECENT);
+        (self.st.recent[..n].iter().filter(|&&v| v > limit_s).count(), n)
+    }
+
     fn remember(&mut self, value_s: f64) {
         let next = self.st.recent_next % RECENT;
         self.st.recent[next] = value_s;
@@ -1385,6 +1392,10 @@ mod tests {
             detector.observe(T0 + 10.0 + i as f64, 100.0 + i as f64);
         }
         assert_eq!(detector.recent_median_s(), Some(104.0), "only the last nine count");
+        // (limit, beyond it among the last nine): the tail a median hides.
+        for (limit, beyond) in [(0.0, 9), (104.0, 4), (108.0, 0)] {
+            assert_eq!(detector.recent_beyond(limit), (beyond, 9), "beyond {limit}");
+        }
 
         let data = history(121, STABLE, |_| 1.0);
         let mut detector = Detector::new(DetectorConfig::default());

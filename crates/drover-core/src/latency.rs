@@ -314,8 +314,16 @@ fn expected_run_s(det: &Detector, now_s: f64) -> Option<f64> {
 /// "recent median X against a baseline median of Y (Zx)", once both are known.
 fn drift_numbers(det: &Detector, now_s: f64) -> Option<String> {
     let (b, r) = (det.baseline(now_s)?, det.recent_median_s()?);
+    let (beyond, of) = det.recent_beyond(b.p99_s);
+    // A drift carried by the tail (timeouts, hangs on one host) moves the median little: say
+    // how much of the tail there is.
+    let tail = if beyond > 0 {
+        format!("; {beyond} of the last {of} beyond the baseline p99 {}", secs(b.p99_s))
+    } else {
+        String::new()
+    };
     Some(format!(
-        "recent median {} against a baseline median of {} ({:.1}x)",
+        "recent median {} against a baseline median of {} ({:.1}x){tail}",
         secs(r),
         secs(b.median_s),
         r / b.median_s.max(1e-9)
