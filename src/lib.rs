@@ -33,13 +33,16 @@
 //!   `delivery`, one delivery to its recorded decision; `attempt`, one run of the handler under
 //!   its deadlines; `execute`, the one executor of decisions (deliveries and leases alike);
 //!   `lease`, leases for long jobs.
-//! - [`supervisor`]: `drover supervise`, the per-host supervisor ([`supervisor::run`]);
-//!   [`supervisor::orders`] holds its maintenance orders, timeline and request handling.
+//! - [`supervisor`]: `drover supervise`, the per-host supervisor ([`supervisor::run`]): units
+//!   and reconcile passes in `supervisor/mod.rs`; `watch`, the fleet's job events fed to the
+//!   latency watch and the judge, and their alerts delivered; [`supervisor::orders`], its
+//!   maintenance orders, timeline and request handling.
 //! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
 //!   function and picks the exit code once ([`cli::Failure`]); [`cli::submit`] (`drover submit`)
 //!   and [`cli::drainctl`] (`drover drain / cordon / undrain / rollout`) act from outside.
 //!
-//! The binary (`src/main.rs`) only parses arguments, sets up logging and calls [`cli::run`]. ARCHITECTURE.md says where each thing lives and which
+//! The binary (`src/main.rs`) only parses arguments, sets up logging and calls [`cli::run`].
+//! ARCHITECTURE.md says where each thing lives and which
 //! rules the modules keep.
 
 pub use drover_core::{

@@ -1,5 +1,5 @@
 //! The operating-system signals a worker obeys, as one closed enum ([`Signal`]), with the
-//! numbers that carry them. One task reads them all ([`listen`]); [`Controls::apply`] is the one
+//! numbers that carry them. One task reads them all (`listen`); `Controls::apply` is the one
 //! place that acts on them.
 
 use super::controls::Controls;
@@ -69,7 +69,7 @@ pub fn probe_signal() -> i32 {
 }
 
 /// Installs the signal handlers now (so that a signal that comes early is not lost) and reads
-/// them in one task of `tasks`, handing each to [`Controls::apply`].
+/// them in one task of `tasks`, handing each to `Controls::apply`.
 pub(super) fn listen(controls: Arc<Controls>, tasks: &Tasks) -> std::io::Result<()> {
     let mut streams = Vec::new();
     for signal in Signal::ALL {

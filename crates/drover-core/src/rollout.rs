@@ -1,6 +1,6 @@
 //! Rolling waves: which hosts go in which wave, and whether a wave that was just touched looks
 //! worse than the hosts left alone. Pure, tested by tables; `drover rollout` (in
-//! [`crate::drainctl`]) does the I/O.
+//! `drover`'s `cli::drainctl`) does the I/O.
 
 use std::collections::BTreeMap;
 
