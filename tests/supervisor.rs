@@ -244,8 +244,10 @@ async fn scale_from_zero_to_eight_starts_all_spread_in_time() {
         .collect();
     starts.sort();
     let spread = Duration::from_micros(starts[7] - starts[0]);
-    // 4 starts a second: 8 units need at least 1.75 s; all at once would be a few ms.
-    assert!(spread >= Duration::from_millis(1500), "8 starts within {spread:?}");
+    // 4 starts a second: 8 units need at least 1.75 s; all at once would be a few ms. The
+    // processes' own start times lag the supervisor's calls by a varying fork-and-exec time on
+    // a busy machine (once seen 1.49997 s), so the bound leaves room for that.
+    assert!(spread >= Duration::from_millis(1000), "8 starts within {spread:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

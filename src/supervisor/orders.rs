@@ -20,6 +20,9 @@ pub struct Maintenance {
     pub mem: Memory,
     /// Jobs requeued away from this host's units by drains, and where they went.
     pub moved: Vec<Moved>,
+    /// Recent job starts (job, where), newest last: the start elsewhere of a job requeued here
+    /// may be seen before the requeue (two workers' events are not ordered).
+    pub recent_starts: std::collections::VecDeque<(String, String, i64)>,
     pub progress: Vec<Progress>,
     /// Usual run time per class (seconds), from the latency watch.
     pub expected_s: BTreeMap<String, f64>,
@@ -306,22 +309,41 @@ impl Ctx {
     }
 }
 
-/// Records where a job requeued by a drain went, from the job events; returns the move once
+/// Whether a requeue moved the job away on the supervisor's order (a drain or a quarantine),
+/// rather than for the worker's own reasons (a lost channel, a hand-back).
+fn moved_away(reason: &str) -> bool {
+    reason.contains("drain") || reason.contains("quarantine")
+}
+
+/// Records where a job requeued by a drain or a quarantine went, from the job events; returns the move once
 /// its destination is known (for the timeline).
 pub fn track_moves(maint: &Arc<Mutex<Maintenance>>, e: &crate::events::JobEvent, host: &str) -> Option<Moved> {
     use crate::events::EventKind;
     let job = e.job_id.as_ref()?;
     let mut m = maint.lock().ok()?;
     match e.event {
-        EventKind::Requeued if e.host == host && e.reason.as_deref().unwrap_or("").contains("drain") => {
-            m.moved.push(Moved { job: job.clone(), from: e.unit.clone(), to: None });
+        EventKind::Requeued if e.host == host && moved_away(e.reason.as_deref().unwrap_or("")) => {
+            // Started elsewhere since, already (its event overtook this one)?
+            let (here, at_ms) = (format!("{} on {}", e.unit, e.host), crate::job::parse_rfc3339_ms(&e.at).unwrap_or(0));
+            let to = m.recent_starts.iter().rev().find(|(j, to, t)| j == job && *to != here && *t >= at_ms);
+            let why = e.reason.clone().unwrap_or_default();
+            let mv = Moved { job: job.clone(), from: e.unit.clone(), to: to.map(|(_, to, _)| to.clone()), why };
+            m.moved.push(mv.clone());
             let excess = m.moved.len().saturating_sub(MAX_MOVED);
             m.moved.drain(..excess);
+            return mv.to.is_some().then_some(mv);
         }
         EventKind::Started => {
-            if let Some(mv) = m.moved.iter_mut().rev().find(|mv| &mv.job == job && mv.to.is_none() && mv.from != e.unit)
-            {
-                mv.to = Some(format!("{} on {}", e.unit, e.host));
+            let at = format!("{} on {}", e.unit, e.host);
+            let at_ms = crate::job::parse_rfc3339_ms(&e.at).unwrap_or(0);
+            m.recent_starts.push_back((job.clone(), at.clone(), at_ms));
+            if m.recent_starts.len() > MAX_MOVED {
+                m.recent_starts.pop_front();
+            }
+            // Moved: started on another host, or on another unit here (unit names repeat across hosts).
+            let elsewhere = |mv: &Moved| e.host != host || mv.from != e.unit;
+            if let Some(mv) = m.moved.iter_mut().rev().find(|mv| &mv.job == job && mv.to.is_none() && elsewhere(mv)) {
+                mv.to = Some(at);
                 return Some(mv.clone());
             }
         }

@@ -193,12 +193,9 @@ impl Watcher {
         }
         if let Some(mv) = track_moves(&self.ctx.maint, e, &self.cfg.host) {
             let to = mv.to.unwrap_or_default();
-            self.ctx.timeline.record(
-                "drover",
-                &format!("job {} restarted on {to}", mv.job),
-                "moved away by a drain",
-                &mv.from,
-            );
+            let why =
+                if mv.why.is_empty() { "moved away by a drain".to_string() } else { format!("moved away: {}", mv.why) };
+            self.ctx.timeline.record("drover", &format!("job {} restarted on {to}", mv.job), &why, &mv.from);
         }
         vanished_changed
     }

@@ -204,6 +204,10 @@ pub struct Moved {
     pub from: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// Why it was requeued (the requeue's reason: a drain's deadline, an early requeue, a
+    /// quarantine).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
 }
 
 /// What the orders make of a unit's health in `drover status`, or `None` for the health
