@@ -55,9 +55,8 @@ impl Receiver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recovery() {
-    let hook = Receiver::start();
+/// A host whose class `s` (two bare workers, a short drift warm-up) alerts to `hook`.
+fn drift_host(name: &str, hook: &Receiver) -> Host {
     let classes = format!(
         r#"
         webhook = "http://127.0.0.1:{}/hook"
@@ -73,7 +72,13 @@ async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recove
         "#,
         hook.port
     );
-    let mut h = Host::new("alerts", &classes);
+    Host::new(name, &classes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recovery() {
+    let hook = Receiver::start();
+    let mut h = drift_host("alerts", &hook);
     let mut events = h.env.events().await;
     h.start_supervisor();
     let _w1 = h.env.worker("s", "s-1");
@@ -131,22 +136,7 @@ async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_starts_a_new_baseline_after_a_deploy_and_the_drift_alert_resolves() {
     let hook = Receiver::start();
-    let classes = format!(
-        r#"
-        webhook = "http://127.0.0.1:{}/hook"
-        evaluate_every = "300ms"
-        fire_after = "1s"
-        resolve_after = "1s"
-        drift_warmup = 20
-        [classes.s]
-        mode = "persistent"
-        command = ["python3", "{{handler}}", "persistent"]
-        timeout = "30s"
-        workers = 0
-        "#,
-        hook.port
-    );
-    let mut h = Host::new("rebaseline", &classes);
+    let mut h = drift_host("rebaseline", &hook);
     let mut events = h.env.events().await;
     h.start_supervisor();
     let _w1 = h.env.worker("s", "s-1");
