@@ -2,7 +2,7 @@
 //! drift alert fires, reaches a webhook receiver run by the test, shows in `drover alerts` and
 //! on `/metrics`, and resolves when the workers recover.
 
-use crate::harness::{count, wait_until, Env};
+use crate::harness::{count, wait_until, Env, Events, Worker};
 use crate::supervisor::Host;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -55,6 +55,22 @@ impl Receiver {
     }
 }
 
+fn submit(env: &Env, secs: f64, n: u64) -> Vec<String> {
+    env.submit("s", &format!(r#"{{"sleep": {secs}}}"#), n, &[])
+}
+
+/// A drift host with its supervisor, two workers of class `s`, and its baseline: 40 jobs of
+/// about 0.1 s done.
+async fn baseline(name: &str, hook: &Receiver) -> (Host, Events, [Worker; 2]) {
+    let mut h = drift_host(name, hook);
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    let workers = [h.env.worker("s", "s-1"), h.env.worker("s", "s-2")];
+    submit(&h.env, 0.1, 40);
+    events.wait_for("40 baseline jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 40).await;
+    (h, events, workers)
+}
+
 /// A host whose class `s` (two bare workers, a short drift warm-up) alerts to `hook`.
 fn drift_host(name: &str, hook: &Receiver) -> Host {
     let classes = format!(
@@ -78,16 +94,7 @@ fn drift_host(name: &str, hook: &Receiver) -> Host {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recovery() {
     let hook = Receiver::start();
-    let mut h = drift_host("alerts", &hook);
-    let mut events = h.env.events().await;
-    h.start_supervisor();
-    let _w1 = h.env.worker("s", "s-1");
-    let _w2 = h.env.worker("s", "s-2");
-    let submit = |env: &Env, secs: f64, n: u64| env.submit("s", &format!(r#"{{"sleep": {secs}}}"#), n, &[]);
-
-    // The baseline: about 0.1 s a job.
-    submit(&h.env, 0.1, 40);
-    events.wait_for("40 baseline jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 40).await;
+    let (mut h, mut events, _workers) = baseline("alerts", &hook).await;
     assert!(!hook.has("firing", "LatencyDrift"), "no alert on a stable class");
 
     // Five times slower: the drift alert fires within a few completions, long before any SLA.
@@ -136,14 +143,7 @@ async fn a_slowdown_fires_a_drift_alert_to_the_webhook_and_it_resolves_on_recove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_starts_a_new_baseline_after_a_deploy_and_the_drift_alert_resolves() {
     let hook = Receiver::start();
-    let mut h = drift_host("rebaseline", &hook);
-    let mut events = h.env.events().await;
-    h.start_supervisor();
-    let _w1 = h.env.worker("s", "s-1");
-    let _w2 = h.env.worker("s", "s-2");
-    let submit = |env: &Env, secs: f64, n: u64| env.submit("s", &format!(r#"{{"sleep": {secs}}}"#), n, &[]);
-    submit(&h.env, 0.1, 40);
-    events.wait_for("40 baseline jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 40).await;
+    let (h, mut events, _workers) = baseline("rebaseline", &hook).await;
     submit(&h.env, 0.5, 12);
     wait_until("the drift alert at the webhook", Duration::from_secs(60), || hook.has("firing", "LatencyDrift"));
 

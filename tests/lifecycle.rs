@@ -39,6 +39,17 @@ fn takes(dir: &Path) -> Vec<Take> {
         .collect()
 }
 
+/// A host with two healthy units of the class given, its supervisor running, the test's lock
+/// directory and the job events.
+async fn two_units_with_locks(name: &str, class: &str) -> (Host, PathBuf, crate::harness::Events) {
+    let mut h = Host::new(name, class);
+    let locks = lock_dir(&h);
+    let events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("2 healthy units", Duration::from_secs(60), healthy(2));
+    (h, locks, events)
+}
+
 fn lock_dir(h: &Host) -> PathBuf {
     let d = h.env.dir.join("locks");
     std::fs::create_dir_all(&d).expect("lock dir");
@@ -168,7 +179,7 @@ async fn all_units_of_a_host_stopped_at_once_requeue_every_job_uncharged() {
 /// ran on while the broker had already handed the job to another worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_busy_units_main_process_never_lets_two_runs_overlap() {
-    let mut h = Host::new(
+    let (h, locks, mut events) = two_units_with_locks(
         "life-kill",
         r#"
 [classes.p]
@@ -177,11 +188,8 @@ command = ["python3", "{handler}", "persistent"]
 timeout = "60s"
 workers = 2
 "#,
-    );
-    let locks = lock_dir(&h);
-    let mut events = h.env.events().await;
-    h.start_supervisor();
-    h.wait_status("2 healthy units", Duration::from_secs(60), healthy(2));
+    )
+    .await;
     let payload = format!(r#"{{"sleep": 6, "term_sleep": 5, "lock_dir": "{}"}}"#, locks.display());
     let id = h.env.submit("p", &payload, 1, &[])[0].clone();
     wait_until("the first run to take its lock", Duration::from_secs(30), || takes(&locks).len() == 1);
@@ -215,7 +223,7 @@ workers = 2
 /// measured gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_by_the_broker_kills_the_attempt_before_it_runs_elsewhere() {
-    let mut h = Host::new(
+    let (h, locks, mut events) = two_units_with_locks(
         "life-close",
         r#"
 [classes.e]
@@ -224,11 +232,8 @@ command = ["python3", "{handler}"]
 timeout = "60s"
 workers = 2
 "#,
-    );
-    let locks = lock_dir(&h);
-    let mut events = h.env.events().await;
-    h.start_supervisor();
-    h.wait_status("2 healthy units", Duration::from_secs(60), healthy(2));
+    )
+    .await;
     // rabbitmqctl takes a second or two to start: the first run is long enough for two calls.
     let payload = format!(r#"{{"first_sleep": 30, "sleep": 1, "term_sleep": 5, "lock_dir": "{}"}}"#, locks.display());
     h.env.submit("e", &payload, 1, &[]);
