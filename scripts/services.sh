@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the services Drover's tests need are up: a RabbitMQ broker and a
-# systemd *user* manager reachable over a session bus.
+# Make sure the services Drover's tests need are up: a RabbitMQ broker, a
+# systemd *user* manager reachable over a session bus, and the Alertmanager
+# binary (each alert test runs its own on a free port).
 #
 #   scripts/services.sh up            ensure both services; prints nothing
 #   scripts/services.sh env           ensure, then print `export` lines:
@@ -135,6 +136,20 @@ rabbit_status() {
     else state="down"
     fi
     printf 'rabbitmq: %s\n' "$state"
+}
+
+# ----------------------------------------------------------- Alertmanager --
+
+# The alert tests run their own Alertmanager (own port, own storage, no clustering); only the
+# binary is needed. Debian's package does not start a service here (policy-rc.d), and where it
+# would, the packaged service is stopped: the tests never share one.
+ensure_alertmanager() {
+    have prometheus-alertmanager && return 0
+    apt_install prometheus-alertmanager
+    if pid1_is_systemd; then
+        timeout 30 systemctl disable --now prometheus-alertmanager >&2 9>&- || true
+    fi
+    have prometheus-alertmanager || die "prometheus-alertmanager not found after installing it"
 }
 
 # ---------------------------------------------------------------- systemd --
@@ -361,6 +376,7 @@ ensure_all() {
     take_lock
     ensure_python
     ensure_rabbitmq
+    ensure_alertmanager
     ensure_systemd
 }
 

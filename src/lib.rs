@@ -21,7 +21,11 @@
 //!   - [`io::notify`]: sd_notify (READY, STATUS, WATCHDOG);
 //!   - [`io::control`]: the supervisor's Unix socket and its JSON protocol;
 //!   - [`io::fleet`]: the same protocol across hosts, over the broker's control exchange;
-//!   - [`io::webhook`]: alert delivery to an Alertmanager-compatible webhook;
+//!   - [`io::alertmanager`]: alert delivery to Alertmanager's API (`/api/v2/alerts`), the
+//!     labels that make an alert's identity;
+//!   - [`io::webhook`]: alert delivery to an Alertmanager-compatible webhook (a second sink);
+//!   - [`io::http`]: the HTTP client of both (TLS, CA file, basic or bearer auth, deadlines);
+//!   - [`io::http_server`]: the supervisor's HTTP server, `/metrics` and `/alerts`;
 //!   - [`io::metrics`]: every metric name and the Prometheus recorder;
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
 //!   - [`io::config_file`]: the configuration file and the machine's defaults;

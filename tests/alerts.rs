@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A webhook receiver: collects the JSON bodies posted to it.
-struct Receiver {
-    port: u16,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+pub struct Receiver {
+    pub port: u16,
+    pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -46,7 +46,7 @@ impl Receiver {
         Receiver { port, bodies }
     }
 
-    fn has(&self, status: &str, alertname: &str) -> bool {
+    pub fn has(&self, status: &str, alertname: &str) -> bool {
         self.bodies
             .lock()
             .expect("lock")
@@ -55,13 +55,13 @@ impl Receiver {
     }
 }
 
-fn submit(env: &Env, secs: f64, n: u64) -> Vec<String> {
+pub fn submit(env: &Env, secs: f64, n: u64) -> Vec<String> {
     env.submit("s", &format!(r#"{{"sleep": {secs}}}"#), n, &[])
 }
 
 /// A drift host with its supervisor, two workers of class `s`, and its baseline: 40 jobs of
 /// about 0.1 s done.
-async fn baseline(name: &str, hook: &Receiver) -> (Host, Events, [Worker; 2]) {
+pub async fn baseline(name: &str, hook: &Receiver) -> (Host, Events, [Worker; 2]) {
     let mut h = drift_host(name, hook);
     let mut events = h.env.events().await;
     h.start_supervisor();

@@ -161,6 +161,11 @@ impl Host {
 
     /// Scrapes the supervisor's `/metrics` (its address is in its log).
     pub fn metrics(&self) -> String {
+        self.http_get("/metrics")
+    }
+
+    /// One GET from the supervisor's HTTP server: the whole response, head and body.
+    pub fn http_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let log = self.supervisor_log();
         let addr = log
@@ -168,8 +173,9 @@ impl Host {
             .rev()
             .find_map(|l| l.split("metrics on http://").nth(1).and_then(|r| r.split('/').next()))
             .expect("the supervisor logs its metrics address");
-        let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP server");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("request");
         let mut text = String::new();
         s.read_to_string(&mut text).expect("response");
         text

@@ -1,6 +1,7 @@
 //! Every metric name Drover exports, in one place, and the Prometheus recorder with histogram
 //! buckets that span real job durations (a second to two days: a 30-minute job and a 6-hour job
-//! land in different buckets). Served on `/metrics` by `supervise`.
+//! land in different buckets), each with its `# HELP` text. Served on `/metrics` by `supervise`
+//! (`crate::io::http_server`), which also runs the recorder's upkeep.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -17,6 +18,23 @@ pub const JOB_SECONDS: &str = "drover_job_duration_seconds";
 pub const JOB_QUEUE_WAIT_SECONDS: &str = "drover_job_queue_wait_seconds";
 /// 1 while an alert fires, 0 once it resolved; labels alertname, class, host, severity.
 pub const ALERTS_FIRING: &str = "drover_alerts_firing";
+/// Always 1; labels version: which build each supervisor runs.
+pub const BUILD_INFO: &str = "drover_build_info";
+
+/// Every metric with its `# HELP` text, in one table.
+const HELP: &[(&str, &str)] = &[
+    (UNITS, "Worker units of this host by class and health (healthy, starting, restarting, failing, misconfigured, ...)."),
+    (UNITS_BY_STATE, "Worker units of this host by class and systemd ActiveState."),
+    (UNIT_RESTARTS_TOTAL, "Restarts of failed worker units by the supervisor, by class."),
+    (RECONCILE_PASSES_TOTAL, "Reconcile passes the supervisor completed (units compared with systemd and fixed)."),
+    (RECONCILE_SECONDS, "Duration of one reconcile pass, seconds."),
+    (DBUS_CALL_SECONDS, "Duration of D-Bus calls to systemd, seconds, by method."),
+    (JOBS_TOTAL, "Job attempts of this host's workers that ended, by class, attempt outcome and what happened next (result)."),
+    (JOB_SECONDS, "Run time of job attempts, seconds (1 s to 48 h buckets), by class and outcome."),
+    (JOB_QUEUE_WAIT_SECONDS, "Time from submission (or the last retry) to the start of an attempt, seconds, by class."),
+    (ALERTS_FIRING, "1 while one of Drover's own alerts fires, 0 once resolved; for dashboards (Drover sends the alerts to Alertmanager itself)."),
+    (BUILD_INFO, "Always 1; the version label says which build of Drover runs."),
+];
 
 /// Buckets for job run time and queue wait, seconds: 1 s ... 48 h.
 pub const JOB_BUCKETS: &[f64] = &[
@@ -36,5 +54,15 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(DBUS_CALL_SECONDS.into()), FAST_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(RECONCILE_SECONDS.into()), FAST_BUCKETS)?
         .install_recorder()?;
+    for (name, help) in HELP {
+        match *name {
+            UNIT_RESTARTS_TOTAL | RECONCILE_PASSES_TOTAL | JOBS_TOTAL => metrics::describe_counter!(*name, *help),
+            RECONCILE_SECONDS | DBUS_CALL_SECONDS | JOB_SECONDS | JOB_QUEUE_WAIT_SECONDS => {
+                metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help)
+            }
+            _ => metrics::describe_gauge!(*name, *help),
+        }
+    }
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }

@@ -1,12 +1,15 @@
 //! Adapters: I/O only, translating to and from the core's plain types. None of them decides
 //! what to do with a job or a unit.
 
+pub mod alertmanager;
 pub mod amqp;
 pub mod clock;
 pub mod config_file;
 pub mod control;
 pub mod fleet;
 pub mod handler;
+pub mod http;
+pub mod http_server;
 pub mod metrics;
 pub mod notify;
 pub mod preflight;

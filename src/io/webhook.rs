@@ -1,37 +1,26 @@
-//! Alert delivery to an Alertmanager-compatible webhook: the JSON that Alertmanager itself posts
-//! to its receivers (version 4), so that existing receivers (chat, paging, ticketing adapters)
-//! take Drover's alerts as they are. Plain HTTP/1.1 over TCP with a deadline per attempt and
-//! full-jitter retries; a deliberately small client, since one POST is all it does.
+//! Alert delivery to a webhook that takes what Alertmanager itself posts to its receivers
+//! (version 4), so that existing receivers (chat, paging, ticketing adapters) take Drover's
+//! alerts as they are: one POST per change, full-jitter retries. A second sink beside
+//! [`crate::io::alertmanager`]; the alert's labels and annotations are the same in both.
 
-use crate::alerts::{Alert, Transition, WebhookTarget as Target};
+use super::alertmanager::{annotations, generator_url, labels};
+use super::http::{self, Auth};
+use crate::alerts::{Alert, HttpTarget, Transition};
 use crate::backoff::Backoff;
 use crate::io::random::Jitter;
 use crate::job::rfc3339;
 use serde_json::json;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-fn alert_json(a: &Alert, host: &str) -> serde_json::Value {
-    let mut labels = serde_json::Map::new();
-    labels.insert("alertname".into(), a.key.name.clone().into());
-    labels.insert("severity".into(), a.severity.as_str().into());
-    labels.insert("source_host".into(), host.into());
-    for (k, v) in &a.key.labels {
-        labels.insert(k.clone(), v.clone().into());
-    }
-    let mut annotations = serde_json::Map::new();
-    annotations.insert("summary".into(), a.summary.clone().into());
-    for (k, v) in &a.annotations {
-        annotations.insert(k.clone(), v.clone().into());
-    }
+fn alert_json(a: &Alert, reporter: &str, generator_base: &str) -> serde_json::Value {
     json!({
         "status": if a.resolved_ms.is_some() { "resolved" } else { "firing" },
-        "labels": labels,
-        "annotations": annotations,
+        "labels": labels(a),
+        "annotations": annotations(a, reporter),
         "startsAt": rfc3339(a.since_ms),
         "endsAt": a.resolved_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-        "generatorURL": "",
+        "generatorURL": generator_url(generator_base, a),
         "fingerprint": format!("{:016x}", fingerprint(a)),
     })
 }
@@ -54,12 +43,12 @@ fn fingerprint(a: &Alert) -> u64 {
 }
 
 /// The webhook body for one transition.
-pub fn payload(t: &Transition, host: &str) -> serde_json::Value {
+pub fn payload(t: &Transition, reporter: &str, generator_base: &str) -> serde_json::Value {
     let (a, status) = match t {
         Transition::Fired(a) => (a, "firing"),
         Transition::Resolved(a) => (a, "resolved"),
     };
-    let alert = alert_json(a, host);
+    let alert = alert_json(a, reporter, generator_base);
     json!({
         "version": "4",
         "groupKey": format!("{{}}:{{alertname=\"{}\"}}", a.key.name),
@@ -69,39 +58,20 @@ pub fn payload(t: &Transition, host: &str) -> serde_json::Value {
         "groupLabels": { "alertname": a.key.name },
         "commonLabels": alert["labels"],
         "commonAnnotations": alert["annotations"],
-        "externalURL": "",
+        "externalURL": generator_base,
         "alerts": [alert],
     })
 }
 
-async fn post_once(t: &Target, body: &[u8], timeout: Duration) -> Result<(), String> {
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect((t.host.as_str(), t.port)).await.map_err(|e| e.to_string())?;
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: drover\r\n\r\n",
-            t.path,
-            t.host,
-            t.port,
-            body.len()
-        );
-        s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-        s.write_all(body).await.map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 256];
-        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-        let status_line = String::from_utf8_lossy(&buf[..n]);
-        let code: u16 = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        if (200..300).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("answered {}", status_line.lines().next().unwrap_or("nothing")))
-        }
-    };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
-}
-
 /// Starts the delivery task; send transitions into the returned channel. Each is tried up to
 /// eight times with full-jitter backoff (1 s to 1 min), then dropped with an error in the log.
-pub fn spawn(target: Target, host: String, tasks: &crate::tasks::Tasks) -> mpsc::Sender<Transition> {
+pub fn spawn(
+    target: HttpTarget,
+    reporter: String,
+    generator_base: String,
+    client: reqwest::Client,
+    tasks: &crate::tasks::Tasks,
+) -> mpsc::Sender<Transition> {
     let (tx, mut rx) = mpsc::channel::<Transition>(1000);
     // Ends when the senders are gone (the watcher stopped), after what is queued was tried.
     let cancel = tasks.token().clone();
@@ -109,9 +79,9 @@ pub fn spawn(target: Target, host: String, tasks: &crate::tasks::Tasks) -> mpsc:
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut jitter = Jitter::from_os();
         while let Some(t) = rx.recv().await {
-            let body = payload(&t, &host).to_string();
+            let body = payload(&t, &reporter, &generator_base);
             for attempt in 1..=8u32 {
-                match post_once(&target, body.as_bytes(), Duration::from_secs(10)).await {
+                match http::post_json(&client, &target, "", &Auth::None, &body).await {
                     Ok(()) => break,
                     Err(e) if attempt == 8 => {
                         tracing::error!("alert not delivered to the webhook after {attempt} tries: {e}")
@@ -149,15 +119,18 @@ mod tests {
             since_ms: 0,
             resolved_ms: None,
         };
-        let p = payload(&Transition::Fired(a.clone()), "h1");
+        let p = payload(&Transition::Fired(a.clone()), "h1", "http://h1:9464");
         assert_eq!(p["version"], "4");
         assert_eq!(p["status"], "firing");
         assert_eq!(p["alerts"][0]["labels"]["alertname"], "LatencyDrift");
         assert_eq!(p["alerts"][0]["labels"]["class"], "inference");
+        assert!(p["alerts"][0]["labels"].get("source_host").is_none(), "the reporter is no label");
         assert_eq!(p["alerts"][0]["annotations"]["summary"], "drifted");
+        assert_eq!(p["alerts"][0]["annotations"]["reported_by"], "h1");
+        assert_eq!(p["alerts"][0]["generatorURL"], "http://h1:9464/alerts?alertname=LatencyDrift");
         let mut r = a;
         r.resolved_ms = Some(60_000);
-        let p2 = payload(&Transition::Resolved(r), "h1");
+        let p2 = payload(&Transition::Resolved(r), "h2", "http://h2:9464");
         assert_eq!(p2["status"], "resolved");
         assert_eq!(p2["alerts"][0]["fingerprint"], p["alerts"][0]["fingerprint"], "same alert, same fingerprint");
     }

@@ -23,10 +23,8 @@ use crate::reconcile::{class_of_unit, desired_instances, unit_name, Alert, Healt
 use crate::supervisor::orders::{load_orders, Ctx, Maintenance, Timeline};
 use crate::tasks::Tasks;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 const MAX_ALERTS: usize = 50;
@@ -65,12 +63,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     let tasks = Tasks::new();
     spawn_signal_handler(&tasks)?;
     let handle = m::install()?;
+    let ctx = Arc::new(context(&cfg));
     if let Some(addr) = cfg.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-        tasks.spawn(serve_metrics(listener, handle, tasks.clone()));
+        tasks.spawn(crate::io::http_server::serve(listener, handle, ctx.report.clone(), tasks.token().clone()));
     }
-    let ctx = Arc::new(context(&cfg));
     let (report, maint, wake, timeline) =
         (ctx.report.clone(), ctx.maint.clone(), ctx.wake.clone(), ctx.timeline.clone());
     timeline.record("drover", "supervisor started", &host_up_since(), &format!("host {}", cfg.host));
@@ -594,36 +592,6 @@ fn exit_text(o: &crate::reconcile::Observed) -> String {
         format!("exit status {}", o.exec_main_status)
     } else {
         format!("signal {}", o.exec_main_status)
-    }
-}
-
-/// A deliberately small HTTP responder: `GET /metrics` and nothing else.
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    handle: metrics_exporter_prometheus::PrometheusHandle,
-    tasks: Tasks,
-) {
-    loop {
-        let (mut stream, _): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
-            _ = tasks.cancelled() => return,
-        };
-        let handle = handle.clone();
-        tasks.spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await else { return };
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                ("200 OK", handle.render())
-            } else {
-                ("404 Not Found", "only /metrics is served here\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(response.as_bytes())).await;
-        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! The supervisor's view of the fleet's jobs: consumes every job event and feeds the latency
 //! watch (drift, jobs running long, deadlines at risk, stalls) and this host's judge
 //! (quarantines, pauses, probes, verdicts); applies what they decide, and delivers their alerts
-//! to the log, `/metrics`, the webhook and `drover alerts`.
+//! to the log, `/metrics`, Alertmanager, the webhook and `drover alerts`.
 
 use super::orders::{track_moves, write_atomically, Ctx};
 use super::FromEvents;
@@ -63,7 +63,8 @@ struct Watcher {
     watch: LatencyWatch,
     judge: Judge,
     book: AlertBook,
-    webhook: Option<mpsc::Sender<Transition>>,
+    /// Alertmanagers and the webhook.
+    sinks: Vec<mpsc::Sender<Transition>>,
     /// Where the judge's lasting state goes, and the JSON last written there.
     verdicts_path: PathBuf,
     kept_json: String,
@@ -97,12 +98,7 @@ impl Watcher {
             stall_min: cfg.alerts.stall_min,
         };
         let watch = LatencyWatch::new(watch_cfg, &cfg.host, cfg.classes.keys().cloned(), saved);
-        let webhook = cfg
-            .alerts
-            .webhook
-            .as_deref()
-            .and_then(|u| alerts::parse_webhook_url(u).ok())
-            .map(|t| crate::io::webhook::spawn(t, cfg.host.clone(), tasks));
+        let sinks = crate::io::alertmanager::sinks(&cfg, tasks);
         Watcher {
             cfg,
             into,
@@ -111,7 +107,7 @@ impl Watcher {
             watch,
             judge,
             book: AlertBook::default(),
-            webhook,
+            sinks,
             verdicts_path,
             kept_json: String::new(),
             baselines_path,
@@ -347,7 +343,7 @@ impl Watcher {
                     &a.summary,
                     a.key.label("class"),
                 );
-                deliver(&t, &self.cfg.host, self.webhook.as_ref());
+                deliver(&t, &self.cfg.host, &self.sinks);
             }
         }
     }
@@ -414,7 +410,7 @@ fn what_drover_did(report: &Arc<Mutex<StatusReport>>, host: &str) -> BTreeMap<St
         .collect()
 }
 
-fn deliver(t: &alerts::Transition, host: &str, webhook: Option<&tokio::sync::mpsc::Sender<alerts::Transition>>) {
+fn deliver(t: &alerts::Transition, host: &str, sinks: &[mpsc::Sender<alerts::Transition>]) {
     let (a, firing) = match t {
         alerts::Transition::Fired(a) => (a, true),
         alerts::Transition::Resolved(a) => (a, false),
@@ -432,9 +428,9 @@ fn deliver(t: &alerts::Transition, host: &str, webhook: Option<&tokio::sync::mps
         "severity" => a.severity.as_str()
     )
     .set(if firing { 1.0 } else { 0.0 });
-    if let Some(tx) = webhook {
+    for tx in sinks {
         if tx.try_send(t.clone()).is_err() {
-            tracing::error!("alert webhook queue full: {} not delivered", a.key.name);
+            tracing::error!("alert delivery queue full: {} not delivered", a.key.name);
         }
     }
 }

@@ -172,29 +172,88 @@ fn firing(c: &Condition, now_ms: i64) -> Alert {
     }
 }
 
-/// Where alerts are posted: an Alertmanager-compatible webhook.
+/// Where alerts are posted (an Alertmanager, or a webhook): an `http://` or `https://` URL,
+/// taken apart once so that a bad one is refused when the configuration is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebhookTarget {
+pub struct HttpTarget {
+    pub https: bool,
+    /// The host as it goes into a URL: a name, an IPv4 address, or `[an IPv6 address]`.
     pub host: String,
     pub port: u16,
     pub path: String,
+    /// `user:password@` in the URL: sent as basic authentication, never logged.
+    pub user: Option<(String, String)>,
 }
 
-/// Parses `http://host[:port][/path]`.
-pub fn parse_webhook_url(url: &str) -> Result<WebhookTarget, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
+impl HttpTarget {
+    /// The URL without credentials (safe to log), with `path` appended to the target's own.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        let base = self.path.trim_end_matches('/');
+        format!("{scheme}://{}:{}{base}{path}", self.host, self.port)
+    }
+}
+
+/// Parses `http[s]://[user:password@]host[:port][/path]`, where host may be `[an IPv6 address]`.
+pub fn parse_http_url(url: &str) -> Result<HttpTarget, String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!("`{url}`: not an http:// or https:// URL"));
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("`{url}`: bad port `{p}`"))?),
-        None => (authority, 80),
+    if !path.starts_with('/') {
+        return Err(format!("`{url}`: a query or fragment needs a path before it"));
+    }
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, hp)) => {
+            let (name, pw) = u.split_once(':').unwrap_or((u, ""));
+            if name.is_empty() {
+                return Err(format!("`{url}`: empty user name before `@`"));
+            }
+            (Some((name.to_string(), pw.to_string())), hp)
+        }
+        None => (None, authority),
+    };
+    let default_port = if https { 443 } else { 80 };
+    let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
+        let (addr, after) = r.split_once(']').ok_or_else(|| format!("`{url}`: `[` without `]`"))?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`{url}`: `{addr}` is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => default_port,
+            p => port_of(url, p.strip_prefix(':').ok_or_else(|| format!("`{url}`: `{p}` after `]`"))?)?,
+        };
+        (format!("[{addr}]"), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(format!("`{url}`: an IPv6 address must be written in brackets, e.g. http://[::1]:9093"))
+            }
+            Some((h, p)) => (h.to_string(), port_of(url, p)?),
+            None => (hostport.to_string(), default_port),
+        }
     };
     if host.is_empty() {
         return Err(format!("`{url}`: no host"));
     }
-    Ok(WebhookTarget { host: host.to_string(), port, path: path.to_string() })
+    if host.contains(|c: char| c.is_whitespace() || c == '%') {
+        return Err(format!("`{url}`: `{host}` is not a host name"));
+    }
+    Ok(HttpTarget { https, host, port, path: path.to_string(), user })
+}
+
+fn port_of(url: &str, p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{url}`: bad port `{p}`")),
+    }
 }
 
 #[cfg(test)]
@@ -273,12 +332,40 @@ mod tests {
 
     #[test]
     fn urls() {
+        let t = |u: &str| parse_http_url(u);
         assert_eq!(
-            parse_webhook_url("http://am.example:9093/api/hook"),
-            Ok(WebhookTarget { host: "am.example".into(), port: 9093, path: "/api/hook".into() })
+            t("http://am.example:9093/api/hook"),
+            Ok(HttpTarget {
+                https: false,
+                host: "am.example".into(),
+                port: 9093,
+                path: "/api/hook".into(),
+                user: None
+            })
         );
-        assert_eq!(parse_webhook_url("http://x").map(|t| (t.port, t.path)), Ok((80, "/".into())));
-        assert!(parse_webhook_url("https://x").is_err());
-        assert!(parse_webhook_url("http://:80/").is_err());
+        assert_eq!(t("http://x").map(|t| (t.port, t.path)), Ok((80, "/".into())));
+        assert_eq!(t("https://x").map(|t| (t.https, t.port)), Ok((true, 443)));
+        // IPv6 in brackets, with and without a port.
+        assert_eq!(t("http://[::1]:9099/hook").map(|t| (t.host, t.port)), Ok(("[::1]".into(), 9099)));
+        assert_eq!(t("https://[fe80::1]").map(|t| (t.host, t.port)), Ok(("[fe80::1]".into(), 443)));
+        assert_eq!(t("http://[::1]:9099/hook").unwrap().url("/api/v2/alerts"), "http://[::1]:9099/hook/api/v2/alerts");
+        // Credentials are taken out of the URL (and out of what is logged).
+        let with_user = t("http://drover:s3cr:et@am:9093/").unwrap();
+        assert_eq!(with_user.user, Some(("drover".into(), "s3cr:et".into())));
+        assert_eq!((with_user.host.as_str(), with_user.url("/x")), ("am", "http://am:9093/x".into()));
+        for bad in [
+            "ftp://x",
+            "http://:80/",
+            "http://x:0/",
+            "http://x:99999/",
+            "http://::1:9093/",
+            "http://[::1/",
+            "http://[nope]:80/",
+            "http://[::1]x/",
+            "http://@x/",
+            "http://a b/",
+        ] {
+            assert!(t(bad).is_err(), "{bad} accepted");
+        }
     }
 }

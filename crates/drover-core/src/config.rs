@@ -94,6 +94,8 @@ pub struct AlertsConfig {
     /// An Alertmanager-compatible webhook (http://host:port/path) that receives every firing
     /// and resolved alert.
     pub webhook: Option<String>,
+    /// Alertmanagers that Drover posts its alerts to (`/api/v2/alerts`), re-sent while firing.
+    pub alertmanager: AlertmanagerConfig,
     /// Where the latency baselines are kept across restarts.
     pub state_dir: std::path::PathBuf,
     pub evaluate_every: Duration,
@@ -110,6 +112,31 @@ pub struct AlertsConfig {
     /// Stalled: a backlog and no completion for this many usual gaps, and at least `stall_min`.
     pub stall_gaps: f64,
     pub stall_min: Duration,
+}
+
+/// How Drover reaches Alertmanager: every URL of the list gets every alert (Alertmanager
+/// deduplicates), the firing ones again every `resend`.
+#[derive(Clone, Debug, Default)]
+pub struct AlertmanagerConfig {
+    pub urls: Vec<String>,
+    /// Re-send firing alerts this often; each says it ends after four of these unless re-sent.
+    pub resend: Duration,
+    /// A PEM file of CA certificates to trust instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A file with the credentials: `user:password` (basic) or a token (bearer).
+    pub credentials_file: Option<std::path::PathBuf>,
+    pub auth: AmAuth,
+    /// The base of each alert's `generatorURL` (its `/alerts` page on the supervisor's HTTP
+    /// server); default `http://<host>:<metrics port>`.
+    pub external_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AmAuth {
+    #[default]
+    None,
+    Basic,
+    Bearer,
 }
 
 #[derive(Clone, Debug)]
@@ -544,14 +571,60 @@ fn read_supervisor(
     supervisor
 }
 
-fn read_alerts(r: &mut Reader, root: &Table, env: &Environment, systemd: &SystemdConfig) -> AlertsConfig {
-    let alerts_t = r.section(root, "", "alerts");
-    let webhook = r.string(&alerts_t, "alerts", "webhook", "an http:// URL");
-    if let Some(w) = &webhook {
-        if let Err(e) = crate::alerts::parse_webhook_url(w) {
-            r.problem("alerts.webhook", &e, "an http://host:port/path URL");
+fn read_alertmanager(r: &mut Reader, alerts_t: &Table) -> AlertmanagerConfig {
+    let urls = match r.take(alerts_t, "alerts", "alertmanager") {
+        None => Vec::new(),
+        Some(v) => match strings_of(v) {
+            Some(list) => list,
+            None => {
+                r.problem("alerts.alertmanager", &type_name(v), "a list of URLs such as [\"https://am-1:9093\"]");
+                Vec::new()
+            }
+        },
+    };
+    for (i, u) in urls.iter().enumerate() {
+        if let Err(e) = crate::alerts::parse_http_url(u) {
+            r.problem(&format!("alerts.alertmanager[{i}]"), &e, "an http[s]://host[:port] URL of an Alertmanager");
         }
     }
+    let path = |r: &mut Reader, key: &str| r.string(alerts_t, "alerts", key, "a path").map(std::path::PathBuf::from);
+    let ca_file = path(r, "alertmanager_ca");
+    let credentials_file = path(r, "alertmanager_credentials");
+    let auth = match r.string(alerts_t, "alerts", "alertmanager_auth", "\"basic\" or \"bearer\"").as_deref() {
+        None if credentials_file.is_some() => AmAuth::Basic,
+        None => AmAuth::None,
+        Some("basic") => AmAuth::Basic,
+        Some("bearer") => AmAuth::Bearer,
+        Some(other) => {
+            r.problem("alerts.alertmanager_auth", &format!("`{other}`"), "\"basic\" or \"bearer\"");
+            AmAuth::None
+        }
+    };
+    if auth != AmAuth::None && credentials_file.is_none() {
+        r.problem("alerts.alertmanager_auth", "no alerts.alertmanager_credentials", "a credentials file with it");
+    }
+    let external_url = r.string(alerts_t, "alerts", "external_url", "an http:// or https:// URL");
+    if let Some(u) = &external_url {
+        if let Err(e) = crate::alerts::parse_http_url(u) {
+            r.problem("alerts.external_url", &e, "an http[s]://host[:port] URL");
+        }
+    }
+    let resend = r.duration(alerts_t, "alerts", "alertmanager_resend", Duration::from_secs(60));
+    if resend.is_zero() {
+        r.problem("alerts.alertmanager_resend", "0s", "a duration above zero (Alertmanager expects 30s to 3m)");
+    }
+    AlertmanagerConfig { urls, resend, ca_file, credentials_file, auth, external_url }
+}
+
+fn read_alerts(r: &mut Reader, root: &Table, env: &Environment, systemd: &SystemdConfig) -> AlertsConfig {
+    let alerts_t = r.section(root, "", "alerts");
+    let webhook = r.string(&alerts_t, "alerts", "webhook", "an http:// or https:// URL");
+    if let Some(w) = &webhook {
+        if let Err(e) = crate::alerts::parse_http_url(w) {
+            r.problem("alerts.webhook", &e, "an http[s]://[user:password@]host[:port]/path URL");
+        }
+    }
+    let alertmanager = read_alertmanager(r, &alerts_t);
     let default_state = match systemd.bus {
         Bus::System => std::path::PathBuf::from("/var/lib/drover"),
         Bus::User => env.user_state_dir.join("drover"),
@@ -569,6 +642,7 @@ fn read_alerts(r: &mut Reader, root: &Table, env: &Environment, systemd: &System
     let stall_gaps = number(r, "stall_gaps", 10.0);
     let alerts = AlertsConfig {
         webhook,
+        alertmanager,
         state_dir: r
             .string(&alerts_t, "alerts", "state_dir", "a path")
             .map(std::path::PathBuf::from)
@@ -986,6 +1060,38 @@ mod tests {
         let q = &c.quarantine;
         assert_eq!((q.enforce, q.cordon_alpha, q.tail_quantile), (d.enforce, d.cordon_alpha, d.tail_quantile));
         assert_eq!((q.slow_factor, q.max_quarantined, q.alpha), (d.slow_factor, d.max_quarantined, d.alpha));
+    }
+
+    #[test]
+    fn alert_targets_are_checked_when_the_file_is_read() {
+        let ok = r#"
+            [alerts]
+            alertmanager = ["https://am-1:9093", "http://[::1]:9093"]
+            alertmanager_credentials = "/etc/drover/am.cred"
+            alertmanager_auth = "bearer"
+            alertmanager_resend = "30s"
+            webhook = "http://drover:pw@[::1]:9095/hook"
+            [classes.x]
+            command = ["x"]
+        "#;
+        let c = Config::parse(ok, "ok.toml", &Environment::example()).expect("valid");
+        let am = &c.alerts.alertmanager;
+        assert_eq!((am.urls.len(), am.auth, am.resend), (2, AmAuth::Bearer, Duration::from_secs(30)));
+        let bad = r#"
+            [alerts]
+            alertmanager = ["https://am-1:9093", "http://::1:9093"]
+            alertmanager_auth = "basic"
+            alertmanager_resend = "0s"
+            webhook = "http://[::1:9095/hook"
+            [classes.x]
+            command = ["x"]
+        "#;
+        let err = Config::parse(bad, "bad.toml", &Environment::example()).expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["alerts.webhook", "alerts.alertmanager[1]", "alerts.alertmanager_auth", "alerts.alertmanager_resend"]
+        );
     }
 
     #[test]

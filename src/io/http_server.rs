@@ -1,0 +1,66 @@
+//! The supervisor's HTTP server (axum): `GET /metrics` for Prometheus and `GET /alerts`, the
+//! page each alert's `generatorURL` points at (what `drover alerts` prints). Exact paths; the
+//! listener, its accept errors and keep-alive are hyper's. Also runs the recorder's upkeep, so
+//! that histogram samples do not pile up when nothing scrapes.
+
+use crate::io::control::{render_alerts, StatusReport};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+struct Shared {
+    metrics: PrometheusHandle,
+    report: Arc<Mutex<StatusReport>>,
+}
+
+/// The router alone, for tests and for a later page that shares the server.
+pub fn router(metrics: PrometheusHandle, report: Arc<Mutex<StatusReport>>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/alerts", get(alerts_page))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: this server has /metrics and /alerts\n") })
+        .with_state(Shared { metrics, report })
+}
+
+async fn metrics_page(State(s): State<Shared>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+async fn alerts_page(State(s): State<Shared>) -> impl IntoResponse {
+    let text = s.report.lock().map(|r| render_alerts(&r)).unwrap_or_else(|_| "status unavailable\n".into());
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+}
+
+/// Serves until cancelled; runs the recorder's upkeep every 5 s meanwhile.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    report: Arc<Mutex<StatusReport>>,
+    cancel: CancellationToken,
+) {
+    let upkeep = {
+        let (metrics, cancel) = (metrics.clone(), cancel.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => metrics.run_upkeep(),
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        }
+    };
+    let app = router(metrics, report);
+    let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let (r, ()) = tokio::join!(server.into_future(), upkeep);
+    if let Err(e) = r {
+        tracing::error!("HTTP server (/metrics): {e}");
+    }
+}
