@@ -154,6 +154,14 @@ pub enum Command {
     },
     /// Validate a configuration: exit 0, or print every problem and exit 2.
     CheckConfig { file: PathBuf },
+    /// Dead letters: list them, show one, requeue them (same id, attempts started over).
+    #[command(
+        after_help = "Examples:\n  drover dead list --config /etc/drover/drover.toml --class inference --reason poison\n  drover dead show --config /etc/drover/drover.toml 0b7c...\n  drover dead requeue --config /etc/drover/drover.toml --class inference --reason rejected --why 'handler v2 accepts them' --dry-run"
+    )]
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
     /// Latency drift detection tools.
     Drift {
         #[command(subcommand)]
@@ -178,6 +186,80 @@ pub enum QuarantineCommand {
         config: PathBuf,
         #[arg(long, default_value = "released by an operator")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeadCommand {
+    /// The dead letters of a class: id, reason, attempt, when, where, the handler's last words.
+    #[command(
+        after_help = "Examples:\n  drover dead list --config /etc/drover/drover.toml --class inference\n  drover dead list --config /etc/drover/drover.toml --class inference --reason max_attempts --json"
+    )]
+    List {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The job class whose dead letters to read.
+        #[arg(long)]
+        class: String,
+        /// Only those dead-lettered for this reason: max_attempts, rejected, deadline_expired,
+        /// undecodable, poison.
+        #[arg(long)]
+        reason: Option<String>,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one dead letter: its headers, the handler's last words, the payload.
+    #[command(after_help = "Example:\n  drover dead show --config /etc/drover/drover.toml 0b7c2d9e-...")]
+    Show {
+        /// The job id (as `drover submit` printed it).
+        id: String,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Look only in this class (default: every configured class).
+        #[arg(long)]
+        class: Option<String>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on their class's work queue: the job keeps its id and payload, its
+    /// attempts start over, a deadline already past is renewed, and the requeue is written to
+    /// the timeline with who and why. Published with confirms before it leaves the dead letters.
+    #[command(
+        after_help = "Examples:\n  drover dead requeue --config /etc/drover/drover.toml --class inference --id 0b7c... --id 4f1a... --why 'bucket permissions fixed'\n  drover dead requeue --config /etc/drover/drover.toml --class inference --reason deadline_expired --dry-run\n  drover dead requeue --config /etc/drover/drover.toml --class inference --all --why 'after the outage'"
+    )]
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "reason", "all"])))]
+    Requeue {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The job class whose dead letters to requeue.
+        #[arg(long)]
+        class: String,
+        /// These jobs (repeat the flag for several).
+        #[arg(long)]
+        id: Vec<String>,
+        /// Every dead letter of this reason (max_attempts, rejected, deadline_expired, undecodable, poison).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Every dead letter of the class.
+        #[arg(long)]
+        all: bool,
+        /// Why, for the timeline and the job's headers.
+        #[arg(long, default_value = "requeued by an operator")]
+        why: String,
+        /// The deadline, from now, of a job whose own deadline has passed (default: the class's).
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<std::time::Duration>,
+        /// Print what would be requeued; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document: the ids requeued and the problems.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -230,3 +230,28 @@ fn log_warnings(cfg: &Config) {
         tracing::warn!("{}", w.0);
     }
 }
+
+pub fn dead(command: super::args::DeadCommand) -> Outcome {
+    use super::args::DeadCommand as D;
+    use super::dead;
+    let code = match command {
+        D::List { config, class, reason, json } => {
+            let cfg = load(&config)?;
+            block_on(dead::list(&cfg, &class, reason, json))?
+        }
+        D::Show { id, config, class, json } => {
+            let cfg = load(&config)?;
+            block_on(dead::show(&cfg, &id, class, json))?
+        }
+        D::Requeue { config, class, id, reason, all, why, deadline, dry_run, json } => {
+            let cfg = load(&config)?;
+            let selection = match (id.is_empty(), reason, all) {
+                (false, _, _) => crate::dead::Selection::Ids(id),
+                (true, Some(r), _) => crate::dead::Selection::Reason(r),
+                _ => crate::dead::Selection::All,
+            };
+            block_on(dead::requeue(&cfg, dead::Requeue { class, selection, why, deadline, dry_run, json }))?
+        }
+    };
+    Ok(exit_code(code))
+}

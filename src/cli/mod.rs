@@ -3,10 +3,12 @@
 //! succeed, 2 bad usage or bad configuration.
 //!
 //! Also the commands that act on the fleet from outside a supervisor: [`submit`] (publishing
-//! jobs) and [`drainctl`] (drains, cordons and rollouts sent to the supervisors over the broker).
+//! jobs), [`drainctl`] (drains, cordons and rollouts sent to the supervisors over the broker)
+//! and [`dead`] (dead letters listed, shown and requeued).
 
 pub mod args;
 pub mod commands;
+pub mod dead;
 pub mod drainctl;
 pub mod submit;
 
@@ -53,6 +55,7 @@ pub fn run(command: Command) -> Outcome {
         Command::Drift { command: DriftCommand::Rebaseline { config, class, host_only, reason } } => {
             c::drift_rebaseline(&config, class, host_only, reason)
         }
+        Command::Dead { command } => c::dead(command),
         Command::Supervise { config } => c::supervise(&config),
         Command::Status { config, json } => c::status(&config, json),
         Command::Alerts { config, json } => c::alerts(&config, json),

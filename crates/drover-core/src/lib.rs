@@ -15,6 +15,7 @@
 //!   machine-dependent defaults come in as a [`config::Environment`].
 //! - [`job`]: a job's envelope (headers, id, times) as plain data, encoded and decoded: the one
 //!   writer and reader of the `x-drover-*` headers.
+//! - [`dead`]: dead letters read back, selected and requeued with their attempts started over.
 //! - [`events`]: the versioned JSON job events and their routing keys.
 //! - [`reconcile`]: which worker units to start, stop or restart, and their health.
 //! - [`maintenance`]: drains, cordons, quarantines and pauses: which unit to cordon, which job
@@ -39,6 +40,7 @@
 pub mod alerts;
 pub mod backoff;
 pub mod config;
+pub mod dead;
 pub mod drift;
 pub mod duration;
 pub mod events;
