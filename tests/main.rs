@@ -7,6 +7,7 @@ mod alertmanager;
 mod alerts;
 mod bad_input;
 mod broker_outage;
+mod cli;
 mod dead;
 mod drain;
 mod drains;

@@ -16,12 +16,18 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// The per-host supervisor (what drover-supervisor.service runs).
+    #[command(after_help = "Examples:\n  drover supervise --config /etc/drover/drover.toml")]
     Supervise {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
     },
     /// Units, their state and current job, and recent alerts, from the supervisor.
+    #[command(
+        after_help = "Examples:\n  drover status --config /etc/drover/drover.toml\n  drover status --config /etc/drover/drover.toml --json | jq .units"
+    )]
     Status {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
         /// One JSON document instead of a table.
@@ -30,21 +36,29 @@ pub enum Command {
     },
     /// Drain a unit, a host or a class: no new jobs, running ones finish until the deadline,
     /// the rest are requeued without charge, the units stop. Works from any host.
+    #[command(
+        after_help = "Examples:\n  drover drain --config /etc/drover/drover.toml --host gpu-node-7 --deadline 40m --reason 'memory swap' --wait\n  drover drain --config /etc/drover/drover.toml --unit drover-worker@inference-3 --deadline 30m --reason 'disk check'"
+    )]
     Drain {
         #[command(flatten)]
         scope: ScopeArgs,
         /// How long running jobs may go on, e.g. 30m.
         #[arg(long, value_parser = parse_duration)]
         deadline: std::time::Duration,
+        /// Why, for the timeline and the people who look at it.
         #[arg(long)]
         reason: String,
         /// Show progress until it is safe to power off (exit 0), or until the drain is late (exit 1).
         #[arg(long)]
         wait: bool,
+        /// JSON: the answers as one document; with --wait, one JSON line per change.
         #[arg(long)]
         json: bool,
     },
     /// Workers quarantined because their jobs fail while the same class succeeds elsewhere.
+    #[command(
+        after_help = "Examples:\n  drover quarantine list --config /etc/drover/drover.toml\n  drover quarantine release --config /etc/drover/drover.toml inference-3 --reason 'permissions fixed'"
+    )]
     Quarantine {
         #[command(subcommand)]
         command: QuarantineCommand,
@@ -52,7 +66,11 @@ pub enum Command {
     /// Drain, change and undrain hosts in waves (one, then a few, then a share, then the rest),
     /// soaking each wave; halts, drains the wave again and alerts when it looks worse than the
     /// hosts not yet touched.
+    #[command(
+        after_help = "Examples:\n  drover rollout --config /etc/drover/drover.toml --hosts n1,n2,n3,n4 --reason 'kernel 6.1' -- ssh {} apt-get -y upgrade\n  drover rollout --config /etc/drover/drover.toml --hosts n1,n2,n3,n4 --reason 'restart' --dry-run"
+    )]
     Rollout {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
         /// The hosts, in rollout order, comma-separated.
@@ -67,29 +85,52 @@ pub enum Command {
         /// Drain deadline per wave.
         #[arg(long, value_parser = parse_duration, default_value = "30m")]
         deadline: std::time::Duration,
+        /// Why, for the timeline.
         #[arg(long)]
         reason: String,
+        /// Print the waves and what would be done to each; change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// The change to make while a host is drained (run here, once per host, with DROVER_HOST
         /// set), e.g. an upgrade step; without it the units are simply restarted.
         #[arg(last = true)]
         command: Vec<String>,
     },
     /// Take no new jobs in a unit, host or class; running jobs go on.
+    #[command(
+        after_help = "Examples:\n  drover cordon --config /etc/drover/drover.toml --host gpu-node-7 --reason 'flaky NIC'\n  drover cordon --config /etc/drover/drover.toml --class inference --reason 'model bucket migration' --json"
+    )]
     Cordon {
         #[command(flatten)]
         scope: ScopeArgs,
+        /// Why, for the timeline.
         #[arg(long)]
         reason: String,
+        /// One JSON document with each host's answer.
+        #[arg(long)]
+        json: bool,
     },
-    /// Lift the drains and cordons of a unit, host or class.
+    /// Lift the drains and cordons of a unit, host or class (also `uncordon`).
+    #[command(alias = "uncordon")]
+    #[command(
+        after_help = "Examples:\n  drover undrain --config /etc/drover/drover.toml --host gpu-node-7 --reason 'memory swapped'\n  drover uncordon --config /etc/drover/drover.toml --unit inference-3 --reason 'disk replaced'"
+    )]
     Undrain {
         #[command(flatten)]
         scope: ScopeArgs,
+        /// Why, for the timeline.
         #[arg(long)]
         reason: String,
+        /// One JSON document with each host's answer.
+        #[arg(long)]
+        json: bool,
     },
     /// What Drover did and why (drains, cordons, requeues, restarts, alerts), with who and when.
+    #[command(
+        after_help = "Examples:\n  drover timeline --config /etc/drover/drover.toml --since 6h\n  drover timeline --config /etc/drover/drover.toml --fleet --json"
+    )]
     Timeline {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
         /// How far back, e.g. 24h (default: everything kept).
@@ -98,31 +139,50 @@ pub enum Command {
         /// Every host's timeline merged into one (asked over the broker), each step once.
         #[arg(long)]
         fleet: bool,
+        /// One JSON array instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Firing and recent alerts (latency drift, jobs running long, deadlines at risk, stalls,
     /// failing and misconfigured units).
+    #[command(
+        after_help = "Examples:\n  drover alerts --config /etc/drover/drover.toml\n  drover alerts --config /etc/drover/drover.toml --json"
+    )]
     Alerts {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Write the unit files for this binary and configuration, and reload the manager.
+    #[command(
+        after_help = "Examples:\n  drover install-units --system --config /etc/drover/drover.toml\n  drover install-units --user --config ~/.config/drover.toml --json"
+    )]
     InstallUnits {
+        /// For the system manager (/etc/systemd/system).
         #[arg(long, conflicts_with = "user", required_unless_present = "user")]
         system: bool,
+        /// For the user manager (~/.config/systemd/user).
         #[arg(long)]
         user: bool,
+        /// The configuration file the units will run with.
         #[arg(long)]
         config: PathBuf,
         /// Write here instead of the manager's directory (no reload).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// One JSON document: the files written and the timeouts chosen.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one worker in the foreground (what drover-worker@.service runs).
+    #[command(
+        after_help = "Examples:\n  drover work --config /etc/drover/drover.toml --instance inference-3\n  drover work --config /etc/drover/drover.toml --class inference"
+    )]
     Work {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
         /// The job class; by default read from the instance name (`inference-3` -> `inference`).
@@ -133,9 +193,14 @@ pub enum Command {
         instance: Option<String>,
     },
     /// Publish jobs with publisher confirms; prints one job id per line.
+    #[command(
+        after_help = "Examples:\n  drover submit --config /etc/drover/drover.toml --class inference --payload '{\"image\": \"s3://b/1.png\"}' --deadline 24h\n  drover submit --config /etc/drover/drover.toml --class inference --payload-file job.json --tenant acme --count 10"
+    )]
     Submit {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// The job class (a `[classes.NAME]` of the configuration).
         #[arg(long)]
         class: String,
         /// The payload, as given (JSON or not).
@@ -147,13 +212,24 @@ pub enum Command {
         /// Deadline from now, e.g. 24h (default: the class's deadline).
         #[arg(long, value_parser = parse_duration)]
         deadline: Option<std::time::Duration>,
+        /// The tenant, for per-tenant alerts and DROVER_TENANT.
         #[arg(long)]
         tenant: Option<String>,
+        /// How many jobs with this payload to submit.
         #[arg(long, default_value_t = 1)]
         count: u64,
     },
     /// Validate a configuration: exit 0, or print every problem and exit 2.
-    CheckConfig { file: PathBuf },
+    #[command(
+        after_help = "Examples:\n  drover check-config /etc/drover/drover.toml\n  drover check-config /etc/drover/drover.toml --json"
+    )]
+    CheckConfig {
+        /// The configuration file to check.
+        file: PathBuf,
+        /// One JSON document: ok, warnings, and every problem with its key.
+        #[arg(long)]
+        json: bool,
+    },
     /// Dead letters: list them, show one, requeue them (same id, attempts started over).
     #[command(
         after_help = "Examples:\n  drover dead list --config /etc/drover/drover.toml --class inference --reason poison\n  drover dead show --config /etc/drover/drover.toml 0b7c...\n  drover dead requeue --config /etc/drover/drover.toml --class inference --reason rejected --why 'handler v2 accepts them' --dry-run"
@@ -163,6 +239,9 @@ pub enum Command {
         command: DeadCommand,
     },
     /// Latency drift detection tools.
+    #[command(
+        after_help = "Examples:\n  drover drift replay --input completions.csv --output scores.csv\n  drover drift rebaseline --config /etc/drover/drover.toml --class inference --reason 'model v2 is slower on purpose'"
+    )]
     Drift {
         #[command(subcommand)]
         command: DriftCommand,
@@ -172,20 +251,34 @@ pub enum Command {
 #[derive(Subcommand)]
 pub enum QuarantineCommand {
     /// The quarantined units of this host, with the evidence and when they are probed.
+    #[command(
+        after_help = "Examples:\n  drover quarantine list --config /etc/drover/drover.toml\n  drover quarantine list --config /etc/drover/drover.toml --json"
+    )]
     List {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// One JSON array instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Put a quarantined unit back in service now.
+    #[command(
+        after_help = "Examples:\n  drover quarantine release --config /etc/drover/drover.toml drover-worker@inference-3 --reason 'permissions fixed'\n  drover quarantine release --config /etc/drover/drover.toml inference-3 --json"
+    )]
     Release {
-        /// The unit (its name or instance, e.g. inference-3).
+        /// The unit as systemctl names it, with or without `.service`, or its instance
+        /// (`drover-worker@inference-3`, `inference-3`).
         unit: String,
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Why, for the timeline.
         #[arg(long, default_value = "released by an operator")]
         reason: String,
+        /// One JSON document with the supervisor's answer.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -268,22 +361,31 @@ pub enum DriftCommand {
     /// Start a new latency baseline for a class after a deploy that changed its run time on
     /// purpose: every supervisor forgets what it learnt (or only this host's, with --host-only),
     /// with no restart. The detectors are useful again from the 100th completion.
+    #[command(
+        after_help = "Examples:\n  drover drift rebaseline --config /etc/drover/drover.toml --class inference --reason 'model v2 is slower on purpose'\n  drover drift rebaseline --config /etc/drover/drover.toml --class inference --host-only --reason 'new GPU on this host'"
+    )]
     Rebaseline {
+        /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// The job class to relearn.
         #[arg(long)]
         class: String,
         /// Only this host's baseline of the class (after a change to this host alone).
         #[arg(long)]
         host_only: bool,
+        /// Why, for the timeline.
         #[arg(long)]
         reason: String,
     },
     /// Run the production drift detector over a CSV of completions (`timestamp,value`) and write
     /// `timestamp,score,alert`.
+    #[command(after_help = "Examples:\n  drover drift replay --input completions.csv --output scores.csv")]
     Replay {
+        /// The completions: `timestamp,value` (seconds), one row per completed job.
         #[arg(long)]
         input: PathBuf,
+        /// Where to write `timestamp,score,alert`.
         #[arg(long)]
         output: PathBuf,
     },
@@ -292,7 +394,8 @@ pub enum DriftCommand {
 #[derive(clap::Args)]
 #[group(required = true, multiple = false, id = "scope")]
 pub struct ScopeFlags {
-    /// A unit of this host (its name or instance, e.g. inference-3).
+    /// A unit of this host, as systemctl names it (with or without `.service`) or by its
+    /// instance: `drover-worker@inference-3`, `drover-worker@inference-3.service`, `inference-3`.
     #[arg(long)]
     pub unit: Option<String>,
     /// A host, by its configured name (any host's supervisor is reached through the broker).
@@ -305,6 +408,7 @@ pub struct ScopeFlags {
 
 #[derive(clap::Args)]
 pub struct ScopeArgs {
+    /// The configuration file.
     #[arg(long)]
     pub config: PathBuf,
     #[command(flatten)]
@@ -314,7 +418,7 @@ pub struct ScopeArgs {
 impl ScopeArgs {
     pub fn scope(&self) -> Scope {
         match (&self.which.unit, &self.which.host, &self.which.class) {
-            (Some(u), _, _) => Scope::Unit(u.clone()),
+            (Some(u), _, _) => Scope::Unit(unit_instance(u)),
             (_, Some(h), _) => Scope::Host(h.clone()),
             (_, _, Some(c)) => Scope::Class(c.clone()),
             _ => unreachable!("clap requires one of --unit, --host, --class"),
@@ -322,6 +426,57 @@ impl ScopeArgs {
     }
 }
 
+/// A unit named the way systemctl accepts it, as its instance: `drover-worker@inference-3`,
+/// `drover-worker@inference-3.service` and `inference-3` are all `inference-3`.
+pub fn unit_instance(u: &str) -> String {
+    let u = u.trim();
+    let u = u.strip_suffix(".service").unwrap_or(u);
+    match u.rsplit_once('@') {
+        Some((_, instance)) if !instance.is_empty() => instance.to_string(),
+        _ => u.to_string(),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     duration::parse(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn a_unit_in_any_form_systemctl_accepts() {
+        for u in ["drover-worker@inference-3", "drover-worker@inference-3.service", "inference-3", " inference-3 "] {
+            assert_eq!(unit_instance(u), "inference-3", "{u}");
+        }
+        assert_eq!(unit_instance("dw-1a2b@s-1.service"), "s-1");
+    }
+
+    /// Every command has examples and every flag says what it is for.
+    #[test]
+    fn every_help_has_examples_and_every_flag_a_text() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", c.get_name());
+            let leaf = c.get_subcommands().next().is_none();
+            let examples = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            if leaf && !examples.contains("drover ") {
+                missing.push(format!("{path}: no examples"));
+            }
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} --{id}: no help"));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
+        Cli::command().debug_assert();
+    }
 }

@@ -13,7 +13,27 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub fn check_config(file: &Path) -> Outcome {
+pub fn check_config(file: &Path, json: bool) -> Outcome {
+    if json {
+        let doc = match crate::io::config_file::load(file) {
+            Ok(cfg) => serde_json::json!({
+                "file": file.display().to_string(),
+                "ok": true,
+                "classes": cfg.classes.keys().collect::<Vec<_>>(),
+                "warnings": cfg.warnings().iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+                "problems": [],
+            }),
+            Err(e) => serde_json::json!({
+                "file": file.display().to_string(),
+                "ok": false,
+                "problems": e.problems.iter()
+                    .map(|p| serde_json::json!({"key": p.key, "found": p.found, "accepted": p.accepted}))
+                    .collect::<Vec<_>>(),
+            }),
+        };
+        print_json(&doc)?;
+        return Ok(if doc["ok"] == true { 0 } else { 2 });
+    }
     let cfg = load(file)?;
     for w in cfg.warnings() {
         eprintln!("warning: {}", w.0);
@@ -130,9 +150,22 @@ pub fn maintain(
     Ok(exit_code(code))
 }
 
-pub fn rollout(config: &Path, mut r: drainctl::Rollout, waves: &str) -> Outcome {
+pub fn rollout(config: &Path, mut r: drainctl::Rollout, waves: &str, dry_run: bool) -> Outcome {
     let cfg = load(config)?;
     r.waves = waves::parse_waves(waves).map_err(|e| Failure::Usage(anyhow!("--waves {e}")))?;
+    if dry_run {
+        let plan = waves::waves(&r.hosts, &r.waves);
+        let change = if r.command.is_empty() { "restart the units".to_string() } else { r.command.join(" ") };
+        for (i, w) in plan.iter().enumerate() {
+            println!("wave {} ({} host(s)): {}", i + 1, w.len(), w.join(", "));
+        }
+        println!(
+            "each wave: drain (deadline {}), {change}, undrain, soak {}; halt if it looks worse than the hosts not yet touched",
+            crate::duration::format(r.deadline),
+            crate::duration::format(r.soak)
+        );
+        return Ok(0);
+    }
     Ok(exit_code(block_on(drainctl::rollout(&cfg, r))?))
 }
 
@@ -158,16 +191,19 @@ pub fn quarantine_list(config: &Path, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub fn quarantine_release(config: &Path, unit: String, reason: String) -> Outcome {
+pub fn quarantine_release(config: &Path, unit: String, reason: String, json: bool) -> Outcome {
     let cfg = load(config)?;
+    let unit = super::args::unit_instance(&unit);
     let resp = ask(&cfg, &control::Request::Undrain { scope: Scope::Unit(unit), reason, who: drainctl::who() })?;
-    if let Some(e) = &resp.error {
+    if json {
+        print_json(&resp)?;
+    } else if let Some(e) = &resp.error {
         eprintln!("{e}");
     }
     Ok(if resp.ok && resp.error.is_none() { 0 } else { 1 })
 }
 
-pub fn install_units(config: &Path, system: bool, dir: Option<PathBuf>) -> Outcome {
+pub fn install_units(config: &Path, system: bool, dir: Option<PathBuf>, json: bool) -> Outcome {
     let cfg = load(config)?;
     let config = std::fs::canonicalize(config).map_err(|e| Failure::Usage(e.into()))?;
     let bin = std::env::current_exe().map_err(|e| Failure::Failed(e.into()))?;
@@ -176,10 +212,18 @@ pub fn install_units(config: &Path, system: bool, dir: Option<PathBuf>) -> Outco
     let written = units::write(&target, &files)
         .with_context(|| format!("cannot write unit files to {}", target.display()))
         .map_err(Failure::Failed)?;
-    for p in &written {
-        println!("{}", p.display());
+    if json {
+        print_json(&serde_json::json!({
+            "files": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "summary": units::summary(&cfg),
+            "reloaded": dir.is_none(),
+        }))?;
+    } else {
+        for p in &written {
+            println!("{}", p.display());
+        }
+        eprintln!("{}", units::summary(&cfg));
     }
-    eprintln!("{}", units::summary(&cfg));
     if dir.is_none() {
         let bus = if system { Bus::System } else { Bus::User };
         block_on(async {

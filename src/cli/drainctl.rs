@@ -52,11 +52,31 @@ pub async fn run(
     let req = request(op, &scope, deadline, reason);
     let target = target(cfg, &scope);
     let listen = if target == Target::All { Duration::from_secs(3) } else { Duration::from_secs(15) };
+    if let Some(refusal) = no_such_units(cfg, op, &scope, &target, listen).await? {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"ok": false, "scope": scope.to_string(), "error": refusal.0, "units": refusal.1})
+            );
+        } else {
+            eprintln!("{}", refusal.0);
+        }
+        return Ok(1);
+    }
     let answers = fleet::ask(cfg, &target, &req, listen).await?;
     if answers.is_empty() {
         anyhow::bail!("no supervisor answered for {scope} within {listen:?}: is `drover supervise` running there?");
     }
     let (failed, ids) = report(&answers, op, &scope, json);
+    if json && !(wait && op == Op::Drain) {
+        let doc = serde_json::json!({
+            "ok": !failed,
+            "scope": scope.to_string(),
+            "orders": ids,
+            "answers": answers,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
     if failed && ids.is_empty() {
         return Ok(1);
     }
@@ -69,6 +89,58 @@ pub async fn run(
         + Duration::from_secs(60);
     let hosts: Vec<String> = answers.iter().filter(|a| a.ok).map(|a| a.host.clone()).collect();
     follow_drain(cfg, &hosts, &ids, give_up, json).await
+}
+
+/// A unit or class scope that matches no unit on any host that answers (nor an order in force,
+/// for an undrain) is refused before anything is sent: the error, and the units that exist
+/// (`host: unit, ...`). `None`: go ahead.
+async fn no_such_units(
+    cfg: &Config,
+    op: Op,
+    scope: &Scope,
+    target: &Target,
+    listen: Duration,
+) -> anyhow::Result<Option<(String, Vec<String>)>> {
+    if matches!(scope, Scope::Host(_)) {
+        return Ok(None);
+    }
+    let answers = fleet::ask(cfg, target, &Request::Status, listen).await?;
+    let progress = if op == Op::Undrain { fleet::ask(cfg, target, &Request::Progress, listen).await? } else { vec![] };
+    let mut existing = Vec::new();
+    for a in &answers {
+        let Some(st) = &a.status else { continue };
+        for u in &st.units {
+            let view = crate::maintenance::UnitView {
+                unit: u.unit.clone(),
+                class: u.class.clone(),
+                up: true,
+                main_pid: u.main_pid,
+                job: None,
+            };
+            if crate::maintenance::applies(scope, &a.host, &view) {
+                return Ok(None);
+            }
+            existing.push(format!("{}: {} ({})", a.host, u.unit, u.class));
+        }
+    }
+    let ordered = progress.iter().flat_map(|a| a.progress.iter()).filter_map(|p| p.order.as_ref());
+    if ordered.into_iter().any(|o| same_unit_scope(&o.scope, scope)) {
+        return Ok(None);
+    }
+    if answers.is_empty() {
+        // Nobody to ask: the order itself says so.
+        return Ok(None);
+    }
+    let list = if existing.is_empty() { "none".to_string() } else { existing.join("\n  ") };
+    let msg = format!("{scope} matches no unit on the {} host(s) that answered; units there:\n  {list}", answers.len());
+    Ok(Some((msg, existing)))
+}
+
+fn same_unit_scope(a: &Scope, b: &Scope) -> bool {
+    match (a, b) {
+        (Scope::Unit(x), Scope::Unit(y)) => x == y || x.ends_with(&format!("@{y}.service")),
+        _ => a == b,
+    }
 }
 
 fn request(op: Op, scope: &Scope, deadline: Option<Duration>, reason: String) -> Request {

@@ -50,7 +50,7 @@ pub type Outcome = Result<u8, Failure>;
 pub fn run(command: Command) -> Outcome {
     use commands as c;
     match command {
-        Command::CheckConfig { file } => c::check_config(&file),
+        Command::CheckConfig { file, json } => c::check_config(&file, json),
         Command::Drift { command: DriftCommand::Replay { input, output } } => c::drift_replay(&input, &output),
         Command::Drift { command: DriftCommand::Rebaseline { config, class, host_only, reason } } => {
             c::drift_rebaseline(&config, class, host_only, reason)
@@ -63,16 +63,19 @@ pub fn run(command: Command) -> Outcome {
         Command::Drain { scope, deadline, reason, wait, json } => {
             c::maintain(&scope, drainctl::Op::Drain, Some(deadline), reason, wait, json)
         }
-        Command::Cordon { scope, reason } => c::maintain(&scope, drainctl::Op::Cordon, None, reason, false, false),
-        Command::Undrain { scope, reason } => c::maintain(&scope, drainctl::Op::Undrain, None, reason, false, false),
+        Command::Cordon { scope, reason, json } => c::maintain(&scope, drainctl::Op::Cordon, None, reason, false, json),
+        Command::Undrain { scope, reason, json } => {
+            c::maintain(&scope, drainctl::Op::Undrain, None, reason, false, json)
+        }
         Command::Quarantine { command: QuarantineCommand::List { config, json } } => c::quarantine_list(&config, json),
-        Command::Quarantine { command: QuarantineCommand::Release { unit, config, reason } } => {
-            c::quarantine_release(&config, unit, reason)
+        Command::Quarantine { command: QuarantineCommand::Release { unit, config, reason, json } } => {
+            c::quarantine_release(&config, unit, reason, json)
         }
-        Command::Rollout { config, hosts, waves, soak, deadline, reason, command } => {
-            c::rollout(&config, drainctl::Rollout { hosts, waves: Vec::new(), command, soak, deadline, reason }, &waves)
+        Command::Rollout { config, hosts, waves, soak, deadline, reason, dry_run, command } => {
+            let r = drainctl::Rollout { hosts, waves: Vec::new(), command, soak, deadline, reason };
+            c::rollout(&config, r, &waves, dry_run)
         }
-        Command::InstallUnits { system, user: _, config, dir } => c::install_units(&config, system, dir),
+        Command::InstallUnits { system, user: _, config, dir, json } => c::install_units(&config, system, dir, json),
         Command::Work { config, class, instance } => c::work(&config, class, instance),
         Command::Submit { config, class, payload, payload_file, deadline, tenant, count } => {
             c::submit(&config, class, payload, payload_file, deadline, tenant, count)
