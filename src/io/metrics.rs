@@ -14,6 +14,8 @@ pub const RECONCILE_PASSES_TOTAL: &str = "drover_reconcile_passes_total";
 pub const RECONCILE_SECONDS: &str = "drover_reconcile_duration_seconds";
 pub const DBUS_CALL_SECONDS: &str = "drover_dbus_call_duration_seconds";
 pub const JOBS_TOTAL: &str = "drover_jobs_total";
+/// Jobs dead-lettered, by class and reason (max_attempts, rejected, deadline_expired, undecodable, poison).
+pub const DEAD_LETTERS_TOTAL: &str = "drover_dead_letters_total";
 pub const JOB_SECONDS: &str = "drover_job_duration_seconds";
 pub const JOB_QUEUE_WAIT_SECONDS: &str = "drover_job_queue_wait_seconds";
 /// 1 while an alert fires, 0 once it resolved; labels alertname, class, host, severity.
@@ -30,6 +32,7 @@ const HELP: &[(&str, &str)] = &[
     (RECONCILE_SECONDS, "Duration of one reconcile pass, seconds."),
     (DBUS_CALL_SECONDS, "Duration of D-Bus calls to systemd, seconds, by method."),
     (JOBS_TOTAL, "Job attempts of this host's workers that ended, by class, attempt outcome and what happened next (result)."),
+    (DEAD_LETTERS_TOTAL, "Jobs of this host's workers dead-lettered, by class and reason (deadline_expired: a missed deadline)."),
     (JOB_SECONDS, "Run time of job attempts, seconds (1 s to 48 h buckets), by class and outcome."),
     (JOB_QUEUE_WAIT_SECONDS, "Time from submission (or the last retry) to the start of an attempt, seconds, by class."),
     (ALERTS_FIRING, "1 while one of Drover's own alerts fires, 0 once resolved; for dashboards (Drover sends the alerts to Alertmanager itself)."),
@@ -56,7 +59,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     for (name, help) in HELP {
         match *name {
-            UNIT_RESTARTS_TOTAL | RECONCILE_PASSES_TOTAL | JOBS_TOTAL => metrics::describe_counter!(*name, *help),
+            UNIT_RESTARTS_TOTAL | RECONCILE_PASSES_TOTAL | JOBS_TOTAL | DEAD_LETTERS_TOTAL => {
+                metrics::describe_counter!(*name, *help)
+            }
             RECONCILE_SECONDS | DBUS_CALL_SECONDS | JOB_SECONDS | JOB_QUEUE_WAIT_SECONDS => {
                 metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help)
             }

@@ -462,6 +462,10 @@ fn record_event(e: &JobEvent, into: &Arc<Mutex<FromEvents>>) {
             let outcome = e.outcome.clone().unwrap_or_else(|| "undecodable".into());
             metrics::counter!(m::JOBS_TOTAL, "class" => class.clone(), "outcome" => outcome.clone(), "result" => e.event.as_str())
                 .increment(1);
+            if e.event == EventKind::DeadLettered {
+                let reason = e.reason.clone().unwrap_or_else(|| "unknown".into());
+                metrics::counter!(m::DEAD_LETTERS_TOTAL, "class" => class.clone(), "reason" => reason).increment(1);
+            }
             if let Some(d) = e.duration_s {
                 metrics::histogram!(m::JOB_SECONDS, "class" => class, "outcome" => outcome).record(d);
             }
