@@ -86,4 +86,27 @@ async fn units_in_every_systemctl_form_unknown_scopes_refused_and_json_everywher
     let keys: Vec<&str> =
         doc["problems"].as_array().expect("problems").iter().filter_map(|p| p["key"].as_str()).collect();
     assert!(keys.contains(&"alerts.webhook") && keys.contains(&"classes.x.command"), "{doc}");
+
+    // rollout --dry-run prints the waves and touches nothing.
+    let (code, out, err) =
+        run(&h, &["rollout", "--hosts", "a,b,c,d,e", "--waves", "1,2,100%", "--reason", "r", "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("wave 1 (1 host(s)): a")
+            && out.contains("wave 2 (2 host(s)): b, c")
+            && out.contains("wave 3 (2 host(s)): d, e"),
+        "{out}"
+    );
+
+    // drain --wait off a terminal: one plain line per change, ending "safe to power off".
+    let (code, out, err) =
+        run(&h, &["drain", "--host", &h.name, "--deadline", "20s", "--reason", "memory swap", "--wait"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().all(|l| !l.starts_with('{')), "no JSON without --json: {out}");
+    assert!(lines.iter().any(|l| l.contains("units stopped")), "{out}");
+    assert!(lines.last().is_some_and(|l| l.contains("safe to power off")), "{out}");
+    let mut unique = lines.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), lines.len(), "a line per change, not per second: {out}");
 }

@@ -189,12 +189,13 @@ async fn follow_drain(
     give_up: Instant,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let terminal = std::io::stdout().is_terminal() && !json;
+    let mut view = View::new(json);
     loop {
         let progress = drain_progress(cfg, hosts, ids).await?;
-        show(&progress, terminal)?;
+        view.show(&progress)?;
         let done = !progress.is_empty() && progress.iter().all(|p| p.done);
         if done {
+            view.finish();
             for p in progress.iter().filter(|p| p.safe_to_power_off) {
                 if json {
                     println!("{}", serde_json::json!({"host": p.host, "safe_to_power_off": true}));
@@ -205,6 +206,7 @@ async fn follow_drain(
             return Ok(0);
         }
         if Instant::now() > give_up {
+            view.finish();
             eprintln!("the drain did not finish in time: jobs or units are left (see above)");
             return Ok(1);
         }
@@ -236,47 +238,128 @@ fn label(op: Op, scope: &Scope) -> String {
     }
 }
 
-fn show(progress: &[Progress], terminal: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if !terminal {
-        for p in progress {
-            writeln!(out, "{}", serde_json::to_string(p)?)?;
+/// One host's drain in one line: units stopped, jobs left with their expected remaining time,
+/// the time to the deadline. The second string is what counts as a change (no ages).
+fn summary(p: &Progress, now: i64) -> (String, String) {
+    let total = p.units.len();
+    let stopped = p.units.iter().filter(|u| u.state == "stopped").count();
+    let jobs: Vec<String> = p
+        .units
+        .iter()
+        .filter_map(|u| {
+            let j = u.job.as_ref()?;
+            Some(match u.expected_left_s {
+                Some(left) => format!("{j} on {} (about {} left)", u.unit, crate::duration::format(secs(left))),
+                None => format!("{j} on {}", u.unit),
+            })
+        })
+        .collect();
+    let deadline = p.order.as_ref().and_then(|o| o.deadline_ms).map(|d| {
+        if d > now {
+            format!("deadline in {}", crate::duration::format(Duration::from_secs(((d - now) / 1000) as u64)))
+        } else {
+            "deadline passed: requeueing what is left".to_string()
         }
-        return Ok(());
+    });
+    let state = if p.safe_to_power_off {
+        "safe to power off".to_string()
+    } else if p.done {
+        "done".to_string()
+    } else {
+        format!(
+            "{} job(s) left{}",
+            jobs.len(),
+            if jobs.is_empty() { String::new() } else { format!(": {}", jobs.join(", ")) }
+        )
+    };
+    let text = format!(
+        "{}: {stopped}/{total} units stopped, {state}{}",
+        p.host,
+        deadline.map(|d| format!(", {d}")).unwrap_or_default()
+    );
+    let units: Vec<String> =
+        p.units.iter().map(|u| format!("{}={}:{}", u.unit, u.state, u.job.as_deref().unwrap_or(""))).collect();
+    let key = format!("{}|{}|{}|{}|{}", p.host, units.join(","), p.requeued.len(), p.done, p.safe_to_power_off);
+    (text, key)
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs(s.max(0.0).round() as u64)
+}
+
+/// How progress is shown: a live view redrawn in place on a terminal, one line per change
+/// elsewhere, one JSON line per change with `--json`.
+enum View {
+    Live { bars: indicatif::MultiProgress, by_host: BTreeMap<String, indicatif::ProgressBar> },
+    Lines { last: BTreeMap<String, (String, usize)> },
+    Json { last: BTreeMap<String, String> },
+}
+
+impl View {
+    fn new(json: bool) -> View {
+        if json {
+            View::Json { last: BTreeMap::new() }
+        } else if std::io::stdout().is_terminal() {
+            View::Live { bars: indicatif::MultiProgress::new(), by_host: BTreeMap::new() }
+        } else {
+            View::Lines { last: BTreeMap::new() }
+        }
     }
-    for p in progress {
-        let total = p.units.len().max(1);
-        let stopped = p.units.iter().filter(|u| u.state == "stopped").count();
-        let width = 30;
-        let filled = stopped * width / total;
-        writeln!(
-            out,
-            "{} [{}{}] {stopped}/{total} units stopped",
-            p.host,
-            "#".repeat(filled),
-            "-".repeat(width - filled)
-        )?;
-        for u in p.units.iter().filter(|u| u.state != "stopped") {
-            let job = match (&u.job, u.age_s, u.expected_left_s) {
-                (Some(j), Some(age), Some(left)) => {
-                    format!("job {j}, running {age:.0}s, expected to finish in about {left:.0}s")
+
+    fn show(&mut self, progress: &[Progress]) -> anyhow::Result<()> {
+        let now = crate::io::clock::now_ms();
+        match self {
+            View::Live { bars, by_host } => {
+                for p in progress {
+                    let bar = by_host.entry(p.host.clone()).or_insert_with(|| {
+                        let b = bars.add(indicatif::ProgressBar::new(p.units.len() as u64));
+                        let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+                        b.set_style(style);
+                        b
+                    });
+                    bar.set_length(p.units.len() as u64);
+                    bar.set_position(p.units.iter().filter(|u| u.state == "stopped").count() as u64);
+                    bar.set_message(summary(p, now).0);
                 }
-                (Some(j), Some(age), None) => format!("job {j}, running {age:.0}s"),
-                _ => String::new(),
-            };
-            writeln!(out, "  {:<40} {:<22} {job}", u.unit, u.state)?;
+            }
+            View::Lines { last } => {
+                let mut out = std::io::stdout().lock();
+                for p in progress {
+                    let (text, key) = summary(p, now);
+                    let (seen_key, seen_moves) = last.get(&p.host).cloned().unwrap_or_default();
+                    if seen_key != key {
+                        writeln!(out, "{text}")?;
+                        for m in p.requeued.iter().skip(seen_moves) {
+                            let to = m.to.as_deref().unwrap_or("waiting in the queue");
+                            writeln!(out, "{}: requeued {} from {} -> {to}", p.host, m.job, m.from)?;
+                        }
+                        last.insert(p.host.clone(), (key, p.requeued.len()));
+                    }
+                }
+            }
+            View::Json { last } => {
+                let mut out = std::io::stdout().lock();
+                for p in progress {
+                    let key = summary(p, now).1;
+                    if last.get(&p.host) != Some(&key) {
+                        writeln!(out, "{}", serde_json::to_string(p)?)?;
+                        last.insert(p.host.clone(), key);
+                    }
+                }
+            }
         }
-        for m in &p.requeued {
-            writeln!(
-                out,
-                "  requeued {} from {} -> {}",
-                m.job,
-                m.from,
-                m.to.as_deref().unwrap_or("waiting in the queue")
-            )?;
+        Ok(())
+    }
+
+    /// Ends the live view, leaving its last state on the screen.
+    fn finish(&self) {
+        if let View::Live { by_host, .. } = self {
+            for b in by_host.values() {
+                b.abandon();
+            }
         }
     }
-    Ok(())
 }
 
 /// `drover rollout`: drains, changes (an operator's command, or a plain restart of the units)
@@ -311,19 +394,46 @@ pub async fn rollout(cfg: &Config, r: Rollout) -> anyhow::Result<i32> {
             let _ = collect_events(&cfg, seen).await;
         })
     };
-    let run = Run { cfg, r: &r, who: who(), seen };
+    // Ctrl-C: finish the step under way, then stop and say how to resume or undo.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("\ninterrupted: stopping after the current step (Ctrl-C again does nothing; wait)");
+            }
+        })
+    };
+    let run = Run { cfg, r: &r, who: who(), seen, stop, stopped_after: Mutex::new(None) };
     let mut touched_so_far: Vec<String> = Vec::new();
     for (i, wave) in plan.iter().enumerate() {
         let label = format!("wave {}/{} ({})", i + 1, plan.len(), wave.join(", "));
+        if run.stopping() {
+            run.interrupted(&plan[i..], None, &label);
+            collector.abort();
+            watcher.abort();
+            return Ok(1);
+        }
         println!("{label}: draining");
         run.note(wave, format!("rollout {label}: drain"), r.reason.clone()).await;
         if let Some(why) = run.wave(wave, &label, &mut touched_so_far).await? {
             run.halt(wave, &label, why).await;
             collector.abort();
+            watcher.abort();
+            return Ok(1);
+        }
+        let step = run.stopped_after.lock().ok().and_then(|s| *s);
+        if let Some(step) = step {
+            run.note(wave, format!("rollout {label}: interrupted after {step}"), r.reason.clone()).await;
+            run.interrupted(&plan[i..], Some(step), &label);
+            collector.abort();
+            watcher.abort();
             return Ok(1);
         }
         run.note(wave, format!("rollout {label}: done"), r.reason.clone()).await;
     }
+    watcher.abort();
     collector.abort();
     println!("rollout complete: {} hosts in {} waves", r.hosts.len(), plan.len());
     Ok(0)
@@ -338,9 +448,61 @@ struct Run<'a> {
     r: &'a Rollout,
     who: String,
     seen: EventLog,
+    /// Set by Ctrl-C; the step after which the rollout stopped.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    stopped_after: Mutex<Option<&'static str>>,
 }
 
 impl Run<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// True (and the step recorded) when Ctrl-C asked to stop once `step` is done.
+    fn stop_after(&self, step: &'static str) -> bool {
+        let stop = self.stopping();
+        if stop {
+            if let Ok(mut s) = self.stopped_after.lock() {
+                *s = Some(step);
+            }
+        }
+        stop
+    }
+
+    /// Says exactly where the rollout stopped and the commands to resume it or undo it.
+    fn interrupted(&self, left: &[Vec<String>], step: Option<&str>, label: &str) {
+        let config = "--config <file>";
+        let current = &left[0];
+        let drained = matches!(step, Some("drain") | Some("change"));
+        eprintln!(
+            "ROLLOUT STOPPED {} {label}",
+            step.map(|s| format!("after the {s} of")).unwrap_or_else(|| "before".into())
+        );
+        if drained {
+            eprintln!("  still drained: {}", current.join(", "));
+            eprintln!("  undo (put them back in service):");
+            for h in current {
+                eprintln!("    drover undrain {config} --host {h} --reason 'rollout stopped'");
+            }
+        }
+        let rest: Vec<String> = if step.is_some() && !drained { left[1..].concat() } else { left.concat() };
+        if rest.is_empty() {
+            eprintln!("  nothing left to roll out");
+        } else {
+            let mut cmd = format!(
+                "drover rollout {config} --hosts {} --soak {} --deadline {} --reason '{}'",
+                rest.join(","),
+                crate::duration::format(self.r.soak),
+                crate::duration::format(self.r.deadline),
+                self.r.reason
+            );
+            if !self.r.command.is_empty() {
+                cmd.push_str(&format!(" -- {}", self.r.command.join(" ")));
+            }
+            eprintln!("  resume (the hosts not yet done, in order):\n    {cmd}");
+        }
+    }
+
     /// One wave: drain, change, undrain, let the units come back, soak, compare with the hosts
     /// not yet touched. `Some(why)` when the rollout must halt.
     async fn wave(
@@ -356,8 +518,14 @@ impl Run<'_> {
         if let Some(why) = self.wait_drained(&orders, label).await? {
             return Ok(Some(why));
         }
+        if self.stop_after("drain") {
+            return Ok(None);
+        }
         if let Some(why) = self.change(wave, label).await {
             return Ok(Some(why));
+        }
+        if self.stop_after("change") {
+            return Ok(None);
         }
         println!("{label}: undraining, soaking for {}", crate::duration::format(self.r.soak));
         for h in wave {
@@ -365,6 +533,9 @@ impl Run<'_> {
             one(self.cfg, h, Request::Undrain { scope: Scope::Host(h.clone()), reason, who: self.who.clone() }).await?;
         }
         touched_so_far.extend(wave.iter().cloned());
+        if self.stop_after("undrain") {
+            return Ok(None);
+        }
         self.settle(wave).await?;
         let soak_start = Instant::now();
         if let Some(why) = self.soak(wave, soak_start).await? {
