@@ -109,4 +109,16 @@ async fn units_in_every_systemctl_form_unknown_scopes_refused_and_json_everywher
     let mut unique = lines.clone();
     unique.dedup();
     assert_eq!(unique.len(), lines.len(), "a line per change, not per second: {out}");
+
+    // status --fleet: this host answers, a host that is expected and absent is listed as such.
+    let (code, out, err) = run(&h, &["status", "--fleet", "--expect", &format!("{},gone-host", h.name), "--json"]);
+    assert_eq!(code, Some(1), "a host did not answer: {err}");
+    let doc = json(&out);
+    assert!(doc["answered"].as_array().is_some_and(|a| a.iter().any(|x| x == h.name.as_str())), "{doc}");
+    assert_eq!(doc["not_answering"], serde_json::json!(["gone-host"]), "{doc}");
+    assert!(doc["queue_depth"]["w"].is_u64(), "{doc}");
+    assert!(doc["drains"].as_array().is_some_and(|d| !d.is_empty()), "the host drain above is listed: {doc}");
+    let (code, out, _) = run(&h, &["status", "--fleet"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("drains and cordons:") && out.contains("memory swap"), "{out}");
 }

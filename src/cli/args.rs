@@ -24,7 +24,7 @@ pub enum Command {
     },
     /// Units, their state and current job, and recent alerts, from the supervisor.
     #[command(
-        after_help = "Examples:\n  drover status --config /etc/drover/drover.toml\n  drover status --config /etc/drover/drover.toml --json | jq .units"
+        after_help = "Examples:\n  drover status --config /etc/drover/drover.toml\n  drover status --config /etc/drover/drover.toml --json | jq .units\n  drover status --config /etc/drover/drover.toml --fleet --expect n1,n2,n3"
     )]
     Status {
         /// The configuration file.
@@ -33,6 +33,17 @@ pub enum Command {
         /// One JSON document instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every host's supervisor, asked over the broker: queue depths, units by health,
+        /// quarantines, drains, firing alerts.
+        #[arg(long)]
+        fleet: bool,
+        /// With --fleet: the hosts that should answer (comma-separated); those that do not are
+        /// listed as not answering and the exit status is 1.
+        #[arg(long, value_delimiter = ',', requires = "fleet")]
+        expect: Vec<String>,
+        /// With --fleet: how long to wait for the supervisors' answers.
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        wait: std::time::Duration,
     },
     /// Drain a unit, a host or a class: no new jobs, running ones finish until the deadline,
     /// the rest are requeued without charge, the units stop. Works from any host.

@@ -102,6 +102,17 @@ pub fn status(config: &Path, json: bool) -> Outcome {
     Ok(0)
 }
 
+pub fn fleet_status(config: &Path, expect: &[String], wait: Duration, json: bool) -> Outcome {
+    let cfg = load(config)?;
+    let f = block_on(super::fleet_status::gather(&cfg, expect, wait))?;
+    if json {
+        print_json(&f)?;
+    } else {
+        print!("{}", super::fleet_status::render(&f, wait));
+    }
+    Ok(if f.not_answering.is_empty() { 0 } else { 1 })
+}
+
 pub fn alerts(config: &Path, json: bool) -> Outcome {
     let status = status_report(&load(config)?)?;
     if json {

@@ -10,6 +10,7 @@ pub mod args;
 pub mod commands;
 pub mod dead;
 pub mod drainctl;
+pub mod fleet_status;
 pub mod submit;
 
 use crate::config::Config;
@@ -57,7 +58,13 @@ pub fn run(command: Command) -> Outcome {
         }
         Command::Dead { command } => c::dead(command),
         Command::Supervise { config } => c::supervise(&config),
-        Command::Status { config, json } => c::status(&config, json),
+        Command::Status { config, json, fleet, expect, wait } => {
+            if fleet {
+                c::fleet_status(&config, &expect, wait, json)
+            } else {
+                c::status(&config, json)
+            }
+        }
         Command::Alerts { config, json } => c::alerts(&config, json),
         Command::Timeline { config, since, fleet, json } => c::timeline(&config, since, fleet, json),
         Command::Drain { scope, deadline, reason, wait, json } => {
