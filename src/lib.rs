@@ -43,7 +43,8 @@
 //!   maintenance orders, timeline and request handling.
 //! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
 //!   function and picks the exit code once ([`cli::Failure`]); [`cli::submit`] (`drover submit`)
-//!   and [`cli::drainctl`] (`drover drain / cordon / undrain / rollout`) act from outside.
+//!   [`cli::drainctl`] (`drover drain / cordon / undrain / rollout`), [`cli::dead`] (`drover dead`)
+//!   and [`cli::fleet_status`] (`drover status --fleet`) act from outside.
 //!
 //! The binary (`src/main.rs`) only parses arguments, sets up logging and calls [`cli::run`].
 //! ARCHITECTURE.md says where each thing lives and which

@@ -4,7 +4,7 @@
 //!
 //! Also the commands that act on the fleet from outside a supervisor: [`submit`] (publishing
 //! jobs), [`drainctl`] (drains, cordons and rollouts sent to the supervisors over the broker)
-//! and [`dead`] (dead letters listed, shown and requeued).
+//! [`dead`] (dead letters listed, shown and requeued) and [`fleet_status`] (`status --fleet`).
 
 pub mod args;
 pub mod commands;
