@@ -24,9 +24,11 @@
 //! **quarantined**. A single job can never be enough (its p-value is at least `1 / (1 + n)`):
 //! stragglers alone do not cordon a host; several of its jobs at once do.
 //!
-//! **Slow hosts**: the share of the subject's successes (and running jobs already past the
-//! threshold) longer than `f` times the rest's median, against the rest's own share (stragglers
-//! included), tested the same way; at `f = 1.5` it is reported (at `cordon_alpha`), at
+//! **Slow hosts**: the share of the subject's successes longer than `f` times the rest's median,
+//! against the rest's own share (stragglers included), tested the same way (running jobs are
+//! left out: one is known to be slow only once it is past the threshold, while those that are
+//! not are not counted, so counting it would make two stragglers running at once look like
+//! evidence; a job that hangs is the tail test's); at `f = 1.5` it is reported (at `cordon_alpha`), at
 //! `f = slow_factor` with a median ratio (over the jobs that gave the evidence) of at least
 //! `slow_factor` it is cordoned (at `alpha`: slow jobs still complete, so it can wait for more).
 //!
@@ -651,11 +653,7 @@ fn bad_test(items: &[Item], rest: &Rest, q: f64) -> (f64, Test, u32, u32) {
 fn slow_test(items: &[Item], rest: &Rest, factor: f64) -> (f64, u32, u32) {
     let limit = factor * rest.median() as f64;
     let rate = (rest.successes_above(limit) + 1) as f64 / (rest.n_successes() + 2) as f64;
-    let event = |it: &Item| match it.end {
-        None => (it.run_ms as f64 > limit).then_some(true),
-        Some(End::Succeeded) => Some(it.run_ms as f64 > limit),
-        Some(_) => None,
-    };
+    let event = |it: &Item| (it.end == Some(End::Succeeded)).then_some(it.run_ms as f64 > limit);
     scan(items, event, rate)
 }
 
@@ -1121,6 +1119,38 @@ mod tests {
             let d = s.evaluate(t + 30 * MIN, &[]);
             assert_eq!(standing(&d, &host), want, "u0 succeeds last: {u0_succeeds_last}");
         }
+    }
+
+    #[test]
+    fn stragglers_running_now_are_no_evidence_of_a_slow_host() {
+        // One job in 50 of the rest is a straggler at 3x. Three of h0's newest successes took 3x
+        // (8e-6: not enough), and two of its units run jobs already at 3x: counted as slow they
+        // would make five in a row (3e-9) and cordon it before either ended.
+        let host = Subject::Host("h0".into());
+        for (running, want) in [(true, Standing::Healthy), (false, Standing::Healthy)] {
+            let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
+            for i in 0..3 {
+                let (unit, job) = (format!("u{i}"), format!("slow{i}"));
+                s.started(&start("h0", &unit, &job, t));
+                s.ended(&attempt("h0", &unit, &job, t, 90 * MIN, End::Succeeded));
+                t += MIN;
+            }
+            if running {
+                s.started(&start("h0", "u0", "now0", t));
+                s.started(&start("h0", "u1", "now1", t));
+            }
+            let d = s.evaluate(t + 90 * MIN, &[]);
+            assert_eq!(standing(&d, &host), want, "running: {running}");
+        }
+        // The same host once those two ended as slow too: five slow successes in a row.
+        let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
+        for i in 0..5 {
+            let (unit, job) = (format!("u{}", i % 3), format!("slow{i}"));
+            s.started(&start("h0", &unit, &job, t));
+            s.ended(&attempt("h0", &unit, &job, t, 90 * MIN, End::Succeeded));
+            t += MIN;
+        }
+        assert_eq!(standing(&s.evaluate(t, &[]), &host), Standing::Suspect);
     }
 
     #[test]
