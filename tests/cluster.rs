@@ -113,13 +113,25 @@ impl Drop for Stopped {
     }
 }
 
-/// The node (1-based) that leads a quorum queue, from the management API of node `via`.
-async fn leader(queue: &str, via: usize) -> usize {
+/// The node (1-based) that leads a quorum queue, from the management API of node `via`; `None`
+/// while none does (an election, or statistics not yet refreshed).
+async fn leader(queue: &str, via: usize) -> Option<usize> {
     let url = format!("{}/api/queues/%2F/{queue}", management(via));
     let q = drover::io::policies::get_json(&url, "guest:guest", Duration::from_secs(30)).await.expect("queue info");
     assert_eq!(q.get("type").and_then(|t| t.as_str()), Some("quorum"), "{queue} is a quorum queue: {q}");
     let leader = q.get("leader").and_then(|l| l.as_str()).unwrap_or_default().to_string();
-    (1..=3).find(|n| node(*n) == leader).unwrap_or_else(|| panic!("leader of {queue}: {q}"))
+    (1..=3).find(|n| node(*n) == leader)
+}
+
+/// Waits (at most a minute) for a leader of `queue` other than `not`.
+async fn new_leader(queue: &str, via: usize, not: Option<usize>) -> usize {
+    for _ in 0..120 {
+        match leader(queue, via).await {
+            Some(n) if Some(n) != not => return n,
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    panic!("no leader of {queue} other than {not:?} within a minute");
 }
 
 struct Letter {
@@ -191,7 +203,7 @@ async fn jobs_on_quorum_queues_all_complete_once_at_a_time_while_the_leader_node
     let work = format!("{}.jobs.q", env.prefix);
     wait_until("the first jobs to complete", Duration::from_secs(120), || done_ids(&env).len() >= 3);
 
-    let lead = leader(&work, 1).await;
+    let lead = new_leader(&work, 1, None).await;
     let before = done_ids(&env).len();
     {
         let _down = Stopped::node(lead);
@@ -199,8 +211,8 @@ async fn jobs_on_quorum_queues_all_complete_once_at_a_time_while_the_leader_node
         wait_until("jobs to complete with a node down", Duration::from_secs(180), || {
             done_ids(&env).len() >= (before + 5).min(ids.len())
         });
-        let other = lead % 3 + 1;
-        assert_ne!(leader(&work, other).await, lead, "another node leads the work queue while {} is down", node(lead));
+        // Another node leads the work queue while the old leader is down.
+        new_leader(&work, lead % 3 + 1, Some(lead)).await;
     }
     wait_until("every job to complete", Duration::from_secs(240), || done_ids(&env).is_superset(&ids));
 
@@ -314,4 +326,54 @@ async fn a_long_job_on_quorum_queues_runs_once_under_two_lease_queues() {
         assert_eq!(left, Some(0), "{q} holds no copy once the job is done");
     }
     assert_eq!(depth(&format!("{}.jobs.l", env.prefix)).await, Some(0));
+}
+
+/// The node (1-based) that holds the connection named `name`, from the management API.
+async fn node_of_connection(name: &str) -> Option<usize> {
+    let url = format!("{}/api/connections", management(1));
+    let all = drover::io::policies::get_json(&url, "guest:guest", Duration::from_secs(30)).await.ok()?;
+    let conn = all
+        .as_array()?
+        .iter()
+        .find(|c| c.pointer("/client_properties/connection_name").and_then(|n| n.as_str()) == Some(name))?;
+    let node_name = conn.get("node")?.as_str()?;
+    (1..=3).find(|n| node(*n) == node_name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_broker_node_stops_goes_on_through_another_node() {
+    let env = env(
+        "cluster-rotate",
+        r#"
+        [classes.r]
+        mode = "exec"
+        command = ["python3", "{handler}"]
+        timeout = "60s"
+    "#,
+    );
+    let w = env.worker("r", "r-1");
+    env.submit("r", "{}", 1, &[]);
+    wait_until("the first job", Duration::from_secs(120), || env.behave("done").len() == 1);
+    let mut on = None;
+    for _ in 0..60 {
+        // The management API's connection list is refreshed every few seconds.
+        on = node_of_connection("drover work r-1").await;
+        if on.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let on = on.expect("the worker's connection is listed");
+    {
+        let _down = Stopped::node(on);
+        env.submit("r", "{}", 3, &[]);
+        wait_until("jobs done through another node", Duration::from_secs(180), || env.behave("done").len() == 4);
+    }
+    let log = w.log();
+    let stopped_port = format!("127.0.0.1:{}", 5672 + on);
+    let restored = log.lines().find(|l| l.contains("broker connection restored")).unwrap_or_default().to_string();
+    assert!(
+        !restored.is_empty() && !restored.contains(&stopped_port),
+        "reconnected to a node other than {stopped_port}:\n{log}"
+    );
 }
