@@ -26,6 +26,10 @@ pub const VERSION: u32 = 1;
 /// How long a host's verdicts are believed without a fresh message from its supervisor.
 pub const BELIEVED_MS: i64 = 24 * 3600 * 1000;
 
+/// The `host` of the fleet-wide message of the fleet's judge: the blames of every host, sent
+/// once rather than in each host's message.
+pub const FLEET: &str = "(fleet)";
+
 /// The routing key of a host's verdicts on the control exchange.
 pub fn routing_key(host: &str) -> String {
     format!("verdicts.{}", host.replace('.', "_"))
@@ -119,6 +123,11 @@ impl Fleet {
 
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
+    }
+
+    /// Every host's message held, to hand on (a supervisor to its workers).
+    pub fn all(&self) -> Vec<HostVerdicts> {
+        self.hosts.values().cloned().collect()
     }
 
     /// Whether a host other than `host` said, within [`SERVING_FRESH_MS`] of `now_ms`, that it
