@@ -11,6 +11,7 @@ mod drains;
 mod failures;
 mod flow;
 mod incident;
+mod judge;
 mod lease;
 mod lifecycle;
 pub mod quarantine;

@@ -14,6 +14,7 @@ use crate::alerts::{Alert, AlertBook, AlertKey, Condition, Policy, Severity, Tra
 use crate::events::JobEvent;
 use crate::judge::{AlertKind, HostJudgment, HostView, Judge, JudgeConfig, Kept};
 use crate::latency::{self, Baselines, LatencyWatch, WatchConfig};
+use crate::maintenance::Order;
 use crate::verdicts::HostVerdicts;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,6 +87,9 @@ pub struct FleetJudgeConfig {
     pub resolve_after: Duration,
     /// Whether the quarantine policy is on (`quarantine.enabled`).
     pub quarantine: bool,
+    /// After taking over, how long the judge waits for every host's report before it
+    /// clears an alert whose condition it does not see (a few evaluation periods).
+    pub settle: Duration,
 }
 
 /// One evaluation's output.
@@ -105,7 +109,15 @@ pub struct FleetJudge {
     watch: LatencyWatch,
     book: AlertBook,
     reports: BTreeMap<String, HostReport>,
+    /// The first evaluation's time.
+    since_ms: Option<i64>,
+    /// Orders sent to a host and not yet in its reports, with the reports still to come
+    /// before they should be (a report may have left before the judgment arrived).
+    pending: BTreeMap<String, (Vec<Order>, u32)>,
 }
+
+/// Reports from a host after a judgment by which its orders show it.
+const PENDING_REPORTS: u32 = 2;
 
 /// How an alert of `name` fires and resolves: the judge's own conditions and drift at once,
 /// the rest after the configured hold-downs.
@@ -134,6 +146,8 @@ impl FleetJudge {
             watch,
             book: AlertBook::restore(snapshot.firing),
             reports: BTreeMap::new(),
+            since_ms: None,
+            pending: BTreeMap::new(),
             cfg,
         }
     }
@@ -151,6 +165,10 @@ impl FleetJudge {
             return;
         }
         self.judge.set_host(&r.view.host);
+        if let Some((_, left)) = self.pending.get_mut(&r.view.host) {
+            *left = left.saturating_sub(1);
+        }
+        self.pending.retain(|_, (_, left)| *left > 0);
         for f in &r.forget {
             self.judge.forget(&f.class, f.unit.as_deref());
         }
@@ -168,25 +186,35 @@ impl FleetJudge {
     /// The periodic evaluation. `backlog`: ready jobs per class (absent: unknown).
     pub fn evaluate(&mut self, now_ms: i64, backlog: &BTreeMap<String, u64>) -> Evaluation {
         self.reports.retain(|_, r| now_ms - r.at_ms < REPORT_KEPT_MS);
-        let views: Vec<HostView> = self.reports.values().map(|r| r.view.clone()).collect();
+        let mut views: Vec<HostView> = self.reports.values().map(|r| r.view.clone()).collect();
         let did = self.did();
         let mut conditions: Vec<Condition> =
             self.watch.evaluate(now_ms, backlog, &did).into_iter().filter(fleet_wide).collect();
         let mut judgments = Vec::new();
         if self.cfg.quarantine {
+            self.with_pending(&mut views);
             let (j, c) = self.judge.evaluate_fleet(&views, now_ms);
+            for h in &j {
+                let orders = h.wants.iter().map(|w| w.as_order(now_ms)).collect();
+                self.pending.insert(h.host.clone(), (orders, PENDING_REPORTS));
+            }
             judgments = j;
             conditions.extend(c);
+            // The verdicts count what was just decided as in force: the blame goes out with it.
+            views = self.reports.values().map(|r| r.view.clone()).collect();
+            self.with_pending(&mut views);
         }
         let verdicts = self.judge.fleet_verdicts(&views, now_ms);
         self.judge.set_host(&self.cfg.judge.host.clone());
-        // The judge's conditions that are no longer there are cleared.
+        // The judge's conditions that are no longer there are cleared; not before every host
+        // has had time to report (a new judge knows the hosts' orders only from their reports).
+        let settled = now_ms - *self.since_ms.get_or_insert(now_ms) >= self.cfg.settle.as_millis() as i64;
         let present: BTreeSet<AlertKey> = conditions.iter().map(|c| c.key.clone()).collect();
         let gone: Vec<Condition> = self
             .book
             .keys()
             .into_iter()
-            .filter(|k| AlertKind::judged(&k.name) && !present.contains(k))
+            .filter(|k| settled && AlertKind::judged(&k.name) && !present.contains(k))
             .map(|key| Condition {
                 key,
                 active: false,
@@ -204,6 +232,18 @@ impl FleetJudge {
         let news =
             News { v: VERSION, at_ms: now_ms, judge: self.cfg.judge.host.clone(), verdicts, firing: self.firing() };
         Evaluation { judgments, transitions, news }
+    }
+
+    /// Orders sent and not yet reported, joined to the hosts' views.
+    fn with_pending(&self, views: &mut [HostView]) {
+        for v in views.iter_mut() {
+            let Some((orders, _)) = self.pending.get(&v.host) else { continue };
+            for o in orders {
+                if !v.orders.iter().any(|held| held.kind == o.kind && held.scope == o.scope) {
+                    v.orders.push(o.clone());
+                }
+            }
+        }
     }
 
     /// The fleet's alerts firing now.
@@ -270,6 +310,7 @@ mod tests {
             fire_after: Duration::ZERO,
             resolve_after: Duration::ZERO,
             quarantine: true,
+            settle: Duration::from_millis(1_000),
         }
     }
 
@@ -312,11 +353,19 @@ mod tests {
         let hosts: Vec<&str> = e.judgments.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(hosts, ["bad"], "{:?}", e.judgments);
         assert!(e.judgments[0].wants.iter().all(|w| w.kind == Kind::Quarantine));
-        // Verdicts: one message per host and one for the fleet's blames.
+        let wants = e.judgments[0].wants.clone();
+        // Verdicts: one message per host and one for the fleet's blames (already: the page and
+        // the blame go out with the decision).
         assert_eq!(e.news.verdicts.len(), 6);
+        assert_eq!(fired(&e.transitions), ["WorkerQuarantined"]);
+        let blamed = e.news.verdicts.iter().find(|v| v.host == crate::verdicts::FLEET).expect("fleet");
+        assert_eq!(blamed.blamed.len(), 2, "both quarantined units blamed once");
+        // A report sent before the host applied the judgment changes nothing.
+        j.report(report("bad", vec![]), 1_200);
+        let e = j.evaluate(1_400, &BTreeMap::new());
+        assert!(e.judgments.is_empty() && e.transitions.is_empty(), "{e:?}");
         // The host applies the quarantine; the next evaluation pages once for it.
-        let held: Vec<Order> = e.judgments[0]
-            .wants
+        let held: Vec<Order> = wants
             .iter()
             .enumerate()
             .map(|(i, w)| Order {
@@ -333,18 +382,16 @@ mod tests {
             .collect();
         j.report(report("bad", held), 1_500);
         let e = j.evaluate(2_000, &BTreeMap::new());
-        assert!(e.judgments.is_empty(), "nothing more wanted: {:?}", e.judgments);
-        let fired: Vec<&str> = e
-            .transitions
-            .iter()
+        assert!(e.judgments.is_empty() && e.transitions.is_empty(), "nothing more: {e:?}");
+    }
+
+    fn fired(t: &[Transition]) -> Vec<&str> {
+        t.iter()
             .filter_map(|t| match t {
                 Transition::Fired(a) => Some(a.key.name.as_str()),
                 Transition::Resolved(_) => None,
             })
-            .collect();
-        assert_eq!(fired, ["WorkerQuarantined"]);
-        let blamed = e.news.verdicts.iter().find(|v| v.host == crate::verdicts::FLEET).expect("fleet");
-        assert_eq!(blamed.blamed.len(), 2, "both quarantined units blamed once");
+            .collect()
     }
 
     #[test]
@@ -371,8 +418,9 @@ mod tests {
         let snap: Snapshot =
             serde_json::from_str(&serde_json::to_string(&old.snapshot(2_000)).expect("json")).expect("parses");
 
-        // The new judge has seen no event; the hosts report again.
+        // The new judge has seen no event; before the hosts report, it clears nothing.
         let mut new = FleetJudge::new(cfg("h1"), Some(snap));
+        assert!(new.evaluate(2_500, &BTreeMap::new()).transitions.is_empty());
         for h in ["h0", "h1", "h2", "h3"] {
             new.report(report(h, vec![]), 3_000);
         }
@@ -411,12 +459,11 @@ mod tests {
         }
         let e = j.evaluate(1_000, &BTreeMap::new());
         assert_eq!(e.judgments.len(), 4, "every host pauses the class: {:?}", e.judgments);
+        assert_eq!(fired(&e.transitions), ["ClassPaused"], "one page for the fleet");
         for h in ["h0", "h1", "h2", "h3"] {
             j.report(report(h, vec![pause(h)]), 1_000);
         }
         let e = j.evaluate(2_000, &BTreeMap::new());
-        let paused =
-            e.transitions.iter().filter(|t| matches!(t, Transition::Fired(a) if a.key.name == "ClassPaused")).count();
-        assert_eq!(paused, 1);
+        assert!(e.transitions.is_empty(), "{:?}", e.transitions);
     }
 }

@@ -149,6 +149,24 @@ pub struct Want {
     pub until_ms: i64,
 }
 
+impl Want {
+    /// The order its host will hold once it applies it (the judge counts it as in force
+    /// until the host's reports show it).
+    pub fn as_order(&self, now_ms: i64) -> Order {
+        Order {
+            id: "provisional".into(),
+            kind: self.kind,
+            scope: self.scope.clone(),
+            reason: self.reason.clone(),
+            who: "drover".into(),
+            at_ms: now_ms,
+            deadline_ms: (self.kind != Kind::Cordon).then_some(self.until_ms),
+            probing_since_ms: None,
+            probes: 0,
+        }
+    }
+}
+
 /// One host as the fleet's judge sees it: its units with their classes, its orders in force,
 /// and the classes it has a healthy unit taking jobs for (from the host's own report).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -167,11 +185,15 @@ pub struct HostJudgment {
     pub wants: Vec<Want>,
     pub lifts: Vec<Scope>,
     pub shadow: Vec<String>,
+    /// Jobs this host's drains or quarantines moved away, and where they started again (seen
+    /// by the judge, which alone sees every host's events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<maintenance::Moved>,
 }
 
 impl HostJudgment {
     pub fn is_empty(&self) -> bool {
-        self.wants.is_empty() && self.lifts.is_empty() && self.shadow.is_empty()
+        self.wants.is_empty() && self.lifts.is_empty() && self.shadow.is_empty() && self.moved.is_empty()
     }
 }
 
@@ -196,6 +218,8 @@ pub struct Judge {
     lifts: Vec<Scope>,
     shadow: Vec<String>,
     suspect_alerts: Vec<suspects::Alert>,
+    /// The classes of the units of the host judged now, as it reported them.
+    unit_classes: BTreeMap<String, String>,
 }
 
 impl Judge {
@@ -210,6 +234,7 @@ impl Judge {
             lifts: Vec::new(),
             shadow: Vec::new(),
             suspect_alerts: Vec::new(),
+            unit_classes: BTreeMap::new(),
         }
     }
 
@@ -354,15 +379,19 @@ impl Judge {
         let mut judged = Vec::new();
         let mut conditions: BTreeMap<AlertKey, Condition> = BTreeMap::new();
         for h in hosts {
-            self.set_host(&h.host);
+            self.set_view(h);
             let mut wants = self.attribute(&h.units, &h.orders, now);
             self.judge_suspects(&d, &h.orders, now, &mut wants);
-            let j = HostJudgment { host: h.host.clone(), wants, lifts: self.take_lifts(), shadow: self.take_shadow() };
+            // The pages go out with the decision: its orders count as in force.
+            let mut held = h.orders.clone();
+            held.extend(wants.iter().map(|w| w.as_order(now)));
+            for c in self.conditions(&held, &[]) {
+                conditions.entry(c.key.clone()).or_insert(c);
+            }
+            let (lifts, shadow) = (self.take_lifts(), self.take_shadow());
+            let j = HostJudgment { host: h.host.clone(), wants, lifts, shadow, moved: Vec::new() };
             if !j.is_empty() {
                 judged.push(j);
-            }
-            for c in self.conditions(&h.orders, &[]) {
-                conditions.entry(c.key.clone()).or_insert(c);
             }
         }
         (judged, conditions.into_values().collect())
@@ -373,6 +402,19 @@ impl Judge {
         if self.cfg.host != host {
             self.cfg.host = host.to_string();
         }
+        self.unit_classes.clear();
+    }
+
+    /// Judges as the host of `view`, whose units' classes it says (hosts may name their
+    /// units with prefixes of their own).
+    fn set_view(&mut self, view: &HostView) {
+        self.set_host(&view.host);
+        self.unit_classes = view.units.iter().cloned().collect();
+    }
+
+    /// A unit's class: as its host said, else from its name.
+    fn class_of(&self, unit: &str) -> String {
+        self.unit_classes.get(unit).cloned().unwrap_or_else(|| class_of_unit(&self.cfg.unit_prefix, unit))
     }
 
     /// A host's report says its operator released a unit, a hold ran out or a probe passed:
@@ -478,9 +520,7 @@ impl Judge {
         let mut out = Vec::new();
         for o in orders {
             match (&o.kind, &o.scope) {
-                (Kind::Quarantine, Scope::Unit(u)) => {
-                    quarantined.entry(class_of_unit(&self.cfg.unit_prefix, u)).or_default().push(o)
-                }
+                (Kind::Quarantine, Scope::Unit(u)) => quarantined.entry(self.class_of(u)).or_default().push(o),
                 (Kind::Pause, Scope::Class(c)) => out.push(self.paused(c, o)),
                 _ => {}
             }
@@ -568,7 +608,7 @@ impl Judge {
     pub fn fleet_verdicts(&mut self, hosts: &[HostView], now: i64) -> Vec<HostVerdicts> {
         let mut blamed = Vec::new();
         for h in hosts {
-            self.set_host(&h.host);
+            self.set_view(h);
             blamed.extend(self.blamed(&h.orders));
         }
         let blames = &mut self.kept.blames;
@@ -592,13 +632,13 @@ impl Judge {
         blames.retain(|b| b.active || now - b.since_ms < verdicts::BELIEVED_MS);
         let mut out = Vec::with_capacity(hosts.len() + 1);
         for h in hosts {
-            self.set_host(&h.host);
+            self.set_view(h);
             let mut suspects = self.suspects(&h.units);
             // Units cordoned as suspects (running ages): jobs that fail there are retried, not
             // given up on, until the cordon becomes a quarantine or is lifted.
             for o in h.orders.iter().filter(|o| o.kind == Kind::Cordon && o.who == "drover") {
                 let Some(u) = o.scope.unit() else { continue };
-                let s = Suspect { worker: self.worker(u), class: class_of_unit(&self.cfg.unit_prefix, u) };
+                let s = Suspect { worker: self.worker(u), class: self.class_of(u) };
                 if !suspects.contains(&s) {
                     suspects.push(s);
                 }
@@ -631,7 +671,7 @@ impl Judge {
             .iter()
             .filter_map(|o| match (&o.kind, &o.scope) {
                 (Kind::Quarantine, Scope::Unit(u)) => {
-                    let class = class_of_unit(&self.cfg.unit_prefix, u);
+                    let class = self.class_of(u);
                     let worker = self.worker(u);
                     let mut jobs = self.attribution.failed_jobs(&class, &Subject::Worker(worker.clone()));
                     jobs.extend(self.attribution.failed_jobs(&class, &host));
