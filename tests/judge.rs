@@ -113,3 +113,44 @@ async fn one_judge_per_fleet_and_a_takeover_keeps_quarantines_baselines_and_the_
         [&first, &second, &bad].iter().map(|h| h.supervisor_log().matches("ALERT WorkerQuarantined").count()).sum();
     assert_eq!(pages, 1, "one page for the bad host, over the takeover");
 }
+
+/// A shared outage seen on three hosts is one page for the fleet (one `ClassPaused`, raised by
+/// the judge), shown by every supervisor with the same labels; before, each supervisor raised it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_paused_on_three_hosts_is_one_page_for_the_fleet() {
+    let class = CLASS
+        .replace("hold = \"10m\"", "hold = \"1h\"")
+        .replace("timeout = \"2s\"", "timeout = \"30s\"")
+        .replace("max_attempts = 10", "max_attempts = 100");
+    let mut hosts = vec![Host::new("judge-outage", &class)];
+    hosts.push(hosts[0].other_host("outage-b", 3));
+    hosts.push(hosts[0].other_host("outage-c", 3));
+    let outage = hosts[0].env.dir.join("dependency-down");
+    std::fs::write(&outage, "").expect("the dependency goes down");
+    for h in hosts.iter_mut() {
+        add_environment(h, &format!("BEHAVE_FAIL_IF={}", outage.display()));
+        h.start_supervisor();
+    }
+    for h in &hosts {
+        h.wait_status("3 healthy units", Duration::from_secs(60), |u| {
+            u.len() == 3 && u.values().all(|s| s.health == "healthy")
+        });
+    }
+    hosts[0].env.submit("w", r#"{"sleep": 0}"#, 30, &[]);
+    for h in &hosts {
+        h.wait_status("the class paused", Duration::from_secs(90), |u| u.values().all(|s| s.health == "cordoned"));
+    }
+    for h in &hosts {
+        h.wait_status("the fleet's page in the status", Duration::from_secs(30), |_| {
+            h.status().is_some_and(|s| s.firing.iter().any(|a| a.key.name == "ClassPaused"))
+        });
+        let s = h.status().expect("status");
+        let paused: Vec<_> = s.firing.iter().filter(|a| a.key.name == "ClassPaused").collect();
+        assert_eq!(paused.len(), 1, "{:?}", s.firing);
+        assert_eq!(paused[0].key.labels, [("class".to_string(), "w".to_string())].into_iter().collect());
+    }
+    let pages: usize = hosts.iter().map(|h| h.supervisor_log().matches("ALERT ClassPaused").count()).sum();
+    assert_eq!(pages, 1, "one page for the fleet");
+    let judges = hosts.iter().filter(|h| elected(h)).count();
+    assert_eq!(judges, 1, "one judge");
+}

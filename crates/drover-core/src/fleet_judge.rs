@@ -114,7 +114,12 @@ pub struct FleetJudge {
     /// Orders sent to a host and not yet in its reports, with the reports still to come
     /// before they should be (a report may have left before the judgment arrived).
     pending: BTreeMap<String, (Vec<Order>, u32)>,
+    /// When each class was last given a new fleet-wide baseline.
+    rebaselined: BTreeMap<String, i64>,
 }
+
+/// Requests for a class's new baseline within this long of the last are the same request.
+const REBASELINE_ONCE_MS: i64 = 60_000;
 
 /// Reports from a host after a judgment by which its orders show it.
 const PENDING_REPORTS: u32 = 2;
@@ -148,6 +153,7 @@ impl FleetJudge {
             reports: BTreeMap::new(),
             since_ms: None,
             pending: BTreeMap::new(),
+            rebaselined: BTreeMap::new(),
             cfg,
         }
     }
@@ -173,7 +179,12 @@ impl FleetJudge {
             self.judge.forget(&f.class, f.unit.as_deref());
         }
         for class in &r.rebaseline {
-            self.watch.rebaseline(class, None, now_ms);
+            // Asked of every supervisor at once: the first report that says so restarts it.
+            let last = self.rebaselined.get(class).copied();
+            if last.is_none_or(|at| now_ms - at > REBASELINE_ONCE_MS) {
+                self.watch.rebaseline(class, None, now_ms);
+                self.rebaselined.insert(class.clone(), now_ms);
+            }
         }
         self.reports.insert(r.view.host.clone(), r);
     }

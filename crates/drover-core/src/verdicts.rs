@@ -1,8 +1,9 @@
 //! What the supervisors have concluded about workers and jobs, as every worker needs it to
 //! charge a job fairly.
 //!
-//! Each supervisor publishes its host's verdicts on the broker's control exchange (routed
-//! `verdicts.<host>`), every time it evaluates, and each worker follows all of them:
+//! The fleet's judge publishes them on the broker's control exchange (the `judge.news`
+//! message: one entry per host, and one, [`FLEET`], with every blame), every time it
+//! evaluates; each supervisor keeps the latest and its workers ask it for them:
 //! - **blames**: the workers of this host quarantined for a class, with the jobs that failed on
 //!   them as evidence. Those failures were the worker's fault: they use up none of the job's
 //!   attempts and do not count towards poison. Kept for a day after the quarantine ends, since
