@@ -319,6 +319,8 @@ fn main() {
         let r = run(hosts, 7);
         let per = |n: u64| n as f64 / r.job_events as f64;
         let alerts: Vec<String> = r.alerts.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        let secs = |t: Option<i64>| t.map_or("none".into(), |ms| format!("{} s", ms / 1000));
+        let times = format!("{} / {}", secs(r.cordon_after_ms), secs(r.verdict_after_ms));
         println!(
             "| {} | {} | {:.2} / {:.2} | {:.0} | {:.1} µs | {:.1} ms | {:.1} MB | {:.0} KB | {} | {} |",
             r.hosts,
@@ -330,11 +332,7 @@ fn main() {
             r.evaluate_ns as f64 / r.evaluations.max(1) as f64 / 1e6,
             r.judge_bytes as f64 / 1e6,
             r.news_bytes as f64 / 1000.0,
-            format!(
-                "{} / {}",
-                r.cordon_after_ms.map_or("none".into(), |ms| format!("{} s", ms / 1000)),
-                r.verdict_after_ms.map_or("none".into(), |ms| format!("{} s", ms / 1000))
-            ),
+            times,
             alerts.join(", ")
         );
     }
