@@ -1,10 +1,12 @@
-//! This host's judge: what the quarantine policy ([`crate::quarantine`]) decides for this
-//! host's units, given the fleet's job outcomes and the maintenance orders in force.
+//! The judge: what the quarantine policy ([`crate::quarantine`]) decides for a host's units,
+//! given the fleet's job outcomes and the maintenance orders in force.
 //!
-//! The supervisor feeds it (every job event, the units it runs, the orders, the time) and
-//! applies what it returns: orders to add ([`Want`]), probes to settle ([`ProbeStep`]), alert
-//! conditions, and the verdicts to publish for the workers (fair charging). It keeps the state
-//! that must outlive a restart ([`Kept`]: the jobs each quarantine forgave, the hold lengths).
+//! The fleet's judge ([`crate::fleet_judge`]) feeds it every job event and each host's units
+//! and orders, and gets back, for every host at once ([`Judge::evaluate_fleet`]), the orders
+//! to add ([`Want`]), the alert conditions, and the verdicts for the workers (fair charging,
+//! [`Judge::fleet_verdicts`]). Each supervisor keeps one too, fed no events, for its own
+//! probes ([`ProbeStep`]) and holds ([`Judge::next_hold`]). The state that must outlive a
+//! restart is [`Kept`]: the jobs each quarantine forgave, the hold lengths.
 
 use crate::alerts::{AlertKey, Condition, Severity};
 use crate::events::{EventKind, JobEvent};
