@@ -5,9 +5,9 @@
 //!
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
-//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`verdicts`], [`drift`],
-//! [`latency`], [`alerts`], [`timeline`], [`topology`]. That crate depends on no async runtime, broker, bus or HTTP crate
-//! and reads no clock, environment or random source, so the compiler keeps them pure.
+//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`fleet_judge`], [`verdicts`],
+//! [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`]. That crate depends on no async runtime, broker, bus
+//! or HTTP crate and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
 //! This crate holds what talks to the world and what joins the two:
 //! - [`io`]: adapters, I/O only, translating to and from the core's types:
@@ -23,6 +23,8 @@
 //!   - [`io::notify`]: sd_notify (READY, STATUS, WATCHDOG);
 //!   - [`io::control`]: the supervisor's Unix socket and its JSON protocol;
 //!   - [`io::fleet`]: the same protocol across hosts, over the broker's control exchange;
+//!   - [`io::judge`]: the fleet's judge on the broker: its election (a single-active-consumer
+//!     queue), its state queue, hosts' reports, its judgments and news;
 //!   - [`io::webhook`]: alert delivery to an Alertmanager-compatible webhook;
 //!   - [`io::metrics`]: every metric name and the Prometheus recorder;
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
@@ -36,8 +38,9 @@
 //!   its deadlines; `execute`, the one executor of decisions (deliveries and leases alike);
 //!   `lease`, leases for long jobs.
 //! - [`supervisor`]: `drover supervise`, the per-host supervisor ([`supervisor::run`]): units
-//!   and reconcile passes in `supervisor/mod.rs`; `watch`, the fleet's job events fed to the
-//!   latency watch and the judge, and their alerts delivered; [`supervisor::orders`], its
+//!   and reconcile passes in `supervisor/mod.rs`; `watch`, this host's job events, the seat of
+//!   the fleet's judge when the broker gives it to this supervisor, the judge's decisions
+//!   applied and the alerts delivered; [`supervisor::orders`], its
 //!   maintenance orders, timeline and request handling.
 //! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
 //!   function and picks the exit code once ([`cli::Failure`]); [`cli::submit`] (`drover submit`)
@@ -48,8 +51,8 @@
 //! rules the modules keep.
 
 pub use drover_core::{
-    alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, quarantine, reconcile,
-    rollout, suspects, timeline, topology, verdicts,
+    alerts, backoff, config, drift, duration, events, fleet_judge, job, judge, latency, maintenance, outcome,
+    quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;

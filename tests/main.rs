@@ -12,6 +12,7 @@ mod drains;
 mod failures;
 mod flow;
 mod incident;
+mod judge;
 pub mod lease;
 mod lifecycle;
 pub mod quarantine;

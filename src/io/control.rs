@@ -54,6 +54,8 @@ pub enum Request {
         reason: String,
         who: String,
     },
+    /// The fleet's verdicts as the judge last sent them (a worker's, for fair charging).
+    Verdicts,
 }
 
 pub use crate::timeline::TimelineEntry;
@@ -122,6 +124,8 @@ pub struct Response {
     pub timeline: Vec<TimelineEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<crate::verdicts::HostVerdicts>,
 }
 
 /// Serves requests until `cancel` fires. The socket is created owner-only (0600, in a 0700
@@ -138,11 +142,20 @@ impl Response {
             progress: vec![],
             timeline: vec![],
             error: Some(e.to_string()),
+            verdicts: vec![],
         }
     }
 
     pub fn ok(host: &str) -> Response {
-        Response { ok: true, host: host.into(), status: None, progress: vec![], timeline: vec![], error: None }
+        Response {
+            ok: true,
+            host: host.into(),
+            status: None,
+            progress: vec![],
+            timeline: vec![],
+            error: None,
+            verdicts: vec![],
+        }
     }
 }
 

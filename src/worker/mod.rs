@@ -107,10 +107,9 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
         verdicts_heard: Arc::default(),
         probing: false,
     };
-    tasks.spawn(crate::io::fleet::follow_verdicts(
-        w.cfg.clone(),
+    tasks.spawn(follow_verdicts(
+        w.cfg.supervisor.socket.clone(),
         w.verdicts.clone(),
-        format!("drover work {unit}"),
         w.verdicts_heard.clone(),
         tasks.token().clone(),
     ));
@@ -120,6 +119,45 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
     let code = w.main().await;
     tasks.shutdown(Duration::from_secs(2)).await;
     code
+}
+
+/// How often a worker asks its supervisor for the fleet's verdicts.
+const VERDICTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the fleet's verdicts through this host's supervisor (its control socket), not a
+/// broker connection of its own: the judge sends them to each supervisor once, and its
+/// workers ask it over the socket. Without a supervisor the worker goes on with what it
+/// has; `heard` is notified at each answer.
+async fn follow_verdicts(
+    socket: std::path::PathBuf,
+    into: Arc<Mutex<crate::verdicts::Fleet>>,
+    heard: Arc<tokio::sync::Notify>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut said = false;
+    loop {
+        match crate::io::control::request(&socket, &crate::io::control::Request::Verdicts, Duration::from_secs(2)).await
+        {
+            Ok(r) if r.ok => {
+                if let Ok(mut f) = into.lock() {
+                    f.expire(crate::io::clock::now_ms());
+                    r.verdicts.into_iter().for_each(|v| f.update(v));
+                }
+                heard.notify_one();
+                said = false;
+            }
+            Ok(r) => tracing::debug!("no verdicts from the supervisor: {}", r.error.unwrap_or_default()),
+            Err(e) if !said => {
+                tracing::info!("no verdicts from a supervisor ({e:#}); going on with what this worker has");
+                said = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(VERDICTS_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
 }
 
 /// The worker's name in events: under systemd its unit's full name (the instance comes from
@@ -223,7 +261,7 @@ impl Worker {
         if std::env::var_os("INVOCATION_ID").is_some() {
             // Run by a supervisor: hear the fleet's verdicts before the first job, so that a
             // freshly restarted worker does not run a job that already killed its workers.
-            notify::status("asking the supervisors for their verdicts");
+            notify::status("asking the supervisor for the fleet's verdicts");
             if tokio::time::timeout(VERDICTS_WAIT, self.verdicts_heard.notified()).await.is_err() {
                 tracing::warn!(
                     "no supervisor's verdicts within {}; taking jobs anyway",

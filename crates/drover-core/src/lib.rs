@@ -33,6 +33,9 @@
 //! - [`drift`]: the latency drift detector (robust sequential test on log durations).
 //! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
 //!   stalls.
+//! - [`fleet_judge`]: the fleet's one judge (elected by the broker): every job event and each
+//!   host's report in; judgments per host, the fleet's verdicts and alerts out, once per fleet;
+//!   its snapshot for the next judge.
 //! - [`timeline`]: the timeline's entries, every host's merged into one, first failures noted.
 //! - [`alerts`]: the alert state machine (dedupe, hold-down), and where alerts are posted.
 //! - [`topology`]: the broker's side: queue arguments (classic or quorum), delivery limits,
@@ -44,6 +47,7 @@ pub mod config;
 pub mod drift;
 pub mod duration;
 pub mod events;
+pub mod fleet_judge;
 pub mod job;
 pub mod judge;
 pub mod latency;

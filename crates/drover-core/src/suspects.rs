@@ -448,6 +448,9 @@ pub struct Suspects {
     windows: BTreeMap<Key, VecDeque<Done>>,
     /// Job id -> its running attempt.
     running: BTreeMap<String, Running>,
+    /// Worker -> the job it runs (one at a time): a start finds the worker's previous one
+    /// without a scan of the fleet's running jobs.
+    by_worker: BTreeMap<String, String>,
     out: BTreeMap<Key, Out>,
 }
 
@@ -472,7 +475,17 @@ impl Suspects {
         let worker = worker_of(&s.unit, &s.host);
         // A worker runs one job at a time: a start there means its previous attempt is over,
         // whether or not its end was heard (a host that died under it).
-        self.running.retain(|_, r| r.worker != worker);
+        if let Some(previous) = self.by_worker.insert(worker.clone(), s.job.clone()) {
+            if self.running.get(&previous).is_some_and(|r| r.worker == worker) {
+                self.running.remove(&previous);
+            }
+        }
+        if let Some(r) = self.running.get(&s.job) {
+            // The job moved here from another worker without an end heard there.
+            if r.worker != worker && self.by_worker.get(&r.worker) == Some(&s.job) {
+                self.by_worker.remove(&r.worker);
+            }
+        }
         let r = Running { class: s.class.clone(), host: s.host.clone(), worker, started_ms: s.at_ms };
         self.running.insert(s.job.clone(), r);
     }
@@ -481,6 +494,7 @@ impl Suspects {
         let worker = worker_of(&a.unit, &a.host);
         if self.running.get(&a.job).is_some_and(|r| r.worker == worker) {
             self.running.remove(&a.job);
+            self.by_worker.remove(&worker);
         }
         if a.end == End::Interrupted {
             return;
