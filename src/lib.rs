@@ -6,7 +6,7 @@
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
 //! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`verdicts`], [`drift`],
-//! [`latency`], [`alerts`], [`timeline`]. That crate depends on no async runtime, broker, bus or HTTP crate
+//! [`latency`], [`alerts`], [`timeline`], [`progress`]. That crate depends on no async runtime, broker, bus or HTTP crate
 //! and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
 //! This crate holds what talks to the world and what joins the two:
@@ -46,8 +46,8 @@
 //! rules the modules keep.
 
 pub use drover_core::{
-    alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, quarantine, reconcile,
-    rollout, suspects, timeline, verdicts,
+    alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, progress, quarantine,
+    reconcile, rollout, suspects, timeline, verdicts,
 };
 
 pub mod cli;

@@ -13,5 +13,6 @@ mod flow;
 mod incident;
 mod lease;
 mod lifecycle;
+mod python;
 pub mod quarantine;
 pub mod supervisor;

@@ -22,6 +22,8 @@ pub(super) struct Lease {
     pub(super) body: Vec<u8>,
     renewed: Instant,
     ttl: Duration,
+    /// The running attempt's latest checkpoint: each renewal's copy carries it.
+    checkpoint: Option<super::attempt::Checkpoint>,
 }
 
 impl Lease {
@@ -37,6 +39,7 @@ impl Lease {
             body: delivery.data.clone(),
             renewed: Instant::now(),
             ttl,
+            checkpoint: None,
         };
         link.declare_lease(&lease.queue, &lease.class, ttl).await?;
         link.publish("", &lease.queue, &lease.body, lease.props.clone()).await?;
@@ -47,6 +50,11 @@ impl Lease {
         }
         lease.renewed = Instant::now();
         Ok(lease)
+    }
+
+    /// Renewals carry the running attempt's latest checkpoint from now on.
+    pub(super) fn follow(&mut self, checkpoint: super::attempt::Checkpoint) {
+        self.checkpoint = Some(checkpoint);
     }
 
     pub(super) fn expires(&self) -> Instant {
@@ -83,6 +91,9 @@ impl Lease {
     }
 
     async fn renew(&mut self, link: &mut Link) -> Result<(), BrokerError> {
+        if let Some(c) = self.checkpoint.as_ref().and_then(|c| c.lock().ok().and_then(|c| c.clone())) {
+            self.props = with_headers(&self.props, vec![(crate::job::H_CHECKPOINT, crate::job::HeaderValue::Str(c))]);
+        }
         let next = link.names.lease(&self.class, &self.job_id, self.generation + 1);
         link.declare_lease(&next, &self.class, self.ttl).await?;
         link.publish("", &next, &self.body, self.props.clone()).await?;
