@@ -690,6 +690,22 @@ mod tests {
                 r#"{"id": "a", "status": "fail"}"#,
                 Line::Result { id: "a".into(), outcome: Outcome::Failed(String::new()) },
             ),
+            (
+                r#"{"id": "a", "progress": 0.4, "note": "step 12", "checkpoint": {"step": 12}}"#,
+                Line::Beat {
+                    id: "a".into(),
+                    beat: Beat {
+                        progress: Some(0.4),
+                        note: Some("step 12".into()),
+                        checkpoint: Some(r#"{"step":12}"#.into()),
+                    },
+                },
+            ),
+            (r#"{"id": "a"}"#, Line::Beat { id: "a".into(), beat: Beat::default() }),
+            (
+                r#"{"id": "a", "progress": 7}"#,
+                Line::Beat { id: "a".into(), beat: Beat { progress: Some(1.0), ..Beat::default() } },
+            ),
             ("loading model...", Line::Noise),
             ("{not json", Line::Noise),
             (r#"{"status": "ok"}"#, Line::Violation("result without an id: {\"status\": \"ok\"}".into())),
@@ -726,6 +742,38 @@ mod tests {
         job.payload = vec![0xff, 0x00];
         let v: serde_json::Value = serde_json::from_str(&job_line(&job, 43)).expect("json");
         assert_eq!(v["payload_b64"], "/wA=");
+    }
+
+    #[test]
+    fn oversized_checkpoints_are_refused_and_exec_progress_lines_read() {
+        let big = format!(r#"{{"id": "a", "checkpoint": "{}"}}"#, "x".repeat(crate::job::MAX_CHECKPOINT_BYTES));
+        assert_eq!(parse_line(&big), Line::Beat { id: "a".into(), beat: Beat::default() });
+        assert_eq!(
+            exec_beat(r#"{"progress": 0.5, "note": "half"}"#),
+            Some(Beat { progress: Some(0.5), note: Some("half".into()), checkpoint: None })
+        );
+        assert_eq!(exec_beat("plain output"), None);
+        assert_eq!(exec_beat(r#"{"rows": 3}"#), None, "JSON output that is not progress");
+    }
+
+    #[test]
+    fn job_lines_carry_the_checkpoint() {
+        let job = Job {
+            id: "j".into(),
+            class: "c".into(),
+            attempt: 1,
+            submitted_at: 0,
+            deadline: 0,
+            tenant: None,
+            payload: b"{}".to_vec(),
+            failed_on: vec![],
+            failures: vec![],
+            hand_backs: 0,
+            handed_back_at: None,
+            checkpoint: Some(r#"{"step":9}"#.into()),
+        };
+        let v: serde_json::Value = serde_json::from_str(&job_line(&job, 1)).expect("json");
+        assert_eq!(v["checkpoint"]["step"], 9);
     }
 
     #[test]
