@@ -283,3 +283,32 @@ async fn a_drained_job_resumes_at_its_last_checkpoint_on_another_worker_and_coun
     let files = std::fs::read_dir(out.join(&id)).expect("outputs").filter_map(|e| e.ok()).count();
     assert_eq!(files, 31, "30 step outputs and the log: the work is counted once");
 }
+
+const EXEC: &str = r#"
+    [classes.x]
+    mode = "exec"
+    command = ["python3", "{pkg}"]
+    timeout = "60s"
+    retry_base = "100ms"
+    retry_max = "200ms"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_exec_mode_the_checkpoint_file_carries_a_retry_to_where_it_left_off() {
+    let pkg = repo().join("tests/handlers/pkg.py");
+    let env = Env::new("py-exec", &EXEC.replace("{pkg}", &pkg.display().to_string()));
+    let mut events = env.events().await;
+    let _w = env.worker("x", "x-1");
+    let record = env.dir.join("resume.jsonl");
+    let id = env.submit("x", &format!(r#"{{"resume": "{}"}}"#, record.display()), 1, &[])[0].clone();
+    events.wait_for("the retry to succeed", Duration::from_secs(60), |e| count(e, "succeeded") >= 1).await;
+    // The first attempt's Retry is exit status 75, its progress line a progress event.
+    let retry = events.of("retry_scheduled").next().expect("a retry");
+    assert_eq!((retry.job_id.as_deref(), retry.outcome.as_deref()), (Some(id.as_str()), Some("transient")));
+    let progress = events.of("progress").next().expect("a progress event");
+    assert_eq!((progress.progress, progress.note.as_deref()), (Some(0.5), Some("half way")));
+    let text = std::fs::read_to_string(&record).expect("the second attempt's record");
+    let seen: serde_json::Value = serde_json::from_str(text.trim()).expect("JSON");
+    assert_eq!(seen["attempt"], 2);
+    assert_eq!(seen["checkpoint"], serde_json::json!({"step": 5, "attempt": 1}), "the first attempt's checkpoint");
+}
