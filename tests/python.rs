@@ -312,3 +312,46 @@ async fn in_exec_mode_the_checkpoint_file_carries_a_retry_to_where_it_left_off()
     assert_eq!(seen["attempt"], 2);
     assert_eq!(seen["checkpoint"], serde_json::json!({"step": 5, "attempt": 1}), "the first attempt's checkpoint");
 }
+
+const ML_LEASED: &str = r#"
+    [classes.ml]
+    mode = "persistent"
+    command = ["python3", "{example}", "--load-seconds", "0.2", "--load-mb", "16"]
+    timeout = "120s"
+    lease = "always"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_job_whose_worker_dies_resumes_from_the_checkpoint_its_lease_carried() {
+    let example = repo().join("examples/ml_handler.py");
+    let env = Env::new("py-lease", &ML_LEASED.replace("{example}", &example.display().to_string()));
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&env.config, text.replacen("[broker]\n", "[broker]\nlease_ttl = \"3s\"\n", 1)).expect("config");
+    let mut events = env.events().await;
+    let out = env.dir.join("out");
+    let mut w1 = env.worker("ml", "ml-1");
+    let payload =
+        format!(r#"{{"steps": 30, "step_seconds": 0.2, "checkpoint_every": 3, "output_dir": "{}"}}"#, out.display());
+    let id = env.submit("ml", &payload, 1, &[])[0].clone();
+    events
+        .wait_for("half the job done on ml-1", Duration::from_secs(60), |e| {
+            e.iter().any(|e| e.event.as_str() == "progress" && e.unit == "ml-1" && e.progress >= Some(0.5))
+        })
+        .await;
+    // No drain, no goodbye: the worker dies, and only its lease's last copy brings the job back.
+    w1.signal(libc::SIGKILL);
+    w1.wait_exit(Duration::from_secs(5)).expect("killed");
+    let _w2 = env.worker("ml", "ml-2");
+    events.wait_for("the job to finish on ml-2", Duration::from_secs(90), |e| count(e, "succeeded") >= 1).await;
+    let ok = events.of("succeeded").next().expect("succeeded");
+    assert_eq!((ok.job_id.as_deref(), ok.unit.as_str()), (Some(id.as_str()), "ml-2"));
+    let log = std::fs::read_to_string(out.join(&id).join("work.log")).expect("work.log");
+    let first_on_ml2 = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|v| v["unit"] == "ml-2")
+        .and_then(|v| v["step"].as_u64())
+        .expect("ml-2 ran steps");
+    let resumed_at = first_on_ml2 - 1;
+    assert!(resumed_at >= 3 && resumed_at % 3 == 0, "resumed from a checkpoint, not from the start: step {resumed_at}");
+}
