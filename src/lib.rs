@@ -6,13 +6,15 @@
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
 //! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`verdicts`], [`drift`],
-//! [`latency`], [`alerts`], [`timeline`], [`progress`]. That crate depends on no async runtime, broker, bus or HTTP crate
+//! [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`]. That crate depends on no async runtime, broker, bus or HTTP crate
 //! and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
 //! This crate holds what talks to the world and what joins the two:
 //! - [`io`]: adapters, I/O only, translating to and from the core's types:
 //!   - [`io::amqp`]: the broker: names, topology, a [`io::amqp::Link`] that reconnects with
-//!     jittered backoff, confirmed publishes, deadlines on every operation;
+//!     jittered backoff, rotating through a cluster's nodes, confirmed publishes, deadlines on
+//!     every operation;
+//!   - [`io::policies`]: the broker's policies read at start-up (management API) and checked;
 //!   - [`io::wire`]: a job's envelope on AMQP properties;
 //!   - [`io::systemd`]: the systemd manager over D-Bus (zbus_systemd), states as strings;
 //!   - [`io::handler`]: the user's handler processes (exec and persistent mode), process groups,
@@ -47,7 +49,7 @@
 
 pub use drover_core::{
     alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, progress, quarantine,
-    reconcile, rollout, suspects, timeline, verdicts,
+    reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;

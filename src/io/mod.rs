@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod handler;
 pub mod metrics;
 pub mod notify;
+pub mod policies;
 pub mod preflight;
 pub mod random;
 pub mod systemd;

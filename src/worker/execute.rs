@@ -1,7 +1,7 @@
 //! The one executor of decisions: turns an [`Action`] (or a hand-back) into broker operations,
 //! for a job held as a delivery and for a leased job alike. A decision publishes at most one
 //! message ([`Out`], its headers written by [`crate::job`]), then lets go of the job: a
-//! delivery is acknowledged (or, given back unchanged, nacked), a lease's queue is deleted.
+//! delivery is acknowledged (or, given back unchanged, nacked), a lease's copy is purged.
 
 use super::lease::Lease;
 use super::Worker;
@@ -72,7 +72,7 @@ impl Worker {
         }
     }
 
-    /// Publishes `out`, then deletes the lease's queue. Retries across reconnects until the
+    /// Publishes `out`, then purges the lease's copy. Retries across reconnects until the
     /// lease would expire anyway; past that the copy returns to the queue and the job runs
     /// again (`false`).
     async fn release(&mut self, out: &Out, lease: &mut Lease) -> bool {
@@ -84,11 +84,12 @@ impl Worker {
                     self.publish(out, &lease.props, &lease.body).await?;
                     published = true;
                 }
-                self.link.delete_queue(&lease.queue).await
+                lease.let_go(&mut self.link).await
             };
             match attempt.await {
                 Ok(()) => return true,
                 Err(e) if Instant::now() >= give_up => {
+                    lease.abandon();
                     tracing::error!(
                         "job {}: result not recorded before the lease expired ({e}); it will run again",
                         lease.job_id

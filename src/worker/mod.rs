@@ -7,9 +7,10 @@
 //!   the broker redelivers it. If the channel is lost mid-job, the broker has already requeued
 //!   the job for another worker, so this worker kills its copy at once rather than run it twice.
 //! - **lease** (attempts that may outlast the broker's `consumer_timeout`, which would close the
-//!   channel under a long job): at start a copy of the job is put in a queue of its own whose
-//!   TTL dead-letters it back to the work queue, and the delivery is acknowledged. The worker
-//!   renews the lease (a fresh copy, then the old queue deleted) every third of its TTL. If the
+//!   channel under a long job): at start a copy of the job is put in one of the worker's two
+//!   lease queues, whose TTL dead-letters it back to the work queue, and the delivery is
+//!   acknowledged. The worker renews the lease (a fresh copy in the other queue, then the first
+//!   purged) every third of its TTL. If the
 //!   worker dies, the copy comes back within one TTL; if the worker cannot renew before the TTL
 //!   runs out, it kills its job, because the copy is about to run elsewhere.
 //!
@@ -199,6 +200,11 @@ impl Worker {
         if self.link.ensure_up(None, &self.controls.drain).await.is_err() {
             return Some(0); // stopped before the broker came
         }
+        if let Err(problem) = self.check_broker().await {
+            tracing::error!("{problem}; taking no job (exit {EXIT_MISCONFIGURED}: not to be restarted)");
+            notify::status(&format!("misconfigured: {problem}"));
+            return Some(EXIT_MISCONFIGURED);
+        }
         if let Err(failure) = preflight::run(&self.class.preflight, self.cfg.worker.preflight_timeout).await {
             tracing::error!("{failure}; taking no job (exit {EXIT_MISCONFIGURED}: not to be restarted)");
             notify::status(&format!("misconfigured: {failure}"));
@@ -234,6 +240,34 @@ impl Worker {
             self.link.names.work(&self.class.name)
         );
         None
+    }
+
+    /// The broker's policies against the configuration, and the class's queues declared as
+    /// configured: `Err` when the worker must not take jobs.
+    async fn check_broker(&mut self) -> Result<(), String> {
+        use crate::io::policies::{check, Checked};
+        let b = &self.cfg.broker;
+        match check(b).await {
+            Checked::NotConfigured => tracing::info!(
+                "broker policies not checked: AMQP does not show them; set broker.management_url to have \
+                 delivery limits, consumer timeouts and queue types of policies on {}.* checked at start-up",
+                b.prefix
+            ),
+            Checked::Unreadable(e) => tracing::warn!("broker policies not checked: {e}"),
+            Checked::Read(n, findings) => {
+                tracing::info!("broker policies: {n} on the vhost, {} concern {}.*", findings.len(), b.prefix);
+                for f in findings.iter().filter(|f| !f.refuse) {
+                    tracing::warn!("{}", f.message);
+                }
+                if let Some(f) = findings.iter().find(|f| f.refuse) {
+                    return Err(f.message.clone());
+                }
+            }
+        }
+        match self.link.declare_class(&self.class.name).await {
+            Err(BrokerError::Refused(m)) => Err(m),
+            _ => Ok(()),
+        }
     }
 
     /// Subscribes and handles deliveries until the link breaks (`None`) or the worker is done.

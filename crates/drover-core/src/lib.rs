@@ -35,6 +35,8 @@
 //!   stalls.
 //! - [`timeline`]: the timeline's entries, every host's merged into one, first failures noted.
 //! - [`alerts`]: the alert state machine (dedupe, hold-down), and where alerts are posted.
+//! - [`topology`]: the broker's side: queue arguments (classic or quorum), delivery limits,
+//!   broker policies that contradict the configuration, which cluster node to connect to next.
 
 pub mod alerts;
 pub mod backoff;
@@ -53,4 +55,5 @@ pub mod reconcile;
 pub mod rollout;
 pub mod suspects;
 pub mod timeline;
+pub mod topology;
 pub mod verdicts;
