@@ -79,6 +79,8 @@ apt_install() {
 
 ensure_python() {
     have python3 || apt_install python3
+    # The Python package's tests make a fresh venv and pip install into it.
+    python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv python3-pip
 }
 
 # --------------------------------------------------------------- RabbitMQ --

@@ -6,8 +6,8 @@
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
 //! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`fleet_judge`], [`verdicts`],
-//! [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`]. That crate depends on no async runtime, broker, bus
-//! or HTTP crate and reads no clock, environment or random source, so the compiler keeps them pure.
+//! [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`]. That crate depends on no async runtime,
+//! broker, bus or HTTP crate and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
 //! This crate holds what talks to the world and what joins the two:
 //! - [`io`]: adapters, I/O only, translating to and from the core's types:
@@ -18,7 +18,7 @@
 //!   - [`io::wire`]: a job's envelope on AMQP properties;
 //!   - [`io::systemd`]: the systemd manager over D-Bus (zbus_systemd), states as strings;
 //!   - [`io::handler`]: the user's handler processes (exec and persistent mode), process groups,
-//!     timeouts and kills;
+//!     timeouts and kills, heartbeats, progress and checkpoints (docs/wire-format.md);
 //!   - [`io::preflight`]: the checks a worker runs before its first job;
 //!   - [`io::notify`]: sd_notify (READY, STATUS, WATCHDOG);
 //!   - [`io::control`]: the supervisor's Unix socket and its JSON protocol;
@@ -52,7 +52,7 @@
 
 pub use drover_core::{
     alerts, backoff, config, drift, duration, events, fleet_judge, job, judge, latency, maintenance, outcome,
-    quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
+    progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;

@@ -15,5 +15,6 @@ mod incident;
 mod judge;
 pub mod lease;
 mod lifecycle;
+mod python;
 pub mod quarantine;
 pub mod supervisor;

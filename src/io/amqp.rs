@@ -531,6 +531,13 @@ impl Link {
         }
     }
 
+    /// A handle that publishes events while the link itself is busy (a running job's progress,
+    /// while its lease is kept): best effort, on the events channel of the moment.
+    pub fn event_sender(&self) -> Option<EventSender> {
+        let chan = self.events_chan.clone()?;
+        Some(EventSender { chan, exchange: self.names.events(), op: self.cfg.op_timeout })
+    }
+
     /// Waits (at most `limit`) for the events on their way and connections being closed:
     /// called before the process exits.
     pub async fn settle_events(&mut self, limit: Duration) {
@@ -565,6 +572,32 @@ fn refused(e: BrokerError, queue: &str) -> BrokerError {
 }
 
 /// Puts a deadline on one broker operation.
+/// See [`Link::event_sender`].
+pub struct EventSender {
+    chan: Channel,
+    exchange: String,
+    op: Duration,
+}
+
+impl EventSender {
+    /// Publishes one event within the broker's operation timeout; a loss is only logged.
+    pub async fn send(&self, event: &JobEvent) {
+        let Ok(body) = serde_json::to_vec(event) else { return };
+        let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
+        let key = event.routing_key();
+        let sent = self.chan.basic_publish(
+            self.exchange.as_str().into(),
+            key.as_str().into(),
+            BasicPublishOptions::default(),
+            &body,
+            props,
+        );
+        if !matches!(tokio::time::timeout(self.op, sent).await, Ok(Ok(_))) {
+            tracing::debug!("a progress event was lost with the broker connection");
+        }
+    }
+}
+
 pub async fn deadline<T>(
     limit: Duration,
     what: &'static str,

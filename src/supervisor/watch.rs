@@ -683,6 +683,6 @@ fn record_event(e: &JobEvent, into: &Arc<Mutex<FromEvents>>) {
                 f.misconfigured.insert(e.unit.clone(), text);
             }
         }
-        EventKind::Failed | EventKind::Submitted => {}
+        EventKind::Failed | EventKind::Submitted | EventKind::Progress => {}
     }
 }

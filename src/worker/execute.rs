@@ -32,9 +32,9 @@ pub(super) enum Out {
     Delayed(Duration, Headers),
     /// To the class's dead-letter queue.
     Dead(Headers),
-    /// The job goes back as it is, uncharged: a delivery by a nack, a lease copy published
-    /// unchanged to the work queue.
-    GiveBack,
+    /// The job goes back, uncharged: as it is (a delivery by a nack, a lease copy published
+    /// unchanged to the work queue), or with these headers (its handler's new checkpoint).
+    GiveBack(Option<Headers>),
 }
 
 impl Worker {
@@ -47,7 +47,7 @@ impl Worker {
             // The one place the attempt number moves on.
             Action::Retry { delay } => Out::Delayed(*delay, job.headers(job.attempt + 1)),
             Action::DeadLetter { reason, detail } => Out::Dead(self.dead_headers(*reason, detail)),
-            Action::Requeue { .. } => Out::GiveBack,
+            Action::Requeue { .. } => Out::GiveBack(job.checkpoint.as_ref().map(|_| job.headers(job.attempt))),
         };
         self.carry_out(out, held).await
     }
@@ -61,7 +61,7 @@ impl Worker {
     pub(super) async fn carry_out(&mut self, out: Out, held: Held<'_>) -> Result<bool, BrokerError> {
         match held {
             Held::Delivery(delivery) => {
-                if let Out::GiveBack = out {
+                if let Out::GiveBack(None) = out {
                     requeue_quietly(delivery).await;
                     return Ok(true);
                 }
@@ -118,9 +118,13 @@ impl Worker {
                 let dead = self.link.names.dead(class);
                 self.link.publish("", &dead, body, with_headers(props, headers.clone())).await
             }
-            Out::GiveBack => {
+            Out::GiveBack(headers) => {
                 let work = self.link.names.work(class);
-                self.link.publish("", &work, body, props.clone()).await
+                let props = match headers {
+                    Some(h) => with_headers(props, h.clone()),
+                    None => props.clone(),
+                };
+                self.link.publish("", &work, body, props).await
             }
         }
     }

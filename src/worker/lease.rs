@@ -47,6 +47,8 @@ pub(super) struct Lease {
     pub(super) body: Vec<u8>,
     renewed: Instant,
     ttl: Duration,
+    /// The running attempt's latest checkpoint: each renewal's copy carries it.
+    checkpoint: Option<super::attempt::Checkpoint>,
 }
 
 impl Lease {
@@ -64,6 +66,7 @@ impl Lease {
             body: delivery.data.clone(),
             renewed: Instant::now(),
             ttl,
+            checkpoint: None,
         };
         link.declare_lease(&lease.queue, &lease.class, ttl).await?;
         link.publish("", &lease.queue, &lease.body, lease.props.clone()).await?;
@@ -74,6 +77,11 @@ impl Lease {
         }
         lease.renewed = Instant::now();
         Ok(lease)
+    }
+
+    /// Renewals carry the running attempt's latest checkpoint from now on.
+    pub(super) fn follow(&mut self, checkpoint: super::attempt::Checkpoint) {
+        self.checkpoint = Some(checkpoint);
     }
 
     pub(super) fn expires(&self) -> Instant {
@@ -113,6 +121,9 @@ impl Lease {
     /// old copy stays until the next renewal purges it again (or it expires: the job would then
     /// also be queued, which is why the next renewal comes within a third of the TTL).
     async fn renew(&mut self, link: &mut Link) -> Result<(), BrokerError> {
+        if let Some(c) = self.checkpoint.as_ref().and_then(|c| c.lock().ok().and_then(|c| c.clone())) {
+            self.props = with_headers(&self.props, vec![(crate::job::H_CHECKPOINT, crate::job::HeaderValue::Str(c))]);
+        }
         let slot = 1 - self.slot;
         let next = link.names.lease(&self.class, &self.token, slot);
         link.declare_lease(&next, &self.class, self.ttl).await?;

@@ -218,6 +218,9 @@ pub struct ClassConfig {
     /// How long a retry is offered to hosts it has not failed on before one it failed on may run
     /// it (`outcome::hand_back`); zero: no steering.
     pub avoid_failed_hosts: Duration,
+    /// An attempt whose handler reports no progress (no heartbeat) for this long is hung: killed
+    /// and counted as a timeout, before its `timeout`. None: handlers need not heartbeat.
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 impl ClassConfig {
@@ -782,8 +785,12 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         drain_early_requeue: r.boolean(t, path, "drain_early_requeue", true),
         poison_after: r.integer(t, path, "poison_after", 3, 0, 1000) as u32,
         avoid_failed_hosts: r.duration(t, path, "avoid_failed_hosts", Duration::from_secs(300)),
+        heartbeat_timeout: r.optional_duration(t, path, "heartbeat_timeout"),
         lease,
     };
+    if class.heartbeat_timeout.is_some_and(|d| d.is_zero()) {
+        r.problem(&format!("{path}.heartbeat_timeout"), "0", "a positive duration such as \"5m\", or no key");
+    }
     for (key, d) in [("timeout", class.timeout), ("deadline", class.deadline)] {
         if d.is_zero() {
             r.problem(&format!("{path}.{key}"), "0", "a positive duration such as \"40m\"");

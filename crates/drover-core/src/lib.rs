@@ -53,6 +53,7 @@ pub mod judge;
 pub mod latency;
 pub mod maintenance;
 pub mod outcome;
+pub mod progress;
 pub mod quarantine;
 pub mod reconcile;
 pub mod rollout;
