@@ -661,15 +661,15 @@ fn running_evidence() {
     let report: &[Shape] = if only == "tune" { &[] } else { &report };
     if only != "false" {
         detection_rows("tune", 1..11, &tune, &[(8, 3)]);
-        detection_rows("report", 1001..1007, report, &[(12, 4), (6, 3)]);
+        detection_rows("report", 1201..1207, report, &[(12, 4), (6, 3)]);
     }
     println!("\n| set | workload | hosts x units | completions | false cordons (per 100,000) | false quarantines (per 100,000) |");
     println!("|---|---|---|---|---|---|");
     false_rows("tune", 1..3, &tune, &[(8, 3)], 100_000);
-    false_rows("report", 2001..2002, report, &[(12, 4), (6, 3)], 100_000);
+    false_rows("report", 2201..2202, report, &[(12, 4), (6, 3)], 100_000);
     println!("\n| set | workload | hosts x units | runs | bad hosts | most out at once (units / hosts) | budget (units / hosts) | bad hosts taken out | 'many look bad' raised |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (set, seeds, shapes) in [("tune", 1..6, &tune[..]), ("report", 3001..3004, report)] {
+    for (set, seeds, shapes) in [("tune", 1..6, &tune[..]), ("report", 3201..3204, report)] {
         for &shape in shapes {
             let fleet = (10, 3);
             let runs: Vec<Measured> = seeds.clone().map(|s| bad_wave(s, shape, fleet)).collect();

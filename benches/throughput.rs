@@ -429,6 +429,7 @@ fn job(i: u64) -> Job {
         failures: Vec::new(),
         hand_backs: 0,
         handed_back_at: None,
+        checkpoint: None,
     }
 }
 
@@ -439,12 +440,11 @@ async fn handler_only(case: &Case, n: u64) -> f64 {
     let mut h = Handler::new(&class, who, Duration::from_secs(2));
     h.prepare().await.expect("handler ready");
     let jobs: Vec<Job> = (0..n).map(job).collect();
+    let (beats, _reports) = tokio::sync::mpsc::unbounded_channel();
     let t = Instant::now();
     for j in &jobs {
-        let o = h
-            .run(Attempt { job: j, fence: 1, limit: Duration::from_secs(60) }, std::future::pending::<Stop>())
-            .await
-            .expect("handler up");
+        let attempt = Attempt { job: j, fence: 1, limit: Duration::from_secs(60), heartbeat: None, beats: &beats };
+        let o = h.run(attempt, std::future::pending::<Stop>()).await.expect("handler up");
         assert_eq!(o, drover::outcome::Outcome::Succeeded);
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();

@@ -2,7 +2,10 @@
 # Drover's main job on one machine, end to end: a RabbitMQ broker, a systemd manager (a private
 # user manager when the machine has none), `drover supervise` with three workers of the demo
 # class running the example persistent handler, a stream of demo jobs (10% fail transiently and
-# are retried with jittered backoff), and `drover status` showing the units and their jobs.
+# are retried with jittered backoff), two workers of the train class running the ML example
+# (examples/ml_handler.py: progress and checkpoints), one of them drained halfway through so that
+# its job resumes from its checkpoint on the other, and `drover status` showing the units, their
+# jobs and their progress.
 #   scripts/demo.sh [SECONDS]      (default 60; Ctrl-C stops earlier)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +40,22 @@ $bin supervise --config "$run/drover.toml" 2>"$run/supervisor.log" &
 supervisor=$!
 
 end=$((SECONDS + duration))
-submitted=0
+half=$((SECONDS + duration / 2))
+submitted=0 trains=0 drained=false
 while ((SECONDS < end)); do
     $bin submit --config "$run/drover.toml" --class demo --payload '{"seconds": 2, "fail_rate": 0.1}' --count 2 >>"$run/ids"
     submitted=$((submitted + 2))
+    if ((trains * 12 < SECONDS - end + duration)); then
+        $bin submit --config "$run/drover.toml" --class train \
+            --payload '{"steps": 20, "step_seconds": 0.5, "checkpoint_every": 2}' >>"$run/ids"
+        trains=$((trains + 1))
+    fi
+    if ! $drained && ((SECONDS >= half)); then
+        # Its job goes back with its checkpoint at the deadline and resumes on train-2.
+        $bin drain --config "$run/drover.toml" --unit train-1 --deadline 3s --reason "demo: drain mid-job" \
+            >>"$run/drain.log" 2>&1 || true
+        drained=true
+    fi
     clear 2>/dev/null || true
     printf 'Drover demo: %d jobs submitted, %ds left (Ctrl-C to stop)\n\n' "$submitted" $((end - SECONDS))
     $bin status --config "$run/drover.toml" 2>&1 || true

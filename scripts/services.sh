@@ -8,6 +8,9 @@
 #                                       eval "$(scripts/services.sh env)"
 #   scripts/services.sh status        one line per service
 #   scripts/services.sh down-systemd  stop the private user manager we started
+#   scripts/services.sh cluster-up    also a 3-node RabbitMQ cluster (rmq1..3@localhost,
+#                                       AMQP on 5673-5675; `env` prints DROVER_CLUSTER_URLS)
+#   scripts/services.sh cluster-down  stop those three nodes and remove their data
 #
 # Written for a Debian 12 machine where we are root and PID 1 is usually not
 # systemd. Idempotent; stdout carries only what a subcommand is meant to
@@ -27,6 +30,9 @@ readonly PRIVATE_RUNTIME_DIR=${DROVER_RUNTIME_DIR:-/run/drover-user}
 readonly PID_FILE=$PRIVATE_RUNTIME_DIR/systemd-user.pid
 readonly MANAGER_LOG=$PRIVATE_RUNTIME_DIR/systemd-user.log
 readonly LOCK_FILE=/tmp/drover-services.lock LOCK_DEADLINE=300
+# The optional 3-node cluster (cluster-up): numbers of its nodes, and where their data lives.
+readonly CLUSTER_NODES="1 2 3" CLUSTER_DIR=${DROVER_CLUSTER_DIR:-/var/lib/drover-cluster}
+readonly CLUSTER_CLI_DEADLINE=${DROVER_CLUSTER_CLI_DEADLINE:-180} CLUSTER_DEADLINE=${DROVER_CLUSTER_DEADLINE:-300}
 
 APT_UPDATED=false
 
@@ -74,6 +80,8 @@ apt_install() {
 
 ensure_python() {
     have python3 || apt_install python3
+    # The Python package's tests make a fresh venv and pip install into it.
+    python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv python3-pip
 }
 
 # --------------------------------------------------------------- RabbitMQ --
@@ -150,6 +158,172 @@ ensure_alertmanager() {
         timeout 30 systemctl disable --now prometheus-alertmanager >&2 9>&- || true
     fi
     have prometheus-alertmanager || die "prometheus-alertmanager not found after installing it"
+}
+
+# ---------------------------------------------------- a 3-node RabbitMQ cluster --
+# Three extra nodes rmq1..3@localhost beside the default node (which is never
+# touched): AMQP on 5673-5675, management API on 15673-15675, Erlang
+# distribution on 25673-25675, data under $CLUSTER_DIR. They share the default
+# node's Erlang cookie (/var/lib/rabbitmq/.erlang.cookie), which is what lets
+# them cluster: leave it alone.
+
+cluster_node() { echo "rmq$1@localhost"; }
+cluster_dir() { echo "$CLUSTER_DIR/rmq$1"; }
+cluster_amqp_port() { echo $((5672 + $1)); }
+
+cluster_urls() {
+    local n urls=()
+    for n in $CLUSTER_NODES; do
+        urls+=("amqp://guest:guest@127.0.0.1:$(cluster_amqp_port "$n")/%2f")
+    done
+    local IFS=,
+    echo "${urls[*]}"
+}
+
+# Each CLI call boots an Erlang VM: about 0.3 s on an idle machine, half a minute
+# on a loaded one. So the checks below look at ports and pid files, and the CLI
+# gets a generous deadline.
+cluster_ctl() {  # n args... : rabbitmqctl against node n, with a deadline
+    local n=$1
+    shift
+    timeout "$CLUSTER_CLI_DEADLINE" rabbitmqctl -q -n "$(cluster_node "$n")" "$@" 9>&-
+}
+
+# Its AMQP listener answers: the node is up and its app runs (stop_app closes it).
+cluster_node_running() { port_open 127.0.0.1 "$(cluster_amqp_port "$1")"; }
+
+# The node's Erlang VM, from its pid file, if it still runs.
+cluster_node_pid() {
+    local pid
+    pid=$(cat "$(cluster_dir "$1")/rmq$1.pid" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == beam.smp ]] || return 1
+    echo "$pid"
+}
+
+cluster_fail() {  # message [n]: print the node's logs, then die
+    printf 'services.sh: ERROR: %s\n' "$1" >&2
+    local f d
+    d=$(cluster_dir "${2:-1}")
+    for f in "$d"/log/*.log "$d"/log/startup_err "$d"/log/startup_log; do
+        [[ -s $f ]] || continue
+        printf -- '--- tail of %s ---\n' "$f" >&2
+        tail -n 20 "$f" >&2
+    done
+    exit 1
+}
+
+cluster_start_node() {  # n: start node n detached (its own ports, files and config)
+    local n=$1 d
+    d=$(cluster_dir "$n")
+    install -d -o rabbitmq -g rabbitmq "$d" "$d/mnesia" "$d/log"
+    # Without its own config file the node would read /etc/rabbitmq/rabbitmq.conf
+    # and try to listen on 5672; without its own dist port it would take 25672.
+    cat >"$d/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$(cluster_amqp_port "$n")
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $((15672 + n))
+CONF
+    echo '[rabbitmq_management].' >"$d/enabled_plugins"
+    [[ -e $d/advanced.config ]] || echo '[].' >"$d/advanced.config"
+    chown rabbitmq:rabbitmq "$d/rabbitmq.conf" "$d/enabled_plugins" "$d/advanced.config"
+    note "starting RabbitMQ node $(cluster_node "$n") (amqp on 127.0.0.1:$(cluster_amqp_port "$n"), data in $d)"
+    (
+        export RABBITMQ_NODENAME="$(cluster_node "$n")" RABBITMQ_DIST_PORT=$((25672 + n)) \
+            RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" RABBITMQ_PID_FILE="$d/rmq$n.pid" \
+            RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_ADVANCED_CONFIG_FILE="$d/advanced.config" \
+            RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins"
+        timeout 120 rabbitmq-server -detached >&2 9>&-
+    ) || cluster_fail "rabbitmq-server -detached failed for $(cluster_node "$n")" "$n"
+}
+
+cluster_wait_node() {  # n: until its app runs and its AMQP port answers
+    local n=$1 end=$((SECONDS + CLUSTER_DEADLINE))
+    until cluster_node_running "$n"; do
+        ((SECONDS < end)) || cluster_fail "$(cluster_node "$n") not running after ${CLUSTER_DEADLINE}s" "$n"
+        sleep 1
+    done
+}
+
+# `<member nodes> <running nodes>` as node n sees them (comma-separated lists):
+# from its management API (a CLI call can take half a minute on a busy machine),
+# else from rabbitmqctl.
+cluster_view() {
+    local n=$1
+    timeout 20 python3 - "$((15672 + n))" 2>/dev/null <<'PY' && return 0
+import base64, json, sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/api/nodes",
+                             headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+nodes = json.load(urllib.request.urlopen(req, timeout=15))
+print(",".join(x["name"] for x in nodes), ",".join(x["name"] for x in nodes if x.get("running")))
+PY
+    cluster_ctl "$n" cluster_status --formatter json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(",".join(s.get("disk_nodes", [])), ",".join(s.get("running_nodes", [])))'
+}
+
+cluster_up() {
+    have rabbitmq-server || apt_install rabbitmq-server
+    ensure_python
+    local n
+    for n in $CLUSTER_NODES; do
+        if cluster_node_running "$n"; then continue; fi
+        if cluster_node_pid "$n" >/dev/null; then
+            note "$(cluster_node "$n") is up but its app is stopped; running start_app"
+            cluster_ctl "$n" start_app >&2 || note "start_app failed on $(cluster_node "$n"); waiting anyway"
+        else
+            cluster_start_node "$n"
+        fi
+    done
+    for n in $CLUSTER_NODES; do cluster_wait_node "$n"; done
+    local first=${CLUSTER_NODES%% *} view members running want end
+    want=$(wc -w <<<"$CLUSTER_NODES")
+    end=$((SECONDS + CLUSTER_DEADLINE))
+    while :; do
+        view=$(cluster_view "$first") || cluster_fail "cluster_status failed on $(cluster_node "$first")" "$first"
+        members=",${view% *},"
+        running=",${view#* },"
+        for n in $CLUSTER_NODES; do
+            [[ $members == *",$(cluster_node "$n"),"* ]] && continue
+            note "joining $(cluster_node "$n") to $(cluster_node "$first")'s cluster"
+            cluster_ctl "$n" stop_app >&2 || cluster_fail "stop_app failed on $(cluster_node "$n")" "$n"
+            # A node with data of another cluster cannot join: it starts afresh.
+            cluster_ctl "$n" reset >&2 || cluster_fail "reset failed on $(cluster_node "$n")" "$n"
+            cluster_ctl "$n" join_cluster "$(cluster_node "$first")" >&2 \
+                || cluster_fail "join_cluster $(cluster_node "$first") failed on $(cluster_node "$n")" "$n"
+            cluster_ctl "$n" start_app >&2 || cluster_fail "start_app failed on $(cluster_node "$n")" "$n"
+            cluster_wait_node "$n"
+            continue 2
+        done
+        # Every member running, as the first node sees it.
+        [[ $(tr ',' '\n' <<<"${running//,,/,}" | grep -c .) -ge $want ]] && break
+        ((SECONDS < end)) || cluster_fail "cluster of $want nodes not formed after ${CLUSTER_DEADLINE}s (running: ${view#* })" "$first"
+        sleep 1
+    done
+}
+
+cluster_down() {
+    local n pid
+    for n in $(tr ' ' '\n' <<<"$CLUSTER_NODES" | sort -rn); do
+        if pid=$(cluster_node_pid "$n"); then
+            note "stopping $(cluster_node "$n")"
+            cluster_ctl "$n" stop >&2 || note "stop failed on $(cluster_node "$n")"
+            # A node that did not stop is killed (by its own pid, nothing else).
+            if cluster_node_pid "$n" >/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+        fi
+        rm -rf "$(cluster_dir "$n")"
+    done
+}
+
+cluster_status() {
+    local n state
+    for n in $CLUSTER_NODES; do
+        if cluster_node_running "$n"; then state="running (amqp on 127.0.0.1:$(cluster_amqp_port "$n"))"
+        elif cluster_node_pid "$n" >/dev/null; then state="node up, app not running"
+        else state="down"
+        fi
+        printf 'rabbitmq %s: %s\n' "$(cluster_node "$n")" "$state"
+    done
 }
 
 # ---------------------------------------------------------------- systemd --
@@ -386,10 +560,11 @@ print_env() {
     printf 'export DROVER_SYSTEMD_BUS=user\n'
     printf 'export XDG_RUNTIME_DIR=%q\n' "$XDG_RUNTIME_DIR"
     printf 'export DBUS_SESSION_BUS_ADDRESS=%q\n' "$DBUS_SESSION_BUS_ADDRESS"
+    printf 'export DROVER_CLUSTER_URLS=%q\n' "${DROVER_CLUSTER_URLS:-$(cluster_urls)}"
 }
 
 usage() {
-    echo "usage: $0 {up|env|status|down-systemd}" >&2
+    echo "usage: $0 {up|env|status|down-systemd|cluster-up|cluster-down}" >&2
     exit 2
 }
 
@@ -398,8 +573,10 @@ main() {
     case $1 in
         up) ensure_all ;;
         env) ensure_all; print_env ;;
-        status) rabbit_status; systemd_status ;;
+        status) rabbit_status; cluster_status; systemd_status ;;
         down-systemd) take_lock; down_systemd ;;
+        cluster-up) take_lock; cluster_up ;;
+        cluster-down) take_lock; cluster_down ;;
         *) usage ;;
     esac
 }

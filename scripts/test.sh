@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs Drover's tests: unit tests of the pure decisions and integration tests against a real
-# RabbitMQ (and, for the supervisor, a real systemd user manager), both started by
+# RabbitMQ (and, for the supervisor, a real systemd user manager; for failover, a 3-node cluster), started by
 # scripts/services.sh when they are not running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/services.sh env)"
+# The cluster tests' three extra RabbitMQ nodes (rmq1..3@localhost on 5673-5675).
+scripts/services.sh cluster-up
 cargo build --quiet --workspace --all-targets  # benches too, so that they keep compiling
 exec cargo test --workspace --lib --bins --tests -- --test-threads "${DROVER_TEST_THREADS:-4}" "$@"

@@ -5,22 +5,26 @@
 //!
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
-//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`verdicts`], [`drift`],
-//! [`latency`], [`alerts`], [`timeline`], [`dead`]. That crate depends on no async runtime, broker, bus or HTTP crate
-//! and reads no clock, environment or random source, so the compiler keeps them pure.
+//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`fleet_judge`], [`verdicts`],
+//! [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`], [`dead`]. That crate depends on no async runtime,
+//! broker, bus or HTTP crate and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
 //! This crate holds what talks to the world and what joins the two:
 //! - [`io`]: adapters, I/O only, translating to and from the core's types:
 //!   - [`io::amqp`]: the broker: names, topology, a [`io::amqp::Link`] that reconnects with
-//!     jittered backoff, confirmed publishes, deadlines on every operation;
+//!     jittered backoff, rotating through a cluster's nodes, confirmed publishes, deadlines on
+//!     every operation;
+//!   - [`io::policies`]: the broker's policies read at start-up (management API) and checked;
 //!   - [`io::wire`]: a job's envelope on AMQP properties;
 //!   - [`io::systemd`]: the systemd manager over D-Bus (zbus_systemd), states as strings;
 //!   - [`io::handler`]: the user's handler processes (exec and persistent mode), process groups,
-//!     timeouts and kills;
+//!     timeouts and kills, heartbeats, progress and checkpoints (docs/wire-format.md);
 //!   - [`io::preflight`]: the checks a worker runs before its first job;
 //!   - [`io::notify`]: sd_notify (READY, STATUS, WATCHDOG);
 //!   - [`io::control`]: the supervisor's Unix socket and its JSON protocol;
 //!   - [`io::fleet`]: the same protocol across hosts, over the broker's control exchange;
+//!   - [`io::judge`]: the fleet's judge on the broker: its election (a single-active-consumer
+//!     queue), its state queue, hosts' reports, its judgments and news;
 //!   - [`io::alertmanager`]: alert delivery to Alertmanager's API (`/api/v2/alerts`), the
 //!     labels that make an alert's identity;
 //!   - [`io::webhook`]: alert delivery to an Alertmanager-compatible webhook (a second sink);
@@ -38,8 +42,9 @@
 //!   its deadlines; `execute`, the one executor of decisions (deliveries and leases alike);
 //!   `lease`, leases for long jobs.
 //! - [`supervisor`]: `drover supervise`, the per-host supervisor ([`supervisor::run`]): units
-//!   and reconcile passes in `supervisor/mod.rs`; `watch`, the fleet's job events fed to the
-//!   latency watch and the judge, and their alerts delivered; [`supervisor::orders`], its
+//!   and reconcile passes in `supervisor/mod.rs`; `watch`, this host's job events, the seat of
+//!   the fleet's judge when the broker gives it to this supervisor, the judge's decisions
+//!   applied and the alerts delivered; [`supervisor::orders`], its
 //!   maintenance orders, timeline and request handling.
 //! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
 //!   function and picks the exit code once ([`cli::Failure`]); [`cli::submit`] (`drover submit`)
@@ -51,8 +56,8 @@
 //! rules the modules keep.
 
 pub use drover_core::{
-    alerts, backoff, config, dead, drift, duration, events, job, judge, latency, maintenance, outcome, quarantine,
-    reconcile, rollout, suspects, timeline, verdicts,
+    alerts, backoff, config, dead, drift, duration, events, fleet_judge, job, judge, latency, maintenance, outcome,
+    progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;

@@ -233,14 +233,15 @@ impl Drop for Worker {
     }
 }
 
-/// The verdicts the supervisors publish on the control exchange, as a worker receives them.
+/// The fleet's verdicts the judge publishes on the control exchange (its news), as each
+/// supervisor receives them.
 pub struct Verdicts {
     _conn: Connection,
     consumer: lapin::Consumer,
 }
 
 impl Env {
-    /// Follows every host's verdicts from now on.
+    /// Follows the fleet's verdicts from now on.
     pub async fn verdicts(&self) -> Verdicts {
         let conn = connect().await;
         let chan = conn.create_channel().await.expect("channel");
@@ -264,7 +265,7 @@ impl Env {
         chan.queue_bind(
             q.name().as_str().into(),
             exchange.as_str().into(),
-            "verdicts.#".into(),
+            "judge.news".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -296,11 +297,13 @@ impl Verdicts {
         loop {
             match tokio::time::timeout_at(end, self.consumer.next()).await {
                 Ok(Some(Ok(d))) => {
-                    let v: drover::verdicts::HostVerdicts = serde_json::from_slice(&d.data).expect("verdicts are JSON");
-                    if done(&v) {
-                        return v;
+                    let n: drover::fleet_judge::News = serde_json::from_slice(&d.data).expect("news is JSON");
+                    for v in n.verdicts {
+                        if done(&v) {
+                            return v;
+                        }
+                        last = Some(v);
                     }
-                    last = Some(v);
                 }
                 Ok(_) => panic!("the verdicts consumer closed while waiting for {what}"),
                 Err(_) => panic!("timed out after {limit:?} waiting for {what}; last verdicts: {last:?}"),

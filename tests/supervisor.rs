@@ -124,6 +124,14 @@ impl Host {
         }
     }
 
+    /// Kills the supervisor at once (SIGKILL): nothing of it says goodbye to the broker.
+    pub fn kill_supervisor(&mut self) {
+        if let Some(mut c) = self.supervisor.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn unit(&self, instance: &str) -> String {
         format!("{}@{instance}.service", self.prefix)
     }

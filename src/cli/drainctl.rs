@@ -116,6 +116,7 @@ async fn no_such_units(
                 up: true,
                 main_pid: u.main_pid,
                 job: None,
+                progress: Default::default(),
             };
             if crate::maintenance::applies(scope, &a.host, &view) {
                 return Ok(None);

@@ -46,6 +46,7 @@ pub async fn submit(cfg: &Config, s: &Submission) -> anyhow::Result<Vec<String>>
                 failures: Vec::new(),
                 hand_backs: 0,
                 handed_back_at: None,
+                checkpoint: None,
             })
             .collect();
         let messages = batch.iter().map(|j| (j.payload.clone(), crate::io::wire::properties(&j.envelope()))).collect();

@@ -3,7 +3,9 @@
 //! Drover owns its reconnect loop instead of using lapin's automatic recovery (young, with open
 //! reports of recoveries that never finish): a [`Link`] is either up or down, every operation
 //! has a deadline, and a failed operation marks the link down so the next one reconnects with
-//! full-jitter backoff. Consumers are not recovered behind the caller's back: the worker
+//! full-jitter backoff, to the next node of `broker.url` when it lists a cluster's
+//! ([`crate::topology::Rotation`] decides which and how long to wait). Queue arguments (classic
+//! or quorum) come from [`crate::topology::queue_args`]. Consumers are not recovered behind the caller's back: the worker
 //! re-subscribes itself, because after a lost channel the broker has already requeued what it
 //! held, and only the worker knows which results must then be thrown away.
 
@@ -11,9 +13,10 @@ use crate::config::BrokerConfig;
 use crate::events::JobEvent;
 use crate::io::random::Jitter;
 use crate::outcome::delay_rung;
+use crate::topology::{self, Arg, QueueRole, Rotation};
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -37,6 +40,10 @@ pub enum BrokerError {
     /// The caller's deadline or cancellation came first.
     #[error("gave up: {0}")]
     GaveUp(String),
+    /// The broker refused a declaration for good (PRECONDITION_FAILED: a queue that exists with
+    /// other arguments, such as another `x-queue-type`): trying again cannot help.
+    #[error("the broker refused {0}")]
+    Refused(String),
 }
 
 /// Every queue and exchange name Drover uses, from one prefix.
@@ -59,8 +66,9 @@ impl Names {
     pub fn delay(&self, rung: Duration) -> String {
         format!("{}.delay.{}ms", self.prefix, rung.as_millis())
     }
-    pub fn lease(&self, class: &str, job_id: &str, generation: u32) -> String {
-        format!("{}.lease.{class}.{job_id}.{generation}", self.prefix)
+    /// One of a worker's two lease queues (`slot` 0 or 1; `worker` unique to the process).
+    pub fn lease(&self, class: &str, worker: &str, slot: u8) -> String {
+        format!("{}.lease.{class}.{worker}.{slot}", self.prefix)
     }
 }
 
@@ -72,8 +80,16 @@ fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
     t
 }
 
-fn ms_value(d: Duration) -> AMQPValue {
-    AMQPValue::LongLongInt(d.as_millis().min(i64::MAX as u128) as i64)
+/// The core's queue arguments as an AMQP field table.
+fn args_table(args: topology::Args) -> FieldTable {
+    table(
+        args.into_iter()
+            .map(|(k, v)| match v {
+                Arg::Str(s) => (k, AMQPValue::LongString(s.as_str().into())),
+                Arg::Int(i) => (k, AMQPValue::LongLongInt(i)),
+            })
+            .collect(),
+    )
 }
 
 /// A connection to the broker with a confirm-mode channel for jobs and a plain one for events.
@@ -85,6 +101,8 @@ pub struct Link {
     chan: Option<Channel>,
     events_chan: Option<Channel>,
     jitter: Jitter,
+    /// Which of `cfg.urls` to connect to next.
+    rotation: Rotation,
     declared: HashSet<String>,
     pending_events: VecDeque<JobEvent>,
     dropped_events: u64,
@@ -98,14 +116,17 @@ const MAX_PENDING_EVENTS: usize = 10_000;
 
 impl Link {
     pub fn new(cfg: &BrokerConfig, label: &str) -> Link {
+        let mut jitter = Jitter::from_os();
+        let rotation = Rotation::new(cfg.urls.len(), jitter.unit());
         Link {
+            rotation,
             names: Names { prefix: cfg.prefix.clone() },
             cfg: cfg.clone(),
             label: label.to_string(),
             conn: None,
             chan: None,
             events_chan: None,
-            jitter: Jitter::from_os(),
+            jitter,
             declared: HashSet::new(),
             pending_events: VecDeque::new(),
             dropped_events: 0,
@@ -129,6 +150,8 @@ impl Link {
         self.chan = None;
         self.events_chan = None;
         if let Some(conn) = self.conn.take() {
+            // Whatever broke, the next connect goes to another node first.
+            self.rotation.lost();
             // Closing may hang on a dead socket: in the background, but owned by the link (its
             // tasks are awaited by `settle_events` and aborted when the link is dropped).
             while self.in_flight.try_join_next().is_some() {}
@@ -139,12 +162,22 @@ impl Link {
         self.declared.clear();
     }
 
+    /// The node connected to (or to be tried next), without its credentials.
+    pub fn node(&self) -> String {
+        let url = self.cfg.urls.get(self.rotation.current()).map(String::as_str).unwrap_or("");
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let host = after_scheme.rsplit_once('@').map_or(after_scheme, |(_, h)| h);
+        host.split('/').next().unwrap_or(host).to_string()
+    }
+
     async fn connect_once(&mut self) -> Result<(), BrokerError> {
         let props = ConnectionProperties::default().with_connection_name(LongString::from(self.label.as_str()));
-        let conn = tokio::time::timeout(self.cfg.connect_timeout, Connection::connect(&self.cfg.url, props))
+        let url = self.cfg.urls.get(self.rotation.current()).cloned().unwrap_or_default();
+        let node = self.node();
+        let conn = tokio::time::timeout(self.cfg.connect_timeout, Connection::connect(&url, props))
             .await
             .map_err(|_| BrokerError::Timeout(self.cfg.connect_timeout, "connect"))?
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+            .map_err(|e| BrokerError::Unavailable(format!("{node}: {e}")))?;
         let op = self.cfg.op_timeout;
         let chan = deadline(op, "open channel", conn.create_channel()).await?;
         deadline(op, "confirm.select", chan.confirm_select(ConfirmSelectOptions::default())).await?;
@@ -190,14 +223,16 @@ impl Link {
             tries += 1;
             match self.connect_once().await {
                 Ok(()) => {
+                    self.rotation.connected();
                     if tries > 1 || self.connections > 1 {
-                        tracing::info!("broker connection restored after {tries} tries");
+                        tracing::info!("broker connection restored after {tries} tries (node {})", self.node());
                     }
                     self.flush_events().await;
                     return Ok(());
                 }
                 Err(e) => {
-                    let wait = self.cfg.reconnect.delay(tries, self.jitter.unit()).max(Duration::from_millis(50));
+                    let wait =
+                        self.rotation.failed(&self.cfg.reconnect, self.jitter.unit()).max(Duration::from_millis(50));
                     if tries == 1 || tries.is_multiple_of(10) {
                         tracing::warn!(
                             "broker unreachable ({e}); retrying with backoff (try {tries}, next in {wait:.1?})"
@@ -236,32 +271,39 @@ impl Link {
         Ok(chan)
     }
 
-    fn queue_args(&self, mut extra: Vec<(&str, AMQPValue)>) -> FieldTable {
-        if let Some(exp) = self.cfg.queue_expires {
-            extra.push(("x-expires", ms_value(exp)));
-        }
-        table(extra)
+    fn queue_args(&self, role: &QueueRole) -> FieldTable {
+        args_table(topology::queue_args(self.cfg.queue_type, role, self.cfg.queue_expires))
     }
 
-    /// Declares the durable work and dead-letter queues of a class.
+    /// The arguments of a class's work queue, as every process declares it.
+    fn work_args(&self, class: &str) -> FieldTable {
+        let dead = self.names.dead(class);
+        // A class missing from the configuration gets the limit of the default budget
+        // (max_attempts 5, poison_after 3).
+        let delivery_limit =
+            self.cfg.delivery_limits.get(class).copied().unwrap_or_else(|| topology::delivery_limit(5, 3));
+        self.queue_args(&QueueRole::Work { dead: &dead, delivery_limit })
+    }
+
+    /// Declares the durable work and dead-letter queues of a class (dead letters first: a
+    /// quorum work queue dead-letters into it).
     pub async fn declare_class(&mut self, class: &str) -> Result<(), BrokerError> {
-        for name in [self.names.work(class), self.names.dead(class)] {
-            let args = self.queue_args(vec![]);
-            self.declare_queue(&name, args).await?;
-        }
-        Ok(())
+        let dead_args = self.queue_args(&QueueRole::Dead);
+        self.declare_queue(&self.names.dead(class), dead_args).await?;
+        let work_args = self.work_args(class);
+        self.declare_queue(&self.names.work(class), work_args).await
     }
 
     /// Ready messages in a class's work queue (declared as the workers declare it, so that a
     /// missing queue is created rather than closing the channel).
     pub async fn backlog(&mut self, class: &str) -> Result<u32, BrokerError> {
         let op = self.cfg.op_timeout;
-        let args = self.queue_args(vec![]);
+        let args = self.work_args(class);
         let name = self.names.work(class);
         let chan = self.channel()?;
         let opts = QueueDeclareOptions { durable: true, ..Default::default() };
         let r = deadline(op, "queue.declare", chan.queue_declare(name.as_str().into(), opts, args)).await;
-        self.fail_on_err(r.map(|q| q.message_count()))
+        self.fail_on_err(r.map(|q| q.message_count()).map_err(|e| refused(e, &name)))
     }
 
     async fn declare_queue(&mut self, name: &str, args: FieldTable) -> Result<(), BrokerError> {
@@ -272,7 +314,7 @@ impl Link {
         let chan = self.channel()?;
         let opts = QueueDeclareOptions { durable: true, ..Default::default() };
         let r = deadline(op, "queue.declare", chan.queue_declare(name.into(), opts, args)).await;
-        self.fail_on_err(r)?;
+        self.fail_on_err(r.map_err(|e| refused(e, name)))?;
         self.declared.insert(name.to_string());
         Ok(())
     }
@@ -302,13 +344,10 @@ impl Link {
         )
         .await;
         self.fail_on_err(r)?;
-        let args = self.queue_args(vec![
-            ("x-message-ttl", ms_value(rung)),
-            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
-        ]);
+        let args = self.queue_args(&QueueRole::Delay { ttl: rung });
         let opts = QueueDeclareOptions { durable: true, ..Default::default() };
         let r = deadline(op, "queue.declare", chan.queue_declare(name.as_str().into(), opts, args)).await;
-        self.fail_on_err(r)?;
+        self.fail_on_err(r.map_err(|e| refused(e, &name)))?;
         let r = deadline(
             op,
             "queue.bind",
@@ -326,21 +365,32 @@ impl Link {
         Ok(Some(name))
     }
 
-    /// Declares a lease queue: it holds one copy of a running job and, if nobody deletes it
-    /// first, dead-letters that copy back to the class's work queue after `ttl`.
+    /// Declares a lease queue: it holds one copy of a running job at a time and, if nobody
+    /// purges it first, dead-letters that copy back to the class's work queue after `ttl`.
+    /// Declared again at every use: that keeps its `x-expires` from running out while the worker
+    /// lives (publishing does not count as use), and costs no new queue.
     pub async fn declare_lease(&mut self, name: &str, class: &str, ttl: Duration) -> Result<(), BrokerError> {
-        let args = table(vec![
-            ("x-message-ttl", ms_value(ttl)),
-            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
-            ("x-dead-letter-routing-key", AMQPValue::LongString(self.names.work(class).as_str().into())),
-            // Garbage-collects the queue once its copy has gone back; long enough never to
-            // delete it while the copy still waits.
-            ("x-expires", ms_value(ttl * 2 + Duration::from_secs(60))),
-        ]);
+        let work = self.names.work(class);
+        // Garbage-collects the queue once its worker is gone; long enough never to delete it
+        // while a copy still waits.
+        let expires = ttl * 2 + Duration::from_secs(60);
+        let args = args_table(topology::queue_args(
+            self.cfg.queue_type,
+            &QueueRole::Lease { work: &work, ttl, expires },
+            None,
+        ));
         let op = self.cfg.op_timeout;
         let chan = self.channel()?;
         let opts = QueueDeclareOptions { durable: true, ..Default::default() };
         let r = deadline(op, "queue.declare", chan.queue_declare(name.into(), opts, args)).await;
+        self.fail_on_err(r.map(|_| ()).map_err(|e| refused(e, name)))
+    }
+
+    /// Removes every message of a queue (a lease queue's copy).
+    pub async fn purge_queue(&mut self, name: &str) -> Result<(), BrokerError> {
+        let op = self.cfg.op_timeout;
+        let chan = self.channel()?;
+        let r = deadline(op, "queue.purge", chan.queue_purge(name.into(), QueuePurgeOptions::default())).await;
         self.fail_on_err(r.map(|_| ()))
     }
 
@@ -481,6 +531,13 @@ impl Link {
         }
     }
 
+    /// A handle that publishes events while the link itself is busy (a running job's progress,
+    /// while its lease is kept): best effort, on the events channel of the moment.
+    pub fn event_sender(&self) -> Option<EventSender> {
+        let chan = self.events_chan.clone()?;
+        Some(EventSender { chan, exchange: self.names.events(), op: self.cfg.op_timeout })
+    }
+
     /// Waits (at most `limit`) for the events on their way and connections being closed:
     /// called before the process exits.
     pub async fn settle_events(&mut self, limit: Duration) {
@@ -498,7 +555,49 @@ impl Link {
     }
 }
 
+/// A declaration the broker refused for good (`PRECONDITION_FAILED`, reply code 406) becomes
+/// [`BrokerError::Refused`], with what to do about it.
+fn refused(e: BrokerError, queue: &str) -> BrokerError {
+    match e {
+        BrokerError::Unavailable(m) if m.contains("PRECONDITION_FAILED") || m.contains("inequivalent arg") => {
+            BrokerError::Refused(format!(
+                "queue {queue}: {m}. The queue exists with other arguments (broker.queue_type, or a class's \
+                 max_attempts / poison_after, which set a quorum queue's x-delivery-limit, changed since it was \
+                 declared); a queue's type and arguments cannot change in place: use a new broker.prefix, or move \
+                 its messages and delete it"
+            ))
+        }
+        other => other,
+    }
+}
+
 /// Puts a deadline on one broker operation.
+/// See [`Link::event_sender`].
+pub struct EventSender {
+    chan: Channel,
+    exchange: String,
+    op: Duration,
+}
+
+impl EventSender {
+    /// Publishes one event within the broker's operation timeout; a loss is only logged.
+    pub async fn send(&self, event: &JobEvent) {
+        let Ok(body) = serde_json::to_vec(event) else { return };
+        let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
+        let key = event.routing_key();
+        let sent = self.chan.basic_publish(
+            self.exchange.as_str().into(),
+            key.as_str().into(),
+            BasicPublishOptions::default(),
+            &body,
+            props,
+        );
+        if !matches!(tokio::time::timeout(self.op, sent).await, Ok(Ok(_))) {
+            tracing::debug!("a progress event was lost with the broker connection");
+        }
+    }
+}
+
 pub async fn deadline<T>(
     limit: Duration,
     what: &'static str,

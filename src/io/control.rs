@@ -54,6 +54,8 @@ pub enum Request {
         reason: String,
         who: String,
     },
+    /// The fleet's verdicts as the judge last sent them (a worker's, for fair charging).
+    Verdicts,
 }
 
 pub use crate::timeline::TimelineEntry;
@@ -99,6 +101,11 @@ pub struct CurrentJob {
     pub attempt: u32,
     pub since: String,
     pub age_s: f64,
+    /// The fraction done and the note its handler last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -122,6 +129,8 @@ pub struct Response {
     pub timeline: Vec<TimelineEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<crate::verdicts::HostVerdicts>,
 }
 
 /// Serves requests until `cancel` fires. The socket is created owner-only (0600, in a 0700
@@ -138,11 +147,20 @@ impl Response {
             progress: vec![],
             timeline: vec![],
             error: Some(e.to_string()),
+            verdicts: vec![],
         }
     }
 
     pub fn ok(host: &str) -> Response {
-        Response { ok: true, host: host.into(), status: None, progress: vec![], timeline: vec![], error: None }
+        Response {
+            ok: true,
+            host: host.into(),
+            status: None,
+            progress: vec![],
+            timeline: vec![],
+            error: None,
+            verdicts: vec![],
+        }
     }
 }
 
@@ -226,7 +244,11 @@ pub fn render_table(r: &StatusReport) -> String {
     ));
     for u in &r.units {
         let job = match &u.job {
-            Some(j) => format!("{} (attempt {}, {})", short_id(&j.id), j.attempt, age(j.age_s)),
+            Some(j) => {
+                let progress = j.progress.map(|p| format!(", {}", crate::progress::percent(p))).unwrap_or_default();
+                let note = j.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default();
+                format!("{} (attempt {}, {}{progress}){note}", short_id(&j.id), j.attempt, age(j.age_s))
+            }
             None => "-".into(),
         };
         out.push_str(&format!(
@@ -312,14 +334,34 @@ pub fn parse_worker_status(text: &str, now_ms: i64) -> Option<CurrentJob> {
     let rest = text.strip_prefix("running job ")?;
     let (id, rest) = rest.split_once(" (attempt ")?;
     let (attempt, rest) = rest.split_once(") since ")?;
-    let since = rest.trim();
+    // `, 40% (note)` after the start time when the handler reports progress.
+    let (since, reported) = rest.split_once(", ").unwrap_or((rest, ""));
+    let since = since.trim();
+    let (percent, note) = reported.split_once(" (").unwrap_or((reported, ""));
+    let progress = percent.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()).map(|p| p / 100.0);
+    let note = note.strip_suffix(')').filter(|n| !n.is_empty()).map(str::to_string);
     let started = humantime::parse_rfc3339_weak(since).ok().map(crate::job::to_ms)?;
     Some(CurrentJob {
         id: id.to_string(),
         attempt: attempt.parse().ok()?,
         since: since.to_string(),
         age_s: (now_ms - started).max(0) as f64 / 1000.0,
+        progress,
+        note,
     })
+}
+
+/// A worker's STATUS line while it runs a job (read back by [`parse_worker_status`]).
+pub fn worker_status(id: &str, attempt: u32, since: &str, progress: Option<f64>, note: Option<&str>) -> String {
+    let mut s = format!("running job {id} (attempt {attempt}) since {since}");
+    if let Some(p) = progress {
+        s.push_str(&format!(", {}", crate::progress::percent(p)));
+        if let Some(n) = note.filter(|n| !n.is_empty()) {
+            // Parentheses would end the note early when read back.
+            s.push_str(&format!(" ({})", n.replace(['(', ')', '\n'], " ")));
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -332,6 +374,10 @@ mod tests {
             .expect("parsed");
         assert_eq!((j.id.as_str(), j.attempt), ("abc-1", 2));
         assert_eq!(parse_worker_status("idle", 0), None);
+        let line = worker_status("abc-1", 2, "2026-11-21T10:00:00.000Z", Some(0.4), Some("step 12 (of 30)"));
+        assert_eq!(line, "running job abc-1 (attempt 2) since 2026-11-21T10:00:00.000Z, 40% (step 12  of 30 )");
+        let j = parse_worker_status(&line, 1_763_719_260_000).expect("parsed");
+        assert_eq!((j.id.as_str(), j.progress, j.note.as_deref()), ("abc-1", Some(0.4), Some("step 12  of 30 ")));
         assert_eq!(parse_worker_status("running job x (attempt z) since now", 0), None);
     }
 

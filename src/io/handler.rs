@@ -22,16 +22,20 @@
 
 use crate::config::{ClassConfig, Mode};
 use crate::events::tail;
-use crate::job::{rfc3339, Job};
+use crate::job::{checkpoint_text, rfc3339, Job};
 use crate::outcome::Outcome;
 use base64::Engine;
 use serde::Deserialize;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
 
 const STDERR_TAIL: usize = 2048;
 
@@ -197,25 +201,145 @@ pub struct ExecHandler {
 }
 
 /// One attempt as a handler runs it: the job, its fencing value (`DROVER_FENCE`; see
-/// INTERFACE.md) and how long it may take.
+/// INTERFACE.md), how long it may take, how long its handler may stay silent
+/// (`heartbeat_timeout`), and where its progress reports go.
 #[derive(Clone, Copy)]
 pub struct Attempt<'a> {
     pub job: &'a Job,
     pub fence: u64,
     pub limit: Duration,
+    pub heartbeat: Option<Duration>,
+    pub beats: &'a UnboundedSender<Beat>,
+}
+
+/// A progress report (a heartbeat) of the running attempt: each part optional
+/// (docs/wire-format.md). `checkpoint` is compact JSON, within the bound.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Beat {
+    pub progress: Option<f64>,
+    pub note: Option<String>,
+    pub checkpoint: Option<String>,
+}
+
+impl Beat {
+    /// A report from a line's fields; an oversized or missing checkpoint is left out (and said).
+    fn from_fields(
+        progress: Option<f64>,
+        note: Option<serde_json::Value>,
+        checkpoint: Option<serde_json::Value>,
+    ) -> Beat {
+        let checkpoint = checkpoint.filter(|c| !c.is_null()).and_then(|c| match checkpoint_text(&c) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("{e}; the previous checkpoint is kept");
+                None
+            }
+        });
+        let note = match note {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(tail(&s, 200)),
+            Some(other) => Some(tail(&other.to_string(), 200)),
+        };
+        Beat { progress: progress.filter(|p| p.is_finite()).map(|p| p.clamp(0.0, 1.0)), note, checkpoint }
+    }
+}
+
+/// When the handler last reported, for `heartbeat_timeout`: silence is counted from the
+/// attempt's start.
+struct Heart {
+    start: Instant,
+    last_ms: AtomicU64,
+    limit: Option<Duration>,
+}
+
+impl Heart {
+    fn new(limit: Option<Duration>) -> Heart {
+        Heart { start: Instant::now(), last_ms: AtomicU64::new(0), limit }
+    }
+
+    fn beat(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Completes once the handler has been silent for the limit (never without one).
+    async fn silent(&self) -> Duration {
+        let Some(limit) = self.limit else { return std::future::pending().await };
+        loop {
+            let due = self.start + Duration::from_millis(self.last_ms.load(Ordering::SeqCst)) + limit;
+            if Instant::now() >= due {
+                return limit;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+fn hung(limit: Duration) -> String {
+    format!("no heartbeat for {} (heartbeat_timeout): hung, killed", crate::duration::format(limit))
+}
+
+/// An exec-mode stdout line that reports progress (`{"progress": 0.4, "note": ...}`), if it is one.
+pub fn exec_beat(line: &str) -> Option<Beat> {
+    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let obj = v.as_object()?;
+    if !obj.contains_key("progress") && !obj.contains_key("note") {
+        return None;
+    }
+    Some(Beat::from_fields(obj.get("progress").and_then(|p| p.as_f64()), obj.get("note").cloned(), None))
+}
+
+/// The file of an exec-mode attempt's checkpoint (`DROVER_CHECKPOINT_FILE`), in the worker's
+/// temporary directory (the unit's own with `PrivateTmp=`), removed after the attempt.
+struct CheckpointFile {
+    path: std::path::PathBuf,
+}
+
+impl CheckpointFile {
+    fn new(job: &Job, fence: u64) -> CheckpointFile {
+        let path = std::env::temp_dir().join(format!("drover-checkpoint-{}-{fence}.json", std::process::id()));
+        if let Some(c) = &job.checkpoint {
+            if let Err(e) = std::fs::write(&path, c) {
+                tracing::warn!("cannot write the checkpoint file {}: {e}", path.display());
+            }
+        }
+        CheckpointFile { path }
+    }
+
+    /// The checkpoint the handler left, when it is JSON and differs from the one it was given.
+    fn saved(&self, given: Option<&str>) -> Option<String> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let value: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("checkpoint file {} is not JSON ({e}): ignored", self.path.display());
+                return None;
+            }
+        };
+        Beat::from_fields(None, None, Some(value)).checkpoint.filter(|c| Some(c.as_str()) != given)
+    }
+}
+
+impl Drop for CheckpointFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("json.tmp"));
+    }
 }
 
 impl ExecHandler {
     async fn run(&self, attempt: Attempt<'_>, stop: impl Future<Output = Stop>) -> Result<Outcome, HandlerDown> {
-        let Attempt { job, fence, limit } = attempt;
+        let Attempt { job, fence, limit, heartbeat, beats } = attempt;
+        let checkpoint = CheckpointFile::new(job, fence);
+        let heart = Arc::new(Heart::new(heartbeat));
         let mut cmd = command(&self.command, &self.who);
+        cmd.env("DROVER_CHECKPOINT_FILE", &checkpoint.path);
         cmd.env("DROVER_JOB_ID", &job.id)
             .env("DROVER_ATTEMPT", job.attempt.to_string())
             .env("DROVER_FENCE", fence.to_string())
             .env("DROVER_DEADLINE", rfc3339(job.deadline))
             .env("DROVER_TENANT", job.tenant.as_deref().unwrap_or(""))
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child =
             cmd.spawn().map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
@@ -231,6 +355,19 @@ impl ExecHandler {
                 let _ = stdin.write_all(&payload).await;
             }
         });
+        // Progress lines on stdout are heartbeats; the rest of stdout is ignored.
+        let stdout = child.stdout.take();
+        let (to, beat_heart) = (beats.clone(), heart.clone());
+        let reader = tokio::spawn(async move {
+            let Some(out) = stdout else { return };
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(b) = exec_beat(&line) {
+                    beat_heart.beat();
+                    let _ = to.send(b);
+                }
+            }
+        });
         let stderr = child.stderr.take();
         let collector = tokio::spawn(async move {
             let mut buf = Vec::new();
@@ -243,7 +380,8 @@ impl ExecHandler {
         let ended = tokio::select! {
             status = child.wait() => Ok(status),
             _ = tokio::time::sleep(limit) => Err(None),
-            why = stop => Err(Some(why)),
+            silent = heart.silent() => Err(Some(Err(silent))),
+            why = stop => Err(Some(Ok(why))),
         };
         let outcome = match ended {
             Ok(status) => {
@@ -254,17 +392,23 @@ impl ExecHandler {
             }
             Err(stopped) => {
                 match &stopped {
-                    Some(s) if s.at_once => kill_group(&mut child, pgid).await,
+                    Some(Ok(s)) if s.at_once => kill_group(&mut child, pgid).await,
                     _ => stop_group(&mut child, pgid, self.kill_grace).await,
                 };
                 collector.abort();
                 match stopped {
                     None => Outcome::TimedOut(format!("killed after {:.1}s", limit.as_secs_f64())),
-                    Some(s) => Outcome::Interrupted(s.why),
+                    Some(Err(silent)) => Outcome::TimedOut(hung(silent)),
+                    Some(Ok(s)) => Outcome::Interrupted(s.why),
                 }
             }
         };
         feeder.abort();
+        // The last progress lines are read before the checkpoint the handler left.
+        let _ = tokio::time::timeout(Duration::from_millis(200), reader).await;
+        if let Some(c) = checkpoint.saved(job.checkpoint.as_deref()) {
+            let _ = beats.send(Beat { checkpoint: Some(c), ..Beat::default() });
+        }
         Ok(outcome)
     }
 }
@@ -309,6 +453,9 @@ struct Reply {
     status: Option<String>,
     #[serde(default)]
     message: Option<serde_json::Value>,
+    progress: Option<f64>,
+    note: Option<serde_json::Value>,
+    checkpoint: Option<serde_json::Value>,
 }
 
 /// What one line on the handler's stdout means.
@@ -318,6 +465,11 @@ pub enum Line {
     Result {
         id: String,
         outcome: Outcome,
+    },
+    /// A heartbeat of a running job, with what it reported.
+    Beat {
+        id: String,
+        beat: Beat,
     },
     /// Not JSON: a stray print. Logged, not fatal: stdout is the protocol channel, but a debug
     /// print should not cost a job.
@@ -344,6 +496,9 @@ pub fn parse_line(line: &str) -> Line {
         Some(other) => other.to_string(),
         None => return Line::Violation(format!("result without an id: {}", tail(trimmed, 200))),
     };
+    if reply.status.is_none() {
+        return Line::Beat { id, beat: Beat::from_fields(reply.progress, reply.note, reply.checkpoint) };
+    }
     let message = match reply.message {
         None | Some(serde_json::Value::Null) => String::new(),
         Some(serde_json::Value::String(s)) => s,
@@ -369,6 +524,9 @@ pub fn job_line(job: &Job, fence: u64) -> String {
         "deadline": rfc3339(job.deadline),
         "tenant": job.tenant,
     });
+    if let Some(c) = job.checkpoint.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()) {
+        obj["checkpoint"] = c;
+    }
     match serde_json::from_slice::<serde_json::Value>(&job.payload) {
         Ok(v) => obj["payload"] = v,
         Err(_) => obj["payload_b64"] = base64::engine::general_purpose::STANDARD.encode(&job.payload).into(),
@@ -422,7 +580,8 @@ impl PersistentHandler {
     }
 
     async fn run(&mut self, attempt: Attempt<'_>, stop: impl Future<Output = Stop>) -> Result<Outcome, HandlerDown> {
-        let Attempt { job, fence, limit } = attempt;
+        let Attempt { job, fence, limit, heartbeat, beats } = attempt;
+        let heart = Heart::new(heartbeat);
         self.ensure_started().await?;
         let Some(proc) = self.proc.as_mut() else {
             return Err(HandlerDown("handler not running".into()));
@@ -441,6 +600,13 @@ impl PersistentHandler {
                             return Err(format!("answered for job {id} while running {}", job.id))
                         }
                         Line::Violation(v) => return Err(v),
+                        Line::Beat { id, beat } if id == job.id => {
+                            heart.beat();
+                            let _ = beats.send(beat);
+                        }
+                        Line::Beat { id, .. } => {
+                            tracing::warn!("progress for job {id} while running {}: ignored", job.id)
+                        }
                         Line::Ready => {}
                         Line::Noise => tracing::info!(target: "handler", "{line}"),
                     },
@@ -452,7 +618,8 @@ impl PersistentHandler {
         let ended = tokio::select! {
             r = exchange => Ok(r),
             _ = tokio::time::sleep(limit) => Err(None),
-            why = stop => Err(Some(why)),
+            silent = heart.silent() => Err(Some(Err(silent))),
+            why = stop => Err(Some(Ok(why))),
         };
         match ended {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -460,11 +627,15 @@ impl PersistentHandler {
                 let status = self.stop().await.map(describe).unwrap_or_default();
                 Ok(Outcome::Failed(format!("persistent handler failed: {broken} ({status}); restarting it")))
             }
+            Err(Some(Err(silent))) => {
+                self.kill().await;
+                Ok(Outcome::TimedOut(format!("{}; handler restarted", hung(silent))))
+            }
             Err(None) => {
                 self.kill().await;
                 Ok(Outcome::TimedOut(format!("killed after {:.1}s; handler restarted", limit.as_secs_f64())))
             }
-            Err(Some(stop)) => {
+            Err(Some(Ok(stop))) => {
                 // The job goes elsewhere: stop this attempt now rather than wait for the
                 // handler to notice end-of-input; with no grace at all when it already runs
                 // elsewhere.
@@ -519,6 +690,22 @@ mod tests {
                 r#"{"id": "a", "status": "fail"}"#,
                 Line::Result { id: "a".into(), outcome: Outcome::Failed(String::new()) },
             ),
+            (
+                r#"{"id": "a", "progress": 0.4, "note": "step 12", "checkpoint": {"step": 12}}"#,
+                Line::Beat {
+                    id: "a".into(),
+                    beat: Beat {
+                        progress: Some(0.4),
+                        note: Some("step 12".into()),
+                        checkpoint: Some(r#"{"step":12}"#.into()),
+                    },
+                },
+            ),
+            (r#"{"id": "a"}"#, Line::Beat { id: "a".into(), beat: Beat::default() }),
+            (
+                r#"{"id": "a", "progress": 7}"#,
+                Line::Beat { id: "a".into(), beat: Beat { progress: Some(1.0), ..Beat::default() } },
+            ),
             ("loading model...", Line::Noise),
             ("{not json", Line::Noise),
             (r#"{"status": "ok"}"#, Line::Violation("result without an id: {\"status\": \"ok\"}".into())),
@@ -546,6 +733,7 @@ mod tests {
             failures: vec![],
             hand_backs: 0,
             handed_back_at: None,
+            checkpoint: None,
         };
         let v: serde_json::Value = serde_json::from_str(&job_line(&job, 42)).expect("json");
         assert_eq!(v["payload"]["n"], 1);
@@ -554,6 +742,38 @@ mod tests {
         job.payload = vec![0xff, 0x00];
         let v: serde_json::Value = serde_json::from_str(&job_line(&job, 43)).expect("json");
         assert_eq!(v["payload_b64"], "/wA=");
+    }
+
+    #[test]
+    fn oversized_checkpoints_are_refused_and_exec_progress_lines_read() {
+        let big = format!(r#"{{"id": "a", "checkpoint": "{}"}}"#, "x".repeat(crate::job::MAX_CHECKPOINT_BYTES));
+        assert_eq!(parse_line(&big), Line::Beat { id: "a".into(), beat: Beat::default() });
+        assert_eq!(
+            exec_beat(r#"{"progress": 0.5, "note": "half"}"#),
+            Some(Beat { progress: Some(0.5), note: Some("half".into()), checkpoint: None })
+        );
+        assert_eq!(exec_beat("plain output"), None);
+        assert_eq!(exec_beat(r#"{"rows": 3}"#), None, "JSON output that is not progress");
+    }
+
+    #[test]
+    fn job_lines_carry_the_checkpoint() {
+        let job = Job {
+            id: "j".into(),
+            class: "c".into(),
+            attempt: 1,
+            submitted_at: 0,
+            deadline: 0,
+            tenant: None,
+            payload: b"{}".to_vec(),
+            failed_on: vec![],
+            failures: vec![],
+            hand_backs: 0,
+            handed_back_at: None,
+            checkpoint: Some(r#"{"step":9}"#.into()),
+        };
+        let v: serde_json::Value = serde_json::from_str(&job_line(&job, 1)).expect("json");
+        assert_eq!(v["checkpoint"]["step"], 9);
     }
 
     #[test]

@@ -108,6 +108,7 @@ mod tests {
             failures: vec!["w-1@a".into()],
             hand_backs: 0,
             handed_back_at: None,
+            checkpoint: None,
         };
         let p = properties(&j.envelope());
         assert_eq!(p.delivery_mode(), &Some(2));

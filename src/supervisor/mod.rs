@@ -288,6 +288,9 @@ impl Supervisor {
                         matches!(o.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
                     }),
                     main_pid: o.map(|o| o.main_pid).unwrap_or(0),
+                    progress: o
+                        .and_then(|o| control::parse_worker_status(&o.status_text, now))
+                        .and_then(|j| j.progress),
                     job: o.and_then(|o| control::parse_worker_status(&o.status_text, now)).map(|j| (j.id, j.age_s)),
                 }
             })

@@ -31,6 +31,8 @@ pub struct Maintenance {
     /// Classes an operator asked to start a new latency baseline for (`host_only`), for the
     /// watch to apply.
     pub rebaselines: Vec<(String, bool)>,
+    /// The fleet's verdicts from the judge's news, handed on to this host's workers.
+    pub verdicts: crate::verdicts::Fleet,
 }
 
 /// Everything a request may touch.
@@ -133,6 +135,11 @@ impl Ctx {
             Request::Timeline { since_ms } => {
                 let mut r = Response::ok(&self.host);
                 r.timeline = self.timeline.since(since_ms);
+                r
+            }
+            Request::Verdicts => {
+                let mut r = Response::ok(&self.host);
+                r.verdicts = self.maint.lock().map(|m| m.verdicts.all()).unwrap_or_default();
                 r
             }
             Request::Note { what, why, who } => {

@@ -5,8 +5,10 @@
 use super::lease::Lease;
 use super::Worker;
 use crate::events::EventKind;
+use crate::io::amqp::EventSender;
 use crate::io::clock::now_ms;
-use crate::io::handler::{Attempt, HandlerDown, Stop};
+use crate::io::control::worker_status;
+use crate::io::handler::{Attempt, Beat, HandlerDown, Stop};
 use crate::io::notify;
 use crate::job::{rfc3339, EpochMs, Job};
 use crate::outcome::Outcome;
@@ -14,7 +16,9 @@ use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::Channel;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How an attempt went.
@@ -24,7 +28,19 @@ pub(super) struct Ran {
     pub(super) finished: EpochMs,
     /// The job was lost to the broker while it ran (it runs elsewhere).
     pub(super) lost: bool,
+    /// The last checkpoint its handler saved during this attempt.
+    pub(super) checkpoint: Option<String>,
 }
+
+/// A running attempt's progress events go out when it first reports, then when its progress
+/// moved on by [`PROGRESS_EVENT_STEP`] or this long has passed, at most once per
+/// [`PROGRESS_EVENT_GAP`]: enough for the fleet's projections, few enough for a chatty handler.
+const PROGRESS_EVENT_EVERY: Duration = Duration::from_secs(10);
+const PROGRESS_EVENT_STEP: f64 = 0.1;
+const PROGRESS_EVENT_GAP: Duration = Duration::from_secs(1);
+
+/// The latest checkpoint of the running attempt, shared with its lease (renewed with it).
+pub(super) type Checkpoint = Arc<Mutex<Option<String>>>;
 
 impl Worker {
     /// Runs one attempt of `job`, held by `delivery` on `chan` or by `lease`, and says so in a
@@ -42,7 +58,8 @@ impl Worker {
         e.queue_wait_s = Some((started - job.submitted_at).max(0) as f64 / 1000.0);
         e.redelivered = Some(delivery.redelivered);
         self.link.event(e).await;
-        notify::status(&format!("running job {} (attempt {}) since {}", job.id, job.attempt, rfc3339(started)));
+        let since = rfc3339(started);
+        notify::status(&worker_status(&job.id, job.attempt, &since, None, None));
 
         let limit = self.class.timeout.min(job.time_left(started));
         let lost = CancellationToken::new();
@@ -58,6 +75,18 @@ impl Worker {
                 _ = lost.cancelled() => Stop::at_once("lost the job to the broker (channel closed or lease not renewed): it runs elsewhere"),
             }
         };
+        let (beats, mut reports) = mpsc::unbounded_channel::<Beat>();
+        let checkpoint: Checkpoint = Arc::new(Mutex::new(None));
+        if let Some(l) = lease.as_deref_mut() {
+            l.follow(checkpoint.clone());
+        }
+        let reporter = report_progress(
+            &mut reports,
+            self.link.event_sender(),
+            self.event(EventKind::Progress, Some(job)),
+            &since,
+            &checkpoint,
+        );
         let link = &mut self.link;
         let keeper = async {
             match lease.as_deref_mut() {
@@ -66,17 +95,74 @@ impl Worker {
             }
             std::future::pending::<Infallible>().await
         };
+        let heartbeat = self.class.heartbeat_timeout;
         let ran = tokio::select! {
-            r = self.handler.run(Attempt { job, fence, limit }, stop) => r,
+            r = self.handler.run(Attempt { job, fence, limit, heartbeat, beats: &beats }, stop) => r,
             never = keeper => match never {},
+            never = reporter => match never {},
         };
+        // What the handler said last (exec mode's checkpoint file is read at the end).
+        while let Ok(b) = reports.try_recv() {
+            if let (Some(c), Ok(mut cell)) = (b.checkpoint, checkpoint.lock()) {
+                *cell = Some(c);
+            }
+        }
+        let checkpoint = checkpoint.lock().ok().and_then(|c| c.clone());
         let finished = now_ms();
         let outcome = ran.unwrap_or_else(|HandlerDown(why)| {
             tracing::error!("{why}");
             Outcome::Interrupted(why)
         });
-        Ran { outcome, started, finished, lost: lost.is_cancelled() }
+        Ran { outcome, started, finished, lost: lost.is_cancelled(), checkpoint }
     }
+}
+
+/// Takes the running attempt's progress reports: keeps its latest checkpoint, shows its progress
+/// in the worker's STATUS line, and tells it in `progress` events (the first at once, then at
+/// most every [`PROGRESS_EVENT_EVERY`]). Never completes.
+async fn report_progress(
+    reports: &mut mpsc::UnboundedReceiver<Beat>,
+    events: Option<EventSender>,
+    template: crate::events::JobEvent,
+    since: &str,
+    checkpoint: &Checkpoint,
+) -> Infallible {
+    let mut last_event: Option<(tokio::time::Instant, Option<f64>)> = None;
+    let (mut progress, mut note) = (None, None);
+    while let Some(b) = reports.recv().await {
+        if let (Some(c), Ok(mut cell)) = (b.checkpoint, checkpoint.lock()) {
+            *cell = Some(c);
+        }
+        if b.progress.is_none() && b.note.is_none() {
+            continue;
+        }
+        progress = b.progress.or(progress);
+        note = b.note.or(note);
+        let attempt = template.attempt.unwrap_or(1);
+        let id = template.job_id.as_deref().unwrap_or("");
+        notify::status(&worker_status(id, attempt, since, progress.or(Some(0.0)), note.as_deref()));
+        let due = match last_event {
+            None => true,
+            Some((at, _)) if at.elapsed() < PROGRESS_EVENT_GAP => false,
+            Some((at, told)) => {
+                at.elapsed() >= PROGRESS_EVENT_EVERY
+                    || progress.unwrap_or(0.0) - told.unwrap_or(0.0) >= PROGRESS_EVENT_STEP - 1e-9
+            }
+        };
+        if !due {
+            continue;
+        }
+        last_event = Some((tokio::time::Instant::now(), progress));
+        if let Some(events) = &events {
+            let mut e = template.clone();
+            e.at = rfc3339(now_ms());
+            e.started_at = Some(since.to_string());
+            e.progress = progress;
+            e.note = note.clone();
+            events.send(&e).await;
+        }
+    }
+    std::future::pending().await
 }
 
 /// The attempt's fencing value (`DROVER_FENCE`, INTERFACE.md): microseconds since the Unix

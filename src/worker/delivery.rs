@@ -160,6 +160,10 @@ impl Worker {
             notify::status("idle");
             return Ok(());
         }
+        if let Some(c) = &ran.checkpoint {
+            // The next attempt, whatever brings it, resumes from here.
+            job.checkpoint = Some(c.clone());
+        }
         let action = self.decide(&mut job, &ran, policy);
         let recorded = match lease {
             Some(l) => self.execute(&action, &job, Held::Lease(l)).await,

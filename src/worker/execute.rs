@@ -1,7 +1,7 @@
 //! The one executor of decisions: turns an [`Action`] (or a hand-back) into broker operations,
 //! for a job held as a delivery and for a leased job alike. A decision publishes at most one
 //! message ([`Out`], its headers written by [`crate::job`]), then lets go of the job: a
-//! delivery is acknowledged (or, given back unchanged, nacked), a lease's queue is deleted.
+//! delivery is acknowledged (or, given back unchanged, nacked), a lease's copy is purged.
 
 use super::lease::Lease;
 use super::Worker;
@@ -32,9 +32,9 @@ pub(super) enum Out {
     Delayed(Duration, Headers),
     /// To the class's dead-letter queue.
     Dead(Headers),
-    /// The job goes back as it is, uncharged: a delivery by a nack, a lease copy published
-    /// unchanged to the work queue.
-    GiveBack,
+    /// The job goes back, uncharged: as it is (a delivery by a nack, a lease copy published
+    /// unchanged to the work queue), or with these headers (its handler's new checkpoint).
+    GiveBack(Option<Headers>),
 }
 
 impl Worker {
@@ -47,7 +47,7 @@ impl Worker {
             // The one place the attempt number moves on.
             Action::Retry { delay } => Out::Delayed(*delay, job.headers(job.attempt + 1)),
             Action::DeadLetter { reason, detail } => Out::Dead(self.dead_headers(*reason, detail)),
-            Action::Requeue { .. } => Out::GiveBack,
+            Action::Requeue { .. } => Out::GiveBack(job.checkpoint.as_ref().map(|_| job.headers(job.attempt))),
         };
         self.carry_out(out, held).await
     }
@@ -61,7 +61,7 @@ impl Worker {
     pub(super) async fn carry_out(&mut self, out: Out, held: Held<'_>) -> Result<bool, BrokerError> {
         match held {
             Held::Delivery(delivery) => {
-                if let Out::GiveBack = out {
+                if let Out::GiveBack(None) = out {
                     requeue_quietly(delivery).await;
                     return Ok(true);
                 }
@@ -72,7 +72,7 @@ impl Worker {
         }
     }
 
-    /// Publishes `out`, then deletes the lease's queue. Retries across reconnects until the
+    /// Publishes `out`, then purges the lease's copy. Retries across reconnects until the
     /// lease would expire anyway; past that the copy returns to the queue and the job runs
     /// again (`false`).
     async fn release(&mut self, out: &Out, lease: &mut Lease) -> bool {
@@ -84,11 +84,12 @@ impl Worker {
                     self.publish(out, &lease.props, &lease.body).await?;
                     published = true;
                 }
-                self.link.delete_queue(&lease.queue).await
+                lease.let_go(&mut self.link).await
             };
             match attempt.await {
                 Ok(()) => return true,
                 Err(e) if Instant::now() >= give_up => {
+                    lease.abandon();
                     tracing::error!(
                         "job {}: result not recorded before the lease expired ({e}); it will run again",
                         lease.job_id
@@ -117,9 +118,13 @@ impl Worker {
                 let dead = self.link.names.dead(class);
                 self.link.publish("", &dead, body, with_headers(props, headers.clone())).await
             }
-            Out::GiveBack => {
+            Out::GiveBack(headers) => {
                 let work = self.link.names.work(class);
-                self.link.publish("", &work, body, props.clone()).await
+                let props = match headers {
+                    Some(h) => with_headers(props, h.clone()),
+                    None => props.clone(),
+                };
+                self.link.publish("", &work, body, props).await
             }
         }
     }

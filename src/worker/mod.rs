@@ -7,9 +7,10 @@
 //!   the broker redelivers it. If the channel is lost mid-job, the broker has already requeued
 //!   the job for another worker, so this worker kills its copy at once rather than run it twice.
 //! - **lease** (attempts that may outlast the broker's `consumer_timeout`, which would close the
-//!   channel under a long job): at start a copy of the job is put in a queue of its own whose
-//!   TTL dead-letters it back to the work queue, and the delivery is acknowledged. The worker
-//!   renews the lease (a fresh copy, then the old queue deleted) every third of its TTL. If the
+//!   channel under a long job): at start a copy of the job is put in one of the worker's two
+//!   lease queues, whose TTL dead-letters it back to the work queue, and the delivery is
+//!   acknowledged. The worker renews the lease (a fresh copy in the other queue, then the first
+//!   purged) every third of its TTL. If the
 //!   worker dies, the copy comes back within one TTL; if the worker cannot renew before the TTL
 //!   runs out, it kills its job, because the copy is about to run elsewhere.
 //!
@@ -106,10 +107,9 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
         verdicts_heard: Arc::default(),
         probing: false,
     };
-    tasks.spawn(crate::io::fleet::follow_verdicts(
-        w.cfg.clone(),
+    tasks.spawn(follow_verdicts(
+        w.cfg.supervisor.socket.clone(),
         w.verdicts.clone(),
-        format!("drover work {unit}"),
         w.verdicts_heard.clone(),
         tasks.token().clone(),
     ));
@@ -119,6 +119,45 @@ pub async fn run(cfg: Config, class_name: &str, instance: Option<String>) -> any
     let code = w.main().await;
     tasks.shutdown(Duration::from_secs(2)).await;
     code
+}
+
+/// How often a worker asks its supervisor for the fleet's verdicts.
+const VERDICTS_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the fleet's verdicts through this host's supervisor (its control socket), not a
+/// broker connection of its own: the judge sends them to each supervisor once, and its
+/// workers ask it over the socket. Without a supervisor the worker goes on with what it
+/// has; `heard` is notified at each answer.
+async fn follow_verdicts(
+    socket: std::path::PathBuf,
+    into: Arc<Mutex<crate::verdicts::Fleet>>,
+    heard: Arc<tokio::sync::Notify>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut said = false;
+    loop {
+        match crate::io::control::request(&socket, &crate::io::control::Request::Verdicts, Duration::from_secs(2)).await
+        {
+            Ok(r) if r.ok => {
+                if let Ok(mut f) = into.lock() {
+                    f.expire(crate::io::clock::now_ms());
+                    r.verdicts.into_iter().for_each(|v| f.update(v));
+                }
+                heard.notify_one();
+                said = false;
+            }
+            Ok(r) => tracing::debug!("no verdicts from the supervisor: {}", r.error.unwrap_or_default()),
+            Err(e) if !said => {
+                tracing::info!("no verdicts from a supervisor ({e:#}); going on with what this worker has");
+                said = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(VERDICTS_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
 }
 
 /// The worker's name in events: under systemd its unit's full name (the instance comes from
@@ -199,6 +238,11 @@ impl Worker {
         if self.link.ensure_up(None, &self.controls.drain).await.is_err() {
             return Some(0); // stopped before the broker came
         }
+        if let Err(problem) = self.check_broker().await {
+            tracing::error!("{problem}; taking no job (exit {EXIT_MISCONFIGURED}: not to be restarted)");
+            notify::status(&format!("misconfigured: {problem}"));
+            return Some(EXIT_MISCONFIGURED);
+        }
         if let Err(failure) = preflight::run(&self.class.preflight, self.cfg.worker.preflight_timeout).await {
             tracing::error!("{failure}; taking no job (exit {EXIT_MISCONFIGURED}: not to be restarted)");
             notify::status(&format!("misconfigured: {failure}"));
@@ -217,7 +261,7 @@ impl Worker {
         if std::env::var_os("INVOCATION_ID").is_some() {
             // Run by a supervisor: hear the fleet's verdicts before the first job, so that a
             // freshly restarted worker does not run a job that already killed its workers.
-            notify::status("asking the supervisors for their verdicts");
+            notify::status("asking the supervisor for the fleet's verdicts");
             if tokio::time::timeout(VERDICTS_WAIT, self.verdicts_heard.notified()).await.is_err() {
                 tracing::warn!(
                     "no supervisor's verdicts within {}; taking jobs anyway",
@@ -234,6 +278,34 @@ impl Worker {
             self.link.names.work(&self.class.name)
         );
         None
+    }
+
+    /// The broker's policies against the configuration, and the class's queues declared as
+    /// configured: `Err` when the worker must not take jobs.
+    async fn check_broker(&mut self) -> Result<(), String> {
+        use crate::io::policies::{check, Checked};
+        let b = &self.cfg.broker;
+        match check(b).await {
+            Checked::NotConfigured => tracing::info!(
+                "broker policies not checked: AMQP does not show them; set broker.management_url to have \
+                 delivery limits, consumer timeouts and queue types of policies on {}.* checked at start-up",
+                b.prefix
+            ),
+            Checked::Unreadable(e) => tracing::warn!("broker policies not checked: {e}"),
+            Checked::Read(n, findings) => {
+                tracing::info!("broker policies: {n} on the vhost, {} concern {}.*", findings.len(), b.prefix);
+                for f in findings.iter().filter(|f| !f.refuse) {
+                    tracing::warn!("{}", f.message);
+                }
+                if let Some(f) = findings.iter().find(|f| f.refuse) {
+                    return Err(f.message.clone());
+                }
+            }
+        }
+        match self.link.declare_class(&self.class.name).await {
+            Err(BrokerError::Refused(m)) => Err(m),
+            _ => Ok(()),
+        }
     }
 
     /// Subscribes and handles deliveries until the link breaks (`None`) or the worker is done.

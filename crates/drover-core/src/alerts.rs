@@ -154,6 +154,14 @@ impl AlertBook {
         &self.resolved
     }
 
+    /// A book that goes on from alerts another one had firing (the fleet's judge taking over
+    /// from its snapshot): they stay firing, nothing is raised again.
+    pub fn restore(firing: Vec<Alert>) -> AlertBook {
+        let entries =
+            firing.into_iter().map(|alert| (alert.key.clone(), Entry::Firing { alert, clear_since: None })).collect();
+        AlertBook { entries, resolved: Vec::new() }
+    }
+
     /// Keys this book has an opinion on (pending or firing), for callers that must report
     /// "clear" for conditions they no longer see.
     pub fn keys(&self) -> Vec<AlertKey> {

@@ -7,6 +7,8 @@
 
 use crate::backoff::Backoff;
 use crate::duration;
+use crate::topology;
+pub use crate::topology::QueueType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,7 +31,14 @@ pub struct Config {
 
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
-    pub url: String,
+    /// The broker's nodes (`broker.url`, one URL or a list): connections rotate through them.
+    pub urls: Vec<String>,
+    /// `broker.queue_type`: classic or quorum queues for work, dead letters, delays and leases.
+    pub queue_type: QueueType,
+    /// `broker.management_url`: the management API, where start-up reads the broker's policies.
+    pub management_url: Option<String>,
+    /// Delivery limit of each class's work queue on quorum queues (`topology::delivery_limit`).
+    pub delivery_limits: BTreeMap<String, u32>,
     /// Prefix of every queue and exchange Drover declares, so that several Drover
     /// installations (or test runs) can share a broker.
     pub prefix: String,
@@ -236,6 +245,9 @@ pub struct ClassConfig {
     /// How long a retry is offered to hosts it has not failed on before one it failed on may run
     /// it (`outcome::hand_back`); zero: no steering.
     pub avoid_failed_hosts: Duration,
+    /// An attempt whose handler reports no progress (no heartbeat) for this long is hung: killed
+    /// and counted as a timeout, before its `timeout`. None: handlers need not heartbeat.
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 impl ClassConfig {
@@ -423,17 +435,43 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
     let alerts = read_alerts(r, root, env, &systemd);
     let quarantine = read_quarantine(r, root);
     let classes = read_classes(r, root);
+    let mut broker = broker;
+    broker.delivery_limits =
+        classes.iter().map(|(n, c)| (n.clone(), topology::delivery_limit(c.max_attempts, c.poison_after))).collect();
     r.unknown_keys(root, "");
     Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes }
 }
 
 fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
     let broker_t = r.section(root, "", "broker");
-    let url = r
-        .string(&broker_t, "broker", "url", "an amqp:// or amqps:// URL")
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        r.problem("broker.url", &format!("`{url}`"), "an amqp:// or amqps:// URL");
+    const URLS: &str = "an amqp:// or amqps:// URL, or a non-empty list of them (the nodes of a cluster)";
+    let urls = match r.take(&broker_t, "broker", "url") {
+        None => vec!["amqp://guest:guest@127.0.0.1:5672/%2f".to_string()],
+        Some(Value::String(u)) => vec![u.clone()],
+        Some(v) => strings_of(v).filter(|l| !l.is_empty()).unwrap_or_else(|| {
+            r.problem("broker.url", &type_name(v), URLS);
+            vec![]
+        }),
+    };
+    for url in &urls {
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            r.problem("broker.url", &format!("`{url}`"), URLS);
+        }
+    }
+    let queue_type = match r.string(&broker_t, "broker", "queue_type", "\"classic\" or \"quorum\"") {
+        None => QueueType::Classic,
+        Some(t) => QueueType::parse(&t).unwrap_or_else(|| {
+            r.problem("broker.queue_type", &format!("\"{t}\""), "\"classic\" or \"quorum\"");
+            QueueType::Classic
+        }),
+    };
+    let management_url = r.string(&broker_t, "broker", "management_url", "an http:// URL");
+    if let Some(m) = management_url.as_ref().filter(|m| !m.starts_with("http://")) {
+        r.problem(
+            "broker.management_url",
+            &format!("`{m}`"),
+            "an http:// URL of the management API, such as http://127.0.0.1:15672",
+        );
     }
     let prefix =
         r.string(&broker_t, "broker", "prefix", "letters, digits, `-`, `_`, `.`").unwrap_or_else(|| "drover".into());
@@ -441,7 +479,10 @@ fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
         r.problem("broker.prefix", &format!("`{prefix}`"), "a non-empty name of letters, digits, `-`, `_`, `.`");
     }
     let broker = BrokerConfig {
-        url,
+        urls,
+        queue_type,
+        management_url,
+        delivery_limits: BTreeMap::new(),
         prefix,
         consumer_timeout: r.duration(&broker_t, "broker", "consumer_timeout", Duration::from_secs(1800)),
         connect_timeout: r.duration(&broker_t, "broker", "connect_timeout", Duration::from_secs(10)),
@@ -818,8 +859,12 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         drain_early_requeue: r.boolean(t, path, "drain_early_requeue", true),
         poison_after: r.integer(t, path, "poison_after", 3, 0, 1000) as u32,
         avoid_failed_hosts: r.duration(t, path, "avoid_failed_hosts", Duration::from_secs(300)),
+        heartbeat_timeout: r.optional_duration(t, path, "heartbeat_timeout"),
         lease,
     };
+    if class.heartbeat_timeout.is_some_and(|d| d.is_zero()) {
+        r.problem(&format!("{path}.heartbeat_timeout"), "0", "a positive duration such as \"5m\", or no key");
+    }
     for (key, d) in [("timeout", class.timeout), ("deadline", class.deadline)] {
         if d.is_zero() {
             r.problem(&format!("{path}.{key}"), "0", "a positive duration such as \"40m\"");
@@ -1000,6 +1045,42 @@ mod tests {
         assert_eq!(c.systemd.bus, Bus::System);
         assert!(!c.host.is_empty());
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn the_broker_may_be_one_url_or_a_cluster_with_quorum_queues() {
+        let env = Environment::example();
+        let class = "\n[classes.c]\ncommand = [\"x\"]\n";
+        let one = Config::parse(&format!("[broker]\nurl = \"amqp://a:5672/%2f\"{class}"), "t", &env).expect("one url");
+        assert_eq!(one.broker.urls, vec!["amqp://a:5672/%2f"]);
+        assert_eq!(one.broker.queue_type, QueueType::Classic);
+        let text = r#"
+            [broker]
+            url = ["amqp://a:5672/%2f", "amqps://b:5671/%2f"]
+            queue_type = "quorum"
+            management_url = "http://a:15672"
+            [classes.c]
+            command = ["x"]
+            max_attempts = 2
+            poison_after = 1
+        "#;
+        let c = Config::parse(text, "t", &env).expect("a cluster");
+        assert_eq!(c.broker.urls.len(), 2);
+        assert_eq!(c.broker.queue_type, QueueType::Quorum);
+        assert_eq!(c.broker.management_url.as_deref(), Some("http://a:15672"));
+        assert_eq!(c.broker.delivery_limits.get("c"), Some(&23), "2 + 1 + 20");
+        // (text of [broker], the problem's key)
+        for (broker, key) in [
+            ("url = []", "broker.url"),
+            ("url = [\"amqp://a\", 5]", "broker.url"),
+            ("url = [\"amqp://a\", \"http://b\"]", "broker.url"),
+            ("queue_type = \"stream\"", "broker.queue_type"),
+            ("management_url = \"https://a\"", "broker.management_url"),
+        ] {
+            let err = Config::parse(&format!("[broker]\n{broker}{class}"), "t", &env).expect_err(broker);
+            let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, vec![key], "{broker}");
+        }
     }
 
     #[test]

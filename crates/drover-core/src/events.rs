@@ -13,6 +13,9 @@ pub const VERSION: u32 = 1;
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Started,
+    /// A running attempt's progress, as its handler reported it (`progress`, `note`): when it
+    /// first reports, then at most every few seconds. Not a transition: the attempt goes on.
+    Progress,
     Succeeded,
     Failed,
     RetryScheduled,
@@ -47,6 +50,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Started => "started",
+            EventKind::Progress => "progress",
             EventKind::Succeeded => "succeeded",
             EventKind::Failed => "failed",
             EventKind::RetryScheduled => "retry_scheduled",
@@ -105,6 +109,11 @@ pub struct JobEvent {
     /// True when the broker had delivered this job before (crash, lost channel, requeue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redelivered: Option<bool>,
+    /// `progress` events: the fraction done, from 0 to 1, and the handler's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl JobEvent {
@@ -131,6 +140,8 @@ impl JobEvent {
             retry_delay_s: None,
             redelivered: None,
             count: None,
+            progress: None,
+            note: None,
         }
     }
 

@@ -22,6 +22,12 @@ pub const H_FAILURES: &str = "x-drover-failures";
 /// How often a retry was handed back by hosts it had failed on, and when first: steering.
 pub const H_HAND_BACKS: &str = "x-drover-hand-backs";
 pub const H_HANDED_BACK_AT: &str = "x-drover-handed-back-at-ms";
+/// The last checkpoint the job's handler saved, as compact JSON text: the next attempt resumes
+/// from it (docs/wire-format.md).
+pub const H_CHECKPOINT: &str = "x-drover-checkpoint";
+/// The largest checkpoint carried, in bytes of compact JSON: a header, not a store (a path into
+/// the handler's own storage is the usual checkpoint).
+pub const MAX_CHECKPOINT_BYTES: usize = 65_536;
 pub const H_DEAD_REASON: &str = "x-drover-dead-reason";
 pub const H_DEAD_DETAIL: &str = "x-drover-dead-detail";
 pub const H_DEAD_AT: &str = "x-drover-dead-at-ms";
@@ -96,6 +102,8 @@ pub struct Job {
     /// (`outcome::hand_back`).
     pub hand_backs: u32,
     pub handed_back_at: Option<EpochMs>,
+    /// The last checkpoint saved by its handler (compact JSON), carried to the next attempt.
+    pub checkpoint: Option<String>,
 }
 
 impl Job {
@@ -132,6 +140,9 @@ impl Job {
         }
         if !self.failures.is_empty() {
             h.push((H_FAILURES, HeaderValue::Str(self.failures.join(","))));
+        }
+        if let Some(c) = &self.checkpoint {
+            h.push((H_CHECKPOINT, HeaderValue::Str(c.clone())));
         }
         if attempt != self.attempt && self.hand_backs > 0 {
             // A new attempt is steered afresh.
@@ -180,6 +191,10 @@ impl Job {
         let failures = list(H_FAILURES)?;
         let hand_backs = int_header(h, H_HAND_BACKS)?.map(|n| n.clamp(0, i64::from(u32::MAX)) as u32).unwrap_or(0);
         let handed_back_at = if hand_backs > 0 { int_header(h, H_HANDED_BACK_AT)? } else { None };
+        // A checkpoint that is not JSON (written by another tool) is dropped, not fatal: the
+        // job runs from the start.
+        let checkpoint = str_header(h, H_CHECKPOINT)?
+            .filter(|c| c.len() <= MAX_CHECKPOINT_BYTES && serde_json::from_str::<serde::de::IgnoredAny>(c).is_ok());
         Ok(Job {
             id,
             class: class.to_string(),
@@ -192,8 +207,21 @@ impl Job {
             failures,
             hand_backs,
             handed_back_at,
+            checkpoint,
         })
     }
+}
+
+/// A handler's checkpoint as it is carried: compact JSON, at most [`MAX_CHECKPOINT_BYTES`].
+pub fn checkpoint_text(value: &serde_json::Value) -> Result<String, String> {
+    let text = value.to_string();
+    if text.len() > MAX_CHECKPOINT_BYTES {
+        return Err(format!(
+            "a checkpoint of {} bytes is refused (at most {MAX_CHECKPOINT_BYTES}): checkpoint a path to your own storage",
+            text.len()
+        ));
+    }
+    Ok(text)
 }
 
 /// The headers a dead letter carries: why, the handler's last words, when, and where.
@@ -242,6 +270,7 @@ mod tests {
             failures: vec![],
             hand_backs: 0,
             handed_back_at: None,
+            checkpoint: None,
         }
     }
 
@@ -261,6 +290,7 @@ mod tests {
         assert_eq!(Job::decode(&e, &j.payload, "inference", Duration::from_secs(1), 0).expect("decodes"), j);
         j.failed_on = vec!["w-1@a".into(), "w-2@b".into()];
         j.failures = vec!["w-1@a".into(), "w-2@b".into(), "w-1@a".into()];
+        j.checkpoint = Some(r#"{"step":12,"path":"/data/ck/12"}"#.into());
         let back = Job::decode(&j.envelope(), &j.payload, "inference", Duration::from_secs(1), 0).expect("decodes");
         assert_eq!(back, j);
     }
@@ -307,6 +337,19 @@ mod tests {
         assert!(Job::decode(&bad, b"", "c", Duration::ZERO, 0).unwrap_err().contains(H_ATTEMPT));
         let zero = with_id(&[(H_ATTEMPT, HeaderValue::I64(0))]);
         assert!(Job::decode(&zero, b"", "c", Duration::ZERO, 0).is_err());
+    }
+
+    #[test]
+    fn checkpoints_are_bounded_and_bad_ones_dropped() {
+        let big = serde_json::Value::String("x".repeat(MAX_CHECKPOINT_BYTES));
+        assert!(checkpoint_text(&big).unwrap_err().contains("refused"));
+        assert_eq!(checkpoint_text(&serde_json::json!({"step": 3})), Ok(r#"{"step":3}"#.to_string()));
+        let not_json = with_id(&[(H_CHECKPOINT, HeaderValue::str("step 3"))]);
+        assert_eq!(Job::decode(&not_json, b"", "c", Duration::ZERO, 0).expect("decodes").checkpoint, None);
+        let mut j = job();
+        j.checkpoint = Some("7".into());
+        let h: BTreeMap<String, HeaderValue> = j.headers(3).into_iter().map(|(k, v)| (k.into(), v)).collect();
+        assert_eq!(str_header(&h, H_CHECKPOINT), Ok(Some("7".into())), "a retry resumes too");
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! This host's judge: what the quarantine policy ([`crate::quarantine`]) decides for this
-//! host's units, given the fleet's job outcomes and the maintenance orders in force.
+//! The judge: what the quarantine policy ([`crate::quarantine`]) decides for a host's units,
+//! given the fleet's job outcomes and the maintenance orders in force.
 //!
-//! The supervisor feeds it (every job event, the units it runs, the orders, the time) and
-//! applies what it returns: orders to add ([`Want`]), probes to settle ([`ProbeStep`]), alert
-//! conditions, and the verdicts to publish for the workers (fair charging). It keeps the state
-//! that must outlive a restart ([`Kept`]: the jobs each quarantine forgave, the hold lengths).
+//! The fleet's judge ([`crate::fleet_judge`]) feeds it every job event and each host's units
+//! and orders, and gets back, for every host at once ([`Judge::evaluate_fleet`]), the orders
+//! to add ([`Want`]), the alert conditions, and the verdicts for the workers (fair charging,
+//! [`Judge::fleet_verdicts`]). Each supervisor keeps one too, fed no events, for its own
+//! probes ([`ProbeStep`]) and holds ([`Judge::next_hold`]). The state that must outlive a
+//! restart is [`Kept`]: the jobs each quarantine forgave, the hold lengths.
 
 use crate::alerts::{AlertKey, Condition, Severity};
 use crate::events::{EventKind, JobEvent};
@@ -141,12 +143,60 @@ pub struct JudgeConfig {
 pub const PLACEMENT_KEPT_MS: i64 = 6 * 3600 * 1000;
 
 /// An order the judge wants in force: new, with the end of its hold.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Want {
     pub kind: Kind,
     pub scope: Scope,
     pub reason: String,
     pub until_ms: i64,
+}
+
+impl Want {
+    /// The order its host will hold once it applies it (the judge counts it as in force
+    /// until the host's reports show it).
+    pub fn as_order(&self, now_ms: i64) -> Order {
+        Order {
+            id: "provisional".into(),
+            kind: self.kind,
+            scope: self.scope.clone(),
+            reason: self.reason.clone(),
+            who: "drover".into(),
+            at_ms: now_ms,
+            deadline_ms: (self.kind != Kind::Cordon).then_some(self.until_ms),
+            probing_since_ms: None,
+            probes: 0,
+        }
+    }
+}
+
+/// One host as the fleet's judge sees it: its units with their classes, its orders in force,
+/// and the classes it has a healthy unit taking jobs for (from the host's own report).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    pub host: String,
+    pub units: Vec<(String, String)>,
+    pub orders: Vec<Order>,
+    pub serving: Vec<String>,
+}
+
+/// What the fleet's judge decided for one host: orders to add, suspect cordons to lift, what
+/// shadow mode would have done there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostJudgment {
+    pub host: String,
+    pub wants: Vec<Want>,
+    pub lifts: Vec<Scope>,
+    pub shadow: Vec<String>,
+    /// Jobs this host's drains or quarantines moved away, and where they started again (seen
+    /// by the judge, which alone sees every host's events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<maintenance::Moved>,
+}
+
+impl HostJudgment {
+    pub fn is_empty(&self) -> bool {
+        self.wants.is_empty() && self.lifts.is_empty() && self.shadow.is_empty() && self.moved.is_empty()
+    }
 }
 
 /// What a job that ended on one of this host's units does to a probe.
@@ -170,6 +220,8 @@ pub struct Judge {
     lifts: Vec<Scope>,
     shadow: Vec<String>,
     suspect_alerts: Vec<suspects::Alert>,
+    /// The classes of the units of the host judged now, as it reported them.
+    unit_classes: BTreeMap<String, String>,
 }
 
 impl Judge {
@@ -184,6 +236,7 @@ impl Judge {
             lifts: Vec::new(),
             shadow: Vec::new(),
             suspect_alerts: Vec::new(),
+            unit_classes: BTreeMap::new(),
         }
     }
 
@@ -312,12 +365,77 @@ impl Judge {
     /// The quarantines and pauses the fleet's outcomes call for on this host, beyond the orders
     /// already in force. `units` are this host's units with their classes.
     pub fn evaluate(&mut self, units: &[(String, String)], orders: &[Order], now: i64) -> Vec<Want> {
+        let mut wants = self.attribute(units, orders, now);
+        let host = self.cfg.host.clone();
+        let d = self.suspects_decision(units.iter().map(|(unit, class)| (host.clone(), unit, class)), now);
+        self.judge_suspects(&d, orders, now, &mut wants);
+        wants
+    }
+
+    /// The fleet's judge: [`Judge::evaluate`] for every host at once, the suspects' test run
+    /// once over the whole fleet. Returns each host's judgment and every alert condition of
+    /// the judge's (one per key: a class-wide condition seen from many hosts is one).
+    pub fn evaluate_fleet(&mut self, hosts: &[HostView], now: i64) -> (Vec<HostJudgment>, Vec<Condition>) {
+        let all = hosts.iter().flat_map(|h| h.units.iter().map(|(unit, class)| (h.host.clone(), unit, class)));
+        let d = self.suspects_decision(all, now);
+        let mut judged = Vec::new();
+        let mut conditions: BTreeMap<AlertKey, Condition> = BTreeMap::new();
+        for h in hosts {
+            self.set_view(h);
+            let mut wants = self.attribute(&h.units, &h.orders, now);
+            self.judge_suspects(&d, &h.orders, now, &mut wants);
+            // The pages go out with the decision: its orders count as in force.
+            let mut held = h.orders.clone();
+            held.extend(wants.iter().map(|w| w.as_order(now)));
+            for c in self.conditions(&held, &[]) {
+                conditions.entry(c.key.clone()).or_insert(c);
+            }
+            let (lifts, shadow) = (self.take_lifts(), self.take_shadow());
+            let j = HostJudgment { host: h.host.clone(), wants, lifts, shadow, moved: Vec::new() };
+            if !j.is_empty() {
+                judged.push(j);
+            }
+        }
+        (judged, conditions.into_values().collect())
+    }
+
+    /// Judges as `host` from now on (the fleet's judge speaks for each host in turn).
+    pub fn set_host(&mut self, host: &str) {
+        if self.cfg.host != host {
+            self.cfg.host = host.to_string();
+        }
+        self.unit_classes.clear();
+    }
+
+    /// Judges as the host of `view`, whose units' classes it says (hosts may name their
+    /// units with prefixes of their own).
+    fn set_view(&mut self, view: &HostView) {
+        self.set_host(&view.host);
+        self.unit_classes = view.units.iter().cloned().collect();
+    }
+
+    /// A unit's class: as its host said, else from its name.
+    fn class_of(&self, unit: &str) -> String {
+        self.unit_classes.get(unit).cloned().unwrap_or_else(|| class_of_unit(&self.cfg.unit_prefix, unit))
+    }
+
+    /// A host's report says its operator released a unit, a hold ran out or a probe passed:
+    /// the unit (or, without one, the whole class) starts from no evidence.
+    pub fn forget(&mut self, class: &str, unit: Option<&str>) {
+        match unit {
+            Some(u) => self.forget_unit(class, u),
+            None => self.attribution.forget_class(class),
+        }
+    }
+
+    /// Outages and quarantines from failures (binomial test) for this host's units.
+    fn attribute(&mut self, units: &[(String, String)], orders: &[Order], now: i64) -> Vec<Want> {
         let in_force = |kind: Kind, scope: &Scope| orders.iter().any(|o| o.kind == kind && o.scope == *scope);
         let mut wants = Vec::new();
         for class in self.cfg.classes.clone() {
             if let Some(why) = self.attribution.outage(&class, &self.cfg.policy) {
                 let scope = Scope::Class(class.clone());
-                if !in_force(Kind::Pause, &scope) {
+                if !in_force(Kind::Pause, &scope) && units.iter().any(|(_, c)| *c == class) {
                     let until_ms = self.next_hold(HoldKey::Pause(class.clone()), now);
                     wants.push(Want { kind: Kind::Pause, scope, reason: why, until_ms });
                 }
@@ -335,24 +453,32 @@ impl Judge {
                 }
             }
         }
-        self.judge_suspects(units, orders, now, &mut wants);
         wants
     }
 
-    /// The suspects' test over the fleet (running ages, slow hosts, the budget): cordons and
-    /// quarantines of this host's units join `wants`, cordons to lift are kept for
-    /// [`Judge::take_lifts`], shadow mode's decisions for [`Judge::take_shadow`], and the alerts
-    /// about this host (and the class-wide ones) for [`Judge::conditions`].
-    fn judge_suspects(&mut self, units: &[(String, String)], orders: &[Order], now: i64, wants: &mut Vec<Want>) {
+    /// The suspects' test over the fleet's units (those its events showed lately, and `units`:
+    /// `(host, unit, class)` of units known to run now).
+    fn suspects_decision<'a>(
+        &mut self,
+        units: impl Iterator<Item = (String, &'a String, &'a String)>,
+        now: i64,
+    ) -> suspects::Decision {
         self.placements.retain(|_, seen| now - *seen < PLACEMENT_KEPT_MS);
         let mut placements: BTreeSet<Placement> = self.placements.keys().cloned().collect();
-        placements.extend(units.iter().map(|(unit, class)| Placement {
+        placements.extend(units.map(|(host, unit, class)| Placement {
             class: class.clone(),
-            host: self.cfg.host.clone(),
+            host,
             unit: unit.clone(),
         }));
         let placements: Vec<Placement> = placements.into_iter().collect();
-        let d = self.suspects.evaluate(now, &placements);
+        self.suspects.evaluate(now, &placements)
+    }
+
+    /// What the suspects' decision `d` means for this host: cordons and quarantines of its
+    /// units join `wants`, cordons to lift are kept for [`Judge::take_lifts`], shadow mode's
+    /// decisions for [`Judge::take_shadow`], and the alerts about this host (and the class-wide
+    /// ones) for [`Judge::conditions`].
+    fn judge_suspects(&mut self, d: &suspects::Decision, orders: &[Order], now: i64, wants: &mut Vec<Want>) {
         let covered = |scope: &Scope| orders.iter().any(|o| o.scope == *scope);
         let quarantined = |scope: &Scope| orders.iter().any(|o| o.kind == Kind::Quarantine && o.scope == *scope);
         for action in &d.does {
@@ -381,9 +507,10 @@ impl Judge {
         let enforced_quarantine = |a: &suspects::Alert| a.kind == suspects::AlertKind::Quarantined && a.enforced;
         self.suspect_alerts = d
             .alerts
-            .into_iter()
+            .iter()
             // An enforced quarantine pages through its order (one page per host, below).
             .filter(|a| !enforced_quarantine(a) && a.subject.as_ref().is_none_or(|s| self.is_mine(s)))
+            .cloned()
             .collect();
     }
 
@@ -395,9 +522,7 @@ impl Judge {
         let mut out = Vec::new();
         for o in orders {
             match (&o.kind, &o.scope) {
-                (Kind::Quarantine, Scope::Unit(u)) => {
-                    quarantined.entry(class_of_unit(&self.cfg.unit_prefix, u)).or_default().push(o)
-                }
+                (Kind::Quarantine, Scope::Unit(u)) => quarantined.entry(self.class_of(u)).or_default().push(o),
                 (Kind::Pause, Scope::Class(c)) => out.push(self.paused(c, o)),
                 _ => {}
             }
@@ -470,7 +595,24 @@ impl Judge {
         serving: Vec<String>,
         now: i64,
     ) -> HostVerdicts {
-        let blamed = self.blamed(orders);
+        let host = self.cfg.host.clone();
+        let view = HostView { host: host.clone(), units: units.to_vec(), orders: orders.to_vec(), serving };
+        let mut all = self.fleet_verdicts(&[view], now);
+        let blamed = all.iter_mut().find(|v| v.host == verdicts::FLEET).map(|v| std::mem::take(&mut v.blamed));
+        let mut mine = all.into_iter().find(|v| v.host == host).unwrap_or_default();
+        mine.blamed = blamed.unwrap_or_default();
+        mine
+    }
+
+    /// The fleet's verdicts from its judge: one message per host (suspects, serves, vanished
+    /// attempts) and one for the whole fleet ([`verdicts::FLEET`]) with every blame, so that
+    /// the blames are sent once however many hosts there are.
+    pub fn fleet_verdicts(&mut self, hosts: &[HostView], now: i64) -> Vec<HostVerdicts> {
+        let mut blamed = Vec::new();
+        for h in hosts {
+            self.set_view(h);
+            blamed.extend(self.blamed(&h.orders));
+        }
         let blames = &mut self.kept.blames;
         for b in blames.iter_mut() {
             b.active = blamed.iter().any(|(worker, class, _, _)| *worker == b.worker && *class == b.class);
@@ -490,25 +632,37 @@ impl Judge {
             }
         }
         blames.retain(|b| b.active || now - b.since_ms < verdicts::BELIEVED_MS);
-        let mut suspects = self.suspects(units);
-        // Units cordoned as suspects (running ages): jobs that fail there are retried, not given
-        // up on, until the cordon becomes a quarantine or is lifted.
-        for o in orders.iter().filter(|o| o.kind == Kind::Cordon && o.who == "drover") {
-            let Some(u) = o.scope.unit() else { continue };
-            let s = Suspect { worker: self.worker(u), class: class_of_unit(&self.cfg.unit_prefix, u) };
-            if !suspects.contains(&s) {
-                suspects.push(s);
+        let mut out = Vec::with_capacity(hosts.len() + 1);
+        for h in hosts {
+            self.set_view(h);
+            let mut suspects = self.suspects(&h.units);
+            // Units cordoned as suspects (running ages): jobs that fail there are retried, not
+            // given up on, until the cordon becomes a quarantine or is lifted.
+            for o in h.orders.iter().filter(|o| o.kind == Kind::Cordon && o.who == "drover") {
+                let Some(u) = o.scope.unit() else { continue };
+                let s = Suspect { worker: self.worker(u), class: self.class_of(u) };
+                if !suspects.contains(&s) {
+                    suspects.push(s);
+                }
             }
+            out.push(HostVerdicts {
+                serves: h.serving.clone(),
+                suspects,
+                v: verdicts::VERSION,
+                host: h.host.clone(),
+                at_ms: now,
+                blamed: Vec::new(),
+                vanished: self.attribution.vanished_on(&h.host),
+            });
         }
-        HostVerdicts {
-            serves: serving,
-            suspects,
+        out.push(HostVerdicts {
             v: verdicts::VERSION,
-            host: self.cfg.host.clone(),
+            host: verdicts::FLEET.to_string(),
             at_ms: now,
             blamed: self.kept.blames.clone(),
-            vanished: self.attribution.vanished_on(&self.cfg.host),
-        }
+            ..Default::default()
+        });
+        out
     }
 
     /// Who is to blame, for which class, since when, and for which failed jobs: each
@@ -519,7 +673,7 @@ impl Judge {
             .iter()
             .filter_map(|o| match (&o.kind, &o.scope) {
                 (Kind::Quarantine, Scope::Unit(u)) => {
-                    let class = class_of_unit(&self.cfg.unit_prefix, u);
+                    let class = self.class_of(u);
                     let worker = self.worker(u);
                     let mut jobs = self.attribution.failed_jobs(&class, &Subject::Worker(worker.clone()));
                     jobs.extend(self.attribution.failed_jobs(&class, &host));
@@ -556,8 +710,9 @@ impl Judge {
     }
 
     /// When a hold that starts now ends: the configured hold the first time, doubled (up to
-    /// `hold_max`) each time the same unit or class is held again within a day.
-    fn next_hold(&mut self, key: HoldKey, now: i64) -> i64 {
+    /// `hold_max`) each time the same unit or class is held again within a day. (The host that
+    /// applies an order keeps its holds: the fleet's judge only proposes.)
+    pub fn next_hold(&mut self, key: HoldKey, now: i64) -> i64 {
         let key = key.key();
         let hold =
             quarantine::next_hold(self.kept.holds.get(&key).copied(), self.cfg.hold_ms, self.cfg.hold_max_ms, now);

@@ -9,6 +9,7 @@ use crate::alerts::{AlertKey, Condition, Severity};
 use crate::drift::{Detector, DetectorConfig, DetectorState};
 use crate::duration;
 use crate::events::{EventKind, JobEvent};
+use crate::progress;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -30,6 +31,8 @@ struct Running {
     host: String,
     started_ms: i64,
     deadline_ms: Option<i64>,
+    /// The fraction done its handler last reported (`progress` events).
+    progress: Option<f64>,
 }
 
 /// What is watched per tenant of a class.
@@ -191,7 +194,15 @@ impl LatencyWatch {
             EventKind::Started if w.running.len() < MAX_RUNNING => {
                 let started_ms = parse_ms(&e.started_at).or_else(|| parse_ms(&Some(e.at.clone()))).unwrap_or(0);
                 let deadline_ms = parse_ms(&e.deadline);
-                w.running.insert(id, Running { unit: e.unit.clone(), host: e.host.clone(), started_ms, deadline_ms });
+                w.running.insert(
+                    id,
+                    Running { unit: e.unit.clone(), host: e.host.clone(), started_ms, deadline_ms, progress: None },
+                );
+            }
+            EventKind::Progress => {
+                if let Some(r) = w.running.get_mut(&id).filter(|r| r.unit == e.unit && r.host == e.host) {
+                    r.progress = e.progress.or(r.progress);
+                }
             }
             kind if kind.ends_attempt() => {
                 w.running.remove(&id);
@@ -275,7 +286,18 @@ impl Running {
     fn elapsed_s(&self, now_ms: i64) -> f64 {
         (now_ms - self.started_ms).max(0) as f64 / 1000.0
     }
+
+    /// How long the job looks like running in all: its run time so far, or, once its progress
+    /// is far enough along to trust, its whole run time at its pace so far.
+    fn projected_s(&self, now_ms: i64) -> f64 {
+        let elapsed = self.elapsed_s(now_ms);
+        let trusted = self.progress.filter(|p| *p >= RUNNING_LONG_MIN_FRACTION);
+        progress::projected_total_s(elapsed, trusted).map_or(elapsed, |t| t.max(elapsed))
+    }
 }
+
+/// A job's pace is projected for the running-long alert only once it is this far along.
+const RUNNING_LONG_MIN_FRACTION: f64 = 0.25;
 
 impl ClassWatch {
     /// Records whether the class has a backlog now (`queued`: ready jobs, `None` when unknown)
@@ -360,16 +382,21 @@ fn running_long_condition(class: &str, w: &ClassWatch, now: Now, threshold: f64,
         .running
         .iter()
         .map(|(id, r)| (id, r, r.elapsed_s(now.ms)))
-        .filter(|(_, _, elapsed)| w.fleet.running_evidence(*elapsed) >= threshold)
+        .filter(|(_, r, _)| w.fleet.running_evidence(r.projected_s(now.ms)) >= threshold)
         .collect();
     long.sort_by(|a, b| b.2.total_cmp(&a.2));
     let summary = match (long.first(), &baseline) {
         (Some((id, r, el)), Some(b)) => format!(
-            "{} job(s) of class {class} running unusually long: {id} on {} ({}) for {}, baseline p99 {}",
+            "{} job(s) of class {class} running unusually long: {id} on {} ({}) for {}{}, baseline p99 {}",
             long.len(),
             r.unit,
             r.host,
             secs(*el),
+            match r.progress {
+                Some(p) if r.projected_s(now.ms) > *el =>
+                    format!(" at {} (about {} at its pace)", progress::percent(p), secs(r.projected_s(now.ms))),
+                _ => String::new(),
+            },
             secs(b.p99_s)
         ),
         _ => format!("no job of class {class} is running unusually long"),
@@ -391,9 +418,12 @@ fn sla_at_risk_condition(class: &str, w: &ClassWatch, now: Now, notes: &Notes) -
             .iter()
             .filter_map(|(id, r)| {
                 let deadline = r.deadline_ms?;
-                // Expected to take at least the class's usual time, and a job already past
-                // that is expected to go on for a while yet.
-                let remaining = (exp - r.elapsed_s(now.ms)).max(exp * 0.25);
+                // Its own pace when it reports progress (a job at 90% after 30 minutes has
+                // about 3 to go); else expected to take at least the class's usual time, and a
+                // job already past that is expected to go on for a while yet.
+                let elapsed = r.elapsed_s(now.ms);
+                let remaining =
+                    progress::remaining_s(elapsed, r.progress).unwrap_or_else(|| (exp - elapsed).max(exp * 0.25));
                 let projected = now.ms + (remaining * 1000.0) as i64;
                 (projected > deadline).then_some((id, r, projected - deadline))
             })
@@ -570,6 +600,43 @@ mod tests {
         assert!(risk[0].summary.contains("late on u-1"), "{}", risk[0].summary);
         w.observe(&event(EventKind::Succeeded, "late", "h1", t - 10_000, 20.0, t + 30_000));
         assert!(active(&w.evaluate(t, &none, &nothing), SLA_AT_RISK).is_empty(), "finished: no longer at risk");
+    }
+
+    #[test]
+    fn progress_decides_the_projections_of_running_jobs() {
+        // A class whose jobs usually take 30 minutes; one job of each case runs alone.
+        let min = 60_000i64;
+        // (minutes running, progress reported, minutes to its deadline, at risk, running long)
+        let cases: Vec<(i64, Option<f64>, i64, bool, bool)> = vec![
+            // 90% after 30 minutes, 10 minutes left: about 3 to go, not at risk.
+            (30, Some(0.9), 10, false, false),
+            // The same job without progress: expected to need at least a quarter of 30 more.
+            (30, None, 5, true, false),
+            // 10% after 20 minutes: about 3 hours to go, at risk and running long already.
+            (20, Some(0.1), 60, true, false),
+            (20, Some(0.3), 30, true, true),
+            // Too little progress to go by: the class's usual time decides.
+            (1, Some(0.01), 60, false, false),
+            // Half done in 10 minutes, on pace: fine.
+            (10, Some(0.5), 30, false, false),
+        ];
+        for (running, p, left, risk, long) in cases {
+            let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+            let mut t = 1_000_000_000_000i64;
+            for i in 0..60 {
+                let d = 1800.0 * (1.0 + 0.05 * ((i % 7) as f64 - 3.0) / 3.0);
+                w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, d, t + 86_400_000));
+                t += 200_000;
+            }
+            w.observe(&event(EventKind::Started, "x", "h1", t - running * min, 0.0, t + left * min));
+            let mut e = event(EventKind::Progress, "x", "h1", t - running * min, 0.0, t + left * min);
+            e.progress = p;
+            w.observe(&e);
+            let c = w.evaluate(t, &BTreeMap::new(), &BTreeMap::new());
+            let case = format!("{running} min at {p:?}, {left} min left");
+            assert_eq!(!active(&c, SLA_AT_RISK).is_empty(), risk, "SLA at risk, {case}: {c:#?}");
+            assert_eq!(!active(&c, RUNNING_LONG).is_empty(), long, "running long, {case}: {c:#?}");
+        }
     }
 
     #[test]

@@ -34,8 +34,13 @@
 //! - [`drift`]: the latency drift detector (robust sequential test on log durations).
 //! - [`latency`]: job events to alert conditions: drift, jobs running long, deadlines at risk,
 //!   stalls.
+//! - [`fleet_judge`]: the fleet's one judge (elected by the broker): every job event and each
+//!   host's report in; judgments per host, the fleet's verdicts and alerts out, once per fleet;
+//!   its snapshot for the next judge.
 //! - [`timeline`]: the timeline's entries, every host's merged into one, first failures noted.
 //! - [`alerts`]: the alert state machine (dedupe, hold-down), and where alerts are posted.
+//! - [`topology`]: the broker's side: queue arguments (classic or quorum), delivery limits,
+//!   broker policies that contradict the configuration, which cluster node to connect to next.
 
 pub mod alerts;
 pub mod backoff;
@@ -44,14 +49,17 @@ pub mod dead;
 pub mod drift;
 pub mod duration;
 pub mod events;
+pub mod fleet_judge;
 pub mod job;
 pub mod judge;
 pub mod latency;
 pub mod maintenance;
 pub mod outcome;
+pub mod progress;
 pub mod quarantine;
 pub mod reconcile;
 pub mod rollout;
 pub mod suspects;
 pub mod timeline;
+pub mod topology;
 pub mod verdicts;

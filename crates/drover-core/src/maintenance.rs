@@ -136,6 +136,8 @@ pub struct UnitView {
     pub main_pid: u32,
     /// The job it runs and for how long (seconds), from its STATUS line.
     pub job: Option<(String, f64)>,
+    /// The fraction of that job done, as its handler last reported it (STATUS line).
+    pub progress: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,11 +347,20 @@ fn drain(
     let (why, cause) = if left_ms <= 0 {
         ("the drain's deadline was reached".to_string(), RequeueCause::DrainDeadline)
     } else if early_requeue.contains(&u.class) {
-        (expected_s.get(&u.class).and_then(|exp| too_long_to_finish(exp - age, left_ms))?, RequeueCause::DrainEarly)
+        // The job's own pace when it reports progress: a job that says it will finish before
+        // the deadline is left to finish, one far behind is moved now.
+        let remaining = expected_remaining_s(u, *age, expected_s)?;
+        (too_long_to_finish(remaining, left_ms)?, RequeueCause::DrainEarly)
     } else {
         return None;
     };
     mem.requeue_once(u, job, why, cause)
+}
+
+/// Seconds the unit's job (running for `age`) is expected to need still: from its progress,
+/// else from its class's usual run time.
+fn expected_remaining_s(u: &UnitView, age: f64, expected_s: &BTreeMap<String, f64>) -> Option<f64> {
+    crate::progress::remaining_s(age, u.progress).or_else(|| expected_s.get(&u.class).map(|exp| exp - age))
 }
 
 /// Why a job expected to need `remaining` seconds more is requeued with `left_ms` of the drain
@@ -429,7 +440,11 @@ pub fn progress(
             },
             job: u.job.as_ref().map(|j| j.0.clone()),
             age_s: u.job.as_ref().map(|j| j.1),
-            expected_left_s: u.job.as_ref().and_then(|(_, age)| expected_s.get(&u.class).map(|e| (e - age).max(0.0))),
+            expected_left_s: u
+                .job
+                .as_ref()
+                .and_then(|(_, age)| expected_remaining_s(u, *age, expected_s))
+                .map(|s| s.max(0.0)),
         })
         .collect();
     let done = match o.kind {
@@ -475,6 +490,7 @@ mod tests {
             up: true,
             main_pid: 100 + n,
             job: job.map(|age| (format!("job{n}"), age)),
+            progress: None,
         }
     }
 
@@ -565,6 +581,22 @@ mod tests {
             vec![(
                 RequeueCause::DrainEarly,
                 "expected to need about 900 ms more, past the drain's deadline in 400 ms: requeued early".to_string()
+            )]
+        );
+        // Progress decides over the class's usual time: 95% done after 300 s (about 16 s to
+        // go) is left to finish; 10% after 1700 s (about 4 hours to go) is moved now.
+        let mut on_pace = unit(1, "long", Some(300.0));
+        on_pace.progress = Some(0.95);
+        let mut behind = unit(3, "long", Some(1700.0));
+        behind.progress = Some(0.1);
+        let orders = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(600_000))];
+        let expected = BTreeMap::from([("long".to_string(), 1800.0)]);
+        let (acts, _) = plan(&orders, "h1", &[on_pace, behind], &expected, &early, &mut Memory::default(), 0);
+        assert_eq!(
+            requeues(&acts),
+            vec![(
+                RequeueCause::DrainEarly,
+                "expected to need about 15300 s more, past the drain's deadline in 600 s: requeued early".to_string()
             )]
         );
     }

@@ -16,17 +16,19 @@
 //!   straggler that finishes is normal), and a running job is counted only once it is an event
 //!   at the level tested (until then its outcome is unknown).
 //!
-//! The subject's jobs, newest start first, are scanned (the last 1, 2, ... `window` of them) with
-//! a one-sided binomial test per channel: failures and timeouts; tail events at levels
+//! The subject's jobs, running ones first and then the rest newest end first, are scanned (the
+//! last 1, 2, ... `window` of them) with a one-sided binomial test per channel: failures and timeouts; tail events at levels
 //! `1 - tail_quantile`, a half, a tenth and a hundredth of that, and "beyond every run of the
 //! rest"; failures or tail events together. The smallest p-value is the evidence: at most `cordon_alpha` the subject is a
 //! **suspect** (cordoned: no new jobs, running jobs go on), at most `alpha` it is
 //! **quarantined**. A single job can never be enough (its p-value is at least `1 / (1 + n)`):
 //! stragglers alone do not cordon a host; several of its jobs at once do.
 //!
-//! **Slow hosts**: the share of the subject's successes (and running jobs already past the
-//! threshold) longer than `f` times the rest's median, against the rest's own share (stragglers
-//! included), tested the same way; at `f = 1.5` it is reported (at `cordon_alpha`), at
+//! **Slow hosts**: the share of the subject's successes longer than `f` times the rest's median,
+//! against the rest's own share (stragglers included), tested the same way (running jobs are
+//! left out: one is known to be slow only once it is past the threshold, while those that are
+//! not are not counted, so counting it would make two stragglers running at once look like
+//! evidence; a job that hangs is the tail test's); at `f = 1.5` it is reported (at `cordon_alpha`), at
 //! `f = slow_factor` with a median ratio (over the jobs that gave the evidence) of at least
 //! `slow_factor` it is cordoned (at `alpha`: slow jobs still complete, so it can wait for more).
 //!
@@ -253,7 +255,7 @@ pub struct Evidence {
     pub class: String,
     pub subject: Subject,
     pub test: Test,
-    /// Events among the subject's `jobs` most recent jobs (newest start first).
+    /// Events among the subject's `jobs` most recent jobs (running ones first, then newest end first).
     pub events: u32,
     pub jobs: u32,
     /// The rate of those events under "like the rest".
@@ -446,6 +448,9 @@ pub struct Suspects {
     windows: BTreeMap<Key, VecDeque<Done>>,
     /// Job id -> its running attempt.
     running: BTreeMap<String, Running>,
+    /// Worker -> the job it runs (one at a time): a start finds the worker's previous one
+    /// without a scan of the fleet's running jobs.
+    by_worker: BTreeMap<String, String>,
     out: BTreeMap<Key, Out>,
 }
 
@@ -470,7 +475,17 @@ impl Suspects {
         let worker = worker_of(&s.unit, &s.host);
         // A worker runs one job at a time: a start there means its previous attempt is over,
         // whether or not its end was heard (a host that died under it).
-        self.running.retain(|_, r| r.worker != worker);
+        if let Some(previous) = self.by_worker.insert(worker.clone(), s.job.clone()) {
+            if self.running.get(&previous).is_some_and(|r| r.worker == worker) {
+                self.running.remove(&previous);
+            }
+        }
+        if let Some(r) = self.running.get(&s.job) {
+            // The job moved here from another worker without an end heard there.
+            if r.worker != worker && self.by_worker.get(&r.worker) == Some(&s.job) {
+                self.by_worker.remove(&r.worker);
+            }
+        }
         let r = Running { class: s.class.clone(), host: s.host.clone(), worker, started_ms: s.at_ms };
         self.running.insert(s.job.clone(), r);
     }
@@ -479,6 +494,7 @@ impl Suspects {
         let worker = worker_of(&a.unit, &a.host);
         if self.running.get(&a.job).is_some_and(|r| r.worker == worker) {
             self.running.remove(&a.job);
+            self.by_worker.remove(&worker);
         }
         if a.end == End::Interrupted {
             return;
@@ -584,7 +600,8 @@ impl<'a> Rest<'a> {
 /// or age, and its tail p-value against the rest.
 #[derive(Clone, Copy, Debug)]
 struct Item {
-    started_ms: i64,
+    /// When its outcome was last known: its end, or now for a running job.
+    known_ms: i64,
     end: Option<End>,
     run_ms: i64,
     p_tail: f64,
@@ -650,30 +667,30 @@ fn bad_test(items: &[Item], rest: &Rest, q: f64) -> (f64, Test, u32, u32) {
 fn slow_test(items: &[Item], rest: &Rest, factor: f64) -> (f64, u32, u32) {
     let limit = factor * rest.median() as f64;
     let rate = (rest.successes_above(limit) + 1) as f64 / (rest.n_successes() + 2) as f64;
-    let event = |it: &Item| match it.end {
-        None => (it.run_ms as f64 > limit).then_some(true),
-        Some(End::Succeeded) => Some(it.run_ms as f64 > limit),
-        Some(_) => None,
-    };
+    let event = |it: &Item| (it.end == Some(End::Succeeded)).then_some(it.run_ms as f64 > limit);
     scan(items, event, rate)
 }
 
 impl Suspects {
-    /// The subject's jobs, newest start first: its recent completed attempts and its running ones.
+    /// The subject's jobs, running ones first, then its recent completed attempts newest end first.
+    /// Not by start: among the attempts that started lately, those that already ended are the
+    /// short ones, which are mostly the failures, so "its newest starts failed" is more likely
+    /// than the failure rate says (three early failures at once on a host of four units were
+    /// cordoned that way). The order of ends has no such bias.
     fn items(&self, class: &str, subject: &Subject, rest: &Rest, now_ms: i64) -> Vec<Item> {
         let key = (class.to_string(), subject.clone());
         let done = self.windows.get(&key).into_iter().flatten().map(|d| Item {
-            started_ms: d.started_ms,
+            known_ms: d.started_ms + d.run_ms,
             end: Some(d.end),
             run_ms: d.run_ms,
             p_tail: rest.p_tail(d.run_ms),
         });
         let running = self.running_on(class, subject).map(|(_, r)| {
             let age = (now_ms - r.started_ms).max(0);
-            Item { started_ms: r.started_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
+            Item { known_ms: now_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
         });
         let mut items: Vec<Item> = done.chain(running).collect();
-        items.sort_by_key(|i| std::cmp::Reverse(i.started_ms));
+        items.sort_by_key(|i| std::cmp::Reverse(i.known_ms));
         items
     }
 
@@ -1090,6 +1107,64 @@ mod tests {
             assert_eq!(got.len(), want.len(), "{n}: {got:?}");
             assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{n}: {got:?}");
         }
+    }
+
+    #[test]
+    fn early_failures_are_weighed_in_the_order_jobs_ended_not_started() {
+        // The rest of the fleet fails about 1 job in 75 (p = 2.3e-6 for three failures in a row,
+        // 9.4e-6 for three in four): at this cordon level the first cordons, the second does not.
+        let policy = SuspectPolicy { cordon_alpha: 5e-6, alpha: 1e-9, ..SuspectPolicy::default() };
+        let host = Subject::Host("h0".into());
+        for (u0_succeeds_last, want) in [(false, Standing::Suspect), (true, Standing::Healthy)] {
+            let (mut s, t) = fleet(policy.clone(), 30);
+            // On h0: u0 starts a job; a minute later u1 and u2 start jobs that fail within two
+            // minutes, and u1's next one fails too. The three failures are the newest starts
+            // that have ended; when u0's job succeeds after them, they are not the newest ends.
+            s.started(&start("h0", "u0", "ok", t));
+            for (unit, job, at) in [("u1", "f1", t + MIN), ("u2", "f2", t + MIN), ("u1", "f3", t + 3 * MIN)] {
+                s.started(&start("h0", unit, job, at));
+                s.ended(&attempt("h0", unit, job, at, 2 * MIN, End::Failed));
+            }
+            s.started(&start("h0", "u2", "next2", t + 3 * MIN));
+            s.started(&start("h0", "u1", "next1", t + 5 * MIN));
+            if u0_succeeds_last {
+                s.ended(&attempt("h0", "u0", "ok", t, 30 * MIN, End::Succeeded));
+            }
+            let d = s.evaluate(t + 30 * MIN, &[]);
+            assert_eq!(standing(&d, &host), want, "u0 succeeds last: {u0_succeeds_last}");
+        }
+    }
+
+    #[test]
+    fn stragglers_running_now_are_no_evidence_of_a_slow_host() {
+        // One job in 50 of the rest is a straggler at 3x. Three of h0's newest successes took 3x
+        // (8e-6: not enough), and two of its units run jobs already at 3x: counted as slow they
+        // would make five in a row (3e-9) and cordon it before either ended.
+        let host = Subject::Host("h0".into());
+        for (running, want) in [(true, Standing::Healthy), (false, Standing::Healthy)] {
+            let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
+            for i in 0..3 {
+                let (unit, job) = (format!("u{i}"), format!("slow{i}"));
+                s.started(&start("h0", &unit, &job, t));
+                s.ended(&attempt("h0", &unit, &job, t, 90 * MIN, End::Succeeded));
+                t += MIN;
+            }
+            if running {
+                s.started(&start("h0", "u0", "now0", t));
+                s.started(&start("h0", "u1", "now1", t));
+            }
+            let d = s.evaluate(t + 90 * MIN, &[]);
+            assert_eq!(standing(&d, &host), want, "running: {running}");
+        }
+        // The same host once those two ended as slow too: five slow successes in a row.
+        let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
+        for i in 0..5 {
+            let (unit, job) = (format!("u{}", i % 3), format!("slow{i}"));
+            s.started(&start("h0", &unit, &job, t));
+            s.ended(&attempt("h0", &unit, &job, t, 90 * MIN, End::Succeeded));
+            t += MIN;
+        }
+        assert_eq!(standing(&s.evaluate(t, &[]), &host), Standing::Suspect);
     }
 
     #[test]

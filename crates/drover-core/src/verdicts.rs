@@ -1,8 +1,9 @@
 //! What the supervisors have concluded about workers and jobs, as every worker needs it to
 //! charge a job fairly.
 //!
-//! Each supervisor publishes its host's verdicts on the broker's control exchange (routed
-//! `verdicts.<host>`), every time it evaluates, and each worker follows all of them:
+//! The fleet's judge publishes them on the broker's control exchange (the `judge.news`
+//! message: one entry per host, and one, [`FLEET`], with every blame), every time it
+//! evaluates; each supervisor keeps the latest and its workers ask it for them:
 //! - **blames**: the workers of this host quarantined for a class, with the jobs that failed on
 //!   them as evidence. Those failures were the worker's fault: they use up none of the job's
 //!   attempts and do not count towards poison. Kept for a day after the quarantine ends, since
@@ -25,6 +26,10 @@ pub const VERSION: u32 = 1;
 
 /// How long a host's verdicts are believed without a fresh message from its supervisor.
 pub const BELIEVED_MS: i64 = 24 * 3600 * 1000;
+
+/// The `host` of the fleet-wide message of the fleet's judge: the blames of every host, sent
+/// once rather than in each host's message.
+pub const FLEET: &str = "(fleet)";
 
 /// The routing key of a host's verdicts on the control exchange.
 pub fn routing_key(host: &str) -> String {
@@ -119,6 +124,11 @@ impl Fleet {
 
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
+    }
+
+    /// Every host's message held, to hand on (a supervisor to its workers).
+    pub fn all(&self) -> Vec<HostVerdicts> {
+        self.hosts.values().cloned().collect()
     }
 
     /// Whether a host other than `host` said, within [`SERVING_FRESH_MS`] of `now_ms`, that it

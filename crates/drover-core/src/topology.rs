@@ -1,0 +1,488 @@
+//! The broker's side of a deployment, decided without a broker: which arguments each queue is
+//! declared with (classic or quorum), the delivery limit a class's work queue gets, which broker
+//! policies contradict the configuration, and which node of a cluster to try next.
+//!
+//! Queue arguments come out as plain `(name, value)` pairs; `io::amqp` copies them onto AMQP
+//! field tables. The arguments of a classic queue are exactly those of Drover before quorum
+//! queues existed, so that existing queues are declared again without a mismatch.
+
+use crate::backoff::Backoff;
+use std::time::Duration;
+
+/// The type of every durable queue Drover declares (work, dead letters, retry delays, leases).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// One node's queue (mirroring, if any, is the broker's policy, not ours).
+    #[default]
+    Classic,
+    /// A replicated Raft queue: survives the loss of a minority of a cluster's nodes.
+    Quorum,
+}
+
+impl QueueType {
+    pub fn parse(s: &str) -> Option<QueueType> {
+        match s {
+            "classic" => Some(QueueType::Classic),
+            "quorum" => Some(QueueType::Quorum),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+/// A queue argument's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    Str(String),
+    Int(i64),
+}
+
+pub type Args = Vec<(&'static str, Arg)>;
+
+/// Returns of one message without a decision (drains, lost channels, broker failovers) that a
+/// work queue allows beyond the class's own budget before the broker dead-letters it.
+pub const UNCHARGED_RETURNS: u32 = 20;
+
+/// The delivery limit of queues nobody consumes with requeues (dead letters, delays, leases):
+/// explicit, so that a broker's default (RabbitMQ 4 puts 20 on every quorum queue) never
+/// drops anything there.
+pub const QUIET_QUEUE_DELIVERY_LIMIT: u32 = 1000;
+
+/// The delivery limit of a class's work queue on quorum queues. The broker's count grows only
+/// when a delivery comes back without a decision: a retry or a hand-back is a new message, so
+/// `max_attempts` charged failures never reach it. Drover's own limits come first (a job that
+/// kills `poison_after` workers is dead-lettered as `poison`); the broker's is the backstop for
+/// a job that keeps coming back anyway, which it then dead-letters (reason `delivery_limit`)
+/// into the class's dead-letter queue instead of dropping it.
+pub fn delivery_limit(max_attempts: u32, poison_after: u32) -> u32 {
+    max_attempts.saturating_add(poison_after).saturating_add(UNCHARGED_RETURNS)
+}
+
+/// What the queue holds, for its arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueRole<'a> {
+    /// A class's work queue; its dead letters go to `dead` (quorum queues only).
+    Work { dead: &'a str, delivery_limit: u32 },
+    /// A class's dead-letter queue.
+    Dead,
+    /// A rung of the retry-delay ladder: its messages expire after `ttl` back to the routing key
+    /// they were published with.
+    Delay { ttl: Duration },
+    /// A running job's lease copy: it expires after `ttl` back to the work queue `work`; the
+    /// queue itself goes once unused for `expires`.
+    Lease { work: &'a str, ttl: Duration, expires: Duration },
+}
+
+fn ms(d: Duration) -> Arg {
+    Arg::Int(d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// The arguments of a durable queue of `role`. `expires` is `broker.queue_expires`
+/// (throw-away environments), which a lease queue's own expiry replaces.
+pub fn queue_args(kind: QueueType, role: &QueueRole, expires: Option<Duration>) -> Args {
+    let mut args: Args = Vec::new();
+    let dead_letter_to = |args: &mut Args, key: Option<&str>| {
+        args.push(("x-dead-letter-exchange", Arg::Str(String::new())));
+        if let Some(key) = key {
+            args.push(("x-dead-letter-routing-key", Arg::Str(key.to_string())));
+        }
+    };
+    match role {
+        QueueRole::Work { dead, .. } => {
+            if kind == QueueType::Quorum {
+                dead_letter_to(&mut args, Some(dead));
+            }
+        }
+        QueueRole::Dead => {}
+        QueueRole::Delay { ttl } => {
+            args.push(("x-message-ttl", ms(*ttl)));
+            dead_letter_to(&mut args, None);
+        }
+        QueueRole::Lease { work, ttl, .. } => {
+            args.push(("x-message-ttl", ms(*ttl)));
+            dead_letter_to(&mut args, Some(work));
+        }
+    }
+    match role {
+        QueueRole::Lease { expires, .. } => args.push(("x-expires", ms(*expires))),
+        _ => {
+            if let Some(e) = expires {
+                args.push(("x-expires", ms(e)));
+            }
+        }
+    }
+    if kind == QueueType::Quorum {
+        args.push(("x-queue-type", Arg::Str("quorum".into())));
+        let limit = match role {
+            QueueRole::Work { delivery_limit, .. } => *delivery_limit,
+            _ => QUIET_QUEUE_DELIVERY_LIMIT,
+        };
+        args.push(("x-delivery-limit", Arg::Int(i64::from(limit))));
+        if args.iter().any(|(k, _)| *k == "x-dead-letter-exchange") {
+            // The default, at-most-once, drops a dead letter the target cannot take; at-least-once
+            // keeps it until it is confirmed, and requires reject-publish.
+            args.push(("x-dead-letter-strategy", Arg::Str("at-least-once".into())));
+            args.push(("x-overflow", Arg::Str("reject-publish".into())));
+        }
+    }
+    args
+}
+
+// ------------------------------------------------------------------ policies --
+
+/// One broker policy (or operator policy), as the management API lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    /// `"policy"` or `"operator policy"`, for messages.
+    pub kind: &'static str,
+    /// A regular expression over queue names; matched here only in the forms that matter for
+    /// prefixes (see [`pattern_may_match`]).
+    pub pattern: String,
+    /// `queues`, `all`, `exchanges`, `classic_queues`, `quorum_queues`, ...
+    pub apply_to: String,
+    pub definition: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What one policy does against the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Refuse to start (`true`) or warn.
+    pub refuse: bool,
+    pub message: String,
+}
+
+/// Whether a policy pattern may match some queue name starting with `prefix.`. Policies are
+/// Erlang regular expressions; without a regex engine here this errs on the side of a match
+/// for anything it cannot rule out: a pattern anchored with `^` matches only if its literal
+/// start agrees with the prefix; an unanchored one may match anywhere.
+pub fn pattern_may_match(pattern: &str, prefix: &str) -> bool {
+    let Some(rest) = pattern.strip_prefix('^') else { return true };
+    let mut literal: Vec<char> = rest.chars().take_while(|c| *c == '.' || !"*+?()[]{}|\\$^".contains(*c)).collect();
+    // A quantifier after the literal part makes its last character optional.
+    if matches!(rest.chars().nth(literal.len()), Some('*' | '?' | '{')) {
+        literal.pop();
+    }
+    // A `.` in a pattern matches any character, the prefix's own dots included.
+    let want = format!("{prefix}.");
+    literal.iter().zip(want.chars()).all(|(p, w)| *p == w || *p == '.')
+}
+
+/// What the broker's policies change in Drover's queues (`prefix`), given the queue type and
+/// the delivery limits of the configuration: a delivery limit that would drop or dead-letter
+/// jobs early, a consumer timeout shorter than the configured one (it closes channels under
+/// long jobs), a queue type or length limit that contradicts the declared one.
+pub fn check_policies(
+    policies: &[Policy],
+    prefix: &str,
+    kind: QueueType,
+    consumer_timeout: Duration,
+    min_delivery_limit: u32,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in policies {
+        let applies = matches!(p.apply_to.as_str(), "queues" | "all")
+            || (p.apply_to == "quorum_queues" && kind == QueueType::Quorum)
+            || (p.apply_to == "classic_queues" && kind == QueueType::Classic);
+        if !applies || !pattern_may_match(&p.pattern, prefix) {
+            continue;
+        }
+        let what = format!("broker {} {:?} (pattern {:?})", p.kind, p.name, p.pattern);
+        for (key, value) in &p.definition {
+            let int = value.as_i64();
+            match key.as_str() {
+                "delivery-limit" if kind == QueueType::Quorum => {
+                    if let Some(n) = int.filter(|n| *n >= 0 && (*n as u64) < u64::from(min_delivery_limit)) {
+                        out.push(Finding {
+                            refuse: true,
+                            message: format!(
+                                "{what} sets delivery-limit {n}, below Drover's {min_delivery_limit}: the broker \
+                                 would dead-letter jobs that drains and failovers return, before Drover decides; \
+                                 raise it or exclude {prefix}.* from the policy"
+                            ),
+                        });
+                    }
+                }
+                "consumer-timeout" => {
+                    if let Some(n) = int.filter(|n| *n >= 0 && (*n as u128) < consumer_timeout.as_millis()) {
+                        out.push(Finding {
+                            refuse: false,
+                            message: format!(
+                                "{what} sets consumer-timeout {n} ms, shorter than broker.consumer_timeout \
+                                 ({} ms): set broker.consumer_timeout to it, so that long jobs run under leases",
+                                consumer_timeout.as_millis()
+                            ),
+                        });
+                    }
+                }
+                "queue-type" if value.as_str().is_some_and(|t| t != kind.as_str()) => {
+                    out.push(Finding {
+                        refuse: true,
+                        message: format!(
+                            "{what} sets queue-type {value}, but broker.queue_type is {:?}",
+                            kind.as_str()
+                        ),
+                    });
+                }
+                "max-length" | "max-length-bytes" | "message-ttl" | "expires" => {
+                    out.push(Finding {
+                        refuse: false,
+                        message: format!(
+                            "{what} sets {key} {value} on Drover's queues: jobs may be dropped or expire \
+                             before they run"
+                        ),
+                    });
+                }
+                "overflow" if value.as_str() == Some("drop-head") => {
+                    out.push(Finding {
+                        refuse: false,
+                        message: format!("{what} sets overflow drop-head: a full queue drops its oldest jobs"),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ failover --
+
+/// Which node of `broker.url` to connect to next, and how long to wait first.
+///
+/// The first node is drawn at random (clients spread over the cluster); after a lost connection
+/// the next try goes to the next node, so a dead node costs one failed connect; within a round
+/// of the nodes a failed connect waits a short jittered delay (the backoff's first window), and
+/// each round that tried every node without luck doubles the window, up to the cap (full
+/// jitter). A success resets the rounds and keeps the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    nodes: usize,
+    current: usize,
+    failures: u32,
+}
+
+impl Rotation {
+    /// `unit` in `[0, 1)` picks the first node.
+    pub fn new(nodes: usize, unit: f64) -> Rotation {
+        let nodes = nodes.max(1);
+        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
+        Rotation { nodes, current: ((unit * nodes as f64) as usize).min(nodes - 1), failures: 0 }
+    }
+
+    /// The node to try now.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// A connect to the current node failed: moves to the next node and returns the delay before
+    /// trying it.
+    pub fn failed(&mut self, backoff: &Backoff, unit: f64) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.current = (self.current + 1) % self.nodes;
+        if self.failures.is_multiple_of(self.nodes as u32) {
+            backoff.delay(self.failures / self.nodes as u32, unit)
+        } else {
+            backoff.delay(1, unit)
+        }
+    }
+
+    /// Connected to the current node.
+    pub fn connected(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The connection was lost: the next try goes to another node (for one node, the same).
+    pub fn lost(&mut self) {
+        self.current = (self.current + 1) % self.nodes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(a: &Args) -> Vec<&str> {
+        a.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn classic_queues_keep_their_arguments() {
+        let s = Duration::from_secs;
+        let work = QueueRole::Work { dead: "p.dead.c", delivery_limit: 28 };
+        let cases: Vec<(QueueRole, Option<Duration>, Vec<&str>)> = vec![
+            (work.clone(), None, vec![]),
+            (work, Some(s(600)), vec!["x-expires"]),
+            (QueueRole::Dead, None, vec![]),
+            (QueueRole::Delay { ttl: s(5) }, None, vec!["x-message-ttl", "x-dead-letter-exchange"]),
+            (
+                QueueRole::Lease { work: "p.jobs.c", ttl: s(3), expires: s(66) },
+                Some(s(600)),
+                vec!["x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-expires"],
+            ),
+        ];
+        for (role, expires, want) in cases {
+            assert_eq!(keys(&queue_args(QueueType::Classic, &role, expires)), want, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn quorum_queues_dead_letter_at_least_once_with_an_explicit_delivery_limit() {
+        let work = queue_args(QueueType::Quorum, &QueueRole::Work { dead: "p.dead.c", delivery_limit: 28 }, None);
+        assert_eq!(
+            work,
+            vec![
+                ("x-dead-letter-exchange", Arg::Str("".into())),
+                ("x-dead-letter-routing-key", Arg::Str("p.dead.c".into())),
+                ("x-queue-type", Arg::Str("quorum".into())),
+                ("x-delivery-limit", Arg::Int(28)),
+                ("x-dead-letter-strategy", Arg::Str("at-least-once".into())),
+                ("x-overflow", Arg::Str("reject-publish".into())),
+            ]
+        );
+        let dead = queue_args(QueueType::Quorum, &QueueRole::Dead, None);
+        assert_eq!(dead, vec![("x-queue-type", Arg::Str("quorum".into())), ("x-delivery-limit", Arg::Int(1000))]);
+        let delay = queue_args(QueueType::Quorum, &QueueRole::Delay { ttl: Duration::from_millis(1500) }, None);
+        assert!(delay.contains(&("x-message-ttl", Arg::Int(1500))));
+        assert!(delay.contains(&("x-dead-letter-strategy", Arg::Str("at-least-once".into()))));
+        assert!(delay.contains(&("x-delivery-limit", Arg::Int(1000))));
+    }
+
+    #[test]
+    fn the_delivery_limit_leaves_room_beyond_the_class_budget() {
+        for (attempts, poison, want) in [(5, 3, 28), (1, 0, 21), (1000, 1000, 2020), (u32::MAX, 3, u32::MAX)] {
+            assert_eq!(delivery_limit(attempts, poison), want);
+        }
+    }
+
+    #[test]
+    fn patterns_are_matched_against_the_prefix_conservatively() {
+        for (pattern, prefix, want) in [
+            ("^drover\\.", "drover", true),
+            ("^drover.jobs", "drover", true),
+            ("^other\\.", "drover", false),
+            ("^d", "drover", true),
+            ("^droverx", "drover", false),
+            ("jobs", "drover", true),
+            ("^.*", "drover", true),
+            ("^$", "drover", true),
+            ("^dx?rover", "drover", true),
+            ("^drover-test", "drover", false),
+            ("^amq\\.", "drover", false),
+        ] {
+            assert_eq!(pattern_may_match(pattern, prefix), want, "{pattern} vs {prefix}");
+        }
+    }
+
+    fn policy(name: &str, pattern: &str, apply_to: &str, def: serde_json::Value) -> Policy {
+        Policy {
+            name: name.into(),
+            kind: "policy",
+            pattern: pattern.into(),
+            apply_to: apply_to.into(),
+            definition: def.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn policies_that_change_behaviour_are_named() {
+        use serde_json::json;
+        let min = 21;
+        let t = Duration::from_secs(1800);
+        // (policy, queue type, refuse?, a word of the message); None: nothing to say.
+        let cases = vec![
+            (
+                policy("low-limit", ".*", "queues", json!({"delivery-limit": 5})),
+                QueueType::Quorum,
+                Some((true, "delivery-limit 5")),
+            ),
+            (policy("low-limit", ".*", "queues", json!({"delivery-limit": 5})), QueueType::Classic, None),
+            (policy("high-limit", ".*", "all", json!({"delivery-limit": 50})), QueueType::Quorum, None),
+            (policy("unlimited", ".*", "all", json!({"delivery-limit": -1})), QueueType::Quorum, None),
+            (policy("other-app", "^billing\\.", "queues", json!({"delivery-limit": 1})), QueueType::Quorum, None),
+            (policy("exchanges", ".*", "exchanges", json!({"delivery-limit": 1})), QueueType::Quorum, None),
+            (
+                policy("ct", "^drover\\.", "queues", json!({"consumer-timeout": 60000})),
+                QueueType::Classic,
+                Some((false, "consumer-timeout 60000")),
+            ),
+            (policy("ct-long", ".*", "queues", json!({"consumer-timeout": 3600000})), QueueType::Classic, None),
+            (
+                policy("qt", ".*", "queues", json!({"queue-type": "quorum"})),
+                QueueType::Classic,
+                Some((true, "queue-type")),
+            ),
+            (policy("qt", ".*", "queues", json!({"queue-type": "quorum"})), QueueType::Quorum, None),
+            (
+                policy("cap", ".*", "quorum_queues", json!({"max-length": 10})),
+                QueueType::Quorum,
+                Some((false, "max-length")),
+            ),
+            (policy("cap", ".*", "quorum_queues", json!({"max-length": 10})), QueueType::Classic, None),
+            (policy("ha", ".*", "queues", json!({"ha-mode": "all"})), QueueType::Classic, None),
+        ];
+        for (p, kind, want) in cases {
+            let found = check_policies(std::slice::from_ref(&p), "drover", kind, t, min);
+            match want {
+                None => assert!(found.is_empty(), "{p:?} on {kind:?}: {found:?}"),
+                Some((refuse, word)) => {
+                    assert_eq!(found.len(), 1, "{p:?} on {kind:?}: {found:?}");
+                    assert_eq!(found[0].refuse, refuse, "{found:?}");
+                    assert!(found[0].message.contains(word) && found[0].message.contains(&p.name), "{found:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_walks_the_nodes_and_backs_off_per_round() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        // Three nodes, every connect failing, unit 0.999 (the top of each window).
+        let mut r = Rotation::new(3, 0.5);
+        assert_eq!(r.current(), 1);
+        let mut seen = vec![];
+        for _ in 0..9 {
+            let node = r.current();
+            let wait = r.failed(&b, 0.999);
+            let window = (1..=5).find(|k| b.delay(*k, 0.999) == wait).expect("a window of the backoff");
+            seen.push((node, window));
+        }
+        assert_eq!(
+            seen,
+            // (node tried, window of the wait): within a round the first window (100 ms), after
+            // the k-th full round the k-th (100, 200, 400 ms).
+            vec![(1, 1), (2, 1), (0, 1), (1, 1), (2, 1), (0, 2), (1, 1), (2, 1), (0, 3)]
+        );
+        r.connected();
+        assert_eq!(r.current(), 1);
+        r.lost();
+        assert_eq!(r.current(), 2, "after a lost connection, another node first");
+        assert_eq!(r.failed(&b, 0.999), b.delay(1, 0.999), "a success reset the rounds");
+    }
+
+    #[test]
+    fn one_node_is_plain_backoff() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut r = Rotation::new(1, 0.7);
+        for k in 1..=6 {
+            assert_eq!(r.failed(&b, 0.5), b.delay(k, 0.5), "try {k}");
+        }
+        assert_eq!(r.current(), 0);
+        r.lost();
+        assert_eq!(r.current(), 0);
+    }
+
+    #[test]
+    fn the_first_node_is_drawn_from_the_unit() {
+        for (unit, want) in [(0.0, 0), (0.33, 0), (0.34, 1), (0.99, 2), (1.0, 2), (f64::NAN, 0), (-1.0, 0)] {
+            assert_eq!(Rotation::new(3, unit).current(), want, "{unit}");
+        }
+        assert_eq!(Rotation::new(0, 0.5).current(), 0, "no node is treated as one");
+    }
+}
