@@ -5,7 +5,7 @@
 //!
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
-//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`verdicts`], [`drift`],
+//! [`exits`], [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`verdicts`], [`drift`],
 //! [`latency`], [`alerts`], [`timeline`]. That crate depends on no async runtime, broker, bus or HTTP crate
 //! and reads no clock, environment or random source, so the compiler keeps them pure.
 //!
@@ -46,8 +46,8 @@
 //! rules the modules keep.
 
 pub use drover_core::{
-    alerts, backoff, config, drift, duration, events, job, judge, latency, maintenance, outcome, quarantine, reconcile,
-    rollout, suspects, timeline, verdicts,
+    alerts, backoff, config, drift, duration, events, exits, job, judge, latency, maintenance, outcome, quarantine,
+    reconcile, rollout, suspects, timeline, verdicts,
 };
 
 pub mod cli;

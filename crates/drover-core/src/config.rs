@@ -229,10 +229,15 @@ pub struct Problem {
     pub key: String,
     pub found: String,
     pub accepted: String,
+    /// Where in the file (line, column, from 1): the key, or for a missing key its table.
+    pub at: Option<(usize, usize)>,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.at {
+            write!(f, "line {line}, column {column}: ")?;
+        }
         write!(f, "{}: found {}; accepted: {}", self.key, self.found, self.accepted)
     }
 }
@@ -270,6 +275,7 @@ impl Config {
                 key: "(file)".into(),
                 found: error.to_string(),
                 accepted: "a readable TOML file".into(),
+                at: None,
             }],
         }
     }
@@ -281,8 +287,9 @@ impl Config {
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
             fail(vec![Problem {
                 key: "(syntax)".into(),
-                found: e.message().to_string(),
+                found: e.message().trim().to_string(),
                 accepted: "valid TOML".into(),
+                at: e.span().map(|s| line_column(text, s.start)),
             }])
         })?;
         let mut r = Reader::default();
@@ -290,6 +297,10 @@ impl Config {
         if r.problems.is_empty() {
             Ok(config)
         } else {
+            let spans = spans::of(text);
+            for p in &mut r.problems {
+                p.at = spans::find(&spans, &p.key).map(|offset| line_column(text, offset));
+            }
             Err(fail(r.problems))
         }
     }
@@ -357,6 +368,15 @@ pub const SANDBOX_DIRECTIVES: &[&str] = &[
     "SystemCallArchitectures",
     "RestrictAddressFamilies",
     "CapabilityBoundingSet",
+    "SystemCallFilter",
+    "MemoryDenyWriteExecute",
+    "PrivateUsers",
+    "ProtectProc",
+    "ProcSubset",
+    "PrivateMounts",
+    "PrivateIPC",
+    "RemoveIPC",
+    "DevicePolicy",
 ];
 
 /// What the machine says about the defaults: gathered by the caller (`io::config_file`), so
@@ -416,18 +436,29 @@ fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
     let broker = BrokerConfig {
         url,
         prefix,
-        consumer_timeout: r.duration(&broker_t, "broker", "consumer_timeout", Duration::from_secs(1800)),
-        connect_timeout: r.duration(&broker_t, "broker", "connect_timeout", Duration::from_secs(10)),
-        op_timeout: r.duration(&broker_t, "broker", "op_timeout", Duration::from_secs(15)),
-        reconnect: Backoff::new(
-            r.duration(&broker_t, "broker", "reconnect_base", Duration::from_millis(500)),
-            r.duration(&broker_t, "broker", "reconnect_max", Duration::from_secs(30)),
+        consumer_timeout: r.period(
+            &broker_t,
+            "broker",
+            "consumer_timeout",
+            Duration::from_secs(1800),
+            (SECOND, 30 * DAY),
+        ),
+        connect_timeout: r.period(&broker_t, "broker", "connect_timeout", Duration::from_secs(10), (TENTH, HOUR)),
+        op_timeout: r.period(&broker_t, "broker", "op_timeout", Duration::from_secs(15), (TENTH, HOUR)),
+        reconnect: r.backoff(
+            &broker_t,
+            "broker",
+            ["reconnect_base", "reconnect_max"],
+            [Duration::from_millis(500), Duration::from_secs(30)],
         ),
         lease_ttl: r.duration(&broker_t, "broker", "lease_ttl", Duration::from_secs(300)),
         queue_expires: r.optional_duration(&broker_t, "broker", "queue_expires"),
     };
     if broker.lease_ttl < Duration::from_secs(3) {
         r.problem("broker.lease_ttl", &duration::format(broker.lease_ttl), "at least 3s");
+    }
+    if broker.queue_expires.is_some_and(|d| d < SECOND) {
+        r.problem("broker.queue_expires", "0", "a duration of at least 1s, or no key (queues do not expire)");
     }
     r.unknown_keys(&broker_t, "broker");
     broker
@@ -438,7 +469,7 @@ fn read_worker(r: &mut Reader, root: &Table) -> WorkerConfig {
     let worker = WorkerConfig {
         drain_deadline: r.duration(&worker_t, "worker", "drain_deadline", Duration::from_secs(300)),
         kill_grace: r.duration(&worker_t, "worker", "kill_grace", Duration::from_secs(10)),
-        preflight_timeout: r.duration(&worker_t, "worker", "preflight_timeout", Duration::from_secs(60)),
+        preflight_timeout: r.period(&worker_t, "worker", "preflight_timeout", Duration::from_secs(60), (TENTH, DAY)),
     };
     r.unknown_keys(&worker_t, "worker");
     worker
@@ -484,10 +515,10 @@ fn read_systemd(r: &mut Reader, root: &Table, worker: &WorkerConfig) -> SystemdC
         bus,
         relax_sandbox,
         unit_prefix,
-        watchdog: r.duration(&systemd_t, "systemd", "watchdog", Duration::from_secs(60)),
+        watchdog: watchdog(r, &systemd_t),
         environment,
-        call_timeout: r.duration(&systemd_t, "systemd", "call_timeout", Duration::from_secs(10)),
-        stop_timeout: r.duration(&systemd_t, "systemd", "stop_timeout", default_stop),
+        call_timeout: r.period(&systemd_t, "systemd", "call_timeout", Duration::from_secs(10), (TENTH, HOUR)),
+        stop_timeout: r.period(&systemd_t, "systemd", "stop_timeout", default_stop, (SECOND, 30 * DAY)),
     };
     r.unknown_keys(&systemd_t, "systemd");
     systemd
@@ -532,13 +563,15 @@ fn read_supervisor(
     let supervisor = SupervisorConfig {
         socket,
         start_rate,
-        restart: Backoff::new(
-            r.duration(&sup_t, "supervisor", "restart_base", Duration::from_secs(2)),
-            r.duration(&sup_t, "supervisor", "restart_max", Duration::from_secs(300)),
+        restart: r.backoff(
+            &sup_t,
+            "supervisor",
+            ["restart_base", "restart_max"],
+            [Duration::from_secs(2), Duration::from_secs(300)],
         ),
-        stable_after: r.duration(&sup_t, "supervisor", "stable_after", Duration::from_secs(120)),
+        stable_after: r.period(&sup_t, "supervisor", "stable_after", Duration::from_secs(120), (SECOND, DAY)),
         failing_after: r.integer(&sup_t, "supervisor", "failing_after", 5, 1, 1000) as u32,
-        resync: r.duration(&sup_t, "supervisor", "resync", Duration::from_secs(30)),
+        resync: r.period(&sup_t, "supervisor", "resync", Duration::from_secs(30), (SECOND, DAY)),
     };
     r.unknown_keys(&sup_t, "supervisor");
     supervisor
@@ -573,13 +606,13 @@ fn read_alerts(r: &mut Reader, root: &Table, env: &Environment, systemd: &System
             .string(&alerts_t, "alerts", "state_dir", "a path")
             .map(std::path::PathBuf::from)
             .unwrap_or(default_state),
-        evaluate_every: r.duration(&alerts_t, "alerts", "evaluate_every", Duration::from_secs(15)),
+        evaluate_every: r.period(&alerts_t, "alerts", "evaluate_every", Duration::from_secs(15), (TENTH, HOUR)),
         fire_after: r.duration(&alerts_t, "alerts", "fire_after", Duration::from_secs(60)),
         resolve_after: r.duration(&alerts_t, "alerts", "resolve_after", Duration::from_secs(600)),
         drift_warmup: r.integer(&alerts_t, "alerts", "drift_warmup", 100, 1, 1_000_000) as u64,
         running_evidence,
         stall_gaps,
-        stall_min: r.duration(&alerts_t, "alerts", "stall_min", Duration::from_secs(900)),
+        stall_min: r.period(&alerts_t, "alerts", "stall_min", Duration::from_secs(900), (SECOND, 7 * DAY)),
     };
     r.unknown_keys(&alerts_t, "alerts");
     alerts
@@ -614,8 +647,8 @@ fn read_quarantine(r: &mut Reader, root: &Table) -> QuarantineConfig {
     }
     let quarantine = QuarantineConfig {
         enabled: r.boolean(&q_t, "quarantine", "enabled", true),
-        hold: r.duration(&q_t, "quarantine", "hold", Duration::from_secs(600)),
-        hold_max: r.duration(&q_t, "quarantine", "hold_max", Duration::from_secs(6 * 3600)),
+        hold: r.period(&q_t, "quarantine", "hold", Duration::from_secs(600), (SECOND, 7 * DAY)),
+        hold_max: r.period(&q_t, "quarantine", "hold_max", Duration::from_secs(6 * 3600), (SECOND, 30 * DAY)),
         min_failures: r.integer(&q_t, "quarantine", "min_failures", 3, 1, 1000) as u32,
         alpha,
         enforce: r.boolean(&q_t, "quarantine", "enforce", d.enforce),
@@ -646,6 +679,13 @@ fn read_quarantine(r: &mut Reader, root: &Table) -> QuarantineConfig {
         ),
         min_reference: r.integer(&q_t, "quarantine", "min_reference", d.min_reference as i64, 10, 1_000_000) as usize,
     };
+    if quarantine.hold_max < quarantine.hold {
+        r.problem(
+            "quarantine.hold_max",
+            &format!("{}, below hold ({})", duration::format(quarantine.hold_max), duration::format(quarantine.hold)),
+            "a duration at least quarantine.hold",
+        );
+    }
     r.unknown_keys(&q_t, "quarantine");
     quarantine
 }
@@ -735,11 +775,8 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         max_attempts: r.integer(t, path, "max_attempts", 5, 1, 1000) as u32,
         preflight,
         prefetch: r.integer(t, path, "prefetch", 1, 1, 1000) as u16,
-        retry: Backoff::new(
-            r.duration(t, path, "retry_base", Duration::from_secs(10)),
-            r.duration(t, path, "retry_max", Duration::from_secs(3600)),
-        ),
-        ready_timeout: r.duration(t, path, "ready_timeout", Duration::from_secs(600)),
+        retry: r.backoff(t, path, ["retry_base", "retry_max"], [Duration::from_secs(10), Duration::from_secs(3600)]),
+        ready_timeout: r.period(t, path, "ready_timeout", Duration::from_secs(600), (SECOND, 7 * DAY)),
         wait_ready: r.boolean(t, path, "wait_ready", true),
         drain_early_requeue: r.boolean(t, path, "drain_early_requeue", true),
         poison_after: r.integer(t, path, "poison_after", 3, 0, 1000) as u32,
@@ -753,6 +790,103 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
     }
     r.unknown_keys(t, path);
     class
+}
+
+const TENTH: Duration = Duration::from_millis(100);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `systemd.watchdog`: `"0"` turns the watchdog off (as `WatchdogSec=0` does); otherwise at
+/// least a second, since systemd counts it in seconds here and a worker pings at half of it.
+fn watchdog(r: &mut Reader, t: &Table) -> Duration {
+    let d = r.duration(t, "systemd", "watchdog", Duration::from_secs(60));
+    if !d.is_zero() && (d < SECOND || d > DAY) {
+        r.problem(
+            "systemd.watchdog",
+            &duration::format(d),
+            "\"0\" (no watchdog) or a duration from 1s to 1d, such as \"60s\"",
+        );
+        return Duration::from_secs(60);
+    }
+    d
+}
+
+/// The known key nearest to a misspelt one, if any is near enough to be a typo.
+fn nearest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+    let limit = (key.chars().count() / 3).clamp(1, 3);
+    known.iter().map(|k| (edit_distance(key, k), k)).filter(|(d, _)| *d <= limit).min().map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance, with a swap of two neighbours counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d: Vec<Vec<usize>> =
+        (0..=a.len()).map(|i| (0..=b.len()).map(|j| if i == 0 { j } else { i }).collect()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Line and column (from 1, the column in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where each key is in the text, by its dotted path: toml's spanned tables, read once when a
+/// problem needs a place.
+mod spans {
+    use std::collections::BTreeMap;
+    use toml::de::{DeTable, DeValue};
+
+    pub fn of(text: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        if let Ok(root) = DeTable::parse(text) {
+            walk(root.get_ref(), "", &mut out);
+        }
+        out
+    }
+
+    fn walk(t: &DeTable<'_>, path: &str, out: &mut BTreeMap<String, usize>) {
+        for (k, v) in t {
+            let full = if path.is_empty() { k.get_ref().to_string() } else { format!("{path}.{}", k.get_ref()) };
+            out.entry(full.clone()).or_insert(k.span().start);
+            match v.get_ref() {
+                DeValue::Table(sub) => walk(sub, &full, out),
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        out.entry(format!("{full}[{i}]")).or_insert(item.span().start);
+                        if let DeValue::Table(sub) = item.get_ref() {
+                            walk(sub, &format!("{full}[{i}]"), out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The key's place, else its nearest enclosing table's (a missing key is reported where
+    /// its table is).
+    pub fn find(spans: &BTreeMap<String, usize>, key: &str) -> Option<usize> {
+        let mut k = key;
+        loop {
+            if let Some(at) = spans.get(k) {
+                return Some(*at);
+            }
+            k = &k[..k.rfind(['.', '['])?];
+        }
+    }
 }
 
 /// Walks tables, remembering which keys were read and what was wrong.
@@ -795,7 +929,7 @@ fn argv_of(v: &Value) -> Option<Vec<String>> {
 
 impl Reader {
     fn problem(&mut self, key: &str, found: &str, accepted: &str) {
-        self.problems.push(Problem { key: key.into(), found: found.into(), accepted: accepted.into() });
+        self.problems.push(Problem { key: key.into(), found: found.into(), accepted: accepted.into(), at: None });
     }
 
     fn take<'t>(&mut self, t: &'t Table, path: &str, key: &str) -> Option<&'t Value> {
@@ -844,6 +978,36 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// A duration that must lie in `range` (a zero period spins a loop or panics a timer).
+    fn period(&mut self, t: &Table, path: &str, key: &str, default: Duration, range: (Duration, Duration)) -> Duration {
+        let d = self.duration(t, path, key, default);
+        if d < range.0 || d > range.1 {
+            let accepted = format!(
+                "a duration from {} to {}, such as \"{}\"",
+                duration::format(range.0),
+                duration::format(range.1),
+                duration::format(default)
+            );
+            self.problem(&join(path, key), &duration::format(d), &accepted);
+            return default;
+        }
+        d
+    }
+
+    /// A backoff's base and cap: both periods, the cap not below the base.
+    fn backoff(&mut self, t: &Table, path: &str, keys: [&str; 2], defaults: [Duration; 2]) -> Backoff {
+        let base = self.period(t, path, keys[0], defaults[0], (Duration::from_millis(1), DAY));
+        let max = self.period(t, path, keys[1], defaults[1], (Duration::from_millis(1), 7 * DAY));
+        if max < base {
+            self.problem(
+                &join(path, keys[1]),
+                &format!("{}, below {} ({})", duration::format(max), keys[0], duration::format(base)),
+                &format!("a duration at least {}", keys[0]),
+            );
+        }
+        Backoff::new(base, max.max(base))
     }
 
     fn integer(&mut self, t: &Table, path: &str, key: &str, default: i64, min: i64, max: i64) -> i64 {
@@ -895,11 +1059,24 @@ impl Reader {
         argv
     }
 
+    /// Every key of `t` not read: a problem, with the nearest known key of the same table.
     fn unknown_keys(&mut self, t: &Table, path: &str) {
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}.") };
+        let known: Vec<String> = self
+            .seen
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter(|k| !k.contains('.'))
+            .map(str::to_string)
+            .collect();
         for key in t.keys() {
             let full = join(path, key);
             if !self.seen.contains(&full) && (!path.is_empty() || key != "classes") {
-                self.problem(&full, "an unknown key", "only the keys documented in config/drover.example.toml");
+                let accepted = match nearest(key, &known) {
+                    Some(k) => format!("a known key: did you mean `{k}`? (every key is in config/drover.example.toml)"),
+                    None => "only the keys documented in config/drover.example.toml".to_string(),
+                };
+                self.problem(&full, "an unknown key", &accepted);
             }
         }
     }
@@ -1022,6 +1199,74 @@ mod tests {
         let text = format!("[quarantine]\n{}\n[classes.x]\ncommand = [\"x\"]", many.join("\n"));
         let err = Config::parse(&text, "q.toml", &Environment::example()).expect_err("invalid");
         assert_eq!(err.problems.len(), many.len(), "{err}");
+    }
+
+    #[test]
+    fn zero_and_nonsensical_periods_are_refused_with_the_accepted_range() {
+        // (section, key = value, the problem's key, a part of what is accepted)
+        let cases = [
+            ("alerts", "evaluate_every = \"0\"", "alerts.evaluate_every", "from 100ms to 1h"),
+            ("supervisor", "resync = \"0\"", "supervisor.resync", "from 1s to 1d"),
+            ("supervisor", "stable_after = \"0\"", "supervisor.stable_after", "from 1s"),
+            ("supervisor", "restart_base = \"0\"", "supervisor.restart_base", "from 1ms"),
+            (
+                "supervisor",
+                "restart_base = \"1m\"\nrestart_max = \"10s\"",
+                "supervisor.restart_max",
+                "at least restart_base",
+            ),
+            ("systemd", "watchdog = \"500ms\"", "systemd.watchdog", "\"0\" (no watchdog)"),
+            ("systemd", "call_timeout = \"0\"", "systemd.call_timeout", "from 100ms"),
+            ("systemd", "stop_timeout = \"0\"", "systemd.stop_timeout", "from 1s"),
+            ("broker", "op_timeout = \"0\"", "broker.op_timeout", "from 100ms"),
+            ("broker", "connect_timeout = \"2h\"", "broker.connect_timeout", "to 1h"),
+            ("broker", "reconnect_max = \"0\"", "broker.reconnect_max", "from 1ms"),
+            ("broker", "queue_expires = \"0\"", "broker.queue_expires", "at least 1s"),
+            ("worker", "preflight_timeout = \"0\"", "worker.preflight_timeout", "from 100ms"),
+            ("quarantine", "hold = \"1h\"\nhold_max = \"10m\"", "quarantine.hold_max", "at least quarantine.hold"),
+            ("classes.x", "command = [\"x\"]\nready_timeout = \"0\"", "classes.x.ready_timeout", "from 1s"),
+            ("classes.x", "command = [\"x\"]\nretry_base = \"0\"", "classes.x.retry_base", "from 1ms"),
+        ];
+        for (section, kv, key, accepted) in cases {
+            let classes = if section == "classes.x" { "" } else { "[classes.x]\ncommand = [\"x\"]\n" };
+            let text = format!("[{section}]\n{kv}\n{classes}");
+            let err = Config::parse(&text, "p.toml", &Environment::example()).expect_err(kv);
+            let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, [key], "{kv}");
+            assert!(err.problems[0].accepted.contains(accepted), "{kv}: {}", err.problems[0]);
+        }
+        // Zero turns the watchdog off, as WatchdogSec=0 does.
+        let c = Config::parse(
+            "[systemd]\nwatchdog = \"0\"\n[classes.x]\ncommand = [\"x\"]",
+            "w.toml",
+            &Environment::example(),
+        )
+        .expect("valid");
+        assert_eq!(c.systemd.watchdog, Duration::ZERO);
+    }
+
+    #[test]
+    fn problems_say_where_they_are_and_suggest_the_key_meant() {
+        type Place<'a> = (Option<(usize, usize)>, &'a str);
+        let text = "[broker]\nurl = \"http://x\"\n\n[classes.ok]\ncommand = [\"x\"]\n  max_attemps = 3\nworkers = -1\n[alerts]\nevaluate_evry = \"15s\"\nzzz = 1\n";
+        let err = Config::parse(text, "at.toml", &Environment::example()).expect_err("invalid");
+        let at: BTreeMap<&str, Place> =
+            err.problems.iter().map(|p| (p.key.as_str(), (p.at, p.accepted.as_str()))).collect();
+        assert_eq!(at["broker.url"].0, Some((2, 1)));
+        assert_eq!(at["classes.ok.max_attemps"].0, Some((6, 3)));
+        assert!(at["classes.ok.max_attemps"].1.contains("did you mean `max_attempts`?"), "{:?}", at);
+        assert_eq!(at["classes.ok.workers"].0, Some((7, 1)));
+        assert!(at["alerts.evaluate_evry"].1.contains("did you mean `evaluate_every`?"));
+        assert!(!at["alerts.zzz"].1.contains("did you mean"), "nothing near enough: {:?}", at["alerts.zzz"]);
+        assert!(err.to_string().contains("line 6, column 3: classes.ok.max_attemps: found an unknown key"), "{err}");
+        // A missing key is placed at its table.
+        let err =
+            Config::parse("[classes.x]\nworkers = 2\n", "m.toml", &Environment::example()).expect_err("no command");
+        assert_eq!((err.problems[0].key.as_str(), err.problems[0].at), ("classes.x.command", Some((1, 10))));
+        // A syntax error has its place too.
+        let err = Config::parse("[classes.x]\ncommand = [\"x\"\n", "s.toml", &Environment::example()).expect_err("bad");
+        assert_eq!(err.problems[0].key, "(syntax)");
+        assert!(err.problems[0].at.is_some_and(|(line, _)| line >= 2), "{:?}", err.problems[0]);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`job`]: a job's envelope (headers, id, times) as plain data, encoded and decoded: the one
 //!   writer and reader of the `x-drover-*` headers.
 //! - [`events`]: the versioned JSON job events and their routing keys.
+//! - [`exits`]: a unit's exit status in words; systemd's own (226: the sandbox could not be set
+//!   up) with what to set.
 //! - [`reconcile`]: which worker units to start, stop or restart, and their health.
 //! - [`maintenance`]: drains, cordons, quarantines and pauses: which unit to cordon, which job
 //!   to requeue, which unit takes the one probe job and what its outcome decides, when a host
@@ -42,6 +44,7 @@ pub mod config;
 pub mod drift;
 pub mod duration;
 pub mod events;
+pub mod exits;
 pub mod job;
 pub mod judge;
 pub mod latency;
