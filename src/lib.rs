@@ -25,6 +25,8 @@
 //!   - [`io::metrics`]: every metric name and the Prometheus recorder;
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
 //!   - [`io::config_file`]: the configuration file and the machine's defaults;
+//!   - [`io::logging`]: standard error shaped for where it goes (journal priorities, no colour
+//!     or timestamp there);
 //!   - [`io::clock`], [`io::random`]: the wall clock and the random source, read here only.
 //! - [`tasks`]: a process's tasks, each spawned tracked, cancelled by one token, awaited on
 //!   shutdown.

@@ -6,6 +6,7 @@ mod harness;
 mod alerts;
 mod bad_input;
 mod broker_outage;
+mod deploy;
 mod drain;
 mod drains;
 mod failures;

@@ -7,6 +7,7 @@ pub mod config_file;
 pub mod control;
 pub mod fleet;
 pub mod handler;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod preflight;
