@@ -171,9 +171,10 @@ pub fn install_units(config: &Path, system: bool, dir: Option<PathBuf>) -> Outco
     let cfg = load(config)?;
     let config = std::fs::canonicalize(config).map_err(|e| Failure::Usage(e.into()))?;
     let bin = std::env::current_exe().map_err(|e| Failure::Failed(e.into()))?;
-    let files = units::render(&cfg, &bin, &config);
+    let scope = if system { units::Scope::System } else { units::Scope::User };
+    let files = units::render(&cfg, &bin, &config, scope);
     let target = dir.clone().unwrap_or_else(|| units::unit_dir(system));
-    let written = units::write(&target, &files)
+    let written = units::install(&cfg, &target, &files)
         .with_context(|| format!("cannot write unit files to {}", target.display()))
         .map_err(Failure::Failed)?;
     for p in &written {

@@ -25,6 +25,63 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     pub worker: WorkerConfig,
     pub classes: BTreeMap<String, ClassConfig>,
+    pub credentials: Credentials,
+}
+
+/// Which broker user each kind of process connects as (least privilege: a worker cannot publish
+/// orders, an operator cannot consume jobs), and where its password is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub worker: Option<Login>,
+    pub supervisor: Option<Login>,
+    pub operator: Option<Login>,
+}
+
+/// A broker user and its password's file (`$CREDENTIALS_DIRECTORY/broker-password` when systemd
+/// hands it over as a credential, or `$DROVER_BROKER_PASSWORD` from an environment file, instead).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+}
+
+/// The kinds of process, each with its own broker user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Worker,
+    Supervisor,
+    Operator,
+}
+
+impl Credentials {
+    pub fn of(&self, role: Role) -> Option<&Login> {
+        match role {
+            Role::Worker => self.worker.as_ref(),
+            Role::Supervisor => self.supervisor.as_ref(),
+            Role::Operator => self.operator.as_ref(),
+        }
+    }
+}
+
+/// The broker URL with `user` and `password` as its user information (percent-encoded), in
+/// place of any the URL had.
+pub fn url_with_login(url: &str, user: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => host,
+        None => &rest[..authority_end],
+    };
+    format!("{scheme}://{}:{}@{host}{}", percent(user), percent(password), &rest[authority_end..])
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +129,11 @@ pub struct SystemdConfig {
     /// `TimeoutStopSec=` of the worker units: must be longer than the drain deadline plus the
     /// kill grace, or systemd kills what Drover is still draining.
     pub stop_timeout: Duration,
+    /// `User=` of the units: `None` unset (a system install then runs as `drover`, a user
+    /// manager's units as that user); `root` for no `User=` at all.
+    pub user: Option<String>,
+    /// Paths every worker may write (`ReadWritePaths=`); the rest of the system is read-only.
+    pub writable: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -209,6 +271,27 @@ pub struct ClassConfig {
     /// How long a retry is offered to hosts it has not failed on before one it failed on may run
     /// it (`outcome::hand_back`); zero: no steering.
     pub avoid_failed_hosts: Duration,
+    /// What this class's units need beyond the worker template (its drop-in).
+    pub unit: UnitNeeds,
+}
+
+/// A class's own unit settings, written as a drop-in of each of its units
+/// (`<unit_prefix>@<class>-<n>.service.d/`), so that only its units get them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitNeeds {
+    /// `DeviceAllow=` entries (`/dev/nvidia0`, `char-nvidia-uvm`, optionally with `r`, `rw`,
+    /// `rwm`); any lifts `PrivateDevices=` for the class.
+    pub devices: Vec<String>,
+    /// `ReadWritePaths=` (model caches, output directories).
+    pub writable: Vec<String>,
+    /// `EnvironmentFile=` (secrets of the job's own, such as an API token).
+    pub environment_files: Vec<String>,
+}
+
+impl UnitNeeds {
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.writable.is_empty() && self.environment_files.is_empty()
+    }
 }
 
 impl ClassConfig {
@@ -416,8 +499,9 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
     let alerts = read_alerts(r, root, env, &systemd);
     let quarantine = read_quarantine(r, root);
     let classes = read_classes(r, root);
+    let credentials = read_credentials(r, root);
     r.unknown_keys(root, "");
-    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes }
+    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes, credentials }
 }
 
 fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
@@ -519,6 +603,14 @@ fn read_systemd(r: &mut Reader, root: &Table, worker: &WorkerConfig) -> SystemdC
         environment,
         call_timeout: r.period(&systemd_t, "systemd", "call_timeout", Duration::from_secs(10), (TENTH, HOUR)),
         stop_timeout: r.period(&systemd_t, "systemd", "stop_timeout", default_stop, (SECOND, 30 * DAY)),
+        user: r.string(&systemd_t, "systemd", "user", "a user name such as \"drover\"").and_then(|u| {
+            let ok = !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                r.problem("systemd.user", &format!("`{u}`"), "a user name of letters, digits, `-`, `_`, `.`");
+            }
+            ok.then_some(u)
+        }),
+        writable: r.paths(&systemd_t, "systemd", "writable"),
     };
     r.unknown_keys(&systemd_t, "systemd");
     systemd
@@ -782,6 +874,11 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         poison_after: r.integer(t, path, "poison_after", 3, 0, 1000) as u32,
         avoid_failed_hosts: r.duration(t, path, "avoid_failed_hosts", Duration::from_secs(300)),
         lease,
+        unit: UnitNeeds {
+            devices: read_devices(r, t, path),
+            writable: r.paths(t, path, "writable"),
+            environment_files: r.paths(t, path, "environment_files"),
+        },
     };
     for (key, d) in [("timeout", class.timeout), ("deadline", class.deadline)] {
         if d.is_zero() {
@@ -887,6 +984,70 @@ mod spans {
             k = &k[..k.rfind(['.', '['])?];
         }
     }
+}
+
+/// `devices`: `DeviceAllow=` entries, a device node or a device group, and an access mode.
+fn read_devices(r: &mut Reader, t: &Table, path: &str) -> Vec<String> {
+    const ACCEPTED: &str = "a list of device nodes or groups with an optional mode, such as [\"/dev/nvidiactl\", \"/dev/nvidia0 rw\", \"char-nvidia-uvm\"]";
+    let Some(v) = r.take(t, path, "devices") else { return Vec::new() };
+    let Some(list) = strings_of(v) else {
+        r.problem(&format!("{path}.devices"), &type_name(v), ACCEPTED);
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, d) in list.iter().enumerate() {
+        let words: Vec<&str> = d.split_whitespace().collect();
+        let node = words.first().copied().unwrap_or("");
+        let mode_ok = words.get(1).is_none_or(|m| !m.is_empty() && m.chars().all(|c| "rwm".contains(c)));
+        let node_ok = (node.starts_with("/dev/") || node.starts_with("char-") || node.starts_with("block-"))
+            && !node.contains('%');
+        if node.contains(['*', '?', '[']) && node.starts_with("/dev/") {
+            r.problem(
+                &format!("{path}.devices[{i}]"),
+                &format!("the pattern `{node}`"),
+                "device nodes or groups: systemd does not expand patterns in DeviceAllow=; for NVIDIA GPUs name the groups \"char-nvidia-frontend\", \"char-nvidia-uvm\", \"char-nvidia-caps\" (see /proc/devices)",
+            );
+        } else if !(node_ok && mode_ok && words.len() <= 2) {
+            r.problem(&format!("{path}.devices[{i}]"), &format!("`{d}`"), ACCEPTED);
+        } else {
+            out.push(format!("{node} {}", words.get(1).unwrap_or(&"rw")));
+        }
+    }
+    out
+}
+
+/// `[credentials.worker]`, `[credentials.supervisor]`, `[credentials.operator]`.
+fn read_credentials(r: &mut Reader, root: &Table) -> Credentials {
+    let creds_t = r.section(root, "", "credentials");
+    let mut login = |role: &str| -> Option<Login> {
+        let path = format!("credentials.{role}");
+        let t = match r.take(&creds_t, "credentials", role)? {
+            Value::Table(t) => t.clone(),
+            v => {
+                r.problem(&path, &type_name(v), "a table with `user` and `password_file`");
+                return None;
+            }
+        };
+        let user = r.string(&t, &path, "user", "a broker user name");
+        let password_file = r.string(&t, &path, "password_file", "an absolute path").map(|p| {
+            if !p.starts_with('/') {
+                r.problem(&format!("{path}.password_file"), &format!("`{p}`"), "an absolute path");
+            }
+            PathBuf::from(p)
+        });
+        r.unknown_keys(&t, &path);
+        match user {
+            Some(u) if !u.is_empty() => Some(Login { user: u, password_file }),
+            _ => {
+                r.problem(&format!("{path}.user"), "nothing", "the broker user this role connects as");
+                None
+            }
+        }
+    };
+    let credentials =
+        Credentials { worker: login("worker"), supervisor: login("supervisor"), operator: login("operator") };
+    r.unknown_keys(&creds_t, "credentials");
+    credentials
 }
 
 /// Walks tables, remembering which keys were read and what was wrong.
@@ -1042,6 +1203,22 @@ impl Reader {
             Some(v) => {
                 self.problem(&join(path, key), &type_name(v), "true or false");
                 default
+            }
+        }
+    }
+
+    /// A list of absolute paths, none with a `%` (a systemd specifier) or a newline.
+    fn paths(&mut self, t: &Table, path: &str, key: &str) -> Vec<String> {
+        let Some(v) = self.take(t, path, key) else { return Vec::new() };
+        match strings_of(v) {
+            Some(list) if list.iter().all(|p| p.starts_with('/') && !p.contains(['%', '\n'])) => list,
+            _ => {
+                self.problem(
+                    &join(path, key),
+                    &type_name(v),
+                    "a list of absolute paths such as [\"/var/cache/models\"]",
+                );
+                Vec::new()
             }
         }
     }
