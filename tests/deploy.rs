@@ -2,7 +2,7 @@
 //! (`systemd-analyze verify`) with every value escaped, per-class device access, the supervisor
 //! run as a unit of the user manager, and the Debian package installed and run.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -155,4 +155,156 @@ impl Drop for Cleanup {
         drover::io::units::uninstall(&self.cfg, &self.unit_dir);
         systemctl(&["daemon-reload"]);
     }
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `systemd-analyze verify` on a unit directory: templates through one instance each.
+fn verify(dir: &std::path::Path, user: bool) {
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(dir).expect("units").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(prefix) = name.strip_suffix("@.service") {
+            let instance = dir.join(format!("{prefix}@x-1.service"));
+            std::fs::copy(e.path(), &instance).expect("instance");
+            units.push(instance);
+        } else if name.ends_with(".service") && !name.contains("@x-1") {
+            units.push(e.path());
+        }
+    }
+    let mut cmd = Command::new("systemd-analyze");
+    cmd.arg("verify").arg("--man=no");
+    if user {
+        cmd.arg("--user");
+    }
+    let out = cmd.args(&units).output().expect("systemd-analyze");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify {units:?}: {text}");
+}
+
+#[test]
+fn systemd_accepts_the_units_with_awkward_values_for_either_manager() {
+    let dir = scratch("verify");
+    let odd = dir.join("my conf %i");
+    std::fs::create_dir_all(&odd).expect("dir");
+    let config = odd.join("drover.toml");
+    std::fs::write(
+        &config,
+        r#"
+[systemd]
+environment = ["DB=postgres://u:p%40ss@h/db", "WIN=C:\\temp dir", "Q=say \"hi\""]
+writable = ["/var/tmp/with space"]
+watchdog = "0"
+[supervisor]
+socket = "/var/tmp/drover %n/control.sock"
+[classes.gpu]
+command = ["true"]
+devices = ["/dev/null", "char-pts rw"]
+writable = ["/var/tmp/models 100%"]
+environment_files = ["/etc/drover/gpu env"]
+"#,
+    )
+    .expect("write");
+    for (scope, user) in [("--system", false), ("--user", true)] {
+        let units = dir.join(scope.trim_start_matches('-'));
+        run(Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["install-units", scope, "--config"])
+            .arg(&config)
+            .arg("--dir")
+            .arg(&units));
+        verify(&units, user);
+        let worker = std::fs::read_to_string(units.join("drover-worker@.service")).expect("worker");
+        assert!(worker.contains("/my conf %%i/drover.toml\" --instance %i"), "{worker}");
+        assert!(worker.contains("Environment=\"DB=postgres://u:p%%40ss@h/db\""), "{worker}");
+        assert!(worker.contains("\nWatchdogSec=0\n"), "watchdog \"0\" is off: {worker}");
+        let target = if user { "default.target" } else { "multi-user.target" };
+        assert!(worker.contains(&format!("WantedBy={target}")), "{worker}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The README's scores are the ones the units have now.
+#[test]
+fn both_units_score_two_or_better_and_the_readme_says_so() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/security-score.sh");
+    let out = run(Command::new(script).arg(env!("CARGO_BIN_EXE_drover")));
+    let scores = String::from_utf8_lossy(&out.stdout).to_string();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    for line in scores.lines() {
+        let (unit, score) = line.split_once(' ').expect("unit score");
+        let score: f64 = score.parse().expect("a number");
+        assert!(score <= 2.0, "{unit}: exposure {score} (systemd-analyze security)");
+        let row = format!("| `{unit}` | {score:.1} |");
+        assert!(readme.contains(&row), "README lacks `{row}` (scripts/security-score.sh prints {scores})");
+    }
+    assert_eq!(scores.lines().count(), 2, "{scores}");
+}
+
+/// Installs the package with dpkg (as CI does on a fresh machine), runs what it installed, and
+/// purges it. It touches nothing the other tests use (they run the cargo-built binary and the
+/// user manager's units).
+#[test]
+fn the_debian_package_installs_a_working_drover_with_its_user() {
+    let dir = scratch("deb");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh");
+    let out = run(Command::new(script).args(["--binary", env!("CARGO_BIN_EXE_drover"), "--out"]).arg(&dir));
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    run(Command::new("dpkg").args(["-i", &deb]));
+    struct Purge;
+    impl Drop for Purge {
+        fn drop(&mut self) {
+            let _ = Command::new("dpkg").args(["--purge", "drover"]).output();
+        }
+    }
+    let _purge = Purge;
+    let version = run(Command::new("/usr/bin/drover").arg("--version"));
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    assert!(version.starts_with("drover 0.") && version.contains("git "), "{version}");
+    // The default configuration path, with no --config.
+    let check = run(Command::new("/usr/bin/drover").arg("check-config").env_remove("DROVER_CONFIG"));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("/etc/drover/drover.toml: ok"));
+    run(Command::new("getent").args(["passwd", "drover"]));
+    let meta = std::fs::metadata("/etc/drover/drover.toml").expect("config");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640, "the configuration is not world-readable");
+    for f in [
+        "/usr/share/man/man1/drover.1.gz",
+        "/usr/share/bash-completion/completions/drover",
+        "/usr/share/zsh/vendor-completions/_drover",
+        "/usr/share/fish/vendor_completions.d/drover.fish",
+        "/usr/share/polkit-1/rules.d/50-drover.rules",
+    ] {
+        assert!(std::path::Path::new(f).exists(), "{f} not installed");
+    }
+    let units = dir.join("installed-units");
+    std::fs::create_dir_all(&units).expect("dir");
+    for u in ["drover-worker@.service", "drover-supervisor.service"] {
+        std::fs::copy(format!("/usr/lib/systemd/system/{u}"), units.join(u)).expect("unit installed");
+    }
+    verify(&units, false);
+    let worker = std::fs::read_to_string(units.join("drover-worker@.service")).expect("unit");
+    assert!(worker.contains("ExecStart=/usr/bin/drover work --config /etc/drover/drover.toml --instance %i"));
+    assert!(worker.contains("\nUser=drover\n"), "{worker}");
+    // The installed binary, run by systemd as the drover user, reads its configuration.
+    let out = run(Command::new("systemd-run").args([
+        "--user",
+        "--pipe",
+        "--wait",
+        "--collect",
+        "--quiet",
+        "-p",
+        "User=drover",
+        "/usr/bin/drover",
+        "check-config",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/etc/drover/drover.toml: ok"), "{out:?}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -6,8 +6,15 @@ use crate::maintenance::Scope;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// Where every command reads the configuration unless `--config` or `$DROVER_CONFIG` says
+/// otherwise (the package installs an example there).
+pub const DEFAULT_CONFIG: &str = "/etc/drover/drover.toml";
+
+/// `drover --version`: the package version and the git revision it was built from (build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DROVER_GIT_REVISION"), ")");
+
 #[derive(Parser)]
-#[command(name = "drover", version, about = "A self-healing supervisor for a fleet of job workers")]
+#[command(name = "drover", version = VERSION, about = "A self-healing supervisor for a fleet of job workers")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -17,12 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// The per-host supervisor (what drover-supervisor.service runs).
     Supervise {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Units, their state and current job, and recent alerts, from the supervisor.
     Status {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// One JSON document instead of a table.
         #[arg(long)]
@@ -53,7 +60,7 @@ pub enum Command {
     /// soaking each wave; halts, drains the wave again and alerts when it looks worse than the
     /// hosts not yet touched.
     Rollout {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The hosts, in rollout order, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -90,7 +97,7 @@ pub enum Command {
     },
     /// What Drover did and why (drains, cordons, requeues, restarts, alerts), with who and when.
     Timeline {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// How far back, e.g. 24h (default: everything kept).
         #[arg(long, value_parser = parse_duration)]
@@ -104,7 +111,7 @@ pub enum Command {
     /// Firing and recent alerts (latency drift, jobs running long, deadlines at risk, stalls,
     /// failing and misconfigured units).
     Alerts {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         json: bool,
@@ -115,7 +122,7 @@ pub enum Command {
         system: bool,
         #[arg(long)]
         user: bool,
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Write here instead of the manager's directory (no reload).
         #[arg(long)]
@@ -123,7 +130,7 @@ pub enum Command {
     },
     /// Run one worker in the foreground (what drover-worker@.service runs).
     Work {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The job class; by default read from the instance name (`inference-3` -> `inference`).
         #[arg(long, required_unless_present = "instance")]
@@ -134,7 +141,7 @@ pub enum Command {
     },
     /// Publish jobs with publisher confirms; prints one job id per line.
     Submit {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         class: String,
@@ -153,7 +160,16 @@ pub enum Command {
         count: u64,
     },
     /// Validate a configuration: exit 0, or print every problem and exit 2.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        #[arg(env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, ...) to standard output.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) to standard output.
+    #[command(hide = true)]
+    Man,
     /// Latency drift detection tools.
     Drift {
         #[command(subcommand)]
@@ -165,7 +181,7 @@ pub enum Command {
 pub enum QuarantineCommand {
     /// The quarantined units of this host, with the evidence and when they are probed.
     List {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         json: bool,
@@ -174,7 +190,7 @@ pub enum QuarantineCommand {
     Release {
         /// The unit (its name or instance, e.g. inference-3).
         unit: String,
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long, default_value = "released by an operator")]
         reason: String,
@@ -187,7 +203,7 @@ pub enum DriftCommand {
     /// purpose: every supervisor forgets what it learnt (or only this host's, with --host-only),
     /// with no restart. The detectors are useful again from the 100th completion.
     Rebaseline {
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         class: String,
@@ -223,7 +239,7 @@ pub struct ScopeFlags {
 
 #[derive(clap::Args)]
 pub struct ScopeArgs {
-    #[arg(long)]
+    #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     #[command(flatten)]
     pub which: ScopeFlags,

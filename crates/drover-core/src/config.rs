@@ -1207,11 +1207,11 @@ impl Reader {
         }
     }
 
-    /// A list of absolute paths, none with a `%` (a systemd specifier) or a newline.
+    /// A list of absolute paths (no newline; a `%` is escaped in the units).
     fn paths(&mut self, t: &Table, path: &str, key: &str) -> Vec<String> {
         let Some(v) = self.take(t, path, key) else { return Vec::new() };
         match strings_of(v) {
-            Some(list) if list.iter().all(|p| p.starts_with('/') && !p.contains(['%', '\n'])) => list,
+            Some(list) if list.iter().all(|p| p.starts_with('/') && !p.contains('\n')) => list,
             _ => {
                 self.problem(
                     &join(path, key),
@@ -1444,6 +1444,59 @@ mod tests {
         let err = Config::parse("[classes.x]\ncommand = [\"x\"\n", "s.toml", &Environment::example()).expect_err("bad");
         assert_eq!(err.problems[0].key, "(syntax)");
         assert!(err.problems[0].at.is_some_and(|(line, _)| line >= 2), "{:?}", err.problems[0]);
+    }
+
+    #[test]
+    fn unit_needs_and_credentials_are_validated() {
+        // (class keys, the problem's key or "" when valid)
+        let cases = [
+            ("devices = [\"/dev/nvidia0\", \"char-nvidia-uvm rwm\"]", ""),
+            ("devices = [\"/dev/nvidia*\"]", "classes.x.devices[0]"),
+            ("devices = [\"nvidia0\"]", "classes.x.devices[0]"),
+            ("devices = [\"/dev/null rx\"]", "classes.x.devices[0]"),
+            ("devices = \"/dev/null\"", "classes.x.devices"),
+            ("writable = [\"/var/cache/models 100%\"]", ""),
+            ("writable = [\"relative/dir\"]", "classes.x.writable"),
+            ("environment_files = [\"/etc/drover/x.env\"]", ""),
+        ];
+        for (kv, key) in cases {
+            let text = format!("[classes.x]\ncommand = [\"x\"]\n{kv}\n");
+            let keys: Vec<String> = match Config::parse(&text, "u.toml", &Environment::example()) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+            };
+            let want: Vec<&str> = if key.is_empty() { vec![] } else { vec![key] };
+            assert_eq!(keys, want, "{kv}");
+        }
+        let c = Config::parse(
+            "[credentials.worker]\nuser = \"w\"\npassword_file = \"/etc/drover/credentials/worker\"\n[classes.x]\ncommand = [\"x\"]\ndevices = [\"/dev/nvidia0\"]\n",
+            "c.toml",
+            &Environment::example(),
+        )
+        .expect("valid");
+        assert_eq!(c.credentials.of(Role::Worker).map(|l| l.user.as_str()), Some("w"));
+        assert_eq!(c.credentials.of(Role::Operator), None);
+        assert_eq!(c.classes["x"].unit.devices, ["/dev/nvidia0 rw"]);
+        let err = Config::parse(
+            "[credentials.worker]\npassword_file = \"x\"\n[classes.x]\ncommand = [\"x\"]\n",
+            "c.toml",
+            &Environment::example(),
+        )
+        .expect_err("no user, relative path");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["credentials.worker.password_file", "credentials.worker.user"]);
+    }
+
+    #[test]
+    fn a_login_replaces_the_urls_user_information() {
+        let cases = [
+            ("amqp://guest:guest@127.0.0.1:5672/%2f", "w", "p", "amqp://w:p@127.0.0.1:5672/%2f"),
+            ("amqp://127.0.0.1/%2f", "w", "p@ss:/%", "amqp://w:p%40ss%3A%2F%25@127.0.0.1/%2f"),
+            ("amqps://a@b:5671", "drover-worker", "x", "amqps://drover-worker:x@b:5671"),
+        ];
+        for (url, user, pw, want) in cases {
+            assert_eq!(url_with_login(url, user, pw), want, "{url}");
+        }
     }
 
     #[test]
