@@ -308,3 +308,92 @@ fn the_debian_package_installs_a_working_drover_with_its_user() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("/etc/drover/drover.toml: ok"), "{out:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Deletes the test's broker users, whatever happened.
+struct BrokerUsers(String);
+
+impl Drop for BrokerUsers {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-users.sh");
+        let _ = Command::new(script).args(["delete", &self.0]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_login_cannot_publish_orders_and_its_handler_finds_no_password_in_any_environment() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+    let classes = r#"
+[systemd]
+bus = "user"
+unit_prefix = "dw-{id}"
+relax_sandbox = ["ProtectKernelTunables", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc", "ProcSubset"]
+writable = ["{dir}/out"]
+[credentials.worker]
+user = "t-{id}-worker"
+password_file = "{dir}/credentials/worker"
+[classes.sec]
+command = ["sh", "-c", "out={dir}/out; env > $out/env; cat {dir}/credentials/worker > $out/file 2>&1; cat /proc/$PPID/environ > $out/environ 2>&1; head -c 64 /proc/$PPID/mem > $out/mem 2>&1; echo done > $out/done"]
+"#;
+    let env = crate::harness::Env::new("secret", classes);
+    let id = env.prefix.rsplit('-').next().expect("id").to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-users.sh");
+    let credentials = env.dir.join("credentials");
+    let users = format!("t-{id}");
+    run(Command::new(script).args(["create", &env.prefix, "--users", &users, "--credentials"]).arg(&credentials));
+    let _users = BrokerUsers(users.clone());
+    let password = std::fs::read_to_string(credentials.join("worker")).expect("password").trim().to_string();
+
+    // The worker's login may not publish on the control exchange.
+    let control = format!("{}.control", env.prefix);
+    let guest = crate::harness::connect().await;
+    let chan = guest.create_channel().await.expect("channel");
+    let opts = ExchangeDeclareOptions { auto_delete: true, ..Default::default() };
+    chan.exchange_declare(control.as_str().into(), lapin::ExchangeKind::Topic, opts, Default::default())
+        .await
+        .expect("declare");
+    let url = drover::config::url_with_login(&crate::harness::amqp_url(), &format!("{users}-worker"), &password);
+    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.expect("worker login");
+    let chan = conn.create_channel().await.expect("channel");
+    chan.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    let sent = async {
+        let confirm = chan
+            .basic_publish(
+                control.as_str().into(),
+                "host.all".into(),
+                BasicPublishOptions::default(),
+                br#"{"op": "drain"}"#,
+                Default::default(),
+            )
+            .await?;
+        confirm.await
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(30), sent).await.expect("an answer from the broker");
+    let text = format!("{refused:?}");
+    assert!(refused.is_err() && text.contains("ACCESS_REFUSED"), "a worker published an order: {text}");
+
+    // A worker unit with its password handed over by systemd on standard input: the job is done
+    // (it logged in as the worker), and the handler found the password neither in its
+    // environment nor in the worker's (/proc/PID/environ, /proc/PID/mem: non-dumpable). (Under
+    // the test's user manager the unit runs as root: a unit of another user cannot reach that
+    // manager's notify socket; on a system install it is `drover` and the 0600 file is root's.)
+    let out = env.dir.join("out");
+    std::fs::create_dir_all(&out).expect("dir");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let cfg = drover::io::config_file::load(&env.config).expect("config");
+    let unit_dir = drover::io::units::unit_dir(false);
+    let install = crate::supervisor::drover(&["install-units", "--user", "--config"], &env.config);
+    assert!(install.status.success(), "install-units: {}", String::from_utf8_lossy(&install.stderr));
+    let supervisor = drover::io::units::supervisor_unit(&cfg.systemd.unit_prefix);
+    let unit = format!("{}@sec-1.service", cfg.systemd.unit_prefix);
+    let _cleanup = Cleanup { prefix: cfg.systemd.unit_prefix.clone(), supervisor, cfg, unit_dir };
+    let started = systemctl(&["start", &unit]);
+    assert!(started.status.success(), "start {unit}: {}", String::from_utf8_lossy(&started.stderr));
+    env.submit("sec", "{}", 1, &[]);
+    crate::harness::wait_until("the job ran", Duration::from_secs(120), || out.join("done").exists());
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
+    assert!(read("env").contains("DROVER_JOB_ID="), "the handler ran: {}", read("env"));
+    for f in ["env", "environ", "mem"] {
+        assert!(!read(f).contains(&password), "the handler read the password through {f}: {}", read(f));
+    }
+    assert!(read("file").contains(&password), "the check can see the password where it is readable");
+}
