@@ -21,7 +21,7 @@ id=$$
 sed -e "s|@EXAMPLES@|$PWD/examples|g" -e "s|@ID@|$id|g" config/demo.toml >"$run/drover.toml"
 if [[ $PWD == /tmp/* ]]; then
     # Units run with PrivateTmp=yes and would not see a checkout under /tmp.
-    sed -i 's/"ProtectControlGroups"\]/"ProtectControlGroups", "PrivateTmp"]/' "$run/drover.toml"
+    sed -i 's/"ProcSubset"\]/"ProcSubset", "PrivateTmp"]/' "$run/drover.toml"
 fi
 $bin check-config "$run/drover.toml" >/dev/null
 $bin install-units --user --config "$run/drover.toml" >/dev/null 2>&1

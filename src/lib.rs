@@ -5,9 +5,10 @@
 //!
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
-//! [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`fleet_judge`], [`verdicts`],
-//! [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`], [`dead`]. That crate depends on no async runtime,
-//! broker, bus or HTTP crate and reads no clock, environment or random source, so the compiler keeps them pure.
+//! [`exits`], [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`fleet_judge`],
+//! [`verdicts`], [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`], [`dead`]. That crate
+//! depends on no async runtime, broker, bus or HTTP crate and reads no clock, environment or random source, so the
+//! compiler keeps them pure.
 //!
 //! This crate holds what talks to the world and what joins the two:
 //! - [`io`]: adapters, I/O only, translating to and from the core's types:
@@ -33,6 +34,8 @@
 //!   - [`io::metrics`]: every metric name and the Prometheus recorder;
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
 //!   - [`io::config_file`]: the configuration file and the machine's defaults;
+//!   - [`io::logging`]: standard error shaped for where it goes (journal priorities, no colour
+//!     or timestamp there);
 //!   - [`io::clock`], [`io::random`]: the wall clock and the random source, read here only.
 //! - [`tasks`]: a process's tasks, each spawned tracked, cancelled by one token, awaited on
 //!   shutdown.
@@ -56,8 +59,8 @@
 //! rules the modules keep.
 
 pub use drover_core::{
-    alerts, backoff, config, dead, drift, duration, events, fleet_judge, job, judge, latency, maintenance, outcome,
-    progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
+    alerts, backoff, config, dead, drift, duration, events, exits, fleet_judge, job, judge, latency, maintenance,
+    outcome, progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;

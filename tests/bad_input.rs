@@ -25,6 +25,22 @@ fn check_config_lists_every_problem_and_exits_2() {
     }
     assert!(err.contains("4 problems"), "{err}");
 
+    // Issue 18: a zero period is refused with its range, each problem says where it is, and a
+    // misspelt key gets the key meant.
+    std::fs::write(&path, "[alerts]\nevaluate_every = \"0\"\n[classes.a]\ncommand = [\"x\"]\nmax_attemps = 3\n")
+        .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_drover")).args(["check-config"]).arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 2, column 1: alerts.evaluate_every: found 0s; accepted: a duration from 100ms to 1h"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 5, column 1: classes.a.max_attemps") && err.contains("did you mean `max_attempts`?"),
+        "{err}"
+    );
+
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/drover.example.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_drover")).args(["check-config", example]).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -10,6 +10,7 @@ mod broker_outage;
 mod cli;
 mod cluster;
 mod dead;
+mod deploy;
 mod drain;
 mod drains;
 mod failures;

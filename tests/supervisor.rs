@@ -14,8 +14,9 @@ const HOST: &str = r#"
 [systemd]
 bus = "user"
 unit_prefix = "dw-{id}"
-relax_sandbox = ["ProtectKernelTunables", "ProtectKernelLogs", "ProtectControlGroups"]
+relax_sandbox = ["ProtectKernelTunables", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc", "ProcSubset"]
 environment = ["BEHAVE_LOG={behave_log}"]
+writable = ["{dir}"]
 [metrics]
 listen = "127.0.0.1:0"
 [supervisor]
@@ -57,7 +58,7 @@ impl Host {
         // would be invisible to them, so there the test relaxes that one directive too.
         let mut host = HOST.to_string();
         if env!("CARGO_MANIFEST_DIR").starts_with("/tmp") {
-            host = host.replace("\"ProtectControlGroups\"]", "\"ProtectControlGroups\", \"PrivateTmp\"]");
+            host = host.replace("\"ProcSubset\"]", "\"ProcSubset\", \"PrivateTmp\"]");
         }
         let text = format!("{host}\n{classes}");
         let env = if exclusive { Env::exclusive(name, &text) } else { Env::new(name, &text) };
@@ -217,7 +218,10 @@ impl Drop for Host {
         systemctl(&["stop", &pattern]);
         systemctl(&["reset-failed", &pattern]);
         let dir = drover::io::units::unit_dir(false);
-        let _ = std::fs::remove_file(dir.join(format!("{}@.service", self.prefix)));
+        match drover::io::config_file::load(&self.config) {
+            Ok(cfg) => drover::io::units::uninstall(&cfg, &dir),
+            Err(_) => drop(std::fs::remove_file(dir.join(format!("{}@.service", self.prefix)))),
+        }
     }
 }
 

@@ -6,8 +6,15 @@ use crate::maintenance::Scope;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// Where every command reads the configuration unless `--config` or `$DROVER_CONFIG` says
+/// otherwise (the package installs an example there).
+pub const DEFAULT_CONFIG: &str = "/etc/drover/drover.toml";
+
+/// `drover --version`: the package version and the git revision it was built from (build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DROVER_GIT_REVISION"), ")");
+
 #[derive(Parser)]
-#[command(name = "drover", version, about = "A self-healing supervisor for a fleet of job workers")]
+#[command(name = "drover", version = VERSION, about = "A self-healing supervisor for a fleet of job workers")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,7 +26,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  drover supervise --config /etc/drover/drover.toml")]
     Supervise {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Units, their state and current job, and recent alerts, from the supervisor.
@@ -28,7 +35,7 @@ pub enum Command {
     )]
     Status {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// One JSON document instead of a table.
         #[arg(long)]
@@ -82,7 +89,7 @@ pub enum Command {
     )]
     Rollout {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The hosts, in rollout order, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -142,7 +149,7 @@ pub enum Command {
     )]
     Timeline {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// How far back, e.g. 24h (default: everything kept).
         #[arg(long, value_parser = parse_duration)]
@@ -161,7 +168,7 @@ pub enum Command {
     )]
     Alerts {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// One JSON document instead of text.
         #[arg(long)]
@@ -179,7 +186,7 @@ pub enum Command {
         #[arg(long)]
         user: bool,
         /// The configuration file the units will run with.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Write here instead of the manager's directory (no reload).
         #[arg(long)]
@@ -194,7 +201,7 @@ pub enum Command {
     )]
     Work {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The job class; by default read from the instance name (`inference-3` -> `inference`).
         #[arg(long, required_unless_present = "instance")]
@@ -209,7 +216,7 @@ pub enum Command {
     )]
     Submit {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The job class (a `[classes.NAME]` of the configuration).
         #[arg(long)]
@@ -236,6 +243,7 @@ pub enum Command {
     )]
     CheckConfig {
         /// The configuration file to check.
+        #[arg(env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         file: PathBuf,
         /// One JSON document: ok, warnings, and every problem with its key.
         #[arg(long)]
@@ -249,6 +257,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DeadCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...) to standard output.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output.
+    #[command(hide = true)]
+    Man,
     /// Latency drift detection tools.
     #[command(
         after_help = "Examples:\n  drover drift replay --input completions.csv --output scores.csv\n  drover drift rebaseline --config /etc/drover/drover.toml --class inference --reason 'model v2 is slower on purpose'"
@@ -267,7 +284,7 @@ pub enum QuarantineCommand {
     )]
     List {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// One JSON array instead of text.
         #[arg(long)]
@@ -282,7 +299,7 @@ pub enum QuarantineCommand {
         /// (`drover-worker@inference-3`, `inference-3`).
         unit: String,
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Why, for the timeline.
         #[arg(long, default_value = "released by an operator")]
@@ -301,7 +318,7 @@ pub enum DeadCommand {
     )]
     List {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The job class whose dead letters to read.
         #[arg(long)]
@@ -320,7 +337,7 @@ pub enum DeadCommand {
         /// The job id (as `drover submit` printed it).
         id: String,
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Look only in this class (default: every configured class).
         #[arg(long)]
@@ -338,7 +355,7 @@ pub enum DeadCommand {
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "reason", "all"])))]
     Requeue {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The job class whose dead letters to requeue.
         #[arg(long)]
@@ -377,7 +394,7 @@ pub enum DriftCommand {
     )]
     Rebaseline {
         /// The configuration file.
-        #[arg(long)]
+        #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The job class to relearn.
         #[arg(long)]
@@ -420,7 +437,7 @@ pub struct ScopeFlags {
 #[derive(clap::Args)]
 pub struct ScopeArgs {
     /// The configuration file.
-    #[arg(long)]
+    #[arg(long, env = "DROVER_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     #[command(flatten)]
     pub which: ScopeFlags,

@@ -1,8 +1,9 @@
 //! One function per command: load what it needs, do it (here or through the library), print.
 
-use super::{ask, block_on, exit_code, load, print_json, Failure, Outcome};
+use super::{ask, block_on, exit_code, load, load_as, print_json, Failure, Outcome};
 use crate::cli::args::ScopeArgs;
 use crate::cli::{drainctl, submit as submitting};
+use crate::config::Role;
 use crate::config::{Bus, Config};
 use crate::io::{control, fleet, systemd::Systemd, units};
 use crate::job::rfc3339;
@@ -34,7 +35,7 @@ pub fn check_config(file: &Path, json: bool) -> Outcome {
         print_json(&doc)?;
         return Ok(if doc["ok"] == true { 0 } else { 2 });
     }
-    let cfg = load(file)?;
+    let cfg = crate::io::config_file::load(file).map_err(|e| Failure::Usage(e.into()))?;
     for w in cfg.warnings() {
         eprintln!("warning: {}", w.0);
     }
@@ -74,13 +75,13 @@ pub fn drift_rebaseline(config: &Path, class: String, host_only: bool, reason: S
 }
 
 pub fn supervise(config: &Path) -> Outcome {
-    let cfg = load(config)?;
+    let cfg = load_as(config, Role::Supervisor)?;
     log_warnings(&cfg);
     Ok(exit_code(block_on(supervisor::run(cfg))?))
 }
 
 pub fn work(config: &Path, class: Option<String>, instance: Option<String>) -> Outcome {
-    let cfg = load(config)?;
+    let cfg = load_as(config, Role::Worker)?;
     let class = match (class, instance.as_deref()) {
         (Some(c), _) => c,
         (None, Some(i)) => reconcile::class_of_instance(i)
@@ -215,12 +216,13 @@ pub fn quarantine_release(config: &Path, unit: String, reason: String, json: boo
 }
 
 pub fn install_units(config: &Path, system: bool, dir: Option<PathBuf>, json: bool) -> Outcome {
-    let cfg = load(config)?;
+    let cfg = crate::io::config_file::load(config).map_err(|e| Failure::Usage(e.into()))?;
     let config = std::fs::canonicalize(config).map_err(|e| Failure::Usage(e.into()))?;
     let bin = std::env::current_exe().map_err(|e| Failure::Failed(e.into()))?;
-    let files = units::render(&cfg, &bin, &config);
+    let scope = if system { units::Scope::System } else { units::Scope::User };
+    let files = units::render(&cfg, &bin, &config, scope);
     let target = dir.clone().unwrap_or_else(|| units::unit_dir(system));
-    let written = units::write(&target, &files)
+    let written = units::install(&cfg, &target, &files)
         .with_context(|| format!("cannot write unit files to {}", target.display()))
         .map_err(Failure::Failed)?;
     if json {
@@ -309,4 +311,23 @@ pub fn dead(command: super::args::DeadCommand) -> Outcome {
         }
     };
     Ok(exit_code(code))
+}
+
+/// `drover completions SHELL`: the completion script, generated from the command line itself.
+pub fn completions(shell: clap_complete::Shell) -> Outcome {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut crate::cli::args::Cli::command(), "drover", &mut out);
+    // A closed pipe (| head) is not an error.
+    let _ = std::io::stdout().write_all(&out);
+    Ok(0)
+}
+
+/// `drover man`: drover(1), generated from the command line itself.
+pub fn man() -> Outcome {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(crate::cli::args::Cli::command()).render(&mut out).map_err(|e| Failure::Failed(e.into()))?;
+    let _ = std::io::stdout().write_all(&out);
+    Ok(0)
 }

@@ -52,6 +52,8 @@ pub fn run(command: Command) -> Outcome {
     use commands as c;
     match command {
         Command::CheckConfig { file, json } => c::check_config(&file, json),
+        Command::Completions { shell } => c::completions(shell),
+        Command::Man => c::man(),
         Command::Drift { command: DriftCommand::Replay { input, output } } => c::drift_replay(&input, &output),
         Command::Drift { command: DriftCommand::Rebaseline { config, class, host_only, reason } } => {
             c::drift_rebaseline(&config, class, host_only, reason)
@@ -90,9 +92,14 @@ pub fn run(command: Command) -> Outcome {
     }
 }
 
-/// Loads and validates the configuration: a bad one is a usage error.
+/// Loads and validates the configuration, with the operator's broker login: a bad one is a
+/// usage error.
 fn load(path: &Path) -> Result<Config, Failure> {
-    config_file::load(path).map_err(|e| Failure::Usage(e.into()))
+    load_as(path, crate::config::Role::Operator)
+}
+
+fn load_as(path: &Path, role: crate::config::Role) -> Result<Config, Failure> {
+    config_file::load_as(path, role).map_err(|e| Failure::Usage(e.into()))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

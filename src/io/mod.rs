@@ -11,6 +11,7 @@ pub mod handler;
 pub mod http;
 pub mod http_server;
 pub mod judge;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod policies;

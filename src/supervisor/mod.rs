@@ -530,7 +530,9 @@ impl Supervisor {
                 .ok()
                 .and_then(|e| e.misconfigured.get(name).cloned())
                 .or_else(|| t.and_then(|t| t.misconfigured.clone())),
-            Health::Failing | Health::Restarting => o.map(|o| format!("last exit: {}", exit_text(o))),
+            Health::Failing | Health::Restarting => {
+                o.map(|o| format!("last exit: {}", crate::reconcile::describe_exit(o, &self.cfg.systemd.relax_sandbox)))
+            }
             _ => None,
         };
         UnitStatus {
@@ -587,14 +589,6 @@ impl UnitCounts {
                 metrics::gauge!(m::UNITS_BY_STATE, "class" => class.clone(), "state" => st).set(n as f64);
             }
         }
-    }
-}
-
-fn exit_text(o: &crate::reconcile::Observed) -> String {
-    if o.exec_main_code == crate::reconcile::CLD_EXITED {
-        format!("exit status {}", o.exec_main_status)
-    } else {
-        format!("signal {}", o.exec_main_status)
     }
 }
 

@@ -27,6 +27,63 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     pub worker: WorkerConfig,
     pub classes: BTreeMap<String, ClassConfig>,
+    pub credentials: Credentials,
+}
+
+/// Which broker user each kind of process connects as (least privilege: a worker cannot publish
+/// orders, an operator cannot consume jobs), and where its password is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub worker: Option<Login>,
+    pub supervisor: Option<Login>,
+    pub operator: Option<Login>,
+}
+
+/// A broker user and its password's file (`$CREDENTIALS_DIRECTORY/broker-password` when systemd
+/// hands it over as a credential, or `$DROVER_BROKER_PASSWORD` from an environment file, instead).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password_file: Option<PathBuf>,
+}
+
+/// The kinds of process, each with its own broker user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Worker,
+    Supervisor,
+    Operator,
+}
+
+impl Credentials {
+    pub fn of(&self, role: Role) -> Option<&Login> {
+        match role {
+            Role::Worker => self.worker.as_ref(),
+            Role::Supervisor => self.supervisor.as_ref(),
+            Role::Operator => self.operator.as_ref(),
+        }
+    }
+}
+
+/// The broker URL with `user` and `password` as its user information (percent-encoded), in
+/// place of any the URL had.
+pub fn url_with_login(url: &str, user: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => host,
+        None => &rest[..authority_end],
+    };
+    format!("{scheme}://{}:{}@{host}{}", percent(user), percent(password), &rest[authority_end..])
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +138,11 @@ pub struct SystemdConfig {
     /// `TimeoutStopSec=` of the worker units: must be longer than the drain deadline plus the
     /// kill grace, or systemd kills what Drover is still draining.
     pub stop_timeout: Duration,
+    /// `User=` of the units: `None` unset (a system install then runs as `drover`, a user
+    /// manager's units as that user); `root` for no `User=` at all.
+    pub user: Option<String>,
+    /// Paths every worker may write (`ReadWritePaths=`); the rest of the system is read-only.
+    pub writable: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -248,6 +310,27 @@ pub struct ClassConfig {
     /// An attempt whose handler reports no progress (no heartbeat) for this long is hung: killed
     /// and counted as a timeout, before its `timeout`. None: handlers need not heartbeat.
     pub heartbeat_timeout: Option<Duration>,
+    /// What this class's units need beyond the worker template (its drop-in).
+    pub unit: UnitNeeds,
+}
+
+/// A class's own unit settings, written as a drop-in of each of its units
+/// (`<unit_prefix>@<class>-<n>.service.d/`), so that only its units get them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitNeeds {
+    /// `DeviceAllow=` entries (`/dev/nvidia0`, `char-nvidia-uvm`, optionally with `r`, `rw`,
+    /// `rwm`); any lifts `PrivateDevices=` for the class.
+    pub devices: Vec<String>,
+    /// `ReadWritePaths=` (model caches, output directories).
+    pub writable: Vec<String>,
+    /// `EnvironmentFile=` (secrets of the job's own, such as an API token).
+    pub environment_files: Vec<String>,
+}
+
+impl UnitNeeds {
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.writable.is_empty() && self.environment_files.is_empty()
+    }
 }
 
 impl ClassConfig {
@@ -268,10 +351,15 @@ pub struct Problem {
     pub key: String,
     pub found: String,
     pub accepted: String,
+    /// Where in the file (line, column, from 1): the key, or for a missing key its table.
+    pub at: Option<(usize, usize)>,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, column)) = self.at {
+            write!(f, "line {line}, column {column}: ")?;
+        }
         write!(f, "{}: found {}; accepted: {}", self.key, self.found, self.accepted)
     }
 }
@@ -309,6 +397,7 @@ impl Config {
                 key: "(file)".into(),
                 found: error.to_string(),
                 accepted: "a readable TOML file".into(),
+                at: None,
             }],
         }
     }
@@ -320,8 +409,9 @@ impl Config {
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
             fail(vec![Problem {
                 key: "(syntax)".into(),
-                found: e.message().to_string(),
+                found: e.message().trim().to_string(),
                 accepted: "valid TOML".into(),
+                at: e.span().map(|s| line_column(text, s.start)),
             }])
         })?;
         let mut r = Reader::default();
@@ -329,6 +419,10 @@ impl Config {
         if r.problems.is_empty() {
             Ok(config)
         } else {
+            let spans = spans::of(text);
+            for p in &mut r.problems {
+                p.at = spans::find(&spans, &p.key).map(|offset| line_column(text, offset));
+            }
             Err(fail(r.problems))
         }
     }
@@ -396,6 +490,15 @@ pub const SANDBOX_DIRECTIVES: &[&str] = &[
     "SystemCallArchitectures",
     "RestrictAddressFamilies",
     "CapabilityBoundingSet",
+    "SystemCallFilter",
+    "MemoryDenyWriteExecute",
+    "PrivateUsers",
+    "ProtectProc",
+    "ProcSubset",
+    "PrivateMounts",
+    "PrivateIPC",
+    "RemoveIPC",
+    "DevicePolicy",
 ];
 
 /// What the machine says about the defaults: gathered by the caller (`io::config_file`), so
@@ -438,8 +541,9 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
     let mut broker = broker;
     broker.delivery_limits =
         classes.iter().map(|(n, c)| (n.clone(), topology::delivery_limit(c.max_attempts, c.poison_after))).collect();
+    let credentials = read_credentials(r, root);
     r.unknown_keys(root, "");
-    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes }
+    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes, credentials }
 }
 
 fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
@@ -484,18 +588,29 @@ fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
         management_url,
         delivery_limits: BTreeMap::new(),
         prefix,
-        consumer_timeout: r.duration(&broker_t, "broker", "consumer_timeout", Duration::from_secs(1800)),
-        connect_timeout: r.duration(&broker_t, "broker", "connect_timeout", Duration::from_secs(10)),
-        op_timeout: r.duration(&broker_t, "broker", "op_timeout", Duration::from_secs(15)),
-        reconnect: Backoff::new(
-            r.duration(&broker_t, "broker", "reconnect_base", Duration::from_millis(500)),
-            r.duration(&broker_t, "broker", "reconnect_max", Duration::from_secs(30)),
+        consumer_timeout: r.period(
+            &broker_t,
+            "broker",
+            "consumer_timeout",
+            Duration::from_secs(1800),
+            (SECOND, 30 * DAY),
+        ),
+        connect_timeout: r.period(&broker_t, "broker", "connect_timeout", Duration::from_secs(10), (TENTH, HOUR)),
+        op_timeout: r.period(&broker_t, "broker", "op_timeout", Duration::from_secs(15), (TENTH, HOUR)),
+        reconnect: r.backoff(
+            &broker_t,
+            "broker",
+            ["reconnect_base", "reconnect_max"],
+            [Duration::from_millis(500), Duration::from_secs(30)],
         ),
         lease_ttl: r.duration(&broker_t, "broker", "lease_ttl", Duration::from_secs(300)),
         queue_expires: r.optional_duration(&broker_t, "broker", "queue_expires"),
     };
     if broker.lease_ttl < Duration::from_secs(3) {
         r.problem("broker.lease_ttl", &duration::format(broker.lease_ttl), "at least 3s");
+    }
+    if broker.queue_expires.is_some_and(|d| d < SECOND) {
+        r.problem("broker.queue_expires", "0", "a duration of at least 1s, or no key (queues do not expire)");
     }
     r.unknown_keys(&broker_t, "broker");
     broker
@@ -506,7 +621,7 @@ fn read_worker(r: &mut Reader, root: &Table) -> WorkerConfig {
     let worker = WorkerConfig {
         drain_deadline: r.duration(&worker_t, "worker", "drain_deadline", Duration::from_secs(300)),
         kill_grace: r.duration(&worker_t, "worker", "kill_grace", Duration::from_secs(10)),
-        preflight_timeout: r.duration(&worker_t, "worker", "preflight_timeout", Duration::from_secs(60)),
+        preflight_timeout: r.period(&worker_t, "worker", "preflight_timeout", Duration::from_secs(60), (TENTH, DAY)),
     };
     r.unknown_keys(&worker_t, "worker");
     worker
@@ -552,10 +667,18 @@ fn read_systemd(r: &mut Reader, root: &Table, worker: &WorkerConfig) -> SystemdC
         bus,
         relax_sandbox,
         unit_prefix,
-        watchdog: r.duration(&systemd_t, "systemd", "watchdog", Duration::from_secs(60)),
+        watchdog: watchdog(r, &systemd_t),
         environment,
-        call_timeout: r.duration(&systemd_t, "systemd", "call_timeout", Duration::from_secs(10)),
-        stop_timeout: r.duration(&systemd_t, "systemd", "stop_timeout", default_stop),
+        call_timeout: r.period(&systemd_t, "systemd", "call_timeout", Duration::from_secs(10), (TENTH, HOUR)),
+        stop_timeout: r.period(&systemd_t, "systemd", "stop_timeout", default_stop, (SECOND, 30 * DAY)),
+        user: r.string(&systemd_t, "systemd", "user", "a user name such as \"drover\"").and_then(|u| {
+            let ok = !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                r.problem("systemd.user", &format!("`{u}`"), "a user name of letters, digits, `-`, `_`, `.`");
+            }
+            ok.then_some(u)
+        }),
+        writable: r.paths(&systemd_t, "systemd", "writable"),
     };
     r.unknown_keys(&systemd_t, "systemd");
     systemd
@@ -600,13 +723,15 @@ fn read_supervisor(
     let supervisor = SupervisorConfig {
         socket,
         start_rate,
-        restart: Backoff::new(
-            r.duration(&sup_t, "supervisor", "restart_base", Duration::from_secs(2)),
-            r.duration(&sup_t, "supervisor", "restart_max", Duration::from_secs(300)),
+        restart: r.backoff(
+            &sup_t,
+            "supervisor",
+            ["restart_base", "restart_max"],
+            [Duration::from_secs(2), Duration::from_secs(300)],
         ),
-        stable_after: r.duration(&sup_t, "supervisor", "stable_after", Duration::from_secs(120)),
+        stable_after: r.period(&sup_t, "supervisor", "stable_after", Duration::from_secs(120), (SECOND, DAY)),
         failing_after: r.integer(&sup_t, "supervisor", "failing_after", 5, 1, 1000) as u32,
-        resync: r.duration(&sup_t, "supervisor", "resync", Duration::from_secs(30)),
+        resync: r.period(&sup_t, "supervisor", "resync", Duration::from_secs(30), (SECOND, DAY)),
     };
     r.unknown_keys(&sup_t, "supervisor");
     supervisor
@@ -688,13 +813,13 @@ fn read_alerts(r: &mut Reader, root: &Table, env: &Environment, systemd: &System
             .string(&alerts_t, "alerts", "state_dir", "a path")
             .map(std::path::PathBuf::from)
             .unwrap_or(default_state),
-        evaluate_every: r.duration(&alerts_t, "alerts", "evaluate_every", Duration::from_secs(15)),
+        evaluate_every: r.period(&alerts_t, "alerts", "evaluate_every", Duration::from_secs(15), (TENTH, HOUR)),
         fire_after: r.duration(&alerts_t, "alerts", "fire_after", Duration::from_secs(60)),
         resolve_after: r.duration(&alerts_t, "alerts", "resolve_after", Duration::from_secs(600)),
         drift_warmup: r.integer(&alerts_t, "alerts", "drift_warmup", 100, 1, 1_000_000) as u64,
         running_evidence,
         stall_gaps,
-        stall_min: r.duration(&alerts_t, "alerts", "stall_min", Duration::from_secs(900)),
+        stall_min: r.period(&alerts_t, "alerts", "stall_min", Duration::from_secs(900), (SECOND, 7 * DAY)),
     };
     r.unknown_keys(&alerts_t, "alerts");
     alerts
@@ -729,8 +854,8 @@ fn read_quarantine(r: &mut Reader, root: &Table) -> QuarantineConfig {
     }
     let quarantine = QuarantineConfig {
         enabled: r.boolean(&q_t, "quarantine", "enabled", true),
-        hold: r.duration(&q_t, "quarantine", "hold", Duration::from_secs(600)),
-        hold_max: r.duration(&q_t, "quarantine", "hold_max", Duration::from_secs(6 * 3600)),
+        hold: r.period(&q_t, "quarantine", "hold", Duration::from_secs(600), (SECOND, 7 * DAY)),
+        hold_max: r.period(&q_t, "quarantine", "hold_max", Duration::from_secs(6 * 3600), (SECOND, 30 * DAY)),
         min_failures: r.integer(&q_t, "quarantine", "min_failures", 3, 1, 1000) as u32,
         alpha,
         enforce: r.boolean(&q_t, "quarantine", "enforce", d.enforce),
@@ -761,6 +886,13 @@ fn read_quarantine(r: &mut Reader, root: &Table) -> QuarantineConfig {
         ),
         min_reference: r.integer(&q_t, "quarantine", "min_reference", d.min_reference as i64, 10, 1_000_000) as usize,
     };
+    if quarantine.hold_max < quarantine.hold {
+        r.problem(
+            "quarantine.hold_max",
+            &format!("{}, below hold ({})", duration::format(quarantine.hold_max), duration::format(quarantine.hold)),
+            "a duration at least quarantine.hold",
+        );
+    }
     r.unknown_keys(&q_t, "quarantine");
     quarantine
 }
@@ -850,17 +982,19 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
         max_attempts: r.integer(t, path, "max_attempts", 5, 1, 1000) as u32,
         preflight,
         prefetch: r.integer(t, path, "prefetch", 1, 1, 1000) as u16,
-        retry: Backoff::new(
-            r.duration(t, path, "retry_base", Duration::from_secs(10)),
-            r.duration(t, path, "retry_max", Duration::from_secs(3600)),
-        ),
-        ready_timeout: r.duration(t, path, "ready_timeout", Duration::from_secs(600)),
+        retry: r.backoff(t, path, ["retry_base", "retry_max"], [Duration::from_secs(10), Duration::from_secs(3600)]),
+        ready_timeout: r.period(t, path, "ready_timeout", Duration::from_secs(600), (SECOND, 7 * DAY)),
         wait_ready: r.boolean(t, path, "wait_ready", true),
         drain_early_requeue: r.boolean(t, path, "drain_early_requeue", true),
         poison_after: r.integer(t, path, "poison_after", 3, 0, 1000) as u32,
         avoid_failed_hosts: r.duration(t, path, "avoid_failed_hosts", Duration::from_secs(300)),
         heartbeat_timeout: r.optional_duration(t, path, "heartbeat_timeout"),
         lease,
+        unit: UnitNeeds {
+            devices: read_devices(r, t, path),
+            writable: r.paths(t, path, "writable"),
+            environment_files: r.paths(t, path, "environment_files"),
+        },
     };
     if class.heartbeat_timeout.is_some_and(|d| d.is_zero()) {
         r.problem(&format!("{path}.heartbeat_timeout"), "0", "a positive duration such as \"5m\", or no key");
@@ -872,6 +1006,167 @@ fn read_class(r: &mut Reader, path: &str, name: &str, t: &Table) -> ClassConfig 
     }
     r.unknown_keys(t, path);
     class
+}
+
+const TENTH: Duration = Duration::from_millis(100);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `systemd.watchdog`: `"0"` turns the watchdog off (as `WatchdogSec=0` does); otherwise at
+/// least a second, since systemd counts it in seconds here and a worker pings at half of it.
+fn watchdog(r: &mut Reader, t: &Table) -> Duration {
+    let d = r.duration(t, "systemd", "watchdog", Duration::from_secs(60));
+    if !d.is_zero() && (d < SECOND || d > DAY) {
+        r.problem(
+            "systemd.watchdog",
+            &duration::format(d),
+            "\"0\" (no watchdog) or a duration from 1s to 1d, such as \"60s\"",
+        );
+        return Duration::from_secs(60);
+    }
+    d
+}
+
+/// The known key nearest to a misspelt one, if any is near enough to be a typo.
+fn nearest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+    let limit = (key.chars().count() / 3).clamp(1, 3);
+    known.iter().map(|k| (edit_distance(key, k), k)).filter(|(d, _)| *d <= limit).min().map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance, with a swap of two neighbours counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d: Vec<Vec<usize>> =
+        (0..=a.len()).map(|i| (0..=b.len()).map(|j| if i == 0 { j } else { i }).collect()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Line and column (from 1, the column in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where each key is in the text, by its dotted path: toml's spanned tables, read once when a
+/// problem needs a place.
+mod spans {
+    use std::collections::BTreeMap;
+    use toml::de::{DeTable, DeValue};
+
+    pub fn of(text: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        if let Ok(root) = DeTable::parse(text) {
+            walk(root.get_ref(), "", &mut out);
+        }
+        out
+    }
+
+    fn walk(t: &DeTable<'_>, path: &str, out: &mut BTreeMap<String, usize>) {
+        for (k, v) in t {
+            let full = if path.is_empty() { k.get_ref().to_string() } else { format!("{path}.{}", k.get_ref()) };
+            out.entry(full.clone()).or_insert(k.span().start);
+            match v.get_ref() {
+                DeValue::Table(sub) => walk(sub, &full, out),
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        out.entry(format!("{full}[{i}]")).or_insert(item.span().start);
+                        if let DeValue::Table(sub) = item.get_ref() {
+                            walk(sub, &format!("{full}[{i}]"), out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The key's place, else its nearest enclosing table's (a missing key is reported where
+    /// its table is).
+    pub fn find(spans: &BTreeMap<String, usize>, key: &str) -> Option<usize> {
+        let mut k = key;
+        loop {
+            if let Some(at) = spans.get(k) {
+                return Some(*at);
+            }
+            k = &k[..k.rfind(['.', '['])?];
+        }
+    }
+}
+
+/// `devices`: `DeviceAllow=` entries, a device node or a device group, and an access mode.
+fn read_devices(r: &mut Reader, t: &Table, path: &str) -> Vec<String> {
+    const ACCEPTED: &str = "a list of device nodes or groups with an optional mode, such as [\"/dev/nvidiactl\", \"/dev/nvidia0 rw\", \"char-nvidia-uvm\"]";
+    let Some(v) = r.take(t, path, "devices") else { return Vec::new() };
+    let Some(list) = strings_of(v) else {
+        r.problem(&format!("{path}.devices"), &type_name(v), ACCEPTED);
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, d) in list.iter().enumerate() {
+        let words: Vec<&str> = d.split_whitespace().collect();
+        let node = words.first().copied().unwrap_or("");
+        let mode_ok = words.get(1).is_none_or(|m| !m.is_empty() && m.chars().all(|c| "rwm".contains(c)));
+        let node_ok = (node.starts_with("/dev/") || node.starts_with("char-") || node.starts_with("block-"))
+            && !node.contains('%');
+        if node.contains(['*', '?', '[']) && node.starts_with("/dev/") {
+            r.problem(
+                &format!("{path}.devices[{i}]"),
+                &format!("the pattern `{node}`"),
+                "device nodes or groups: systemd does not expand patterns in DeviceAllow=; for NVIDIA GPUs name the groups \"char-nvidia-frontend\", \"char-nvidia-uvm\", \"char-nvidia-caps\" (see /proc/devices)",
+            );
+        } else if !(node_ok && mode_ok && words.len() <= 2) {
+            r.problem(&format!("{path}.devices[{i}]"), &format!("`{d}`"), ACCEPTED);
+        } else {
+            out.push(format!("{node} {}", words.get(1).unwrap_or(&"rw")));
+        }
+    }
+    out
+}
+
+/// `[credentials.worker]`, `[credentials.supervisor]`, `[credentials.operator]`.
+fn read_credentials(r: &mut Reader, root: &Table) -> Credentials {
+    let creds_t = r.section(root, "", "credentials");
+    let mut login = |role: &str| -> Option<Login> {
+        let path = format!("credentials.{role}");
+        let t = match r.take(&creds_t, "credentials", role)? {
+            Value::Table(t) => t.clone(),
+            v => {
+                r.problem(&path, &type_name(v), "a table with `user` and `password_file`");
+                return None;
+            }
+        };
+        let user = r.string(&t, &path, "user", "a broker user name");
+        let password_file = r.string(&t, &path, "password_file", "an absolute path").map(|p| {
+            if !p.starts_with('/') {
+                r.problem(&format!("{path}.password_file"), &format!("`{p}`"), "an absolute path");
+            }
+            PathBuf::from(p)
+        });
+        r.unknown_keys(&t, &path);
+        match user {
+            Some(u) if !u.is_empty() => Some(Login { user: u, password_file }),
+            _ => {
+                r.problem(&format!("{path}.user"), "nothing", "the broker user this role connects as");
+                None
+            }
+        }
+    };
+    let credentials =
+        Credentials { worker: login("worker"), supervisor: login("supervisor"), operator: login("operator") };
+    r.unknown_keys(&creds_t, "credentials");
+    credentials
 }
 
 /// Walks tables, remembering which keys were read and what was wrong.
@@ -914,7 +1209,7 @@ fn argv_of(v: &Value) -> Option<Vec<String>> {
 
 impl Reader {
     fn problem(&mut self, key: &str, found: &str, accepted: &str) {
-        self.problems.push(Problem { key: key.into(), found: found.into(), accepted: accepted.into() });
+        self.problems.push(Problem { key: key.into(), found: found.into(), accepted: accepted.into(), at: None });
     }
 
     fn take<'t>(&mut self, t: &'t Table, path: &str, key: &str) -> Option<&'t Value> {
@@ -965,6 +1260,36 @@ impl Reader {
         }
     }
 
+    /// A duration that must lie in `range` (a zero period spins a loop or panics a timer).
+    fn period(&mut self, t: &Table, path: &str, key: &str, default: Duration, range: (Duration, Duration)) -> Duration {
+        let d = self.duration(t, path, key, default);
+        if d < range.0 || d > range.1 {
+            let accepted = format!(
+                "a duration from {} to {}, such as \"{}\"",
+                duration::format(range.0),
+                duration::format(range.1),
+                duration::format(default)
+            );
+            self.problem(&join(path, key), &duration::format(d), &accepted);
+            return default;
+        }
+        d
+    }
+
+    /// A backoff's base and cap: both periods, the cap not below the base.
+    fn backoff(&mut self, t: &Table, path: &str, keys: [&str; 2], defaults: [Duration; 2]) -> Backoff {
+        let base = self.period(t, path, keys[0], defaults[0], (Duration::from_millis(1), DAY));
+        let max = self.period(t, path, keys[1], defaults[1], (Duration::from_millis(1), 7 * DAY));
+        if max < base {
+            self.problem(
+                &join(path, keys[1]),
+                &format!("{}, below {} ({})", duration::format(max), keys[0], duration::format(base)),
+                &format!("a duration at least {}", keys[0]),
+            );
+        }
+        Backoff::new(base, max.max(base))
+    }
+
     fn integer(&mut self, t: &Table, path: &str, key: &str, default: i64, min: i64, max: i64) -> i64 {
         let accepted = format!("a whole number from {min} to {max}");
         match self.take(t, path, key) {
@@ -1001,6 +1326,22 @@ impl Reader {
         }
     }
 
+    /// A list of absolute paths (no newline; a `%` is escaped in the units).
+    fn paths(&mut self, t: &Table, path: &str, key: &str) -> Vec<String> {
+        let Some(v) = self.take(t, path, key) else { return Vec::new() };
+        match strings_of(v) {
+            Some(list) if list.iter().all(|p| p.starts_with('/') && !p.contains('\n')) => list,
+            _ => {
+                self.problem(
+                    &join(path, key),
+                    &type_name(v),
+                    "a list of absolute paths such as [\"/var/cache/models\"]",
+                );
+                Vec::new()
+            }
+        }
+    }
+
     fn argv(&mut self, t: &Table, path: &str, key: &str) -> Option<Vec<String>> {
         let v = self.take(t, path, key)?;
         let argv = argv_of(v);
@@ -1014,11 +1355,24 @@ impl Reader {
         argv
     }
 
+    /// Every key of `t` not read: a problem, with the nearest known key of the same table.
     fn unknown_keys(&mut self, t: &Table, path: &str) {
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}.") };
+        let known: Vec<String> = self
+            .seen
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter(|k| !k.contains('.'))
+            .map(str::to_string)
+            .collect();
         for key in t.keys() {
             let full = join(path, key);
             if !self.seen.contains(&full) && (!path.is_empty() || key != "classes") {
-                self.problem(&full, "an unknown key", "only the keys documented in config/drover.example.toml");
+                let accepted = match nearest(key, &known) {
+                    Some(k) => format!("a known key: did you mean `{k}`? (every key is in config/drover.example.toml)"),
+                    None => "only the keys documented in config/drover.example.toml".to_string(),
+                };
+                self.problem(&full, "an unknown key", &accepted);
             }
         }
     }
@@ -1209,6 +1563,127 @@ mod tests {
         let text = format!("[quarantine]\n{}\n[classes.x]\ncommand = [\"x\"]", many.join("\n"));
         let err = Config::parse(&text, "q.toml", &Environment::example()).expect_err("invalid");
         assert_eq!(err.problems.len(), many.len(), "{err}");
+    }
+
+    #[test]
+    fn zero_and_nonsensical_periods_are_refused_with_the_accepted_range() {
+        // (section, key = value, the problem's key, a part of what is accepted)
+        let cases = [
+            ("alerts", "evaluate_every = \"0\"", "alerts.evaluate_every", "from 100ms to 1h"),
+            ("supervisor", "resync = \"0\"", "supervisor.resync", "from 1s to 1d"),
+            ("supervisor", "stable_after = \"0\"", "supervisor.stable_after", "from 1s"),
+            ("supervisor", "restart_base = \"0\"", "supervisor.restart_base", "from 1ms"),
+            (
+                "supervisor",
+                "restart_base = \"1m\"\nrestart_max = \"10s\"",
+                "supervisor.restart_max",
+                "at least restart_base",
+            ),
+            ("systemd", "watchdog = \"500ms\"", "systemd.watchdog", "\"0\" (no watchdog)"),
+            ("systemd", "call_timeout = \"0\"", "systemd.call_timeout", "from 100ms"),
+            ("systemd", "stop_timeout = \"0\"", "systemd.stop_timeout", "from 1s"),
+            ("broker", "op_timeout = \"0\"", "broker.op_timeout", "from 100ms"),
+            ("broker", "connect_timeout = \"2h\"", "broker.connect_timeout", "to 1h"),
+            ("broker", "reconnect_max = \"0\"", "broker.reconnect_max", "from 1ms"),
+            ("broker", "queue_expires = \"0\"", "broker.queue_expires", "at least 1s"),
+            ("worker", "preflight_timeout = \"0\"", "worker.preflight_timeout", "from 100ms"),
+            ("quarantine", "hold = \"1h\"\nhold_max = \"10m\"", "quarantine.hold_max", "at least quarantine.hold"),
+            ("classes.x", "command = [\"x\"]\nready_timeout = \"0\"", "classes.x.ready_timeout", "from 1s"),
+            ("classes.x", "command = [\"x\"]\nretry_base = \"0\"", "classes.x.retry_base", "from 1ms"),
+        ];
+        for (section, kv, key, accepted) in cases {
+            let classes = if section == "classes.x" { "" } else { "[classes.x]\ncommand = [\"x\"]\n" };
+            let text = format!("[{section}]\n{kv}\n{classes}");
+            let err = Config::parse(&text, "p.toml", &Environment::example()).expect_err(kv);
+            let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, [key], "{kv}");
+            assert!(err.problems[0].accepted.contains(accepted), "{kv}: {}", err.problems[0]);
+        }
+        // Zero turns the watchdog off, as WatchdogSec=0 does.
+        let c = Config::parse(
+            "[systemd]\nwatchdog = \"0\"\n[classes.x]\ncommand = [\"x\"]",
+            "w.toml",
+            &Environment::example(),
+        )
+        .expect("valid");
+        assert_eq!(c.systemd.watchdog, Duration::ZERO);
+    }
+
+    #[test]
+    fn problems_say_where_they_are_and_suggest_the_key_meant() {
+        type Place<'a> = (Option<(usize, usize)>, &'a str);
+        let text = "[broker]\nurl = \"http://x\"\n\n[classes.ok]\ncommand = [\"x\"]\n  max_attemps = 3\nworkers = -1\n[alerts]\nevaluate_evry = \"15s\"\nzzz = 1\n";
+        let err = Config::parse(text, "at.toml", &Environment::example()).expect_err("invalid");
+        let at: BTreeMap<&str, Place> =
+            err.problems.iter().map(|p| (p.key.as_str(), (p.at, p.accepted.as_str()))).collect();
+        assert_eq!(at["broker.url"].0, Some((2, 1)));
+        assert_eq!(at["classes.ok.max_attemps"].0, Some((6, 3)));
+        assert!(at["classes.ok.max_attemps"].1.contains("did you mean `max_attempts`?"), "{:?}", at);
+        assert_eq!(at["classes.ok.workers"].0, Some((7, 1)));
+        assert!(at["alerts.evaluate_evry"].1.contains("did you mean `evaluate_every`?"));
+        assert!(!at["alerts.zzz"].1.contains("did you mean"), "nothing near enough: {:?}", at["alerts.zzz"]);
+        assert!(err.to_string().contains("line 6, column 3: classes.ok.max_attemps: found an unknown key"), "{err}");
+        // A missing key is placed at its table.
+        let err =
+            Config::parse("[classes.x]\nworkers = 2\n", "m.toml", &Environment::example()).expect_err("no command");
+        assert_eq!((err.problems[0].key.as_str(), err.problems[0].at), ("classes.x.command", Some((1, 10))));
+        // A syntax error has its place too.
+        let err = Config::parse("[classes.x]\ncommand = [\"x\"\n", "s.toml", &Environment::example()).expect_err("bad");
+        assert_eq!(err.problems[0].key, "(syntax)");
+        assert!(err.problems[0].at.is_some_and(|(line, _)| line >= 2), "{:?}", err.problems[0]);
+    }
+
+    #[test]
+    fn unit_needs_and_credentials_are_validated() {
+        // (class keys, the problem's key or "" when valid)
+        let cases = [
+            ("devices = [\"/dev/nvidia0\", \"char-nvidia-uvm rwm\"]", ""),
+            ("devices = [\"/dev/nvidia*\"]", "classes.x.devices[0]"),
+            ("devices = [\"nvidia0\"]", "classes.x.devices[0]"),
+            ("devices = [\"/dev/null rx\"]", "classes.x.devices[0]"),
+            ("devices = \"/dev/null\"", "classes.x.devices"),
+            ("writable = [\"/var/cache/models 100%\"]", ""),
+            ("writable = [\"relative/dir\"]", "classes.x.writable"),
+            ("environment_files = [\"/etc/drover/x.env\"]", ""),
+        ];
+        for (kv, key) in cases {
+            let text = format!("[classes.x]\ncommand = [\"x\"]\n{kv}\n");
+            let keys: Vec<String> = match Config::parse(&text, "u.toml", &Environment::example()) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+            };
+            let want: Vec<&str> = if key.is_empty() { vec![] } else { vec![key] };
+            assert_eq!(keys, want, "{kv}");
+        }
+        let c = Config::parse(
+            "[credentials.worker]\nuser = \"w\"\npassword_file = \"/etc/drover/credentials/worker\"\n[classes.x]\ncommand = [\"x\"]\ndevices = [\"/dev/nvidia0\"]\n",
+            "c.toml",
+            &Environment::example(),
+        )
+        .expect("valid");
+        assert_eq!(c.credentials.of(Role::Worker).map(|l| l.user.as_str()), Some("w"));
+        assert_eq!(c.credentials.of(Role::Operator), None);
+        assert_eq!(c.classes["x"].unit.devices, ["/dev/nvidia0 rw"]);
+        let err = Config::parse(
+            "[credentials.worker]\npassword_file = \"x\"\n[classes.x]\ncommand = [\"x\"]\n",
+            "c.toml",
+            &Environment::example(),
+        )
+        .expect_err("no user, relative path");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["credentials.worker.password_file", "credentials.worker.user"]);
+    }
+
+    #[test]
+    fn a_login_replaces_the_urls_user_information() {
+        let cases = [
+            ("amqp://guest:guest@127.0.0.1:5672/%2f", "w", "p", "amqp://w:p@127.0.0.1:5672/%2f"),
+            ("amqp://127.0.0.1/%2f", "w", "p@ss:/%", "amqp://w:p%40ss%3A%2F%25@127.0.0.1/%2f"),
+            ("amqps://a@b:5671", "drover-worker", "x", "amqps://drover-worker:x@b:5671"),
+        ];
+        for (url, user, pw, want) in cases {
+            assert_eq!(url_with_login(url, user, pw), want, "{url}");
+        }
     }
 
     #[test]

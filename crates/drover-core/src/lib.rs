@@ -17,6 +17,8 @@
 //!   writer and reader of the `x-drover-*` headers.
 //! - [`dead`]: dead letters read back, selected and requeued with their attempts started over.
 //! - [`events`]: the versioned JSON job events and their routing keys.
+//! - [`exits`]: a unit's exit status in words; systemd's own (226: the sandbox could not be set
+//!   up) with what to set.
 //! - [`reconcile`]: which worker units to start, stop or restart, and their health.
 //! - [`maintenance`]: drains, cordons, quarantines and pauses: which unit to cordon, which job
 //!   to requeue, which unit takes the one probe job and what its outcome decides, when a host
@@ -49,6 +51,7 @@ pub mod dead;
 pub mod drift;
 pub mod duration;
 pub mod events;
+pub mod exits;
 pub mod fleet_judge;
 pub mod job;
 pub mod judge;

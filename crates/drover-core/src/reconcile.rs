@@ -139,9 +139,12 @@ pub struct Reconciler {
     next_slot: u64,
 }
 
-fn describe_exit(o: &Observed) -> String {
+/// The unit's last exit in words; systemd's own statuses (200-245: it could not set up the
+/// sandbox, the user, the credentials) say what to do (`exits::describe`). `relaxed`: the
+/// directives already left out of the units.
+pub fn describe_exit(o: &Observed, relaxed: &[String]) -> String {
     if o.exec_main_code == CLD_EXITED {
-        format!("exit status {}", o.exec_main_status)
+        crate::exits::describe(o.exec_main_status, relaxed)
     } else if o.exec_main_code == 0 {
         "never ran".to_string()
     } else {
@@ -262,7 +265,7 @@ impl Pass<'_> {
             self.plan.alerts.push(Alert::Failing {
                 unit: name.to_string(),
                 failures: t.failures,
-                last_exit: describe_exit(o),
+                last_exit: describe_exit(o, &[]),
             });
         }
     }
