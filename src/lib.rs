@@ -51,8 +51,8 @@
 //! rules the modules keep.
 
 pub use drover_core::{
-    alerts, backoff, config, drift, duration, events, fleet_judge, job, judge, latency, maintenance, outcome,
-    progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
+    alerts, backoff, config, drift, duration, events, fleet_judge, job, judge, latency, maintenance, outcome, progress,
+    quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;
