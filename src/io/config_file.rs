@@ -25,10 +25,16 @@ pub fn load_as(path: &Path, role: Role) -> Result<Config, ConfigError> {
     let key = format!("credentials.{}", role_name(role));
     let password = password(login.as_ref()).map_err(|e| Config::unreadable(&name, &format!("{key}: {e}")))?;
     match (password, login) {
-        (Some(pw), Some(login)) => cfg.broker.url = url_with_login(&cfg.broker.url, &login.user, &pw),
+        (Some(pw), Some(login)) => {
+            cfg.broker.urls = cfg.broker.urls.iter().map(|u| url_with_login(u, &login.user, &pw)).collect();
+        }
         (Some(pw), None) => {
-            let user = user_of(&cfg.broker.url).unwrap_or_else(|| "guest".into());
-            cfg.broker.url = url_with_login(&cfg.broker.url, &user, &pw);
+            cfg.broker.urls = cfg
+                .broker
+                .urls
+                .iter()
+                .map(|u| url_with_login(u, &user_of(u).unwrap_or_else(|| "guest".into()), &pw))
+                .collect();
         }
         (None, Some(login)) => {
             return Err(Config::unreadable(

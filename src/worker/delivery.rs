@@ -33,10 +33,13 @@ impl Worker {
             Err(why) => return self.dead_letter_undecodable(&delivery, why).await,
         };
         let policy = self.policy();
-        if let Some(Action::DeadLetter { reason, detail }) =
-            admit(Some(job.time_left(now)), &self.charges(&job), &policy)
-        {
-            return self.refuse(&delivery, &job, reason, detail).await;
+        let admitted = |w: &Self| admit(Some(job.time_left(now)), &w.charges(&job), &policy);
+        if admitted(self).is_some() {
+            // Giving up on the job: first make sure the verdicts are the newest there are.
+            self.refresh_verdicts().await;
+            if let Some(Action::DeadLetter { reason, detail }) = admitted(self) {
+                return self.refuse(&delivery, &job, reason, detail).await;
+            }
         }
         let wait = self.steering_wait(now);
         if let Some(delay) = hand_back(&job.failed_on, &self.cfg.host, job.handed_back_at, now, wait) {
@@ -164,7 +167,13 @@ impl Worker {
             // The next attempt, whatever brings it, resumes from here.
             job.checkpoint = Some(c.clone());
         }
-        let action = self.decide(&mut job, &ran, policy);
+        let mut action = self.decide(&mut job, &ran, policy);
+        if matches!(action, Action::DeadLetter { .. }) {
+            // Before giving up on the job, the newest verdicts: a quarantine heard since the
+            // last poll forgives the failures it caused.
+            self.refresh_verdicts().await;
+            action = self.redecide(&job, &ran, policy);
+        }
         let recorded = match lease {
             Some(l) => self.execute(&action, &job, Held::Lease(l)).await,
             None if !delivery.acker.usable() => {
@@ -208,17 +217,21 @@ impl Worker {
         let me = format!("{}@{}", self.unit, self.cfg.host);
         job.failed_on = failed_on_after(&ran.outcome, &job.failed_on, &me);
         job.failures = failures_after(&ran.outcome, &job.failures, &me);
+        match &ran.outcome {
+            Outcome::Succeeded => tracing::debug!("job {} succeeded", job.id),
+            o => tracing::info!("job {} attempt {}: {} {}", job.id, job.attempt, o.kind(), tail(o.message(), 300)),
+        }
+        self.redecide(job, ran, policy)
+    }
+
+    /// What happens to a job already charged with its attempt, after the fleet's verdicts.
+    fn redecide(&mut self, job: &Job, ran: &Ran, policy: &RetryPolicy) -> Action {
         let charges = self.charges(job);
         if charges.forgiven > 0 && ran.outcome != Outcome::Succeeded {
             tracing::info!("job {}: {} failure(s) on quarantined workers not charged to it", job.id, charges.forgiven);
         }
         let left = job.time_left(ran.finished);
-        let action = decide(&ran.outcome, job.attempt, left, policy, self.jitter.unit(), &charges);
-        match &ran.outcome {
-            Outcome::Succeeded => tracing::debug!("job {} succeeded", job.id),
-            o => tracing::info!("job {} attempt {}: {} {}", job.id, job.attempt, o.kind(), tail(o.message(), 300)),
-        }
-        action
+        decide(&ran.outcome, job.attempt, left, policy, self.jitter.unit(), &charges)
     }
 }
 

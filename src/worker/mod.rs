@@ -136,17 +136,11 @@ async fn follow_verdicts(
 ) {
     let mut said = false;
     loop {
-        match crate::io::control::request(&socket, &crate::io::control::Request::Verdicts, Duration::from_secs(2)).await
-        {
-            Ok(r) if r.ok => {
-                if let Ok(mut f) = into.lock() {
-                    f.expire(crate::io::clock::now_ms());
-                    r.verdicts.into_iter().for_each(|v| f.update(v));
-                }
+        match ask_verdicts(&socket, &into).await {
+            Ok(()) => {
                 heard.notify_one();
                 said = false;
             }
-            Ok(r) => tracing::debug!("no verdicts from the supervisor: {}", r.error.unwrap_or_default()),
             Err(e) if !said => {
                 tracing::info!("no verdicts from a supervisor ({e:#}); going on with what this worker has");
                 said = true;
@@ -156,6 +150,30 @@ async fn follow_verdicts(
         tokio::select! {
             _ = tokio::time::sleep(VERDICTS_EVERY) => {}
             _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// One question to the supervisor for the fleet's verdicts, merged into `into`.
+async fn ask_verdicts(socket: &std::path::Path, into: &Mutex<crate::verdicts::Fleet>) -> anyhow::Result<()> {
+    let r = crate::io::control::request(socket, &crate::io::control::Request::Verdicts, Duration::from_secs(2)).await?;
+    if !r.ok {
+        anyhow::bail!("the supervisor said: {}", r.error.unwrap_or_default());
+    }
+    if let Ok(mut f) = into.lock() {
+        f.expire(crate::io::clock::now_ms());
+        r.verdicts.into_iter().for_each(|v| f.update(v));
+    }
+    Ok(())
+}
+
+impl Worker {
+    /// Asks the supervisor for its newest verdicts now, before a decision that gives up on a
+    /// job: the poll runs only every second, and a quarantine heard a moment ago forgives the
+    /// failures that would make the job poison. Without an answer the worker keeps what it has.
+    pub(super) async fn refresh_verdicts(&self) {
+        if let Err(e) = ask_verdicts(&self.cfg.supervisor.socket, &self.verdicts).await {
+            tracing::debug!("no fresh verdicts before giving up on a job: {e:#}");
         }
     }
 }
