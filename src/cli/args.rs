@@ -258,13 +258,16 @@ pub enum Command {
         command: DeadCommand,
     },
     /// Print a shell completion script (bash, zsh, fish, ...) to standard output.
-    #[command(hide = true)]
+    #[command(
+        hide = true,
+        after_help = "Examples:\n  drover completions bash > /usr/share/bash-completion/completions/drover\n  drover completions fish > ~/.config/fish/completions/drover.fish"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
     /// Print the manual page (roff) to standard output.
-    #[command(hide = true)]
+    #[command(hide = true, after_help = "Example:\n  drover man | gzip > /usr/share/man/man1/drover.1.gz")]
     Man,
     /// Latency drift detection tools.
     #[command(
