@@ -54,13 +54,7 @@ impl Host {
     }
 
     fn make(name: &str, classes: &str, exclusive: bool) -> Host {
-        // Units run with PrivateTmp=yes: a checkout under /tmp (binary, handler, test files)
-        // would be invisible to them, so there the test relaxes that one directive too.
-        let mut host = HOST.to_string();
-        if env!("CARGO_MANIFEST_DIR").starts_with("/tmp") {
-            host = host.replace("\"ProcSubset\"]", "\"ProcSubset\", \"PrivateTmp\"]");
-        }
-        let text = format!("{host}\n{classes}");
+        let text = format!("{}\n{classes}", relax_for_checkout(HOST));
         let env = if exclusive { Env::exclusive(name, &text) } else { Env::new(name, &text) };
         let text = std::fs::read_to_string(&env.config).expect("config");
         let prefix = text
@@ -450,4 +444,15 @@ async fn the_supervisor_survives_the_bus_going_away_without_restarting_workers()
     h.wait_status("the killed unit healed", Duration::from_secs(30), |u| {
         u.get(&unit).is_some_and(|s| s.restarts == 1 && s.health == "healthy")
     });
+}
+
+/// Units run with PrivateTmp=yes: a checkout under /tmp (binary, handler, test files) would be
+/// invisible to them, so there a test's `relax_sandbox` (ending in "ProcSubset") relaxes that
+/// one directive too.
+pub fn relax_for_checkout(config: &str) -> String {
+    if env!("CARGO_MANIFEST_DIR").starts_with("/tmp") {
+        config.replace("\"ProcSubset\"]", "\"ProcSubset\", \"PrivateTmp\"]")
+    } else {
+        config.to_string()
+    }
 }
