@@ -397,3 +397,100 @@ command = ["sh", "-c", "out={dir}/out; env > $out/env; cat {dir}/credentials/wor
     }
     assert!(read("file").contains(&password), "the check can see the password where it is readable");
 }
+
+/// The timeline's entries whose `what` starts with `what`, as `drover timeline --json` says them.
+fn timeline_of(config: &std::path::Path, what: &str) -> Vec<drover::io::control::TimelineEntry> {
+    let out = crate::supervisor::drover(&["timeline", "--json", "--config"], config);
+    assert!(out.status.success(), "timeline: {}", String::from_utf8_lossy(&out.stderr));
+    let all: Vec<drover::io::control::TimelineEntry> = serde_json::from_slice(&out.stdout).expect("timeline JSON");
+    all.into_iter().filter(|e| e.what.starts_with(what)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_recorded_as_the_broker_user_that_sent_it_and_a_forged_sender_is_refused() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::types::ShortString;
+    use lapin::BasicProperties;
+    let classes = r#"
+[credentials.operator]
+user = "t-{id}-operator"
+password_file = "{dir}/credentials/operator"
+[classes.w]
+command = ["true"]
+workers = 0
+"#;
+    let mut host = crate::supervisor::Host::new("who", classes);
+    let env = host.env.clone();
+    let id = env.prefix.rsplit('-').next().expect("id").to_string();
+    let users = format!("t-{id}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-users.sh");
+    let credentials = env.dir.join("credentials");
+    run(Command::new(script).args(["create", &env.prefix, "--users", &users, "--credentials"]).arg(&credentials));
+    let _users = BrokerUsers(users.clone());
+    let operator = format!("{users}-operator");
+    host.start_supervisor();
+    crate::harness::wait_until("the supervisor answers", Duration::from_secs(60), || host.status().is_some());
+
+    // The operator's CLI, run by someone who claims to be another person.
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["cordon", "--host", &host.name, "--reason", "who sent this", "--config"])
+        .arg(&host.config)
+        .env("SUDO_USER", "mallory")
+        .env("USER", "mallory")
+        .output()
+        .expect("drover cordon");
+    assert!(out.status.success(), "cordon: {}", String::from_utf8_lossy(&out.stderr));
+    let cordons = timeline_of(&host.config, "cordon");
+    assert_eq!(cordons.len(), 1, "{cordons:?}");
+    assert_eq!(cordons[0].who, operator, "the order is the operator login's, not the claim in its body");
+    assert_eq!(cordons[0].why, "who sent this");
+
+    // The same login claiming another broker user's name in `user-id`: the broker refuses it.
+    let password = std::fs::read_to_string(credentials.join("operator")).expect("password").trim().to_string();
+    let url = drover::config::url_with_login(&crate::harness::amqp_url(), &operator, &password);
+    let control = format!("{}.control", env.prefix);
+    let key = format!("host.{}", host.name.replace('.', "_"));
+    let publish = |user_id: Option<String>, conn: lapin::Connection| {
+        let control = control.clone();
+        let key = key.clone();
+        async move {
+            let chan = conn.create_channel().await?;
+            chan.confirm_select(ConfirmSelectOptions::default()).await?;
+            let mut props = BasicProperties::default();
+            if let Some(u) = user_id {
+                props = props.with_user_id(ShortString::from(u));
+            }
+            let body = br#"{"cmd": "note", "what": "forged note", "why": "test", "who": "mallory"}"#;
+            let confirm = chan
+                .basic_publish(
+                    control.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await?;
+            confirm.await
+        }
+    };
+    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.expect("operator login");
+    let forged = tokio::time::timeout(Duration::from_secs(30), publish(Some(format!("{users}-supervisor")), conn))
+        .await
+        .expect("an answer from the broker");
+    let text = format!("{forged:?}");
+    assert!(forged.is_err() && text.contains("PRECONDITION_FAILED"), "a forged user-id was accepted: {text}");
+
+    // A request with no user-id at all (a client that does not set it) keeps its claim, marked
+    // as unverified; the forged one never arrived.
+    let guest = crate::harness::connect().await;
+    tokio::time::timeout(Duration::from_secs(30), publish(None, guest))
+        .await
+        .expect("an answer from the broker")
+        .expect("an unattributed publish is accepted");
+    crate::harness::wait_until("the unattributed note is recorded", Duration::from_secs(30), || {
+        !timeline_of(&host.config, "forged note").is_empty()
+    });
+    let notes = timeline_of(&host.config, "forged note");
+    assert_eq!(notes.len(), 1, "only the unattributed note arrived: {notes:?}");
+    assert_eq!(notes[0].who, "mallory (unverified)");
+}

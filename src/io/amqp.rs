@@ -170,6 +170,13 @@ impl Link {
         host.split('/').next().unwrap_or(host).to_string()
     }
 
+    /// The broker user of the node connected to (or to be tried next), as the broker
+    /// authenticates it: the URL's user, percent-decoded (`guest` when the URL names none).
+    pub fn user(&self) -> String {
+        let url = self.cfg.urls.get(self.rotation.current()).map(String::as_str).unwrap_or("");
+        url.parse::<lapin::uri::AMQPUri>().map(|u| u.authority.userinfo.username).unwrap_or_else(|_| "guest".into())
+    }
+
     async fn connect_once(&mut self) -> Result<(), BrokerError> {
         let props = ConnectionProperties::default().with_connection_name(LongString::from(self.label.as_str()));
         let url = self.cfg.urls.get(self.rotation.current()).cloned().unwrap_or_default();

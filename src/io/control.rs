@@ -58,6 +58,32 @@ pub enum Request {
     Verdicts,
 }
 
+impl Request {
+    /// Who the request says sent it, for the requests that carry one.
+    pub fn who_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Request::Drain { who, .. }
+            | Request::Cordon { who, .. }
+            | Request::Undrain { who, .. }
+            | Request::Note { who, .. }
+            | Request::Rebaseline { who, .. } => Some(who),
+            Request::Status | Request::Progress | Request::Timeline { .. } | Request::Verdicts => None,
+        }
+    }
+
+    /// Replaces the sender the body claims with the one the broker vouches for: the AMQP
+    /// `user-id` property, which RabbitMQ checks against the publishing connection's user. A
+    /// request without one keeps its claim, marked as unverified.
+    pub fn attribute(&mut self, broker_user: Option<&str>) {
+        if let Some(who) = self.who_mut() {
+            *who = match broker_user {
+                Some(user) => user.to_string(),
+                None => format!("{who} (unverified)"),
+            };
+        }
+    }
+}
+
 pub use crate::timeline::TimelineEntry;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -158,7 +158,10 @@ async fn consume_requests(chan: &Channel, cfg: &Config) -> Result<Consumer, Brok
 /// Handles one request and answers on its reply queue (if it names one), then acknowledges it.
 async fn answer(chan: &Channel, cfg: &Config, handler: &Handler, d: Delivery) {
     let response = match serde_json::from_slice::<Request>(&d.data) {
-        Ok(req) => handler(req),
+        Ok(mut req) => {
+            req.attribute(d.properties.user_id().as_ref().map(|u| u.as_str()));
+            handler(req)
+        }
         Err(e) => Response::error(&cfg.host, format!("bad request: {e}")),
     };
     if let Some(reply_to) = d.properties.reply_to() {
@@ -188,6 +191,9 @@ pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -
     let props = BasicProperties::default()
         .with_reply_to(ShortString::from(reply_to.as_str()))
         .with_correlation_id(ShortString::from(correlation.as_str()))
+        // The broker refuses a user-id other than the connection's own: the supervisor records
+        // this, not the body's `who`, as the sender.
+        .with_user_id(ShortString::from(link.user()))
         .with_delivery_mode(2);
     let body = serde_json::to_vec(req)?;
     link.publish(&exchange(cfg), &target.key(), &body, props).await?;
