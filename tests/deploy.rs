@@ -254,6 +254,7 @@ fn both_units_score_two_or_better_and_the_readme_says_so() {
 /// user manager's units).
 #[test]
 fn the_debian_package_installs_a_working_drover_with_its_user() {
+    let _user = DROVER_USER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("deb");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh");
     let out = run(Command::new(script).args(["--binary", env!("CARGO_BIN_EXE_drover"), "--out"]).arg(&dir));
@@ -319,21 +320,65 @@ impl Drop for BrokerUsers {
     }
 }
 
+/// The package's user exists for as long as a test holds this: the package test creates and
+/// purges it, the credential test runs a unit as it.
+static DROVER_USER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The `drover` user, made as the package's postinst makes it when it is missing, and removed
+/// again on drop if it was made here.
+struct DroverUser {
+    made: bool,
+    _held: std::sync::MutexGuard<'static, ()>,
+}
+
+impl DroverUser {
+    fn ensure() -> DroverUser {
+        let held = DROVER_USER.lock().unwrap_or_else(|e| e.into_inner());
+        let exists = || Command::new("getent").args(["passwd", "drover"]).output().is_ok_and(|o| o.status.success());
+        let made = !exists();
+        if made {
+            run(Command::new("useradd").args([
+                "--system",
+                "--user-group",
+                "--home-dir",
+                "/var/lib/drover",
+                "--shell",
+                "/usr/sbin/nologin",
+                "drover",
+            ]));
+        }
+        DroverUser { made, _held: held }
+    }
+}
+
+impl Drop for DroverUser {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = Command::new("userdel").arg("drover").output();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workers_login_cannot_publish_orders_and_its_handler_finds_no_password_in_any_environment() {
+async fn a_workers_login_cannot_publish_orders_and_its_handler_cannot_read_the_password() {
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+    // The handler reports who it runs as, its environment, whether it has a credentials
+    // directory, and what it gets from the password file and from the worker's /proc entries.
     let classes = r#"
 [systemd]
 bus = "user"
 unit_prefix = "dw-{id}"
+user = "drover"
+watchdog = "0"
 relax_sandbox = ["ProtectKernelTunables", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc", "ProcSubset"]
 writable = ["{dir}/out"]
 [credentials.worker]
 user = "t-{id}-worker"
 password_file = "{dir}/credentials/worker"
 [classes.sec]
-command = ["sh", "-c", "out={dir}/out; env > $out/env; cat {dir}/credentials/worker > $out/file 2>&1; cat /proc/$PPID/environ > $out/environ 2>&1; head -c 64 /proc/$PPID/mem > $out/mem 2>&1; echo done > $out/done"]
+command = ["sh", "-c", "out={dir}/out; id -un > $out/user; env > $out/env; echo \"${CREDENTIALS_DIRECTORY:-absent}\" > $out/creddir; cat \"${CREDENTIALS_DIRECTORY:-/nonexistent}/broker-password\" > $out/credential 2>&1; cat {dir}/credentials/worker > $out/file 2>&1; cat /proc/$PPID/environ > $out/environ 2>&1; head -c 64 /proc/$PPID/mem > $out/mem 2>&1; echo done > $out/done"]
 "#;
+    let _drover = DroverUser::ensure();
     let env = crate::harness::Env::new("secret", &crate::supervisor::relax_for_checkout(classes));
     let id = env.prefix.rsplit('-').next().expect("id").to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-users.sh");
@@ -371,11 +416,13 @@ command = ["sh", "-c", "out={dir}/out; env > $out/env; cat {dir}/credentials/wor
     let text = format!("{refused:?}");
     assert!(refused.is_err() && text.contains("ACCESS_REFUSED"), "a worker published an order: {text}");
 
-    // A worker unit with its password handed over by systemd on standard input: the job is done
-    // (it logged in as the worker), and the handler found the password neither in its
-    // environment nor in the worker's (/proc/PID/environ, /proc/PID/mem: non-dumpable). (Under
-    // the test's user manager the unit runs as root: a unit of another user cannot reach that
-    // manager's notify socket; on a system install it is `drover` and the 0600 file is root's.)
+    // A worker unit run as the `drover` user, its password handed over by systemd on standard
+    // input: the job is done (it logged in as the worker), and the handler, the same user, found
+    // the password neither in its environment nor in the worker's (/proc/PID/environ,
+    // /proc/PID/mem: non-dumpable), has no credentials directory, and may not open the password
+    // file (root's, 0600). (A unit of another user cannot reach the test's user manager's
+    // notify socket, in its 0700 runtime directory: the test's drop-in makes the unit
+    // `Type=exec`; the sandbox and the credentials are the installed unit's.)
     let out = env.dir.join("out");
     std::fs::create_dir_all(&out).expect("dir");
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -385,17 +432,34 @@ command = ["sh", "-c", "out={dir}/out; env > $out/env; cat {dir}/credentials/wor
     assert!(install.status.success(), "install-units: {}", String::from_utf8_lossy(&install.stderr));
     let supervisor = drover::io::units::supervisor_unit(&cfg.systemd.unit_prefix);
     let unit = format!("{}@sec-1.service", cfg.systemd.unit_prefix);
+    let drop_in = unit_dir.join(format!("{unit}.d"));
+    std::fs::create_dir_all(&drop_in).expect("drop-in dir");
+    std::fs::write(drop_in.join("90-test-no-notify.conf"), "[Service]\nType=exec\nNotifyAccess=none\n")
+        .expect("drop-in");
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _drop_in = RemoveDir(drop_in);
     let _cleanup = Cleanup { prefix: cfg.systemd.unit_prefix.clone(), supervisor, cfg, unit_dir };
+    systemctl(&["daemon-reload"]);
     let started = systemctl(&["start", &unit]);
     assert!(started.status.success(), "start {unit}: {}", String::from_utf8_lossy(&started.stderr));
     env.submit("sec", "{}", 1, &[]);
     crate::harness::wait_until("the job ran", Duration::from_secs(120), || out.join("done").exists());
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
     assert!(read("env").contains("DROVER_JOB_ID="), "the handler ran: {}", read("env"));
-    for f in ["env", "environ", "mem"] {
+    assert_eq!(read("user").trim(), "drover", "the worker and its handler run as the drover user");
+    for f in ["env", "environ", "mem", "credential", "file"] {
         assert!(!read(f).contains(&password), "the handler read the password through {f}: {}", read(f));
     }
-    assert!(read("file").contains(&password), "the check can see the password where it is readable");
+    assert_eq!(read("creddir").trim(), "absent", "the handler has no credentials directory");
+    assert!(!read("env").contains("CREDENTIALS_DIRECTORY"), "{}", read("env"));
+    assert!(read("file").contains("Permission denied"), "the password file is refused: {}", read("file"));
+    // The same file, opened as root: the checks above would have seen the password.
+    assert!(std::fs::read_to_string(credentials.join("worker")).expect("as root").contains(&password));
 }
 
 /// The timeline's entries whose `what` starts with `what`, as `drover timeline --json` says them.
