@@ -30,7 +30,8 @@
 //!     labels that make an alert's identity;
 //!   - [`io::webhook`]: alert delivery to an Alertmanager-compatible webhook (a second sink);
 //!   - [`io::http`]: the HTTP client of both (TLS, CA file, basic or bearer auth, deadlines);
-//!   - [`io::http_server`]: the supervisor's HTTP server, `/metrics` and `/alerts`;
+//!   - [`io::http_server`]: the supervisor's HTTP server, `/metrics`, `/alerts` and `/runbooks/`;
+//!   - [`io::runbooks`]: the runbook pages of Drover's own alerts, built into the binary;
 //!   - [`io::metrics`]: every metric name and the Prometheus recorder;
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
 //!   - [`io::config_file`]: the configuration file and the machine's defaults;

@@ -128,6 +128,12 @@ async fn two_supervisors_post_one_drift_to_alertmanager_paged_once_and_resolved(
     let generator = alert["generatorURL"].as_str().unwrap_or("");
     assert!(generator.contains("/alerts?alertname=LatencyDrift"), "points at drover alerts: {generator}");
     assert_eq!(alert["status"]["state"], "active");
+    // Its runbook: the page of docs/runbooks/, served by the reporting supervisor by default.
+    let runbook = alert["annotations"]["runbook_url"].as_str().unwrap_or("");
+    assert!(runbook.ends_with("/runbooks/latency-drift.md"), "a runbook_url: {alert}");
+    let path = runbook.split_once("://").and_then(|(_, r)| r.find('/').map(|i| &r[i..])).unwrap_or("");
+    let page = if reporter == a.name { a.http_get(path) } else { b.http_get(path) };
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("# LatencyDrift"), "{page}");
     // The generatorURL's page on the supervisor: what `drover alerts` says.
     let page = a.http_get("/alerts?alertname=LatencyDrift");
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("LatencyDrift"), "{page}");

@@ -29,14 +29,38 @@ pub fn labels(a: &Alert) -> serde_json::Map<String, serde_json::Value> {
     labels
 }
 
-/// What the alert says: its summary, its details, and which supervisor said it.
-pub fn annotations(a: &Alert, reporter: &str) -> serde_json::Map<String, serde_json::Value> {
+/// Who sends the alerts and where their links point.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// This supervisor's host (the `reported_by` annotation).
+    pub reporter: String,
+    /// The base of `generatorURL` (`alerts.external_url`).
+    pub generator_base: String,
+    /// The base of `runbook_url` (`alerts.runbook_base`).
+    pub runbook_base: String,
+}
+
+impl Origin {
+    pub fn of(cfg: &Config) -> Origin {
+        let am = &cfg.alerts.alertmanager;
+        let generator_base = am.external_url.clone().unwrap_or_else(|| default_external_url(cfg));
+        let runbook_base =
+            am.runbook_base.clone().unwrap_or_else(|| format!("{}/runbooks", generator_base.trim_end_matches('/')));
+        Origin { reporter: cfg.host.clone(), generator_base, runbook_base }
+    }
+}
+
+/// What the alert says: its summary, its details, its runbook, and which supervisor said it.
+pub fn annotations(a: &Alert, origin: &Origin) -> serde_json::Map<String, serde_json::Value> {
     let mut annotations = serde_json::Map::new();
     annotations.insert("summary".into(), a.summary.clone().into());
     for (k, v) in &a.annotations {
         annotations.insert(k.clone(), v.clone().into());
     }
-    annotations.insert("reported_by".into(), reporter.into());
+    if let Some(url) = crate::alerts::runbook_url(&origin.runbook_base, &a.key.name) {
+        annotations.insert("runbook_url".into(), url.into());
+    }
+    annotations.insert("reported_by".into(), origin.reporter.clone().into());
     annotations
 }
 
@@ -47,13 +71,13 @@ pub fn generator_url(base: &str, a: &Alert) -> String {
 
 /// One element of the `/api/v2/alerts` array. `ends_ms` is the resolve time of a resolved
 /// alert, or how long a firing one holds unless re-sent.
-pub fn alert_json(a: &Alert, reporter: &str, generator_base: &str, ends_ms: i64) -> serde_json::Value {
+pub fn alert_json(a: &Alert, origin: &Origin, ends_ms: i64) -> serde_json::Value {
     json!({
         "labels": labels(a),
-        "annotations": annotations(a, reporter),
+        "annotations": annotations(a, origin),
         "startsAt": rfc3339(a.since_ms),
         "endsAt": rfc3339(a.resolved_ms.unwrap_or(ends_ms)),
-        "generatorURL": generator_url(generator_base, a),
+        "generatorURL": generator_url(&origin.generator_base, a),
     })
 }
 
@@ -76,9 +100,8 @@ pub fn sinks(cfg: &Config, tasks: &crate::tasks::Tasks) -> Vec<mpsc::Sender<Tran
         Err(e) => tracing::error!("alerts will not reach Alertmanager: {e:#}"),
     }
     if let Some(url) = &cfg.alerts.webhook {
-        let base = cfg.alerts.alertmanager.external_url.clone().unwrap_or_else(|| default_external_url(cfg));
         match (crate::alerts::parse_http_url(url), http::client(cfg.alerts.alertmanager.ca_file.as_deref())) {
-            (Ok(t), Ok(client)) => out.push(super::webhook::spawn(t, cfg.host.clone(), base, client, tasks)),
+            (Ok(t), Ok(client)) => out.push(super::webhook::spawn(t, Origin::of(cfg), client, tasks)),
             (Err(e), _) => tracing::error!("alerts.webhook: {e}"),
             (_, Err(e)) => tracing::error!("alerts will not reach the webhook: {e:#}"),
         }
@@ -107,8 +130,7 @@ pub fn spawn(cfg: &Config, tasks: &crate::tasks::Tasks) -> anyhow::Result<Option
         let at = crate::alerts::parse_http_url(u).map_err(|e| anyhow::anyhow!("alerts.alertmanager: {e}"))?;
         targets.push(Target { at, resolved: BTreeMap::new(), failing: false });
     }
-    let base = am.external_url.clone().unwrap_or_else(|| default_external_url(cfg));
-    let (reporter, resend) = (cfg.host.clone(), am.resend);
+    let (origin, resend) = (Origin::of(cfg), am.resend);
     let (tx, mut rx) = mpsc::channel::<Transition>(1000);
     let cancel = tasks.token().clone();
     tasks.spawn(async move {
@@ -129,9 +151,8 @@ pub fn spawn(cfg: &Config, tasks: &crate::tasks::Tasks) -> anyhow::Result<Option
                 _ = cancel.cancelled() => break,
             }
             let hold_ms = now_ms() + 4 * resend.as_millis() as i64;
-            let active: Vec<serde_json::Value> =
-                firing.values().map(|a| alert_json(a, &reporter, &base, hold_ms)).collect();
-            send_all(&client, &auth, &mut targets, &active, &reporter, &base).await;
+            let active: Vec<serde_json::Value> = firing.values().map(|a| alert_json(a, &origin, hold_ms)).collect();
+            send_all(&client, &auth, &mut targets, &active, &origin).await;
         }
     });
     Ok(Some(tx))
@@ -161,13 +182,12 @@ async fn send_all(
     auth: &Auth,
     targets: &mut [Target],
     active: &[serde_json::Value],
-    reporter: &str,
-    base: &str,
+    origin: &Origin,
 ) {
     let mut sends = Vec::new();
     for t in targets.iter() {
         let mut body = active.to_vec();
-        body.extend(t.resolved.values().map(|a| alert_json(a, reporter, base, 0)));
+        body.extend(t.resolved.values().map(|a| alert_json(a, origin, 0)));
         sends.push(body);
     }
     let results = futures_join(targets.iter().zip(sends).map(|(t, body)| {
@@ -238,16 +258,22 @@ mod tests {
     #[test]
     fn identity_is_the_same_whoever_reports_it() {
         let a = alert();
-        let from_a = alert_json(&a, "host-a", "http://host-a:9464", 5_000);
-        let from_b = alert_json(&a, "host-b", "http://host-b:9464", 9_000);
+        let origin = |h: &str| Origin {
+            reporter: h.into(),
+            generator_base: format!("http://{h}:9464"),
+            runbook_base: "https://wiki.example/runbooks/".into(),
+        };
+        let from_a = alert_json(&a, &origin("host-a"), 5_000);
+        let from_b = alert_json(&a, &origin("host-b"), 9_000);
         assert_eq!(from_a["labels"], from_b["labels"], "no per-reporter label");
         assert_eq!(from_a["labels"]["alertname"], "ClassPaused");
         assert_eq!(from_a["labels"]["severity"], "critical");
         assert_eq!(from_a["annotations"]["reported_by"], "host-a");
         assert_eq!(from_a["generatorURL"], "http://host-a:9464/alerts?alertname=ClassPaused");
+        assert_eq!(from_a["annotations"]["runbook_url"], "https://wiki.example/runbooks/class-paused.md");
         assert_eq!(from_a["endsAt"], rfc3339(5_000), "firing: holds until the given time");
         let mut r = a;
         r.resolved_ms = Some(7_000);
-        assert_eq!(alert_json(&r, "host-a", "http://h", 99_000)["endsAt"], rfc3339(7_000), "resolved: its own end");
+        assert_eq!(alert_json(&r, &origin("host-a"), 99_000)["endsAt"], rfc3339(7_000), "resolved: its own end");
     }
 }

@@ -1,10 +1,11 @@
-//! The supervisor's HTTP server (axum): `GET /metrics` for Prometheus and `GET /alerts`, the
-//! page each alert's `generatorURL` points at (what `drover alerts` prints). Exact paths; the
+//! The supervisor's HTTP server (axum): `GET /metrics` for Prometheus, `GET /alerts`, the
+//! page each alert's `generatorURL` points at (what `drover alerts` prints), and
+//! `GET /runbooks/<page>`, the runbooks their `runbook_url` points at by default. Exact paths; the
 //! listener, its accept errors and keep-alive are hyper's. Also runs the recorder's upkeep, so
 //! that histogram samples do not pile up when nothing scrapes.
 
 use crate::io::control::{render_alerts, StatusReport};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -25,7 +26,10 @@ pub fn router(metrics: PrometheusHandle, report: Arc<Mutex<StatusReport>>) -> ax
     axum::Router::new()
         .route("/metrics", get(metrics_page))
         .route("/alerts", get(alerts_page))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: this server has /metrics and /alerts\n") })
+        .route("/runbooks/{page}", get(runbook_page))
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, "not found: this server has /metrics, /alerts and /runbooks/README.md\n")
+        })
         .with_state(Shared { metrics, report })
 }
 
@@ -36,6 +40,13 @@ async fn metrics_page(State(s): State<Shared>) -> impl IntoResponse {
 async fn alerts_page(State(s): State<Shared>) -> impl IntoResponse {
     let text = s.report.lock().map(|r| render_alerts(&r)).unwrap_or_else(|_| "status unavailable\n".into());
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+}
+
+async fn runbook_page(Path(page): Path<String>) -> axum::response::Response {
+    match crate::io::runbooks::page(&page) {
+        Some(text) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no runbook {page}: see /runbooks/README.md\n")).into_response(),
+    }
 }
 
 /// Serves until cancelled; runs the recorder's upkeep every 5 s meanwhile.

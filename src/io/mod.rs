@@ -17,6 +17,7 @@ pub mod notify;
 pub mod policies;
 pub mod preflight;
 pub mod random;
+pub mod runbooks;
 pub mod systemd;
 pub mod units;
 pub mod webhook;

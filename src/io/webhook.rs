@@ -3,7 +3,7 @@
 //! alerts as they are: one POST per change, full-jitter retries. A second sink beside
 //! [`crate::io::alertmanager`]; the alert's labels and annotations are the same in both.
 
-use super::alertmanager::{annotations, generator_url, labels};
+use super::alertmanager::{annotations, generator_url, labels, Origin};
 use super::http::{self, Auth};
 use crate::alerts::{Alert, HttpTarget, Transition};
 use crate::backoff::Backoff;
@@ -13,14 +13,14 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-fn alert_json(a: &Alert, reporter: &str, generator_base: &str) -> serde_json::Value {
+fn alert_json(a: &Alert, origin: &Origin) -> serde_json::Value {
     json!({
         "status": if a.resolved_ms.is_some() { "resolved" } else { "firing" },
         "labels": labels(a),
-        "annotations": annotations(a, reporter),
+        "annotations": annotations(a, origin),
         "startsAt": rfc3339(a.since_ms),
         "endsAt": a.resolved_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-        "generatorURL": generator_url(generator_base, a),
+        "generatorURL": generator_url(&origin.generator_base, a),
         "fingerprint": format!("{:016x}", fingerprint(a)),
     })
 }
@@ -43,12 +43,12 @@ fn fingerprint(a: &Alert) -> u64 {
 }
 
 /// The webhook body for one transition.
-pub fn payload(t: &Transition, reporter: &str, generator_base: &str) -> serde_json::Value {
+pub fn payload(t: &Transition, origin: &Origin) -> serde_json::Value {
     let (a, status) = match t {
         Transition::Fired(a) => (a, "firing"),
         Transition::Resolved(a) => (a, "resolved"),
     };
-    let alert = alert_json(a, reporter, generator_base);
+    let alert = alert_json(a, origin);
     json!({
         "version": "4",
         "groupKey": format!("{{}}:{{alertname=\"{}\"}}", a.key.name),
@@ -58,7 +58,7 @@ pub fn payload(t: &Transition, reporter: &str, generator_base: &str) -> serde_js
         "groupLabels": { "alertname": a.key.name },
         "commonLabels": alert["labels"],
         "commonAnnotations": alert["annotations"],
-        "externalURL": generator_base,
+        "externalURL": origin.generator_base,
         "alerts": [alert],
     })
 }
@@ -67,8 +67,7 @@ pub fn payload(t: &Transition, reporter: &str, generator_base: &str) -> serde_js
 /// eight times with full-jitter backoff (1 s to 1 min), then dropped with an error in the log.
 pub fn spawn(
     target: HttpTarget,
-    reporter: String,
-    generator_base: String,
+    origin: Origin,
     client: reqwest::Client,
     tasks: &crate::tasks::Tasks,
 ) -> mpsc::Sender<Transition> {
@@ -79,7 +78,7 @@ pub fn spawn(
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut jitter = Jitter::from_os();
         while let Some(t) = rx.recv().await {
-            let body = payload(&t, &reporter, &generator_base);
+            let body = payload(&t, &origin);
             for attempt in 1..=8u32 {
                 match http::post_json(&client, &target, "", &Auth::None, &body).await {
                     Ok(()) => break,
@@ -119,7 +118,12 @@ mod tests {
             since_ms: 0,
             resolved_ms: None,
         };
-        let p = payload(&Transition::Fired(a.clone()), "h1", "http://h1:9464");
+        let origin = |h: &str| Origin {
+            reporter: h.into(),
+            generator_base: format!("http://{h}:9464"),
+            runbook_base: format!("http://{h}:9464/runbooks"),
+        };
+        let p = payload(&Transition::Fired(a.clone()), &origin("h1"));
         assert_eq!(p["version"], "4");
         assert_eq!(p["status"], "firing");
         assert_eq!(p["alerts"][0]["labels"]["alertname"], "LatencyDrift");
@@ -128,9 +132,10 @@ mod tests {
         assert_eq!(p["alerts"][0]["annotations"]["summary"], "drifted");
         assert_eq!(p["alerts"][0]["annotations"]["reported_by"], "h1");
         assert_eq!(p["alerts"][0]["generatorURL"], "http://h1:9464/alerts?alertname=LatencyDrift");
+        assert_eq!(p["alerts"][0]["annotations"]["runbook_url"], "http://h1:9464/runbooks/latency-drift.md");
         let mut r = a;
         r.resolved_ms = Some(60_000);
-        let p2 = payload(&Transition::Resolved(r), "h2", "http://h2:9464");
+        let p2 = payload(&Transition::Resolved(r), &origin("h2"));
         assert_eq!(p2["status"], "resolved");
         assert_eq!(p2["alerts"][0]["fingerprint"], p["alerts"][0]["fingerprint"], "same alert, same fingerprint");
     }

@@ -28,6 +28,33 @@ impl AlertKey {
     }
 }
 
+/// Every alert Drover raises itself (sent to Alertmanager and the webhook) and its runbook
+/// page in `docs/runbooks/`: what it means, what Drover already did, what to check, how to
+/// undo. A family of alerts (a host's, a worker's, a class's) shares one page.
+pub const RUNBOOKS: [(&str, &str); 14] = [
+    ("LatencyDrift", "latency-drift.md"),
+    ("JobRunningLong", "job-running-long.md"),
+    ("SlaAtRisk", "sla-at-risk.md"),
+    ("ClassStalled", "class-stalled.md"),
+    ("WorkerQuarantined", "quarantined.md"),
+    ("HostQuarantined", "quarantined.md"),
+    ("ClassPaused", "class-paused.md"),
+    ("HostSuspect", "suspect.md"),
+    ("WorkerSuspect", "suspect.md"),
+    ("ClassSuspect", "suspect.md"),
+    ("HostSlow", "slow.md"),
+    ("WorkerSlow", "slow.md"),
+    ("ClassSlow", "slow.md"),
+    ("ManyLookBad", "many-look-bad.md"),
+];
+
+/// The `runbook_url` of an alert: its page under `base` (`alerts.runbook_base`); `None` for a
+/// name without a page.
+pub fn runbook_url(base: &str, name: &str) -> Option<String> {
+    let page = RUNBOOKS.iter().find(|(n, _)| *n == name)?.1;
+    Some(format!("{}/{page}", base.trim_end_matches('/')))
+}
+
 /// One evaluation of a condition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Condition {
@@ -375,5 +402,22 @@ mod tests {
         ] {
             assert!(t(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn every_alert_drover_raises_has_a_runbook_page() {
+        let names =
+            [crate::latency::DRIFT, crate::latency::RUNNING_LONG, crate::latency::SLA_AT_RISK, crate::latency::STALLED]
+                .into_iter()
+                .chain(crate::judge::AlertKind::ALL.map(|k| k.name()))
+                .chain(crate::judge::SUSPECT_ALERTS);
+        for name in names {
+            let url = runbook_url("https://runbooks.example/drover/", name);
+            assert!(
+                url.as_deref().is_some_and(|u| u.starts_with("https://runbooks.example/drover/") && u.ends_with(".md")),
+                "{name}: {url:?}"
+            );
+        }
+        assert_eq!(runbook_url("b", "NotOurs"), None);
     }
 }

@@ -200,6 +200,10 @@ pub struct AlertmanagerConfig {
     /// The base of each alert's `generatorURL` (its `/alerts` page on the supervisor's HTTP
     /// server); default `http://<host>:<metrics port>`.
     pub external_url: Option<String>,
+    /// `alerts.runbook_base`: where each alert's `runbook_url` points, `<base>/<page>.md` with
+    /// the page names of `docs/runbooks/`; default `<external_url>/runbooks`, the pages the
+    /// supervisor serves itself.
+    pub runbook_base: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -775,11 +779,22 @@ fn read_alertmanager(r: &mut Reader, alerts_t: &Table) -> AlertmanagerConfig {
             r.problem("alerts.external_url", &e, "an http[s]://host[:port] URL");
         }
     }
+    let runbook_base = r.string(alerts_t, "alerts", "runbook_base", "an http://, https:// or file:// URL");
+    if let Some(u) = &runbook_base {
+        let known = ["http://", "https://", "file://"].iter().any(|s| u.starts_with(s) && u.len() > s.len());
+        if !known {
+            r.problem(
+                "alerts.runbook_base",
+                &format!("`{u}`"),
+                "an http://, https:// or file:// URL such as https://wiki.example/drover/runbooks",
+            );
+        }
+    }
     let resend = r.duration(alerts_t, "alerts", "alertmanager_resend", Duration::from_secs(60));
     if resend.is_zero() {
         r.problem("alerts.alertmanager_resend", "0s", "a duration above zero (Alertmanager expects 30s to 3m)");
     }
-    AlertmanagerConfig { urls, resend, ca_file, credentials_file, auth, external_url }
+    AlertmanagerConfig { urls, resend, ca_file, credentials_file, auth, external_url, runbook_base }
 }
 
 fn read_alerts(r: &mut Reader, root: &Table, env: &Environment, systemd: &SystemdConfig) -> AlertsConfig {
@@ -1505,6 +1520,7 @@ mod tests {
             alertmanager_credentials = "/etc/drover/am.cred"
             alertmanager_auth = "bearer"
             alertmanager_resend = "30s"
+            runbook_base = "https://wiki.example/drover/runbooks"
             webhook = "http://drover:pw@[::1]:9095/hook"
             [classes.x]
             command = ["x"]
@@ -1512,11 +1528,13 @@ mod tests {
         let c = Config::parse(ok, "ok.toml", &Environment::example()).expect("valid");
         let am = &c.alerts.alertmanager;
         assert_eq!((am.urls.len(), am.auth, am.resend), (2, AmAuth::Bearer, Duration::from_secs(30)));
+        assert_eq!(am.runbook_base.as_deref(), Some("https://wiki.example/drover/runbooks"));
         let bad = r#"
             [alerts]
             alertmanager = ["https://am-1:9093", "http://::1:9093"]
             alertmanager_auth = "basic"
             alertmanager_resend = "0s"
+            runbook_base = "docs/runbooks"
             webhook = "http://[::1:9095/hook"
             [classes.x]
             command = ["x"]
@@ -1525,7 +1543,13 @@ mod tests {
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["alerts.webhook", "alerts.alertmanager[1]", "alerts.alertmanager_auth", "alerts.alertmanager_resend"]
+            [
+                "alerts.webhook",
+                "alerts.alertmanager[1]",
+                "alerts.alertmanager_auth",
+                "alerts.runbook_base",
+                "alerts.alertmanager_resend"
+            ]
         );
     }
 
