@@ -152,6 +152,8 @@ rabbit_status() {
 # binary is needed. Debian's package does not start a service here (policy-rc.d), and where it
 # would, the packaged service is stopped: the tests never share one.
 ensure_alertmanager() {
+    # htpasswd makes the bcrypt hash of the TLS + basic-auth test's web config.
+    have htpasswd || apt_install apache2-utils
     have prometheus-alertmanager && return 0
     apt_install prometheus-alertmanager
     if pid1_is_systemd; then

@@ -89,19 +89,44 @@ pub fn default_external_url(cfg: &Config) -> String {
     }
 }
 
-/// The sinks of a supervisor's alerts: its Alertmanagers (one task) and its webhook. A sink
-/// that cannot start (an unreadable CA or credentials file) is said in the log and left out:
-/// the alerts still reach the log, `/metrics` and `drover alerts`.
-pub fn sinks(cfg: &Config, tasks: &crate::tasks::Tasks) -> Vec<mpsc::Sender<Transition>> {
-    let mut out = Vec::new();
+/// The sinks of a supervisor's alerts: its Alertmanagers (one task) and its webhook.
+#[derive(Default)]
+pub struct Sinks {
+    /// The Alertmanagers' task, which re-sends what it was told is firing.
+    pub alertmanager: Option<mpsc::Sender<Transition>>,
+    /// Every sink, the Alertmanagers' among them: each change goes to all.
+    pub all: Vec<mpsc::Sender<Transition>>,
+}
+
+impl Sinks {
+    /// Hands alerts that fire already (a new judge's, from the last judge's state) to the
+    /// Alertmanagers alone, so that they are re-sent and do not end there while they still hold:
+    /// they are no change, so the webhook hears nothing of them again.
+    pub fn still_firing(&self, alerts: Vec<Alert>) {
+        let Some(tx) = &self.alertmanager else { return };
+        for a in alerts {
+            if tx.try_send(Transition::Fired(a)).is_err() {
+                tracing::error!("alert delivery queue full: a firing alert not re-sent to Alertmanager");
+            }
+        }
+    }
+}
+
+/// Starts the sinks. A sink that cannot start (an unreadable CA or credentials file) is said in
+/// the log and left out: the alerts still reach the log, `/metrics` and `drover alerts`.
+pub fn sinks(cfg: &Config, tasks: &crate::tasks::Tasks) -> Sinks {
+    let mut out = Sinks::default();
     match spawn(cfg, tasks) {
-        Ok(Some(tx)) => out.push(tx),
+        Ok(Some(tx)) => {
+            out.alertmanager = Some(tx.clone());
+            out.all.push(tx);
+        }
         Ok(None) => {}
         Err(e) => tracing::error!("alerts will not reach Alertmanager: {e:#}"),
     }
     if let Some(url) = &cfg.alerts.webhook {
         match (crate::alerts::parse_http_url(url), http::client(cfg.alerts.alertmanager.ca_file.as_deref())) {
-            (Ok(t), Ok(client)) => out.push(super::webhook::spawn(t, Origin::of(cfg), client, tasks)),
+            (Ok(t), Ok(client)) => out.all.push(super::webhook::spawn(t, Origin::of(cfg), client, tasks)),
             (Err(e), _) => tracing::error!("alerts.webhook: {e}"),
             (_, Err(e)) => tracing::error!("alerts will not reach the webhook: {e:#}"),
         }

@@ -107,7 +107,12 @@ pub async fn post_json(
         return Ok(());
     }
     let text = resp.text().await.unwrap_or_default();
-    Err(format!("{url} answered {status}: {}", text.trim().chars().take(200).collect::<String>()))
+    let refused = match status.as_u16() {
+        401 | 403 if !matches!((&target.user, auth), (None, Auth::None)) => " (the credentials were refused)",
+        401 | 403 => " (credentials are required: alerts.alertmanager_credentials)",
+        _ => "",
+    };
+    Err(format!("{url} answered {status}{refused}: {}", text.trim().chars().take(200).collect::<String>()))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -121,7 +121,7 @@ struct Watcher {
     local: Judge,
     book: AlertBook,
     /// Alertmanagers and the webhook.
-    sinks: Vec<mpsc::Sender<Transition>>,
+    sinks: crate::io::alertmanager::Sinks,
     /// Where the holds go, and the JSON last written there.
     verdicts_path: PathBuf,
     kept_json: String,
@@ -259,6 +259,10 @@ impl Watcher {
             saved: saved.unwrap_or_default(),
             saved_at: Instant::now(),
         });
+        // What the last judge had firing fires still: Alertmanager must go on hearing of it.
+        if let Some(j) = &self.judge {
+            self.sinks.still_firing(j.fj.firing());
+        }
         Ok(())
     }
 
@@ -543,7 +547,7 @@ impl Watcher {
             Transition::Resolved(a) => ("alert resolved", a),
         };
         self.ctx.timeline.record("drover", &format!("{what}: {}", a.key.name), &a.summary, a.key.label("class"));
-        deliver(t, &self.cfg.host, &self.sinks);
+        deliver(t, &self.cfg.host, &self.sinks.all);
     }
 
     fn orders(&self) -> Vec<Order> {
