@@ -213,3 +213,88 @@ preflight = [["sh", "-c", "test ! -e \"$MARK\""]]
     let tl = drover(&["timeline", "--json", "--config"], &c.config);
     assert!(String::from_utf8_lossy(&tl.stdout).contains("rollout halted"), "the halt is in host-c's timeline");
 }
+
+/// Ctrl-C as a terminal sends it (SIGINT to the whole foreground process group) while the
+/// first wave's change runs: the change finishes, the rollout stops there with exit 1 and says
+/// what is still drained and the exact commands to undo and to resume; the commands it printed,
+/// run as printed, put the host back in service and finish the rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_a_rollout_after_the_current_step_with_the_exact_commands_to_undo_or_resume() {
+    use std::os::unix::process::CommandExt;
+    let class = r#"
+[classes.w]
+mode = "persistent"
+command = ["python3", "{handler}", "persistent"]
+timeout = "60s"
+workers = 1
+"#;
+    let mut a = Host::new("ctrlc", class);
+    let mut b = a.other_host("host-b", 1);
+    for h in [&mut a, &mut b] {
+        h.start_supervisor();
+    }
+    for h in [&a, &b] {
+        h.wait_status("a healthy unit", Duration::from_secs(60), |u| {
+            u.len() == 1 && u.values().all(|s| s.health == "healthy")
+        });
+    }
+    let dir = a.env.dir.clone();
+    // The change: says it started, takes a few seconds, says it finished.
+    let change =
+        format!(r#"touch "{d}/started-$DROVER_HOST"; sleep 3; touch "{d}/changed-$DROVER_HOST""#, d = dir.display());
+    let hosts = format!("{},host-b", a.name);
+    let (out, err) = (dir.join("rollout.out"), dir.join("rollout.err"));
+    let mut rollout = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["rollout", "--config"])
+        .arg(&a.config)
+        .args(["--hosts", &hosts, "--waves", "1,1", "--soak", "2s", "--deadline", "5s"])
+        .args(["--reason", "kernel 6.1, it's time", "--", "sh", "-c", &change])
+        .process_group(0)
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(std::fs::File::create(&err).expect("err"))
+        .spawn()
+        .expect("drover rollout");
+    let started = dir.join(format!("started-{}", a.name));
+    crate::harness::wait_until("the first wave's change runs", Duration::from_secs(90), || started.exists());
+    // SAFETY: signals the process group of our own child, as a terminal's Ctrl-C does.
+    unsafe { libc::kill(-(rollout.id() as i32), libc::SIGINT) };
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = rollout.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < end, "the rollout did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&err).expect("stderr");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(dir.join(format!("changed-{}", a.name)).exists(), "the change under way finished: {text}");
+    assert!(!dir.join("started-host-b").exists(), "the second wave was not touched: {text}");
+    assert!(text.contains(&format!("ROLLOUT STOPPED after the change of wave 1/2 ({})", a.name)), "{text}");
+    assert!(text.contains(&format!("still drained: {}", a.name)), "{text}");
+    // The state the message gives: the first wave's unit drained, the second's in service.
+    a.wait_status("wave 1 still drained", Duration::from_secs(10), |u| u.values().all(|s| s.health == "drained"));
+    assert!(b.units().values().all(|s| s.health == "healthy"), "{:?}", b.units());
+
+    let config = std::fs::canonicalize(&a.config).expect("config").display().to_string();
+    let undo = format!("drover undrain --config {config} --host {} --reason 'rollout stopped'", a.name);
+    let resume = format!(
+        r#"drover rollout --config {config} --hosts {hosts} --waves 1,1 --soak 2s --deadline 5s --reason 'kernel 6.1, it'\''s time' -- sh -c '{change}'"#
+    );
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines.contains(&undo.as_str()), "the undo command, exactly: {undo}\n{text}");
+    assert!(lines.contains(&resume.as_str()), "the resume command, exactly: {resume}\n{text}");
+
+    // Run as printed (with this build of drover first on PATH): each does what it says.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_drover")).parent().expect("bin dir").display().to_string();
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    let sh = |cmd: &str| std::process::Command::new("sh").args(["-c", cmd]).env("PATH", &path).output().expect("sh");
+    let undone = sh(&undo);
+    assert!(undone.status.success(), "{}", String::from_utf8_lossy(&undone.stderr));
+    a.wait_status("wave 1 back in service", Duration::from_secs(60), |u| u.values().all(|s| s.health == "healthy"));
+    let resumed = sh(&resume);
+    let said = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success(), "{said}\n{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(said.contains("rollout complete: 2 hosts in 2 waves"), "{said}");
+    assert!(dir.join("changed-host-b").exists());
+}

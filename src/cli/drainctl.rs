@@ -367,8 +367,12 @@ impl View {
 /// and undrains hosts in waves, soaking each wave and halting when it looks worse than the hosts
 /// not yet touched. Returns the exit status: 0 done, 1 halted.
 pub struct Rollout {
+    /// The configuration file as given, for the commands a stopped rollout prints.
+    pub config: std::path::PathBuf,
     pub hosts: Vec<String>,
     pub waves: Vec<crate::rollout::WaveSize>,
+    /// `--waves` as given.
+    pub waves_arg: String,
     pub command: Vec<String>,
     pub soak: Duration,
     pub deadline: Duration,
@@ -472,7 +476,8 @@ impl Run<'_> {
 
     /// Says exactly where the rollout stopped and the commands to resume it or undo it.
     fn interrupted(&self, left: &[Vec<String>], step: Option<&str>, label: &str) {
-        let config = "--config <file>";
+        let path = std::fs::canonicalize(&self.r.config).unwrap_or_else(|_| self.r.config.clone());
+        let config = format!("--config {}", sh_quote(&path.display().to_string()));
         let current = &left[0];
         let drained = matches!(step, Some("drain") | Some("change"));
         eprintln!(
@@ -483,7 +488,7 @@ impl Run<'_> {
             eprintln!("  still drained: {}", current.join(", "));
             eprintln!("  undo (put them back in service):");
             for h in current {
-                eprintln!("    drover undrain {config} --host {h} --reason 'rollout stopped'");
+                eprintln!("    drover undrain {config} --host {} --reason 'rollout stopped'", sh_quote(h));
             }
         }
         let rest: Vec<String> = if step.is_some() && !drained { left[1..].concat() } else { left.concat() };
@@ -491,14 +496,16 @@ impl Run<'_> {
             eprintln!("  nothing left to roll out");
         } else {
             let mut cmd = format!(
-                "drover rollout {config} --hosts {} --soak {} --deadline {} --reason '{}'",
-                rest.join(","),
+                "drover rollout {config} --hosts {} --waves {} --soak {} --deadline {} --reason {}",
+                sh_quote(&rest.join(",")),
+                sh_quote(&self.r.waves_arg),
                 crate::duration::format(self.r.soak),
                 crate::duration::format(self.r.deadline),
-                self.r.reason
+                sh_quote(&self.r.reason)
             );
             if !self.r.command.is_empty() {
-                cmd.push_str(&format!(" -- {}", self.r.command.join(" ")));
+                let words: Vec<String> = self.r.command.iter().map(|w| sh_quote(w)).collect();
+                cmd.push_str(&format!(" -- {}", words.join(" ")));
             }
             eprintln!("  resume (the hosts not yet done, in order):\n    {cmd}");
         }
@@ -601,8 +608,14 @@ impl Run<'_> {
         }
         for h in wave {
             println!("{label}: running {command:?} for {h}");
-            let status =
-                tokio::process::Command::new(&command[0]).args(&command[1..]).env("DROVER_HOST", h).status().await;
+            // In its own process group: Ctrl-C (which the terminal sends to the whole
+            // foreground group) stops the rollout after this step, not the change halfway.
+            let status = tokio::process::Command::new(&command[0])
+                .args(&command[1..])
+                .env("DROVER_HOST", h)
+                .process_group(0)
+                .status()
+                .await;
             match status {
                 Ok(s) if s.success() => {}
                 Ok(s) => problem = Some(format!("the command failed for {h} ({s})")),
@@ -692,6 +705,16 @@ impl Run<'_> {
     }
 }
 
+/// One word for a POSIX shell: as it is when nothing in it is special, else in single quotes.
+fn sh_quote(s: &str) -> String {
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./,:=@%+-".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Attempts, failures and run times of the events on the hosts that `on` picks.
 fn tally(events: &[JobEvent], on: impl Fn(&str) -> bool) -> Seen {
     let mut s = Seen::default();
@@ -725,4 +748,17 @@ async fn collect_events(cfg: &Config, into: EventLog) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn words_are_quoted_for_a_shell_only_when_they_need_it() {
+        assert_eq!(super::sh_quote("host-a,host-b"), "host-a,host-b");
+        assert_eq!(super::sh_quote("/etc/drover/drover.toml"), "/etc/drover/drover.toml");
+        assert_eq!(super::sh_quote("kernel 6.1"), "'kernel 6.1'");
+        assert_eq!(super::sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(super::sh_quote("$HOME"), "'$HOME'");
+        assert_eq!(super::sh_quote(""), "''");
+    }
 }

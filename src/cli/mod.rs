@@ -81,7 +81,16 @@ pub fn run(command: Command) -> Outcome {
             c::quarantine_release(&config, unit, reason, json)
         }
         Command::Rollout { config, hosts, waves, soak, deadline, reason, dry_run, command } => {
-            let r = drainctl::Rollout { hosts, waves: Vec::new(), command, soak, deadline, reason };
+            let r = drainctl::Rollout {
+                config: config.clone(),
+                hosts,
+                waves: Vec::new(),
+                waves_arg: waves.clone(),
+                command,
+                soak,
+                deadline,
+                reason,
+            };
             c::rollout(&config, r, &waves, dry_run)
         }
         Command::InstallUnits { system, user: _, config, dir, json } => c::install_units(&config, system, dir, json),
