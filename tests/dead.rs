@@ -143,3 +143,120 @@ async fn dead_letters_of_every_reason_are_listed_shown_and_requeued_with_their_i
     assert!(note["why"].as_str().unwrap_or("").contains(&expired), "{note}");
     assert!(!note["who"].as_str().unwrap_or("").is_empty());
 }
+
+/// Publishes `n` dead letters (`job-0` ... `job-<n-1>`, rejected) straight into the class's
+/// dead-letter queue, confirmed.
+async fn fill_dead(chan: &lapin::Channel, queue: &str, n: usize) {
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let mut confirms = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut h = FieldTable::default();
+        h.insert("x-drover-dead-reason".into(), AMQPValue::LongString("rejected".into()));
+        h.insert("x-drover-attempt".into(), AMQPValue::LongUInt(3));
+        let props = BasicProperties::default()
+            .with_message_id(format!("job-{i}").as_str().into())
+            .with_delivery_mode(2)
+            .with_headers(h);
+        let c = chan
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), b"{}", props)
+            .await
+            .expect("publish");
+        confirms.push(c);
+    }
+    for c in confirms {
+        assert!(c.await.expect("confirm").is_ack());
+    }
+}
+
+/// Ready messages in a queue (passive declare).
+async fn ready(chan: &lapin::Channel, queue: &str) -> u32 {
+    use lapin::options::QueueDeclareOptions;
+    let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+    chan.queue_declare(queue.into(), opts, Default::default()).await.expect("declare").message_count()
+}
+
+/// Messages of a queue delivered and not yet acknowledged, as the broker counts them.
+fn unacked(queue: &str) -> Option<u64> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "messages_unacknowledged"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix(queue)?.trim().parse().ok())
+}
+
+/// Takes every message of a queue away; their job ids.
+async fn drain_ids(chan: &lapin::Channel, queue: &str) -> Vec<String> {
+    use lapin::options::BasicGetOptions;
+    let mut ids = Vec::new();
+    while let Some(m) = chan.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("get") {
+        ids.push(m.delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default());
+    }
+    ids
+}
+
+/// `drover dead requeue --all` killed (SIGKILL: no clean-up of any kind) while it publishes,
+/// and again once everything is published, before the dead letters are removed: no job is lost.
+/// Each job is still a dead letter or requeued; one that was requeued but whose dead letter was
+/// not yet removed is in both (the documented duplicate: a requeue repeated later makes it two
+/// runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeue_killed_partway_loses_no_job() {
+    let env = Env::new("deadkill", "[classes.d]\ncommand = [\"true\"]\nworkers = 0\n");
+    let out = drover(&["dead", "list", "--class", "d", "--config"], &env.config);
+    assert!(out.status.success(), "declares the queues: {}", String::from_utf8_lossy(&out.stderr));
+    let (dead_q, work_q) = (format!("{}.dead.d", env.prefix), format!("{}.jobs.d", env.prefix));
+    let conn = crate::harness::connect().await;
+    let chan = conn.create_channel().await.expect("channel");
+    chan.confirm_select(Default::default()).await.expect("confirms");
+    let n = 5_000;
+    type When = fn(u32, u32) -> bool;
+    let rounds: [(&str, When); 2] =
+        [("while publishing", |work, _| work > 0), ("once everything is published", |work, n| work >= n)];
+    for (when, kill_at) in rounds {
+        fill_dead(&chan, &dead_q, n).await;
+        let mut requeue = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["dead", "requeue", "--class", "d", "--all", "--config"])
+            .arg(&env.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("drover dead requeue");
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(requeue.try_wait().expect("wait").is_none(), "{when}: the requeue ended before it was killed");
+            assert!(std::time::Instant::now() < end, "{when}: the requeue never got there");
+            if kill_at(ready(&chan, &work_q).await, n as u32) {
+                requeue.kill().expect("SIGKILL");
+                break;
+            }
+        }
+        let _ = requeue.wait();
+        // The broker gives back what the killed connection held (nothing unacknowledged left).
+        crate::harness::wait_until("the dead letters given back", Duration::from_secs(60), || {
+            unacked(&dead_q) == Some(0)
+        });
+        let (dead_n, work_n) = (ready(&chan, &dead_q).await, ready(&chan, &work_q).await);
+        let still_dead: std::collections::BTreeSet<String> = drain_ids(&chan, &dead_q).await.into_iter().collect();
+        let requeued: std::collections::BTreeSet<String> = drain_ids(&chan, &work_q).await.into_iter().collect();
+        let missing: Vec<String> = (0..n)
+            .map(|i| format!("job-{i}"))
+            .filter(|id| !still_dead.contains(id) && !requeued.contains(id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{when}: {} job(s) lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        let both = still_dead.intersection(&requeued).count();
+        eprintln!("{when}: {dead_n} still dead, {work_n} requeued, {both} in both");
+        assert!(work_n > 0 && dead_n > 0, "{when}: the kill came partway");
+        assert_eq!(
+            still_dead.len() + requeued.len() - both,
+            n,
+            "{when}: each job once or, requeued and not yet removed, twice"
+        );
+    }
+}

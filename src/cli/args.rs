@@ -351,7 +351,9 @@ pub enum DeadCommand {
     },
     /// Put dead letters back on their class's work queue: the job keeps its id and payload, its
     /// attempts start over, a deadline already past is renewed, and the requeue is written to
-    /// the timeline with who and why. Published with confirms before it leaves the dead letters.
+    /// the timeline with who and why. Published with confirms before it leaves the dead letters:
+    /// an interrupted requeue loses nothing, but a job it published and had not yet removed is
+    /// in both places (`dead list` still shows it); requeued again, it runs twice.
     #[command(
         after_help = "Examples:\n  drover dead requeue --config /etc/drover/drover.toml --class inference --id 0b7c... --id 4f1a... --why 'bucket permissions fixed'\n  drover dead requeue --config /etc/drover/drover.toml --class inference --reason deadline_expired --dry-run\n  drover dead requeue --config /etc/drover/drover.toml --class inference --all --why 'after the outage'"
     )]
