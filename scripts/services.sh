@@ -152,8 +152,6 @@ rabbit_status() {
 # binary is needed. Debian's package does not start a service here (policy-rc.d), and where it
 # would, the packaged service is stopped: the tests never share one.
 ensure_alertmanager() {
-    # htpasswd makes the bcrypt hash of the TLS + basic-auth test's web config.
-    have htpasswd || apt_install apache2-utils
     have prometheus-alertmanager && return 0
     apt_install prometheus-alertmanager
     if pid1_is_systemd; then
@@ -548,11 +546,20 @@ take_lock() {
         || die "another services.sh still holds $LOCK_FILE after ${LOCK_DEADLINE}s"
 }
 
+# Tools some tests drive: openssl (a CA and a certificate for the TLS alert tests), htpasswd
+# (the bcrypt hash of Alertmanager's web config), tmux (a terminal for the live drain view).
+ensure_test_tools() {
+    have openssl || apt_install openssl
+    have htpasswd || apt_install apache2-utils
+    have tmux || apt_install tmux
+}
+
 ensure_all() {
     take_lock
     ensure_python
     ensure_rabbitmq
     ensure_alertmanager
+    ensure_test_tools
     ensure_systemd
 }
 

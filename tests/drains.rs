@@ -298,3 +298,99 @@ workers = 1
     assert!(said.contains("rollout complete: 2 hosts in 2 waves"), "{said}");
     assert!(dir.join("changed-host-b").exists());
 }
+
+/// A terminal of the test's own (tmux on a private socket, a fixed size) running one command;
+/// its screen as a person would see it.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    fn run(cmd: &str, width: u16, height: u16) -> Terminal {
+        let socket = format!("drover-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let t = Terminal { socket };
+        let out = t.tmux(&["new-session", "-d", "-x", &width.to_string(), "-y", &height.to_string(), cmd]);
+        assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux (scripts/services.sh up installs it)")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p"]).stdout).into_owned()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// `drain --wait` on a terminal: one live view that redraws in place (one line per host, cut
+/// to the terminal's width, never a pile of old copies), the jobs left with their expected
+/// time and the deadline while it runs, and "safe to power off" at the end, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_wait_on_a_terminal_redraws_one_live_view_until_safe_to_power_off() {
+    // (In [alerts]: the class's usual run time is worked out at each evaluation.)
+    let class = r#"
+evaluate_every = "500ms"
+[classes.w]
+mode = "persistent"
+command = ["python3", "{handler}", "persistent"]
+timeout = "120s"
+workers = 2
+drain_early_requeue = false
+"#;
+    let mut h = Host::new("live", class);
+    let mut events = h.env.events().await;
+    h.start_supervisor();
+    h.wait_status("2 healthy units", Duration::from_secs(60), |u| {
+        u.len() == 2 && u.values().all(|s| s.health == "healthy")
+    });
+    // Two jobs done first give the class its usual run time (the expected time left).
+    h.env.submit("w", r#"{"sleep": 3}"#, 2, &[]);
+    events.wait_for("the first jobs", Duration::from_secs(60), |e| count(e, "succeeded") >= 2).await;
+    h.env.submit("w", r#"{"sleep": 6}"#, 2, &[]);
+    events.wait_for("both jobs running", Duration::from_secs(30), |e| count(e, "started") >= 4).await;
+    let cmd = format!(
+        "{} drain --host {} --deadline 2m --reason 'live view' --wait --config {}; echo EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_drover"),
+        h.name,
+        h.config.display()
+    );
+    let (width, height) = (100, 30);
+    let term = Terminal::run(&cmd, width, height);
+    let mut screens = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(90);
+    let last = loop {
+        let s = term.screen();
+        if s.contains("EXIT=") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < end, "the drain did not end; screen:\n{s}");
+        screens.push(s);
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let progress_lines = |s: &str| s.lines().filter(|l| l.contains("units stopped")).count();
+    let during: Vec<&String> = screens.iter().filter(|s| s.contains("job(s) left")).collect();
+    assert!(!during.is_empty(), "the jobs left were shown while the drain ran: {screens:#?}");
+    let shown = during.last().expect("a screen");
+    assert!(
+        during.iter().any(|s| s.contains("left (the last in about ")) && shown.contains("deadline in"),
+        "expected time and deadline: {during:#?}"
+    );
+    for s in screens.iter().chain([&last]) {
+        assert!(progress_lines(s) <= 1, "one live line for the host, redrawn in place:\n{s}");
+        assert!(s.lines().all(|l| l.chars().count() <= width as usize), "cut to the width:\n{s}");
+    }
+    assert_eq!(progress_lines(&last), 1, "the last state stays on the screen:\n{last}");
+    assert!(last.contains(&format!("{}: safe to power off", h.name)), "{last}");
+    assert!(last.contains("EXIT=0"), "{last}");
+}

@@ -267,16 +267,16 @@ fn summary(p: &Progress, now: i64) -> (String, String) {
     } else if p.done {
         "done".to_string()
     } else {
-        format!(
-            "{} job(s) left{}",
-            jobs.len(),
-            if jobs.is_empty() { String::new() } else { format!(": {}", jobs.join(", ")) }
-        )
+        let last = p.units.iter().filter(|u| u.job.is_some()).filter_map(|u| u.expected_left_s).reduce(f64::max);
+        let last = last.map(|s| format!(" (the last in about {})", crate::duration::format(secs(s))));
+        format!("{} job(s) left{}", jobs.len(), last.unwrap_or_default())
     };
+    // What matters most first: on a terminal the line is cut to its width at the end.
     let text = format!(
-        "{}: {stopped}/{total} units stopped, {state}{}",
+        "{}: {stopped}/{total} units stopped, {state}{}{}",
         p.host,
-        deadline.map(|d| format!(", {d}")).unwrap_or_default()
+        deadline.filter(|_| !p.done).map(|d| format!(", {d}")).unwrap_or_default(),
+        if jobs.is_empty() || p.done { String::new() } else { format!(": {}", jobs.join(", ")) }
     );
     let units: Vec<String> =
         p.units.iter().map(|u| format!("{}={}:{}", u.unit, u.state, u.job.as_deref().unwrap_or(""))).collect();
@@ -291,9 +291,18 @@ fn secs(s: f64) -> Duration {
 /// How progress is shown: a live view redrawn in place on a terminal, one line per change
 /// elsewhere, one JSON line per change with `--json`.
 enum View {
-    Live { bars: indicatif::MultiProgress, by_host: BTreeMap<String, indicatif::ProgressBar> },
-    Lines { last: BTreeMap<String, (String, usize)> },
-    Json { last: BTreeMap<String, String> },
+    Live {
+        bars: indicatif::MultiProgress,
+        by_host: BTreeMap<String, indicatif::ProgressBar>,
+        /// Requeues already printed, per host.
+        moves: BTreeMap<String, usize>,
+    },
+    Lines {
+        last: BTreeMap<String, (String, usize)>,
+    },
+    Json {
+        last: BTreeMap<String, String>,
+    },
 }
 
 impl View {
@@ -301,7 +310,9 @@ impl View {
         if json {
             View::Json { last: BTreeMap::new() }
         } else if std::io::stdout().is_terminal() {
-            View::Live { bars: indicatif::MultiProgress::new(), by_host: BTreeMap::new() }
+            // Drawn where the terminal was found: standard output.
+            let bars = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout());
+            View::Live { bars, by_host: BTreeMap::new(), moves: BTreeMap::new() }
         } else {
             View::Lines { last: BTreeMap::new() }
         }
@@ -310,11 +321,19 @@ impl View {
     fn show(&mut self, progress: &[Progress]) -> anyhow::Result<()> {
         let now = crate::io::clock::now_ms();
         match self {
-            View::Live { bars, by_host } => {
+            View::Live { bars, by_host, moves } => {
                 for p in progress {
+                    // Each job moved away is printed once, above the live lines.
+                    let seen = moves.entry(p.host.clone()).or_default();
+                    for m in p.requeued.iter().skip(*seen) {
+                        let to = m.to.as_deref().unwrap_or("waiting in the queue");
+                        bars.println(format!("{}: requeued {} from {} -> {to}", p.host, m.job, m.from))?;
+                    }
+                    *seen = p.requeued.len();
                     let bar = by_host.entry(p.host.clone()).or_insert_with(|| {
                         let b = bars.add(indicatif::ProgressBar::new(p.units.len() as u64));
-                        let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                        // `wide_msg`: cut to the terminal's width, so that a redraw never wraps.
+                        let style = indicatif::ProgressStyle::with_template("{bar:20} {wide_msg}")
                             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
                         b.set_style(style);
                         b
