@@ -547,11 +547,15 @@ take_lock() {
 }
 
 # Tools some tests drive: openssl (a CA and a certificate for the TLS alert tests), htpasswd
-# (the bcrypt hash of Alertmanager's web config), tmux (a terminal for the live drain view).
+# (the bcrypt hash of Alertmanager's web config), tmux (a terminal for the live drain view),
+# polkitd.
 ensure_test_tools() {
     have openssl || apt_install openssl
     have htpasswd || apt_install apache2-utils
     have tmux || apt_install tmux
+    # polkitd and a bus of its own: the test of the package's polkit rule.
+    [[ -x /usr/lib/polkit-1/polkitd ]] && have pkcheck || apt_install polkitd
+    have dbus-daemon || apt_install dbus-daemon
 }
 
 ensure_all() {

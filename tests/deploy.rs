@@ -558,3 +558,124 @@ workers = 0
     assert_eq!(notes.len(), 1, "only the unattributed note arrived: {notes:?}");
     assert_eq!(notes[0].who, "mallory (unverified)");
 }
+
+/// A process of ours, killed and reaped on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The uid and gid of a user.
+fn ids(user: &str) -> (u32, u32) {
+    let name = std::ffi::CString::new(user).expect("name");
+    // SAFETY: getpwnam with a valid C string; the entry is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(!pw.is_null(), "no user {user}");
+    // SAFETY: non-null entry from getpwnam.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+/// The package's polkit rule, evaluated by the real polkitd: the `drover` user may manage the
+/// worker units (`drover-worker@...`), not other units, not other systemd actions; another user
+/// may not manage the worker units. PID 1 is not systemd on the test machine, so no system
+/// manager asks polkit here: `pkcheck` asks it the question systemd asks (action
+/// `org.freedesktop.systemd1.manage-units` with the `unit` detail) on a system bus of the test's
+/// own (polkitd finds it through `DBUS_SYSTEM_BUS_ADDRESS`).
+#[test]
+fn the_polkit_rule_lets_the_drover_user_manage_worker_units_and_nothing_else() {
+    use std::os::unix::process::CommandExt;
+    let _drover = DroverUser::ensure();
+    let dir = scratch("polkit");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = dir.join("bus");
+    std::fs::write(
+        dir.join("bus.conf"),
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+            socket.display()
+        ),
+    )
+    .expect("bus config");
+    let bus = format!("unix:path={}", socket.display());
+    // The rule as the package ships it, where polkitd reads local rules (removed on drop).
+    let id = dir.file_name().expect("name").to_string_lossy().rsplit('-').next().expect("id").to_string();
+    let rule = PathBuf::from(format!("/etc/polkit-1/rules.d/50-drover-test-{id}.rules"));
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/50-drover.rules"), &rule).expect("install the rule");
+    struct RemoveFile(PathBuf);
+    impl Drop for RemoveFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rule = RemoveFile(rule);
+    let _bus = Proc(
+        Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", dir.join("bus.conf").display()))
+            .arg("--nofork")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (scripts/services.sh up installs it)"),
+    );
+    crate::harness::wait_until("the bus", Duration::from_secs(30), || socket.exists());
+    let _polkitd = Proc(
+        Command::new("/usr/lib/polkit-1/polkitd")
+            .arg("--no-debug")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("polkitd (scripts/services.sh up installs it)"),
+    );
+    crate::harness::wait_until("polkitd on the bus", Duration::from_secs(30), || {
+        Command::new("busctl")
+            .args(["--system", "status", "org.freedesktop.PolicyKit1"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    // A process of each user, the subject polkit is asked about.
+    let as_user = |user: &str| {
+        let (uid, gid) = ids(user);
+        Proc(Command::new("sleep").arg("120").uid(uid).gid(gid).spawn().expect("sleep"))
+    };
+    let (drover, nobody) = (as_user("drover"), as_user("nobody"));
+    let allowed = |p: &Proc, action: &str, unit: Option<&str>| {
+        let mut cmd = Command::new("pkcheck");
+        cmd.args(["--action-id", action, "--process", &p.0.id().to_string()]);
+        if let Some(u) = unit {
+            cmd.args(["--detail", "unit", u]);
+        }
+        let out = cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus).output().expect("pkcheck");
+        // 0: authorized; 1: not; 2: only after authentication (there is nobody to ask).
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) | Some(2) => false,
+            _ => panic!("pkcheck failed: {out:?}"),
+        }
+    };
+    let manage = "org.freedesktop.systemd1.manage-units";
+    assert!(allowed(&drover, manage, Some("drover-worker@inference-3.service")), "the supervisor manages its workers");
+    assert!(!allowed(&drover, manage, Some("ssh.service")), "and no other unit");
+    assert!(!allowed(&drover, manage, Some("drover-supervisor.service")), "not even its own unit");
+    assert!(!allowed(&drover, "org.freedesktop.systemd1.manage-unit-files", None), "nor unit files");
+    assert!(!allowed(&drover, "org.freedesktop.systemd1.reload-daemon", None), "nor a daemon reload");
+    assert!(!allowed(&nobody, manage, Some("drover-worker@inference-3.service")), "another user may not");
+    let _ = std::fs::remove_dir_all(dir);
+}
