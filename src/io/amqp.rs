@@ -172,9 +172,16 @@ impl Link {
 
     /// The broker user of the node connected to (or to be tried next), as the broker
     /// authenticates it: the URL's user, percent-decoded (`guest` when the URL names none).
-    pub fn user(&self) -> String {
+    /// `None` when the transport authenticates (`auth_mechanism=external`, a client
+    /// certificate) or the mechanism is anonymous: the user is then the broker's to say.
+    pub fn user(&self) -> Option<String> {
+        use lapin::uri::{AMQPUri, SASLMechanism};
         let url = self.cfg.urls.get(self.rotation.current()).map(String::as_str).unwrap_or("");
-        url.parse::<lapin::uri::AMQPUri>().map(|u| u.authority.userinfo.username).unwrap_or_else(|_| "guest".into())
+        let uri = url.parse::<AMQPUri>().ok()?;
+        match uri.query.auth_mechanism {
+            Some(SASLMechanism::External) | Some(SASLMechanism::Anonymous) => None,
+            _ => Some(uri.authority.userinfo.username),
+        }
     }
 
     async fn connect_once(&mut self) -> Result<(), BrokerError> {
@@ -614,5 +621,25 @@ pub async fn deadline<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(BrokerError::Unavailable(format!("{what}: {e}"))),
         Err(_) => Err(BrokerError::Timeout(limit, what)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Link;
+    use crate::config::{Config, Environment};
+
+    fn link(url: &str) -> Link {
+        let text = format!("[broker]\nurl = \"{url}\"\n[classes.x]\ncommand = [\"x\"]\n");
+        let cfg = Config::parse(&text, "t.toml", &Environment::example()).expect("config");
+        Link::new(&cfg.broker, "test")
+    }
+
+    #[test]
+    fn the_user_is_the_one_the_broker_authenticates() {
+        assert_eq!(link("amqp://drover-operator:pw@h:5672/%2f").user().as_deref(), Some("drover-operator"));
+        assert_eq!(link("amqp://ops%40site:pw@h/%2f").user().as_deref(), Some("ops@site"), "percent-decoded");
+        assert_eq!(link("amqp://h:5672/%2f").user().as_deref(), Some("guest"), "the client's default login");
+        assert_eq!(link("amqps://h:5671/%2f?auth_mechanism=external").user(), None, "the certificate says who");
     }
 }

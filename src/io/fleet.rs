@@ -188,13 +188,15 @@ pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -
     let (chan, mut consumer, reply_to) = link.private_consumer(None, "cli").await?;
     declare_exchange(&chan, cfg).await?;
     let correlation = uuid::Uuid::new_v4().to_string();
-    let props = BasicProperties::default()
+    let mut props = BasicProperties::default()
         .with_reply_to(ShortString::from(reply_to.as_str()))
         .with_correlation_id(ShortString::from(correlation.as_str()))
-        // The broker refuses a user-id other than the connection's own: the supervisor records
-        // this, not the body's `who`, as the sender.
-        .with_user_id(ShortString::from(link.user()))
         .with_delivery_mode(2);
+    // The broker refuses a user-id other than the connection's own: the supervisor records
+    // this, not the body's `who`, as the sender.
+    if let Some(user) = link.user() {
+        props = props.with_user_id(ShortString::from(user));
+    }
     let body = serde_json::to_vec(req)?;
     link.publish(&exchange(cfg), &target.key(), &body, props).await?;
     let end = Instant::now() + wait;
