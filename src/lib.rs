@@ -6,7 +6,7 @@
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
 //! [`exits`], [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`fleet_judge`],
-//! [`verdicts`], [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`], [`dead`]. That crate
+//! [`verdicts`], [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`], [`dead`], [`page`]. That crate
 //! depends on no async runtime, broker, bus or HTTP crate and reads no clock, environment or random source, so the
 //! compiler keeps them pure.
 //!
@@ -60,7 +60,7 @@
 
 pub use drover_core::{
     alerts, backoff, config, dead, drift, duration, events, exits, fleet_judge, job, judge, latency, maintenance,
-    outcome, progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
+    outcome, page, progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;
