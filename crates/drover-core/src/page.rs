@@ -183,6 +183,41 @@ impl ActionForm {
     }
 }
 
+/// Run times kept per class for the page's histogram.
+pub const CHART_DURATIONS: usize = 200;
+/// Drift scores kept per class (one an evaluation).
+pub const CHART_SCORES: usize = 240;
+
+/// What one supervisor keeps of a class for the page's charts: the recent run times it saw, the
+/// fleet-wide drift score at each evaluation, and the baseline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassChart {
+    pub durations: std::collections::VecDeque<f64>,
+    /// (ms since the epoch, score 0..1; 1 is the alarm threshold).
+    pub scores: std::collections::VecDeque<(i64, f64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::drift::Baseline>,
+}
+
+impl ClassChart {
+    pub fn duration(&mut self, d: f64) {
+        if d.is_finite() && d > 0.0 {
+            self.durations.push_back(d);
+            if self.durations.len() > CHART_DURATIONS {
+                self.durations.pop_front();
+            }
+        }
+    }
+
+    pub fn score(&mut self, at_ms: i64, score: f64, baseline: Option<crate::drift::Baseline>) {
+        self.scores.push_back((at_ms, if score.is_finite() { score.clamp(0.0, 1.0) } else { 0.0 }));
+        if self.scores.len() > CHART_SCORES {
+            self.scores.pop_front();
+        }
+        self.baseline = baseline;
+    }
+}
+
 /// Who the timeline says did an action from the page: the token's name and where it came from.
 pub fn who(name: &str, from: &str) -> String {
     format!("{name} (page, from {from})")
@@ -416,6 +451,21 @@ mod tests {
         let h = histogram(&[3.0, 3.0, 3.0], &[], 5);
         assert_eq!(h.iter().map(|b| b.count).sum::<usize>(), 3);
         assert!(histogram(&[], &[1.0], 5).is_empty());
+    }
+
+    #[test]
+    fn charts_keep_the_newest_and_only_real_numbers() {
+        let mut c = ClassChart::default();
+        for i in 0..(CHART_DURATIONS + 5) {
+            c.duration(i as f64 + 1.0);
+        }
+        c.duration(f64::NAN);
+        c.duration(0.0);
+        assert_eq!(c.durations.len(), CHART_DURATIONS);
+        assert_eq!(c.durations.front(), Some(&6.0));
+        c.score(1, 2.5, None);
+        c.score(2, f64::NAN, None);
+        assert_eq!(c.scores.iter().copied().collect::<Vec<_>>(), [(1, 1.0), (2, 0.0)]);
     }
 
     #[test]
