@@ -1,7 +1,8 @@
-//! The supervisor's HTTP server (axum): `GET /metrics` for Prometheus and `GET /alerts`, the
-//! page each alert's `generatorURL` points at (what `drover alerts` prints). Exact paths; the
-//! listener, its accept errors and keep-alive are hyper's. Also runs the recorder's upkeep, so
-//! that histogram samples do not pile up when nothing scrapes.
+//! The supervisor's HTTP server (axum): `GET /metrics` for Prometheus, `GET /alerts`, the
+//! page each alert's `generatorURL` points at (what `drover alerts` prints), and the fleet's
+//! page at `/` ([`crate::io::web`]) unless `[web] enabled = false`. Exact paths; the listener,
+//! its accept errors and keep-alive are hyper's. Also runs the recorder's upkeep, so that
+//! histogram samples do not pile up when nothing scrapes.
 
 use crate::io::control::{render_alerts, StatusReport};
 use axum::extract::State;
@@ -20,13 +21,21 @@ struct Shared {
     report: Arc<Mutex<StatusReport>>,
 }
 
-/// The router alone, for tests and for a later page that shares the server.
-pub fn router(metrics: PrometheusHandle, report: Arc<Mutex<StatusReport>>) -> axum::Router {
-    axum::Router::new()
+/// The router alone, for tests; with the page's routes when there is a page.
+pub fn router(
+    metrics: PrometheusHandle,
+    report: Arc<Mutex<StatusReport>>,
+    page: Option<crate::io::web::Page>,
+) -> axum::Router {
+    let app = axum::Router::new()
         .route("/metrics", get(metrics_page))
         .route("/alerts", get(alerts_page))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: this server has /metrics and /alerts\n") })
-        .with_state(Shared { metrics, report })
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: this server has /, /metrics and /alerts\n") })
+        .with_state(Shared { metrics, report });
+    match page {
+        Some(p) => app.merge(crate::io::web::routes(p)),
+        None => app,
+    }
 }
 
 async fn metrics_page(State(s): State<Shared>) -> impl IntoResponse {
@@ -43,6 +52,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
     report: Arc<Mutex<StatusReport>>,
+    page: Option<crate::io::web::Page>,
     cancel: CancellationToken,
 ) {
     let upkeep = {
@@ -57,10 +67,10 @@ pub async fn serve(
             }
         }
     };
-    let app = router(metrics, report);
+    let app = router(metrics, report, page).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let (r, ()) = tokio::join!(server.into_future(), upkeep);
     if let Err(e) = r {
-        tracing::error!("HTTP server (/metrics): {e}");
+        tracing::error!("HTTP server (/metrics and the page): {e}");
     }
 }

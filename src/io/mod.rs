@@ -19,5 +19,6 @@ pub mod preflight;
 pub mod random;
 pub mod systemd;
 pub mod units;
+pub mod web;
 pub mod webhook;
 pub mod wire;

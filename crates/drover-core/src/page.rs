@@ -474,7 +474,8 @@ mod tests {
         own.insert("runbook_url".to_string(), "https://wiki/x".to_string());
         // (name, annotations, base, link)
         let none = BTreeMap::new();
-        let cases: [(&str, &BTreeMap<String, String>, Option<&str>, Option<&str>); 4] = [
+        type Case<'a> = (&'a str, &'a BTreeMap<String, String>, Option<&'a str>, Option<&'a str>);
+        let cases: [Case; 4] = [
             ("LatencyDrift", &own, Some("https://w/r"), Some("https://wiki/x")),
             ("LatencyDrift", &none, Some("https://w/r/"), Some("https://w/r/latency-drift.md")),
             ("WorkerQuarantined", &none, Some("docs"), Some("docs/worker-quarantined.md")),
