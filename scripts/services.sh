@@ -546,9 +546,15 @@ take_lock() {
         || die "another services.sh still holds $LOCK_FILE after ${LOCK_DEADLINE}s"
 }
 
+# The page's browser tests (tests/web.rs) drive headless Chromium over WebDriver.
+ensure_chromium() {
+    { have chromium && have chromedriver; } || apt_install chromium chromium-driver
+}
+
 ensure_all() {
     take_lock
     ensure_python
+    ensure_chromium
     ensure_rabbitmq
     ensure_alertmanager
     ensure_systemd

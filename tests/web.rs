@@ -1,0 +1,288 @@
+//! The supervisor's page in a real browser: headless Chromium driven over WebDriver
+//! (`chromedriver`, fantoccini) against two real supervisors with real units under the systemd
+//! user manager. One host's units hang on every job and are quarantined: the page shows the
+//! quarantine and its evidence. An action without the operator's token is refused and changes
+//! nothing; with it, the other host is drained from the page and the page shows it move from
+//! "draining" to "safe to power off" (a job holds the drain open until the test lets it end).
+//! The timeline says who did it. At a phone's width nothing runs off the screen.
+
+use crate::harness::wait_until;
+use crate::quarantine::add_environment;
+use crate::supervisor::{drover, Host};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLASS: &str = r#"
+evaluate_every = "500ms"
+[quarantine]
+hold = "10m"
+alpha = 1e-3
+[web]
+actions = true
+token_file = "{dir}/web-tokens"
+refresh = "1s"
+[classes.w]
+mode = "persistent"
+command = ["python3", "{handler}", "persistent"]
+timeout = "2s"
+max_attempts = 10
+poison_after = 0
+retry_base = "300ms"
+retry_max = "1s"
+workers = 2
+[classes.hold]
+command = ["python3", "{handler}"]
+timeout = "5m"
+workers = 1
+"#;
+
+const TOKEN: &str = "6f1d0c0e9a8b47d2b1c3e5f7a9d0b2c4";
+
+/// `chromedriver` on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; scripts/services.sh installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until("chromedriver to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Driver { child, url }
+    }
+
+    async fn browser(&self, profile: &std::path::Path) -> Client {
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,2200",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("--user-data-dir={}", profile.display())])
+        .collect::<Vec<_>>();
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), "chrome".into());
+        caps.insert("goog:chromeOptions".into(), serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }));
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector).capabilities(caps).connect(&self.url).await.expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The page's address, from the supervisor's log.
+fn page_url(h: &Host) -> String {
+    let find = || {
+        h.supervisor_log()
+            .lines()
+            .rev()
+            .find_map(|l| l.split("page on ").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string))
+    };
+    wait_until("the supervisor to serve its page", Duration::from_secs(30), || find().is_some());
+    find().unwrap_or_default()
+}
+
+/// Waits until the text of the first element matching `css` satisfies `ok`; returns it.
+async fn text_of(c: &Client, css: &str, what: &str, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < end {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            last = e.text().await.unwrap_or_default();
+            if ok(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let page = c.find(Locator::Css("main")).await.ok();
+    let shown = match page {
+        Some(m) => m.text().await.unwrap_or_default(),
+        None => String::new(),
+    };
+    panic!("{what}: `{css}` still says {last:?} after {limit:?}; the page shows:\n{shown}");
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    e.clear().await.expect("clear");
+    e.send_keys(text).await.expect("type");
+}
+
+async fn choose(c: &Client, css: &str, value: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    e.select_by_value(value).await.unwrap_or_else(|e| panic!("{css} = {value}: {e}"));
+}
+
+fn timeline(h: &Host) -> String {
+    String::from_utf8_lossy(&drover(&["timeline", "--json", "--config"], &h.config).stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without_the_token_and_a_drain_to_safe_to_power_off(
+) {
+    let mut good = Host::new("web", CLASS);
+    std::fs::write(good.env.dir.join("web-tokens"), format!("# operators\nalice:{TOKEN}\n")).expect("tokens");
+    let mut bad = good.other_host("host-bad", 1);
+    // The bad host runs no `hold` unit: the held job below runs on the good host.
+    let text = std::fs::read_to_string(&bad.config).expect("config");
+    let at = text.rfind("workers = 1").expect("the hold class's workers");
+    std::fs::write(&bad.config, format!("{}workers = 0{}", &text[..at], &text[at + "workers = 1".len()..]))
+        .expect("config");
+    add_environment(&bad, "BEHAVE_BAD=1");
+    good.start_supervisor();
+    bad.start_supervisor();
+    good.wait_status("3 healthy units", Duration::from_secs(60), |u| {
+        u.values().filter(|s| s.health == "healthy").count() == 3
+    });
+    bad.wait_status("1 healthy unit", Duration::from_secs(60), |u| u.values().any(|s| s.health == "healthy"));
+    let url = page_url(&good);
+
+    let driver = Driver::start();
+    let profile = good.env.dir.join("chromium-profile");
+    let c = driver.browser(&profile).await;
+    c.goto(&url).await.expect("the page loads");
+    text_of(&c, "#live", "the page goes live", Duration::from_secs(30), |t| t == "live").await;
+    let hosts = text_of(&c, "#hosts", "both hosts listed", Duration::from_secs(30), |t| {
+        t.contains(&good.name) && t.contains("host-bad")
+    })
+    .await;
+    assert!(hosts.contains("healthy"), "{hosts}");
+
+    // The bad host's unit hangs on every job: quarantined, and the page says why.
+    // Jobs in batches until the evidence suffices (each batch gives the bad unit a few to hang on).
+    let quarantined = || bad.units().values().any(|s| s.health == "quarantined");
+    for _ in 0..12 {
+        if quarantined() {
+            break;
+        }
+        good.env.submit("w", r#"{"sleep": 0.3}"#, 20, &[]);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end && !quarantined() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    bad.wait_status("quarantined", Duration::from_secs(30), |u| u.values().any(|s| s.health == "quarantined"));
+    let list = drover(&["quarantine", "list", "--json", "--config"], &bad.config);
+    let orders: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    let reason = orders[0]["reason"].as_str().unwrap_or_else(|| panic!("a quarantine: {orders}")).to_string();
+    let shown = text_of(&c, ".quarantine[data-host='host-bad']", "the quarantine", Duration::from_secs(30), |t| {
+        t.contains("Evidence")
+    })
+    .await;
+    assert!(shown.contains(&reason), "the page shows the evidence the supervisor holds ({reason}):\n{shown}");
+    assert!(shown.contains("on hold until") && shown.contains("then one probe job"), "the probe's state: {shown}");
+    let health = text_of(&c, ".host[data-host='host-bad']", "the unit's health", Duration::from_secs(30), |t| {
+        t.contains("quarantined")
+    })
+    .await;
+    assert!(health.contains("w-1"), "{health}");
+    let alerts =
+        text_of(&c, "#alerts", "the quarantine's alert", Duration::from_secs(60), |t| t.contains("WorkerQuarantined"))
+            .await;
+    assert!(alerts.contains("host=host-bad"), "{alerts}");
+
+    // A job on the good host that runs until the test lets it end.
+    let release = good.env.dir.join("let-the-job-end");
+    let held = good.env.submit("hold", &format!(r#"{{"until_file": "{}"}}"#, release.display()), 1, &[]);
+    good.wait_status("the held job running", Duration::from_secs(60), |u| {
+        u.values().any(|s| s.job.as_ref().is_some_and(|j| j.id == held[0]))
+    });
+
+    // Without the token (and with a wrong one): refused, and nothing changes.
+    choose(&c, "#a-verb", "drain").await;
+    choose(&c, "#a-host", &good.name).await;
+    fill(&c, "#a-unit", "").await;
+    fill(&c, "#a-deadline", "5m").await;
+    fill(&c, "#a-reason", "PSU swap in rack 4").await;
+    fill(&c, "#a-token", "").await;
+    c.find(Locator::Css("#a-go")).await.expect("button").click().await.expect("click");
+    let said =
+        text_of(&c, "#action-result", "the refusal", Duration::from_secs(20), |t| t.starts_with("refused")).await;
+    assert!(said.contains("401") && said.contains("no valid operator token"), "{said}");
+    fill(&c, "#a-token", "not-the-token-0123456789").await;
+    c.find(Locator::Css("#a-go")).await.expect("button").click().await.expect("click");
+    text_of(&c, "#action-result", "the wrong token refused", Duration::from_secs(20), |t| {
+        t.starts_with("refused (401)")
+    })
+    .await;
+    assert!(!timeline(&good).contains("drain (deadline"), "nothing was drained: {}", timeline(&good));
+    assert!(good.units().values().all(|u| u.health == "healthy"), "{:#?}", good.units());
+
+    // With it: the good host drains, and the page follows it to "safe to power off".
+    fill(&c, "#a-token", TOKEN).await;
+    c.find(Locator::Css("#a-go")).await.expect("button").click().await.expect("click");
+    let said = text_of(&c, "#action-result", "the drain accepted", Duration::from_secs(30), |t| {
+        t.starts_with("drain:") || t.starts_with("not done") || t.starts_with("refused")
+    })
+    .await;
+    assert_eq!(said, format!("drain: done on {}", good.name));
+    let banner = format!("#power .power[data-host='{}']", good.name);
+    let draining =
+        text_of(&c, &banner, "the drain in progress", Duration::from_secs(30), |t| t.contains("DRAINING")).await;
+    assert!(draining.contains("1 job(s) still running") && draining.contains("PSU swap in rack 4"), "{draining}");
+    assert!(!draining.contains("SAFE TO POWER OFF"), "{draining}");
+    std::fs::write(&release, "").expect("the job may end");
+    let safe =
+        text_of(&c, &banner, "safe to power off", Duration::from_secs(60), |t| t.contains("SAFE TO POWER OFF")).await;
+    assert!(safe.contains("drained by alice (page, from 127.0.0.1)"), "{safe}");
+    let class = c.find(Locator::Css(&format!("{banner}.safe"))).await;
+    assert!(class.is_ok(), "the banner is the safe one");
+    assert!(good.units().values().all(|u| u.health == "drained"), "{:#?}", good.units());
+
+    // Who did it, in the supervisor's timeline and on the page's.
+    let tl = timeline(&good);
+    assert!(tl.contains("alice (page, from 127.0.0.1)") && tl.contains("drain (deadline"), "{tl}");
+    choose(&c, "#t-host", &good.name).await;
+    text_of(&c, "#timeline", "the drain in the page's timeline", Duration::from_secs(20), |t| {
+        t.contains("alice (page, from 127.0.0.1)") && t.contains("drain (deadline") && !t.contains("host-bad ·")
+    })
+    .await;
+
+    // Charts are drawn: the class's run-time histogram.
+    let bars = c.find_all(Locator::Css(".class[data-class='w'] svg rect.bin")).await.expect("bars");
+    assert!(!bars.is_empty(), "a run-time histogram");
+
+    let shot = std::env::var_os("DROVER_PAGE_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| good.env.dir.join("page.png"));
+    std::fs::write(&shot, c.screenshot().await.expect("screenshot")).expect("write the screenshot");
+
+    // A phone's width: nothing runs off the side.
+    c.set_window_size(390, 844).await.expect("phone width");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let overflow = c
+        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![])
+        .await
+        .expect("measure");
+    assert_eq!(overflow.as_i64(), Some(0), "the page is wider than a phone's screen");
+
+    let _ = c.close().await;
+    let out = drover(&["undrain", "--host", &good.name, "--reason", "test over", "--config"], &good.config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    good.stop_supervisor();
+    bad.stop_supervisor();
+}
