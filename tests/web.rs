@@ -137,6 +137,24 @@ async fn choose(c: &Client, css: &str, value: &str) {
     e.select_by_value(value).await.unwrap_or_else(|e| panic!("{css} = {value}: {e}"));
 }
 
+/// One POST of an action form to a page, as a script would send it: the whole response.
+fn post_action(page: &str, token: &str, form: &serde_json::Value) -> String {
+    use std::io::{Read, Write};
+    let addr = page.trim_start_matches("http://").trim_end_matches('/');
+    let body = form.to_string();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the page");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let req = format!(
+        "POST /api/action HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    text
+}
+
 fn timeline(h: &Host) -> String {
     String::from_utf8_lossy(&drover(&["timeline", "--json", "--config"], &h.config).stdout).to_string()
 }
@@ -150,8 +168,9 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
     // The bad host runs no `hold` unit: the held job below runs on the good host.
     let text = std::fs::read_to_string(&bad.config).expect("config");
     let at = text.rfind("workers = 1").expect("the hold class's workers");
-    std::fs::write(&bad.config, format!("{}workers = 0{}", &text[..at], &text[at + "workers = 1".len()..]))
-        .expect("config");
+    // Its page is read-only.
+    let text = format!("{}workers = 0{}", &text[..at], &text[at + "workers = 1".len()..]);
+    std::fs::write(&bad.config, text.replace("actions = true", "actions = false")).expect("config");
     add_environment(&bad, "BEHAVE_BAD=1");
     good.start_supervisor();
     bad.start_supervisor();
@@ -229,6 +248,11 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
         t.starts_with("refused (401)")
     })
     .await;
+    // A read-only page refuses even the right token.
+    let form = serde_json::json!({"verb": "cordon", "host": "host-bad", "reason": "test"});
+    let answer = post_action(&page_url(&bad), TOKEN, &form);
+    assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("this page is read-only"), "{answer}");
+    assert!(!timeline(&bad).contains("\"what\":\"cordon\""), "nothing was cordoned: {}", timeline(&bad));
     assert!(!timeline(&good).contains("drain (deadline"), "nothing was drained: {}", timeline(&good));
     assert!(good.units().values().all(|u| u.health == "healthy"), "{:#?}", good.units());
 
