@@ -30,7 +30,9 @@
 //!     labels that make an alert's identity;
 //!   - [`io::webhook`]: alert delivery to an Alertmanager-compatible webhook (a second sink);
 //!   - [`io::http`]: the HTTP client of both (TLS, CA file, basic or bearer auth, deadlines);
-//!   - [`io::http_server`]: the supervisor's HTTP server, `/metrics` and `/alerts`;
+//!   - [`io::http_server`]: the supervisor's HTTP server, `/metrics`, `/alerts` and the page;
+//!   - [`io::web`]: the page's routes: embedded HTML/CSS/JS, its view by server-sent events,
+//!     the timeline filtered, actions behind an operator's token;
 //!   - [`io::metrics`]: every metric name and the Prometheus recorder;
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
 //!   - [`io::config_file`]: the configuration file and the machine's defaults;
@@ -48,7 +50,8 @@
 //!   and reconcile passes in `supervisor/mod.rs`; `watch`, this host's job events, the seat of
 //!   the fleet's judge when the broker gives it to this supervisor, the judge's decisions
 //!   applied and the alerts delivered; [`supervisor::orders`], its
-//!   maintenance orders, timeline and request handling.
+//!   maintenance orders, timeline and request handling; [`supervisor::page`], the fleet's view
+//!   gathered for the page (every host over the control exchange) and the page's actions sent.
 //! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
 //!   function and picks the exit code once ([`cli::Failure`]); [`cli::submit`] (`drover submit`)
 //!   [`cli::drainctl`] (`drover drain / cordon / undrain / rollout`), [`cli::dead`] (`drover dead`)

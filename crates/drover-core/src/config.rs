@@ -1549,6 +1549,8 @@ mod tests {
         let q = &c.quarantine;
         assert_eq!((q.enforce, q.cordon_alpha, q.tail_quantile), (d.enforce, d.cordon_alpha, d.tail_quantile));
         assert_eq!((q.slow_factor, q.max_quarantined, q.alpha), (d.slow_factor, d.max_quarantined, d.alpha));
+        // The page: on, read-only, with its default refresh.
+        assert!(c.web.enabled && !c.web.actions && c.web.refresh == Duration::from_secs(3));
     }
 
     #[test]
