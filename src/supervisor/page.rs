@@ -31,6 +31,8 @@ const TIMELINE_SINCE_MS: i64 = 24 * 3600 * 1000;
 const TIMELINE_KEEP: usize = 3000;
 /// Dead letters are counted every this many gatherings (they are all held for the count).
 const DEAD_EVERY: u32 = 5;
+/// Rollouts' waves shown: those of the last this long.
+const ROLLOUTS_SINCE_MS: i64 = 12 * 3600 * 1000;
 
 #[derive(Serialize)]
 struct View {
@@ -45,6 +47,8 @@ struct View {
     not_answering: Vec<String>,
     classes: Vec<ClassView>,
     drains: Vec<Progress>,
+    /// Rollouts' waves of the last hours, from the timeline.
+    rollouts: Vec<view::Wave>,
     quarantines: Vec<QuarantineView>,
     alerts: Vec<AlertView>,
     dead_reasons: &'static [&'static str],
@@ -241,8 +245,11 @@ impl Gathering {
         let answered: BTreeSet<String> = statuses.iter().map(|r| r.host.clone()).collect();
         let not_answering = m.seen.keys().filter(|h| !answered.contains(*h)).cloned().collect();
         let dead = m.dead.clone();
+        let rollouts = view::rollout_waves(&m.timeline, now - ROLLOUTS_SINCE_MS);
         drop(m);
-        self.build(now, broker, statuses, progress, charts, depths, dead, not_answering)
+        let mut v = self.build(now, broker, statuses, progress, charts, depths, dead, not_answering);
+        v.rollouts = rollouts;
+        v
     }
 
     fn empty(&self, now: i64, broker: bool) -> View {
@@ -358,6 +365,7 @@ impl Gathering {
             not_answering,
             classes: by_class.into_values().collect(),
             drains,
+            rollouts: vec![],
             quarantines,
             alerts,
             dead_reasons: crate::dead::REASONS,

@@ -321,6 +321,49 @@ pub fn filter_timeline(entries: &[TimelineEntry], host: &str, class: &str, limit
         .collect()
 }
 
+/// One wave of a rollout as the timeline tells it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Wave {
+    /// `wave 2/4 (gpu-3, gpu-4)`.
+    pub label: String,
+    /// `in progress` (draining, changing, soaking), `done`, `interrupted` or `halted`.
+    pub state: &'static str,
+    pub at_ms: i64,
+    pub who: String,
+    pub why: String,
+}
+
+/// The rollouts' waves from the notes `drover rollout` leaves in each wave's hosts' timelines
+/// (`rollout <wave>: drain`, `rollout <wave>: done`, `rollout <wave>: interrupted after <step>`,
+/// `rollout halted at <wave>`): each wave's newest state since `since_ms`, newest first.
+pub fn rollout_waves(entries: &[TimelineEntry], since_ms: i64) -> Vec<Wave> {
+    let mut newest: BTreeMap<String, Wave> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.at_ms >= since_ms) {
+        let (label, state) = if let Some(label) = e.what.strip_prefix("rollout halted at ") {
+            (label, "halted")
+        } else if let Some((label, step)) = e.what.strip_prefix("rollout ").and_then(|r| r.rsplit_once(": ")) {
+            match step {
+                "drain" => (label, "in progress"),
+                "done" => (label, "done"),
+                s if s.starts_with("interrupted") => (label, "interrupted"),
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        let wave = Wave { label: label.to_string(), state, at_ms: e.at_ms, who: e.who.clone(), why: e.why.clone() };
+        match newest.get(label) {
+            Some(w) if w.at_ms > e.at_ms => {}
+            _ => {
+                newest.insert(label.to_string(), wave);
+            }
+        }
+    }
+    let mut waves: Vec<Wave> = newest.into_values().collect();
+    waves.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then_with(|| b.label.cmp(&a.label)));
+    waves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,6 +527,38 @@ mod tests {
         for (name, ann, base, link) in cases {
             assert_eq!(runbook(name, ann, base).as_deref(), link, "{name}");
         }
+    }
+
+    #[test]
+    fn rollout_waves_are_read_from_their_notes() {
+        let e = |at_ms: i64, what: &str| TimelineEntry {
+            at: String::new(),
+            at_ms,
+            host: "gpu-1".into(),
+            who: "ops".into(),
+            what: what.into(),
+            why: "driver 550".into(),
+            scope: "host gpu-1".into(),
+        };
+        let notes = vec![
+            e(1, "rollout wave 1/3 (gpu-1): drain"),
+            e(2, "rollout wave 1/3 (gpu-1): done"),
+            e(3, "rollout wave 2/3 (gpu-2, gpu-3): drain"),
+            e(3, "drain (deadline 2026-12-01T10:00:00Z)"),
+            e(4, "rollout wave 0/1 (old): drain"),
+            e(5, "rollout halted at wave 2/3 (gpu-2, gpu-3)"),
+            e(6, "rollout wave 9/9 (x): interrupted after the change"),
+        ];
+        let got: Vec<(String, &str)> = rollout_waves(&notes, 2).into_iter().map(|w| (w.label, w.state)).collect();
+        // (label, state), newest first; wave 0/1 too (its note is after `since`), wave 1/3 done.
+        let want = [
+            ("wave 9/9 (x)", "interrupted"),
+            ("wave 2/3 (gpu-2, gpu-3)", "halted"),
+            ("wave 0/1 (old)", "in progress"),
+            ("wave 1/3 (gpu-1)", "done"),
+        ];
+        assert_eq!(got, want.map(|(l, s)| (l.to_string(), s)));
+        assert!(rollout_waves(&notes, 7).is_empty());
     }
 
     #[test]

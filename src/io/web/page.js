@@ -130,8 +130,12 @@ function renderQuarantines(v) {
 
 function renderDrains(v) {
   $("#drains-n").textContent = v.drains.length ? "(" + v.drains.length + ")" : "";
-  if (!v.drains.length) return replace($("#drains"), el("p", { class: "muted" }, "none"));
-  replace($("#drains"), v.drains.map((p) => {
+  const waves = v.rollouts.length ? el("div", { class: "item rollouts" }, el("div", { class: "what" }, "Rollout waves"),
+    el("table", {}, v.rollouts.map((w) => el("tr", { "data-state": w.state },
+      el("td", {}, w.label), el("td", { class: w.state === "halted" ? "h-failing" : w.state === "done" ? "h-healthy" : "h-draining" }, w.state),
+      el("td", { class: "kv" }, when(w.at_ms) + " · " + w.who + " · " + w.why))))) : null;
+  if (!v.drains.length) return replace($("#drains"), waves, el("p", { class: "muted" }, "no drain or cordon in force"));
+  replace($("#drains"), waves, v.drains.map((p) => {
     const o = p.order;
     const status = o.kind === "cordon" ? "cordoned" : p.done ? "drained" : "draining";
     return el("div", { class: "item warn drain", "data-host": p.host },
