@@ -3,8 +3,10 @@
 //! user manager. One host's units hang on every job and are quarantined: the page shows the
 //! quarantine and its evidence. An action without the operator's token is refused and changes
 //! nothing; with it, the other host is drained from the page and the page shows it move from
-//! "draining" to "safe to power off" (a job holds the drain open until the test lets it end).
-//! The timeline says who did it. At a phone's width nothing runs off the screen.
+//! "draining" to "safe to power off" (a job holds the drain open until the test lets it end); a
+//! dead letter is requeued and the quarantine released from the page. The timelines say who did
+//! each. A read-only page refuses even the right token. At a phone's width nothing runs off the
+//! screen.
 
 use crate::harness::wait_until;
 use crate::quarantine::add_environment;
@@ -252,12 +254,34 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
     let form = serde_json::json!({"verb": "cordon", "host": "host-bad", "reason": "test"});
     let answer = post_action(&page_url(&bad), TOKEN, &form);
     assert!(answer.starts_with("HTTP/1.1 403") && answer.contains("this page is read-only"), "{answer}");
-    assert!(!timeline(&bad).contains("\"what\":\"cordon\""), "nothing was cordoned: {}", timeline(&bad));
+    let tl: Vec<serde_json::Value> = serde_json::from_str(&timeline(&bad)).expect("json");
+    assert!(!tl.iter().any(|e| e["who"].as_str().unwrap_or("").contains("alice")), "nothing done: {tl:#?}");
     assert!(!timeline(&good).contains("drain (deadline"), "nothing was drained: {}", timeline(&good));
     assert!(good.units().values().all(|u| u.health == "healthy"), "{:#?}", good.units());
 
-    // With it: the good host drains, and the page follows it to "safe to power off".
+    // With it: a dead letter requeued from the page...
+    good.env.submit("w", r#"{"reject": true}"#, 1, &[]);
+    text_of(&c, ".class[data-class='w'] .dead", "the dead letter counted", Duration::from_secs(60), |t| {
+        t.contains("1 rejected")
+    })
+    .await;
+    choose(&c, "#a-verb", "requeue").await;
+    choose(&c, "#a-class", "w").await;
+    choose(&c, "#a-dead-reason", "rejected").await;
+    fill(&c, "#a-reason", "bucket policy fixed").await;
     fill(&c, "#a-token", TOKEN).await;
+    c.find(Locator::Css("#a-go")).await.expect("button").click().await.expect("click");
+    let said =
+        text_of(&c, "#action-result", "the requeue", Duration::from_secs(30), |t| !t.starts_with("sending")).await;
+    assert_eq!(said, "requeue: 1 of 1 dead letter(s) of class w requeued");
+    let tl = timeline(&good);
+    assert!(tl.contains("1 dead letter(s) of class w requeued") && tl.contains("alice (page, from 127.0.0.1)"), "{tl}");
+
+    // ...and the good host drained, the page following it to "safe to power off".
+    choose(&c, "#a-verb", "drain").await;
+    choose(&c, "#a-host", &good.name).await;
+    fill(&c, "#a-deadline", "5m").await;
+    fill(&c, "#a-reason", "PSU swap in rack 4").await;
     c.find(Locator::Css("#a-go")).await.expect("button").click().await.expect("click");
     let said = text_of(&c, "#action-result", "the drain accepted", Duration::from_secs(30), |t| {
         t.starts_with("drain:") || t.starts_with("not done") || t.starts_with("refused")
@@ -286,14 +310,33 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
     })
     .await;
 
-    // Charts are drawn: the class's run-time histogram.
-    let bars = c.find_all(Locator::Css(".class[data-class='w'] svg rect.bin")).await.expect("bars");
-    assert!(!bars.is_empty(), "a run-time histogram");
-
+    // What the README shows: safe to power off on one host, a quarantine on the other.
     let shot = std::env::var_os("DROVER_PAGE_SCREENSHOT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| good.env.dir.join("page.png"));
     std::fs::write(&shot, c.screenshot().await.expect("screenshot")).expect("write the screenshot");
+
+    // The quarantine released from this page (the order goes to the other host's supervisor).
+    choose(&c, "#a-verb", "release").await;
+    choose(&c, "#a-host", "host-bad").await;
+    fill(&c, "#a-unit", "w-1").await;
+    fill(&c, "#a-reason", "driver fixed").await;
+    c.find(Locator::Css("#a-go")).await.expect("button").click().await.expect("click");
+    let said =
+        text_of(&c, "#action-result", "the release", Duration::from_secs(30), |t| t.starts_with("release")).await;
+    assert_eq!(said, "release: done on host-bad");
+    text_of(&c, "#quarantines", "the quarantine gone", Duration::from_secs(30), |t| t == "none").await;
+    let tl: Vec<serde_json::Value> = serde_json::from_str(&timeline(&bad)).expect("json");
+    assert!(
+        tl.iter().any(|e| e["what"] == "undrain"
+            && e["who"] == "alice (page, from 127.0.0.1)"
+            && e["why"] == "driver fixed"),
+        "{tl:#?}"
+    );
+
+    // Charts are drawn: the class's run-time histogram.
+    let bars = c.find_all(Locator::Css(".class[data-class='w'] svg rect.bin")).await.expect("bars");
+    assert!(!bars.is_empty(), "a run-time histogram");
 
     // A phone's width: nothing runs off the side.
     c.set_window_size(390, 844).await.expect("phone width");
