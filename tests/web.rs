@@ -346,6 +346,8 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
         .await
         .expect("measure");
     assert_eq!(overflow.as_i64(), Some(0), "the page is wider than a phone's screen");
+    let phone = shot.with_file_name("page-phone.png");
+    std::fs::write(&phone, c.screenshot().await.expect("screenshot")).expect("write the screenshot");
 
     let _ = c.close().await;
     let out = drover(&["undrain", "--host", &good.name, "--reason", "test over", "--config"], &good.config);
