@@ -118,7 +118,9 @@ async fn events(State(p): State<Page>) -> impl IntoResponse {
             rx.changed().await.ok()?;
         }
     });
-    Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // A reverse proxy must pass the events on as they come (nginx buffers them otherwise).
+    let headers = [(header::CACHE_CONTROL, "no-cache"), (header::HeaderName::from_static("x-accel-buffering"), "no")];
+    (headers, Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 fn query_value(q: &str, key: &str) -> String {

@@ -469,6 +469,11 @@ impl Config {
             )));
         }
         let page_addrs = [self.metrics.listen, self.web.listen];
+        if self.web.actions && page_addrs.iter().all(Option::is_none) {
+            w.push(Warning(
+                "web.actions is on but no address serves the page: set metrics.listen or web.listen".into(),
+            ));
+        }
         for addr in page_addrs.iter().flatten().filter(|a| self.web.enabled && !a.ip().is_loopback()) {
             w.push(Warning(format!(
                 "the page is served on {addr}, not a loopback address: anyone who reaches it sees the fleet{}; \
@@ -1724,6 +1729,9 @@ mod tests {
         let c = Config::parse(open, "o.toml", &Environment::example()).expect("valid");
         let w = c.warnings();
         assert!(w.len() == 1 && w[0].0.contains("tokens travel in clear"), "{w:?}");
+        let nowhere = "[web]\nactions = true\ntoken_file = \"/t\"\n[classes.x]\ncommand = [\"x\"]\n";
+        let w = Config::parse(nowhere, "n.toml", &Environment::example()).expect("valid").warnings();
+        assert!(w.len() == 1 && w[0].0.contains("no address serves the page"), "{w:?}");
     }
 
     #[test]
