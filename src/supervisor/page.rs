@@ -310,14 +310,9 @@ impl Gathering {
             for a in &status.firing {
                 firing.entry(a.key.clone()).or_insert_with(|| a.clone());
             }
-            let host_drain = orders.iter().find(|(h, p)| {
-                *h == status.host
-                    && p.order.as_ref().is_some_and(|o| {
-                        o.kind == Kind::Drain && o.scope == crate::maintenance::Scope::Host(status.host.clone())
-                    })
-            });
+            let host_drain = view::host_drain(&orders, &status.host);
             hosts.push(HostView {
-                safe_to_power_off: host_drain.is_some_and(|(_, p)| p.safe_to_power_off),
+                safe_to_power_off: host_drain.is_some_and(|p| p.safe_to_power_off),
                 draining: host_drain.is_some(),
                 ages,
                 status,
@@ -344,13 +339,7 @@ impl Gathering {
                             evidence.push(e.clone());
                         }
                     }
-                    let probe = match (o.probing_since_ms, o.deadline_ms) {
-                        (Some(since), _) => {
-                            format!("probing since {} (probe {})", crate::job::rfc3339(since), o.probes)
-                        }
-                        (None, Some(at)) => format!("on hold until {}, then one probe job", crate::job::rfc3339(at)),
-                        (None, None) => "on hold".into(),
-                    };
+                    let probe = view::probe_state(&o);
                     quarantines.push(QuarantineView { host, order: o, evidence, probe, units: p.units });
                 }
             }

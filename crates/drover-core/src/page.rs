@@ -321,6 +321,29 @@ pub fn filter_timeline(entries: &[TimelineEntry], host: &str, class: &str, limit
         .collect()
 }
 
+/// Where a quarantine or pause stands: on hold until its probe, or probing.
+pub fn probe_state(o: &crate::maintenance::Order) -> String {
+    match (o.probing_since_ms, o.deadline_ms) {
+        (Some(since), _) => format!("probing since {} (probe {})", crate::job::rfc3339(since), o.probes),
+        (None, Some(at)) => format!("on hold until {}, then one probe job", crate::job::rfc3339(at)),
+        (None, None) => "on hold".into(),
+    }
+}
+
+/// The drain of a whole host among the orders of the fleet (`(host, progress)`), if there is one:
+/// what the page's "safe to power off" banner is about.
+pub fn host_drain<'a>(
+    orders: &'a [(String, crate::maintenance::Progress)],
+    host: &str,
+) -> Option<&'a crate::maintenance::Progress> {
+    orders.iter().map(|(_, p)| p).find(|p| {
+        p.host == host
+            && p.order
+                .as_ref()
+                .is_some_and(|o| o.kind == crate::maintenance::Kind::Drain && o.scope == Scope::Host(host.to_string()))
+    })
+}
+
 /// One wave of a rollout as the timeline tells it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Wave {
@@ -526,6 +549,43 @@ mod tests {
         ];
         for (name, ann, base, link) in cases {
             assert_eq!(runbook(name, ann, base).as_deref(), link, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_quarantines_probe_state_and_a_hosts_drain_are_told() {
+        use crate::maintenance::{Kind, Order, Progress};
+        let order = |kind: Kind, scope: Scope, deadline_ms: Option<i64>, probing: Option<i64>| Order {
+            id: "o".into(),
+            kind,
+            scope,
+            reason: "r".into(),
+            who: "w".into(),
+            at_ms: 0,
+            deadline_ms,
+            probing_since_ms: probing,
+            probes: probing.map_or(0, |_| 2),
+        };
+        let q = |d, p| probe_state(&order(Kind::Quarantine, Scope::Unit("w-1".into()), d, p));
+        assert_eq!(q(Some(1_000), None), "on hold until 1970-01-01T00:00:01.000Z, then one probe job");
+        assert_eq!(q(Some(1_000), Some(2_000)), "probing since 1970-01-01T00:00:02.000Z (probe 2)");
+        assert_eq!(q(None, None), "on hold");
+        let progress = |host: &str, o: Order, safe: bool| {
+            (
+                host.to_string(),
+                Progress { order: Some(o), host: host.into(), safe_to_power_off: safe, ..Default::default() },
+            )
+        };
+        let orders = vec![
+            progress("a", order(Kind::Drain, Scope::Unit("w-1".into()), None, None), false),
+            progress("a", order(Kind::Cordon, Scope::Host("a".into()), None, None), false),
+            progress("b", order(Kind::Drain, Scope::Host("b".into()), None, None), true),
+        ];
+        // (host, whether a host drain is found, safe to power off)
+        let cases = [("a", false, false), ("b", true, true), ("c", false, false)];
+        for (host, found, safe) in cases {
+            let d = host_drain(&orders, host);
+            assert_eq!((d.is_some(), d.is_some_and(|p| p.safe_to_power_off)), (found, safe), "{host}");
         }
     }
 
