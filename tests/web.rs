@@ -232,6 +232,12 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
     good.wait_status("the held job running", Duration::from_secs(60), |u| {
         u.values().any(|s| s.job.as_ref().is_some_and(|j| j.id == held[0]))
     });
+    let running =
+        text_of(&c, ".class[data-class='hold'] table.jobs", "the running job", Duration::from_secs(30), |t| {
+            t.contains(&held[0][..8])
+        })
+        .await;
+    assert!(running.contains(&format!("hold-1 on {}", good.name)), "{running}");
 
     // Without the token (and with a wrong one): refused, and nothing changes.
     choose(&c, "#a-verb", "drain").await;

@@ -77,6 +77,20 @@ struct ClassView {
     histogram: Vec<Bin>,
     /// Host -> the drift score over time (ms, score).
     scores: BTreeMap<String, Vec<(i64, f64)>>,
+    /// Its running jobs, the longest against the usual run time first (at most [`JOBS_SHOWN`]).
+    jobs: Vec<JobView>,
+}
+
+/// Running jobs listed per class.
+const JOBS_SHOWN: usize = 20;
+
+#[derive(Serialize)]
+struct JobView {
+    host: String,
+    unit: String,
+    #[serde(flatten)]
+    job: crate::io::control::CurrentJob,
+    age: view::Age,
 }
 
 #[derive(Serialize)]
@@ -304,7 +318,10 @@ impl Gathering {
                 *c.units_by_health.entry(u.health.clone()).or_default() += 1;
                 if let Some(j) = &u.job {
                     c.running += 1;
-                    ages.insert(u.unit.clone(), view::age(j.age_s, c.usual_s));
+                    let age = view::age(j.age_s, c.usual_s);
+                    ages.insert(u.unit.clone(), age.clone());
+                    let (host, unit) = (status.host.clone(), u.unit.clone());
+                    c.jobs.push(JobView { host, unit, job: j.clone(), age });
                 }
             }
             for a in &status.firing {
@@ -319,6 +336,10 @@ impl Gathering {
             });
         }
         hosts.sort_by(|a, b| a.status.host.cmp(&b.status.host));
+        for c in by_class.values_mut() {
+            c.jobs.sort_by(|a, b| b.job.age_s.total_cmp(&a.job.age_s));
+            c.jobs.truncate(JOBS_SHOWN);
+        }
         let alerts: Vec<AlertView> = firing
             .into_values()
             .map(|a| AlertView {
@@ -373,6 +394,7 @@ fn new_class(c: &str) -> ClassView {
         baseline: None,
         histogram: vec![],
         scores: BTreeMap::new(),
+        jobs: vec![],
     }
 }
 

@@ -162,16 +162,7 @@ function renderHosts(v) {
   replace($("#hosts"), v.hosts.map((h) => {
     const rows = h.units.map((u) => {
       const age = h.ages[u.unit];
-      let job = "-";
-      if (u.job) {
-        const ratio = age && age.ratio !== null ? " · " + age.ratio.toFixed(1) + "× usual" : "";
-        job = el("div", {},
-          el("span", { class: age ? "age-" + age.label.replace(" ", "-") : "" },
-            u.job.id.slice(0, 8) + " " + secs(u.job.age_s) + ratio),
-          u.job.progress !== undefined ? el("div", { class: "bar", title: Math.round(u.job.progress * 100) + "%" },
-            el("span", { style: "width:" + Math.round(Math.min(1, Math.max(0, u.job.progress)) * 100) + "%" })) : null,
-          u.job.note ? el("div", { class: "kv" }, u.job.note) : null);
-      }
+      const job = u.job ? jobLine(Object.assign({ age }, u.job)) : "-";
       return el("tr", { "data-unit": u.unit },
         el("td", {}, instance(u.unit)), el("td", {}, chip(u.health)),
         el("td", { class: "state" }, u.state), el("td", {}, job));
@@ -186,6 +177,15 @@ function renderHosts(v) {
       el("table", {}, el("tr", {}, el("th", {}, "unit"), el("th", {}, "health"), el("th", { class: "state" }, "state"), el("th", {}, "job")), rows),
       details);
   }));
+}
+
+function jobLine(j) {
+  const ratio = j.age && j.age.ratio !== null ? " · " + j.age.ratio.toFixed(1) + "× usual" : "";
+  return el("div", {},
+    el("span", { class: j.age ? "age-" + j.age.label.replace(" ", "-") : "" }, j.id.slice(0, 8) + " " + secs(j.age_s) + ratio),
+    j.progress !== undefined ? el("div", { class: "bar", title: Math.round(j.progress * 100) + "%" },
+      el("span", { style: "width:" + Math.round(Math.min(1, Math.max(0, j.progress)) * 100) + "%" })) : null,
+    j.note ? el("div", { class: "kv" }, j.note) : null);
 }
 
 function histogram(c) {
@@ -245,6 +245,8 @@ function renderClasses(v) {
       el("div", {}, "queued ", el("b", {}, c.queued === null ? "?" : c.queued), " · running ", el("b", {}, c.running),
         " · usual run time ", el("b", {}, c.usual_s ? secs(c.usual_s) : "learning")),
       el("div", {}, health.length ? health : el("span", { class: "muted" }, "no units")),
+      c.jobs.length ? el("table", { class: "jobs" }, el("tr", {}, el("th", {}, "running"), el("th", {}, "age, progress")),
+        c.jobs.map((j) => el("tr", {}, el("td", {}, instance(j.unit) + " on " + j.host), el("td", {}, jobLine(j))))) : null,
       el("div", { class: "dead" }, "dead letters: ", dead === null ? "?" : dead.length === 0 ? "none"
         : dead.map(([r, n]) => n + " " + r).join(", "), " ",
         v.actions && dead && dead.length ? el("button", { class: "act", onclick: () => prefill({ verb: "requeue", cls: c.class }) }, "requeue…") : null),
