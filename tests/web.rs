@@ -24,6 +24,7 @@ alpha = 1e-3
 actions = true
 token_file = "{dir}/web-tokens"
 refresh = "1s"
+runbooks = "https://wiki.example.com/drover/runbooks"
 [classes.w]
 mode = "persistent"
 command = ["python3", "{handler}", "persistent"]
@@ -225,6 +226,12 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
         text_of(&c, "#alerts", "the quarantine's alert", Duration::from_secs(60), |t| t.contains("WorkerQuarantined"))
             .await;
     assert!(alerts.contains("host=host-bad"), "{alerts}");
+    // (Read in one step: the section is drawn anew at every update.)
+    let href = c
+        .execute("return document.querySelector(\"#alerts [data-alert='WorkerQuarantined'] a\").href;", vec![])
+        .await
+        .expect("a runbook link");
+    assert_eq!(href.as_str(), Some("https://wiki.example.com/drover/runbooks/worker-quarantined.md"));
 
     // A job on the good host that runs until the test lets it end.
     let release = good.env.dir.join("let-the-job-end");
@@ -341,8 +348,11 @@ async fn the_page_shows_a_quarantine_with_its_evidence_refuses_an_action_without
     );
 
     // Charts are drawn: the class's run-time histogram.
-    let bars = c.find_all(Locator::Css(".class[data-class='w'] svg rect.bin")).await.expect("bars");
-    assert!(!bars.is_empty(), "a run-time histogram");
+    let bars = c
+        .execute("return document.querySelectorAll(\".class[data-class='w'] svg rect.bin\").length;", vec![])
+        .await
+        .expect("bars");
+    assert!(bars.as_u64().is_some_and(|n| n > 0), "a run-time histogram");
 
     // A phone's width: nothing runs off the side.
     c.set_window_size(390, 844).await.expect("phone width");

@@ -257,7 +257,10 @@ function renderClasses(v) {
   }));
 }
 
+// Options are rebuilt only when the list changed: a choice being made is not pulled away.
 function fillSelect(sel, values, keepFirst) {
+  const have = [...sel.options].slice(keepFirst ? 1 : 0).map((o) => o.value);
+  if (have.length === values.length && have.every((v, i) => v === values[i])) return;
   const current = sel.value;
   const first = keepFirst ? [sel.options[0]] : [];
   sel.replaceChildren(...first, ...values.map((v) => el("option", { value: v }, v)));
@@ -269,7 +272,7 @@ function renderForms(v) {
   const classes = v.classes.map((c) => c.class);
   fillSelect($("#a-host"), hosts, false);
   fillSelect($("#a-class"), classes, false);
-  if ($("#a-dead-reason").options.length === 1) fillSelect($("#a-dead-reason"), v.dead_reasons, true);
+  fillSelect($("#a-dead-reason"), v.dead_reasons, true);
   fillSelect($("#t-host"), hosts, true);
   fillSelect($("#t-class"), classes, true);
   $("#actions-off").hidden = v.actions;
