@@ -558,9 +558,15 @@ ensure_test_tools() {
     have dbus-daemon || apt_install dbus-daemon
 }
 
+# The page's browser tests (tests/web.rs) drive headless Chromium over WebDriver.
+ensure_chromium() {
+    { have chromium && have chromedriver; } || apt_install chromium chromium-driver
+}
+
 ensure_all() {
     take_lock
     ensure_python
+    ensure_chromium
     ensure_rabbitmq
     ensure_alertmanager
     ensure_test_tools

@@ -6,7 +6,7 @@
 //! The decisions live in the `drover-core` crate (`crates/drover-core`), re-exported here under
 //! their own names: [`duration`], [`backoff`], [`outcome`], [`config`], [`job`], [`events`],
 //! [`exits`], [`reconcile`], [`maintenance`], [`rollout`], [`quarantine`], [`suspects`], [`judge`], [`fleet_judge`],
-//! [`verdicts`], [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`], [`dead`]. That crate
+//! [`verdicts`], [`drift`], [`latency`], [`alerts`], [`timeline`], [`topology`], [`progress`], [`dead`], [`page`]. That crate
 //! depends on no async runtime, broker, bus or HTTP crate and reads no clock, environment or random source, so the
 //! compiler keeps them pure.
 //!
@@ -30,8 +30,10 @@
 //!     labels that make an alert's identity;
 //!   - [`io::webhook`]: alert delivery to an Alertmanager-compatible webhook (a second sink);
 //!   - [`io::http`]: the HTTP client of both (TLS, CA file, basic or bearer auth, deadlines);
-//!   - [`io::http_server`]: the supervisor's HTTP server, `/metrics`, `/alerts` and `/runbooks/`;
+//!   - [`io::http_server`]: the supervisor's HTTP server, `/metrics`, `/alerts`, `/runbooks/` and the page;
 //!   - [`io::runbooks`]: the runbook pages of Drover's own alerts, built into the binary;
+//!   - [`io::web`]: the page's routes: embedded HTML/CSS/JS, its view by server-sent events,
+//!     the timeline filtered, actions behind an operator's token;
 //!   - [`io::metrics`]: every metric name and the Prometheus recorder;
 //!   - [`io::units`]: the unit files, filled in for a binary and a configuration;
 //!   - [`io::config_file`]: the configuration file and the machine's defaults;
@@ -49,7 +51,8 @@
 //!   and reconcile passes in `supervisor/mod.rs`; `watch`, this host's job events, the seat of
 //!   the fleet's judge when the broker gives it to this supervisor, the judge's decisions
 //!   applied and the alerts delivered; [`supervisor::orders`], its
-//!   maintenance orders, timeline and request handling.
+//!   maintenance orders, timeline and request handling; [`supervisor::page`], the fleet's view
+//!   gathered for the page (every host over the control exchange) and the page's actions sent.
 //! - [`cli`]: the commands: flags in [`cli::args`], [`cli::run`] hands each to one small
 //!   function and picks the exit code once ([`cli::Failure`]); [`cli::submit`] (`drover submit`)
 //!   [`cli::drainctl`] (`drover drain / cordon / undrain / rollout`), [`cli::dead`] (`drover dead`)
@@ -61,7 +64,7 @@
 
 pub use drover_core::{
     alerts, backoff, config, dead, drift, duration, events, exits, fleet_judge, job, judge, latency, maintenance,
-    outcome, progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
+    outcome, page, progress, quarantine, reconcile, rollout, suspects, timeline, topology, verdicts,
 };
 
 pub mod cli;

@@ -22,3 +22,4 @@ mod lifecycle;
 mod python;
 pub mod quarantine;
 pub mod supervisor;
+mod web;

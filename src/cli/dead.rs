@@ -183,14 +183,22 @@ pub struct Requeue {
     pub json: bool,
 }
 
-/// `drover dead requeue`: exit 0 when every selected dead letter was requeued, 1 when the
-/// selection took none or some could not be (no id, ids not found).
-pub async fn requeue(cfg: &Config, r: Requeue) -> anyhow::Result<i32> {
+/// What a requeue did: the ids requeued (or that would be, on a dry run), each one's line for
+/// people, what could not be, and how many dead letters the class held.
+pub struct Requeued {
+    pub ids: Vec<String>,
+    pub lines: Vec<String>,
+    pub problems: Vec<String>,
+    pub taken: usize,
+}
+
+/// Requeues the selected dead letters of a class on behalf of `who` (confirmed publish first,
+/// dead letter removed after). The timeline's note is the caller's.
+pub async fn requeue_letters(cfg: &Config, r: &Requeue, who: &str) -> anyhow::Result<Requeued> {
     if let Selection::Reason(reason) = &r.selection {
         check_reason(&Some(reason.clone()))?;
     }
     let class = cfg.class(&r.class).map_err(anyhow::Error::msg)?.clone();
-    let who = super::drainctl::who();
     let mut letters = take_all(cfg, &class.name).await?;
     let chosen: Vec<usize> = (0..letters.held.len()).filter(|&i| r.selection.takes(&letters.held[i].letter)).collect();
     let mut problems = Vec::new();
@@ -206,50 +214,80 @@ pub async fn requeue(cfg: &Config, r: Requeue) -> anyhow::Result<i32> {
     let mut out: Vec<(usize, Vec<u8>, BasicProperties)> = Vec::new();
     for &i in &chosen {
         let h = &letters.held[i];
-        match dead::requeued(&wire::envelope(&h.props), now, fresh, &who, &r.why) {
+        match dead::requeued(&wire::envelope(&h.props), now, fresh, who, &r.why) {
             Ok(env) => out.push((i, h.body.clone(), wire::properties(&env))),
             Err(e) => problems.push(format!("{}: {e}", h.letter.id.as_deref().unwrap_or("(no id)"))),
         }
     }
     let ids: Vec<String> = out.iter().filter_map(|(i, _, _)| letters.held[*i].letter.id.clone()).collect();
-    if !r.dry_run && !out.is_empty() {
-        let queue = letters.link.names.work(&class.name);
-        // Confirmed first...
-        letters.link.publish_batch("", &queue, out.iter().map(|(_, b, p)| (b.clone(), p.clone())).collect()).await?;
-        // ...then removed from the dead letters.
-        for (i, _, _) in &out {
-            let tag = letters.held[*i].tag;
-            deadline(cfg.broker.op_timeout, "basic.ack", letters.chan.basic_ack(tag, BasicAckOptions::default()))
+    let sent = async {
+        if !r.dry_run && !out.is_empty() {
+            let queue = letters.link.names.work(&class.name);
+            // Confirmed first...
+            letters
+                .link
+                .publish_batch("", &queue, out.iter().map(|(_, b, p)| (b.clone(), p.clone())).collect())
                 .await?;
+            // ...then removed from the dead letters.
+            for (i, _, _) in &out {
+                let tag = letters.held[*i].tag;
+                deadline(cfg.broker.op_timeout, "basic.ack", letters.chan.basic_ack(tag, BasicAckOptions::default()))
+                    .await?;
+            }
         }
+        Ok::<_, anyhow::Error>(())
     }
+    .await;
+    let lines = out.iter().map(|(i, _, _)| line(&letters.held[*i].letter)).collect();
+    let taken = std::mem::take(&mut letters.held).len();
+    letters.release().await;
+    sent?;
+    Ok(Requeued { ids, lines, problems, taken })
+}
+
+/// A class's dead letters counted by reason (they are all held for the count, then put back).
+pub async fn by_reason(cfg: &Config, class: &str) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let letters = take_all(cfg, class).await?;
+    let mut counts = std::collections::BTreeMap::new();
+    for h in &letters.held {
+        *counts.entry(h.letter.reason.clone()).or_default() += 1;
+    }
+    letters.release().await;
+    Ok(counts)
+}
+
+/// The timeline's words for a requeue: what, and why (with the first jobs' ids).
+pub fn requeue_note(class: &str, ids: &[String], why: &str) -> (String, String) {
+    let what = format!("{} dead letter(s) of class {class} requeued, attempts started over", ids.len());
+    let shown: Vec<&str> = ids.iter().take(20).map(String::as_str).collect();
+    let more = if ids.len() > 20 { format!(" and {} more", ids.len() - 20) } else { String::new() };
+    (what, format!("{why} (jobs {}{more})", shown.join(", ")))
+}
+
+/// `drover dead requeue`: exit 0 when every selected dead letter was requeued, 1 when the
+/// selection took none or some could not be (no id, ids not found).
+pub async fn requeue(cfg: &Config, r: Requeue) -> anyhow::Result<i32> {
+    let who = super::drainctl::who();
+    let Requeued { ids, lines, problems, taken } = requeue_letters(cfg, &r, &who).await?;
     if r.json {
         println!(
             "{}",
-            serde_json::json!({"class": class.name, "requeued": ids, "dry_run": r.dry_run, "problems": problems})
+            serde_json::json!({"class": r.class, "requeued": ids, "dry_run": r.dry_run, "problems": problems})
         );
     } else {
         let verb = if r.dry_run { "would requeue" } else { "requeued" };
-        for (i, _, _) in &out {
-            println!("{verb} {}", line(&letters.held[*i].letter));
+        for l in &lines {
+            println!("{verb} {l}");
         }
     }
     for p in &problems {
         eprintln!("not requeued: {p}");
     }
-    if out.is_empty() && problems.is_empty() {
-        eprintln!(
-            "no dead letter of class {} matches; `drover dead list --class {}` shows them",
-            class.name, class.name
-        );
+    if ids.is_empty() && problems.is_empty() {
+        eprintln!("no dead letter of class {} matches; `drover dead list --class {}` shows them", r.class, r.class);
     }
-    let taken = std::mem::take(&mut letters.held).len();
-    letters.release().await;
     if !r.dry_run && !ids.is_empty() {
-        let what = format!("{} dead letter(s) of class {} requeued, attempts started over", ids.len(), class.name);
-        let shown: Vec<&str> = ids.iter().take(20).map(String::as_str).collect();
-        let more = if ids.len() > 20 { format!(" and {} more", ids.len() - 20) } else { String::new() };
-        let why = format!("{} (jobs {}{more})", r.why, shown.join(", "));
+        let (what, why) = requeue_note(&r.class, &ids, &r.why);
         let note = Request::Note { what, why, who };
         let target = fleet::Target::Host(cfg.host.clone());
         match fleet::ask(cfg, &target, &note, Duration::from_secs(5)).await {
@@ -257,7 +295,7 @@ pub async fn requeue(cfg: &Config, r: Requeue) -> anyhow::Result<i32> {
             _ => eprintln!("note: this host's supervisor did not answer; the requeue is not in its timeline"),
         }
         if !r.json {
-            eprintln!("{} of {taken} dead letter(s) requeued to {}", ids.len(), class.name);
+            eprintln!("{} of {taken} dead letter(s) requeued to {}", ids.len(), r.class);
         }
     }
     Ok(if ids.is_empty() || !problems.is_empty() { 1 } else { 0 })

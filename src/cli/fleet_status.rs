@@ -55,13 +55,8 @@ pub async fn gather(cfg: &Config, expect: &[String], wait: Duration) -> anyhow::
             }
         }
     }
-    let mut queue_depth = BTreeMap::new();
     let mut link = Link::new(&cfg.broker, "drover status");
-    let up = link.ensure_up_by(Instant::now() + cfg.broker.connect_timeout).await.is_ok();
-    for class in cfg.classes.keys() {
-        let depth = if up { link.backlog(class).await.ok() } else { None };
-        queue_depth.insert(class.clone(), depth);
-    }
+    let queue_depth = queue_depths(cfg, &mut link).await;
     if let Some(conn) = link.connection() {
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "done".into())).await;
     }
@@ -74,6 +69,17 @@ pub async fn gather(cfg: &Config, expect: &[String], wait: Duration) -> anyhow::
         drains,
         firing: firing.into_values().collect(),
     })
+}
+
+/// Class -> ready jobs in its queue, from the broker on `link` (absent when it could not say).
+pub async fn queue_depths(cfg: &Config, link: &mut Link) -> BTreeMap<String, Option<u32>> {
+    let up = link.ensure_up_by(Instant::now() + cfg.broker.connect_timeout).await.is_ok();
+    let mut depths = BTreeMap::new();
+    for class in cfg.classes.keys() {
+        let depth = if up { link.backlog(class).await.ok() } else { None };
+        depths.insert(class.clone(), depth);
+    }
+    depths
 }
 
 /// The fleet's status for people.

@@ -56,6 +56,9 @@ pub enum Request {
     },
     /// The fleet's verdicts as the judge last sent them (a worker's, for fair charging).
     Verdicts,
+    /// Per class, the recent run times this supervisor saw, its drift score over time and its
+    /// baseline (the page's charts).
+    Charts,
 }
 
 impl Request {
@@ -157,6 +160,8 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<crate::verdicts::HostVerdicts>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub charts: std::collections::BTreeMap<String, crate::page::ClassChart>,
 }
 
 /// Serves requests until `cancel` fires. The socket is created owner-only (0600, in a 0700
@@ -174,6 +179,7 @@ impl Response {
             timeline: vec![],
             error: Some(e.to_string()),
             verdicts: vec![],
+            charts: Default::default(),
         }
     }
 
@@ -186,6 +192,7 @@ impl Response {
             timeline: vec![],
             error: None,
             verdicts: vec![],
+            charts: Default::default(),
         }
     }
 }

@@ -218,6 +218,51 @@ pub async fn ask(cfg: &Config, target: &Target, req: &Request, wait: Duration) -
     Ok(answers)
 }
 
+/// Several questions to every host at once, on one connection: `answers[i]` holds the answers
+/// to `reqs[i]` that arrived within `wait`, or sooner once each has `expect` answers (the hosts
+/// known to be there). Questions expire unread after `wait`: a host that is down does not find a
+/// pile of them when it comes back (an order, sent with [`ask`], waits for it instead).
+pub async fn ask_many(
+    cfg: &Config,
+    link: &mut Link,
+    reqs: &[Request],
+    wait: Duration,
+    expect: usize,
+) -> anyhow::Result<Vec<Vec<Response>>> {
+    link.ensure_up_by(Instant::now() + cfg.broker.connect_timeout).await?;
+    let (chan, mut consumer, reply_to) = link.private_consumer(None, "page").await?;
+    let asked = async {
+        declare_exchange(&chan, cfg).await?;
+        let ids: Vec<String> = reqs.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        let mut messages = Vec::new();
+        for (req, id) in reqs.iter().zip(&ids) {
+            let props = BasicProperties::default()
+                .with_reply_to(ShortString::from(reply_to.as_str()))
+                .with_correlation_id(ShortString::from(id.as_str()))
+                .with_expiration(ShortString::from(wait.as_millis().max(1).to_string()));
+            messages.push((serde_json::to_vec(req)?, props));
+        }
+        link.publish_batch(&exchange(cfg), &Target::All.key(), messages).await?;
+        let end = Instant::now() + wait;
+        let mut answers: Vec<Vec<Response>> = vec![Vec::new(); reqs.len()];
+        while expect == 0 || answers.iter().any(|a| a.len() < expect) {
+            let Ok(Some(Ok(d))) = tokio::time::timeout_at(end, consumer.next()).await else { break };
+            let id = d.properties.correlation_id().as_ref().map(|c| c.as_str().to_string());
+            let Some(i) = ids.iter().position(|x| Some(x) == id.as_ref()) else { continue };
+            if let Ok(r) = serde_json::from_slice::<Response>(&d.data) {
+                answers[i].push(r);
+            }
+        }
+        Ok::<_, anyhow::Error>(answers)
+    }
+    .await;
+    let _ = tokio::time::timeout(cfg.broker.op_timeout, chan.close(200, "answered".into())).await;
+    if asked.is_err() {
+        link.mark_down();
+    }
+    asked
+}
+
 /// Declares the control exchange on a link (before binding to it or publishing on it).
 pub async fn declare(link: &mut Link, cfg: &Config) -> Result<(), BrokerError> {
     let chan = link.consumer_channel(1).await?;

@@ -1,6 +1,7 @@
 //! The supervisor's HTTP server (axum): `GET /metrics` for Prometheus, `GET /alerts`, the
-//! page each alert's `generatorURL` points at (what `drover alerts` prints), and
-//! `GET /runbooks/<page>`, the runbooks their `runbook_url` points at by default. Exact paths; the
+//! page each alert's `generatorURL` points at (what `drover alerts` prints),
+//! `GET /runbooks/<page>`, the runbooks their `runbook_url` points at by default, and the
+//! fleet's page at `/` ([`crate::io::web`]) unless `[web] enabled = false`. Exact paths; the
 //! listener, its accept errors and keep-alive are hyper's. Also runs the recorder's upkeep, so
 //! that histogram samples do not pile up when nothing scrapes.
 
@@ -21,16 +22,25 @@ struct Shared {
     report: Arc<Mutex<StatusReport>>,
 }
 
-/// The router alone, for tests and for a later page that shares the server.
-pub fn router(metrics: PrometheusHandle, report: Arc<Mutex<StatusReport>>) -> axum::Router {
-    axum::Router::new()
+/// The router alone, for tests; with the page's routes when there is a page.
+pub fn router(
+    metrics: PrometheusHandle,
+    report: Arc<Mutex<StatusReport>>,
+    page: Option<crate::io::web::Page>,
+) -> axum::Router {
+    let app = axum::Router::new()
         .route("/metrics", get(metrics_page))
         .route("/alerts", get(alerts_page))
         .route("/runbooks/{page}", get(runbook_page))
         .fallback(|| async {
-            (StatusCode::NOT_FOUND, "not found: this server has /metrics, /alerts and /runbooks/README.md\n")
+            (StatusCode::NOT_FOUND, "not found: this server has /, /metrics, /alerts and /runbooks/README.md
+")
         })
-        .with_state(Shared { metrics, report })
+        .with_state(Shared { metrics, report });
+    match page {
+        Some(p) => app.merge(crate::io::web::routes(p)),
+        None => app,
+    }
 }
 
 async fn metrics_page(State(s): State<Shared>) -> impl IntoResponse {
@@ -54,6 +64,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
     report: Arc<Mutex<StatusReport>>,
+    page: Option<crate::io::web::Page>,
     cancel: CancellationToken,
 ) {
     let upkeep = {
@@ -68,10 +79,10 @@ pub async fn serve(
             }
         }
     };
-    let app = router(metrics, report);
+    let app = router(metrics, report, page).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let (r, ()) = tokio::join!(server.into_future(), upkeep);
     if let Err(e) = r {
-        tracing::error!("HTTP server (/metrics): {e}");
+        tracing::error!("HTTP server (/metrics and the page): {e}");
     }
 }

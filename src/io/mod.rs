@@ -20,5 +20,6 @@ pub mod random;
 pub mod runbooks;
 pub mod systemd;
 pub mod units;
+pub mod web;
 pub mod webhook;
 pub mod wire;

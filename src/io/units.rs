@@ -90,7 +90,11 @@ pub fn render(cfg: &Config, bin: &Path, config: &Path, scope: Scope) -> Vec<(Str
         ),
         (
             supervisor_unit(&cfg.systemd.unit_prefix),
-            relaxed(fill(SUPERVISOR, &sup_writable, credentials(cfg, crate::config::Role::Supervisor))),
+            relaxed(fill(
+                SUPERVISOR,
+                &sup_writable,
+                credentials(cfg, crate::config::Role::Supervisor) + &page_tokens(cfg),
+            )),
         ),
     ];
     for (instance, class) in drop_in_instances(cfg) {
@@ -159,6 +163,17 @@ fn credentials(cfg: &Config, role: crate::config::Role) -> String {
             format!("StandardInput=file:{file}\nStandardOutput=journal\nEnvironment=DROVER_BROKER_PASSWORD_STDIN=1\n")
         }
         _ => format!("LoadCredential=broker-password:{file}\n"),
+    }
+}
+
+/// The page's operator tokens reach the supervisor as the systemd credential `web-token`
+/// (readable by it alone, whatever the file's owner), when actions are on.
+fn page_tokens(cfg: &Config) -> String {
+    match &cfg.web.token_file {
+        Some(file) if cfg.web.actions => {
+            format!("LoadCredential=web-token:{}\n", specifiers(&file.display().to_string()))
+        }
+        _ => String::new(),
     }
 }
 
@@ -334,6 +349,21 @@ mod tests {
 
     fn file<'a>(files: &'a [(String, String)], name: &str) -> &'a str {
         &files.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name} in {files:?}")).1
+    }
+
+    #[test]
+    fn the_pages_tokens_reach_the_supervisor_as_a_credential_only_with_actions_on() {
+        let with = |web: &str| {
+            let cfg =
+                parse(&format!("[systemd]\nunit_prefix = \"dw\"\n[web]\n{web}\n[classes.x]\ncommand = [\"true\"]\n"));
+            let files = render(&cfg, Path::new("/usr/bin/drover"), Path::new("/etc/drover.toml"), Scope::System);
+            (file(&files, &supervisor_unit("dw")).to_string(), file(&files, "dw@.service").to_string())
+        };
+        let (sup, worker) = with("actions = true\ntoken_file = \"/etc/drover/web-tokens\"");
+        assert!(sup.contains("LoadCredential=web-token:/etc/drover/web-tokens\n"), "{sup}");
+        assert!(!worker.contains("web-token"), "{worker}");
+        let (sup, _) = with("token_file = \"/etc/drover/web-tokens\"");
+        assert!(!sup.contains("web-token"), "read-only: no tokens handed over: {sup}");
     }
 
     #[test]

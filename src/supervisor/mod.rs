@@ -8,6 +8,7 @@
 //! workers keep running meanwhile: the supervisor is not in the jobs' data path.
 
 pub mod orders;
+pub mod page;
 mod watch;
 
 use crate::config::Config;
@@ -64,16 +65,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
     spawn_signal_handler(&tasks)?;
     let handle = m::install()?;
     let ctx = Arc::new(context(&cfg));
-    if let Some(addr) = cfg.metrics.listen {
+    let ctx_for_handler = ctx.clone();
+    let handler: control::Handler = Arc::new(move |req| ctx_for_handler.handle(req));
+    let served = [cfg.metrics.listen, cfg.web.listen];
+    let page =
+        (cfg.web.enabled && served.iter().any(Option::is_some)).then(|| page::start(&cfg, handler.clone(), &tasks));
+    for (i, addr) in served.iter().enumerate() {
+        let Some(addr) = addr else { continue };
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
-        tasks.spawn(crate::io::http_server::serve(listener, handle, ctx.report.clone(), tasks.token().clone()));
+        let at = listener.local_addr()?;
+        if i == 0 {
+            tracing::info!("metrics on http://{at}/metrics");
+        }
+        if page.is_some() {
+            let mode = if cfg.web.actions { "actions with an operator's token" } else { "read-only" };
+            tracing::info!("page on http://{at}/ ({mode})");
+        }
+        tasks.spawn(crate::io::http_server::serve(
+            listener,
+            handle.clone(),
+            ctx.report.clone(),
+            page.clone(),
+            tasks.token().clone(),
+        ));
     }
     let (report, maint, wake, timeline) =
         (ctx.report.clone(), ctx.maint.clone(), ctx.wake.clone(), ctx.timeline.clone());
     timeline.record("drover", "supervisor started", &host_up_since(), &format!("host {}", cfg.host));
-    let ctx_for_handler = ctx.clone();
-    let handler: control::Handler = Arc::new(move |req| ctx_for_handler.handle(req));
     let socket = cfg.supervisor.socket.clone();
     let serving = control::serve(socket.clone(), handler.clone(), tasks.clone());
     tasks.spawn(async move {

@@ -33,6 +33,8 @@ pub struct Maintenance {
     pub rebaselines: Vec<(String, bool)>,
     /// The fleet's verdicts from the judge's news, handed on to this host's workers.
     pub verdicts: crate::verdicts::Fleet,
+    /// Per class: recent run times, the drift score over time, the baseline (the page's charts).
+    pub charts: BTreeMap<String, crate::page::ClassChart>,
 }
 
 /// Everything a request may touch.
@@ -140,6 +142,11 @@ impl Ctx {
             Request::Verdicts => {
                 let mut r = Response::ok(&self.host);
                 r.verdicts = self.maint.lock().map(|m| m.verdicts.all()).unwrap_or_default();
+                r
+            }
+            Request::Charts => {
+                let mut r = Response::ok(&self.host);
+                r.charts = self.maint.lock().map(|m| m.charts.clone()).unwrap_or_default();
                 r
             }
             Request::Note { what, why, who } => {

@@ -288,6 +288,11 @@ impl Watcher {
             self.ctx.timeline.record("drover", &what, e.reason.as_deref().unwrap_or(""), &e.unit);
         }
         self.watch.observe(e);
+        if let (crate::events::EventKind::Succeeded, Some(d)) = (e.event, e.duration_s) {
+            if let Ok(mut m) = self.ctx.maint.lock() {
+                m.charts.entry(e.class.clone()).or_default().duration(d);
+            }
+        }
         self.settle_probes(e);
         if let Some(mv) = track_moves(&self.ctx.maint, e, &self.cfg.host) {
             let to = mv.to.unwrap_or_default();
@@ -439,6 +444,11 @@ impl Watcher {
             let now_s = now as f64 / 1000.0;
             m.expected_s =
                 self.watch.classes().filter_map(|c| self.watch.expected_s(c, now_s).map(|e| (c.clone(), e))).collect();
+            for class in self.watch.classes() {
+                if let Some((score, baseline)) = self.watch.drift(class, now_s) {
+                    m.charts.entry(class.clone()).or_default().score(now, score, baseline);
+                }
+            }
         }
         if let Ok(mut r) = self.report.lock() {
             r.firing = self.book.firing().into_iter().cloned().chain(self.fleet_firing.iter().cloned()).collect();

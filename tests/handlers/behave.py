@@ -13,6 +13,7 @@ Exec mode by default; `behave.py persistent` speaks the persistent protocol. Pay
     "take <job id> <pid> <fence> <unix time> <previous holder's pid or 0> <alive|dead|none>"
     to <lock_dir>/runs.log (the test checks that two runs of a job never overlap)
   first_sleep: with lock_dir, the first run (no lock found) sleeps this long instead of `sleep`
+  until_file: after `sleep`, work on until that file exists (at most 300 s)
 BEHAVE_BAD set in the environment: every job hangs (a misconfigured host).
 BEHAVE_BAD_IF=<path>: every job hangs while that file exists (a misconfiguration, then fixed).
 BEHAVE_FAIL_IF=<path>: every job fails while that file exists (a shared outage).
@@ -106,6 +107,10 @@ def work(job_id, attempt, payload, persistent, fence=""):
         log("die", job_id, attempt)
         os._exit(3)
     time.sleep(sleep)
+    if payload.get("until_file"):
+        give_up = time.time() + 300
+        while not os.path.exists(payload["until_file"]) and time.time() < give_up:
+            time.sleep(0.1)
     if payload.get("reject"):
         return 65
     if payload.get("always_fail"):

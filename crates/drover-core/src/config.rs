@@ -22,6 +22,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub systemd: SystemdConfig,
     pub metrics: MetricsConfig,
+    pub web: WebConfig,
     pub supervisor: SupervisorConfig,
     pub alerts: AlertsConfig,
     pub quarantine: QuarantineConfig,
@@ -261,6 +262,26 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// The supervisor's page (`[web]`): served at `/` on the metrics address, and on `listen` too
+/// when set. Read-only unless `actions` is on; every action needs a token from `token_file`
+/// (handed to the supervisor as the systemd credential `web-token`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebConfig {
+    /// Whether the page is served at all (on the metrics address and `listen`).
+    pub enabled: bool,
+    /// A second address for the page (and `/metrics`), besides `metrics.listen`.
+    pub listen: Option<SocketAddr>,
+    /// Whether drain, cordon, undrain, quarantine release and dead-letter requeue are offered.
+    pub actions: bool,
+    /// The operators' tokens, one `name:token` a line.
+    pub token_file: Option<PathBuf>,
+    /// How often an open page is brought up to date.
+    pub refresh: Duration,
+    /// Where the runbooks of the supervisor's alerts live (`<runbooks>/<alert>.md`), for the
+    /// alerts' links; unset: only the alerts' own `runbook_url` annotations.
+    pub runbooks: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     /// How long a job in flight may go on after a worker is asked to stop.
@@ -451,6 +472,19 @@ impl Config {
                 duration::format(needed + Duration::from_secs(30)),
             )));
         }
+        let page_addrs = [self.metrics.listen, self.web.listen];
+        if self.web.actions && page_addrs.iter().all(Option::is_none) {
+            w.push(Warning(
+                "web.actions is on but no address serves the page: set metrics.listen or web.listen".into(),
+            ));
+        }
+        for addr in page_addrs.iter().flatten().filter(|a| self.web.enabled && !a.ip().is_loopback()) {
+            w.push(Warning(format!(
+                "the page is served on {addr}, not a loopback address: anyone who reaches it sees the fleet{}; \
+                 serve it on 127.0.0.1 behind a reverse proxy with TLS",
+                if self.web.actions { ", and the operators' tokens travel in clear" } else { "" }
+            )));
+        }
         for c in self.classes.values() {
             if c.timeout > c.deadline {
                 w.push(Warning(format!(
@@ -538,6 +572,7 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
     let worker = read_worker(r, root);
     let systemd = read_systemd(r, root, &worker);
     let metrics = read_metrics(r, root);
+    let web = read_web(r, root);
     let supervisor = read_supervisor(r, root, env, &systemd, &broker);
     let alerts = read_alerts(r, root, env, &systemd);
     let quarantine = read_quarantine(r, root);
@@ -547,7 +582,7 @@ fn read_config(r: &mut Reader, root: &Table, env: &Environment) -> Config {
         classes.iter().map(|(n, c)| (n.clone(), topology::delivery_limit(c.max_attempts, c.poison_after))).collect();
     let credentials = read_credentials(r, root);
     r.unknown_keys(root, "");
-    Config { host, broker, systemd, metrics, supervisor, alerts, quarantine, worker, classes, credentials }
+    Config { host, broker, systemd, metrics, web, supervisor, alerts, quarantine, worker, classes, credentials }
 }
 
 fn read_broker(r: &mut Reader, root: &Table) -> BrokerConfig {
@@ -698,6 +733,30 @@ fn read_metrics(r: &mut Reader, root: &Table) -> MetricsConfig {
     let metrics = MetricsConfig { listen };
     r.unknown_keys(&metrics_t, "metrics");
     metrics
+}
+
+fn read_web(r: &mut Reader, root: &Table) -> WebConfig {
+    let t = r.section(root, "", "web");
+    const ADDR: &str = "an address such as 127.0.0.1:9465";
+    let listen = r
+        .string(&t, "web", "listen", ADDR)
+        .and_then(|s| s.parse::<SocketAddr>().map_err(|_| r.problem("web.listen", &format!("`{s}`"), ADDR)).ok());
+    let enabled = r.boolean(&t, "web", "enabled", true);
+    let actions = r.boolean(&t, "web", "actions", false);
+    let token_file = r.string(&t, "web", "token_file", "an absolute path").map(|p| {
+        if !p.starts_with('/') {
+            r.problem("web.token_file", &format!("`{p}`"), "an absolute path");
+        }
+        PathBuf::from(p)
+    });
+    if actions && token_file.is_none() {
+        r.problem("web.actions", "true and no web.token_file", "a web.token_file with the operators' tokens");
+    }
+    let refresh =
+        r.period(&t, "web", "refresh", Duration::from_secs(3), (Duration::from_millis(500), Duration::from_secs(300)));
+    let runbooks = r.string(&t, "web", "runbooks", "a URL such as https://wiki.example.com/drover/runbooks");
+    r.unknown_keys(&t, "web");
+    WebConfig { enabled, listen, actions, token_file, refresh, runbooks }
 }
 
 fn read_supervisor(
@@ -1510,6 +1569,8 @@ mod tests {
         let q = &c.quarantine;
         assert_eq!((q.enforce, q.cordon_alpha, q.tail_quantile), (d.enforce, d.cordon_alpha, d.tail_quantile));
         assert_eq!((q.slow_factor, q.max_quarantined, q.alpha), (d.slow_factor, d.max_quarantined, d.alpha));
+        // The page: on, read-only, with its default refresh.
+        assert!(c.web.enabled && !c.web.actions && c.web.refresh == Duration::from_secs(3));
     }
 
     #[test]
@@ -1655,6 +1716,46 @@ mod tests {
         let err = Config::parse("[classes.x]\ncommand = [\"x\"\n", "s.toml", &Environment::example()).expect_err("bad");
         assert_eq!(err.problems[0].key, "(syntax)");
         assert!(err.problems[0].at.is_some_and(|(line, _)| line >= 2), "{:?}", err.problems[0]);
+    }
+
+    #[test]
+    fn the_pages_keys_are_validated_with_every_problem_placed() {
+        let ok = "[web]\nlisten = \"127.0.0.1:9465\"\nactions = true\ntoken_file = \"/etc/drover/web-tokens\"\n\
+                  refresh = \"2s\"\n[classes.x]\ncommand = [\"x\"]\n";
+        let c = Config::parse(ok, "w.toml", &Environment::example()).expect("valid");
+        assert_eq!(c.web.listen.map(|a| a.port()), Some(9465));
+        assert!(c.web.actions && c.web.enabled);
+        assert_eq!(c.web.refresh, Duration::from_secs(2));
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let defaults =
+            Config::parse("[classes.x]\ncommand = [\"x\"]\n", "d.toml", &Environment::example()).expect("ok");
+        assert!(defaults.web.enabled && !defaults.web.actions && defaults.web.token_file.is_none());
+        // (text, the problems' keys and places)
+        let bad = "[web]\nlisten = \"anywhere\"\nactions = true\nrefresh = \"0s\"\ntokens = 1\n[classes.x]\ncommand = [\"x\"]\n";
+        let err = Config::parse(bad, "b.toml", &Environment::example()).expect_err("invalid");
+        let mut at: Vec<(&str, Option<(usize, usize)>)> = err.problems.iter().map(|p| (p.key.as_str(), p.at)).collect();
+        at.sort();
+        assert_eq!(
+            at,
+            [
+                ("web.actions", Some((3, 1))),
+                ("web.listen", Some((2, 1))),
+                ("web.refresh", Some((4, 1))),
+                ("web.tokens", Some((5, 1))),
+            ]
+        );
+        let rel = "[web]\ntoken_file = \"tokens\"\n[classes.x]\ncommand = [\"x\"]\n";
+        let err = Config::parse(rel, "r.toml", &Environment::example()).expect_err("relative");
+        assert_eq!(err.problems[0].key, "web.token_file");
+        // Served beyond loopback: a warning, louder with actions on.
+        let open =
+            "[web]\nlisten = \"0.0.0.0:9465\"\nactions = true\ntoken_file = \"/t\"\n[classes.x]\ncommand = [\"x\"]\n";
+        let c = Config::parse(open, "o.toml", &Environment::example()).expect("valid");
+        let w = c.warnings();
+        assert!(w.len() == 1 && w[0].0.contains("tokens travel in clear"), "{w:?}");
+        let nowhere = "[web]\nactions = true\ntoken_file = \"/t\"\n[classes.x]\ncommand = [\"x\"]\n";
+        let w = Config::parse(nowhere, "n.toml", &Environment::example()).expect("valid").warnings();
+        assert!(w.len() == 1 && w[0].0.contains("no address serves the page"), "{w:?}");
     }
 
     #[test]

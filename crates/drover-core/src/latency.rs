@@ -54,6 +54,8 @@ const OTHER_TENANT: &str = "(other)";
 #[derive(Clone, Debug)]
 struct ClassWatch {
     fleet: Detector,
+    /// The fleet detector's score after its last completion (the drift chart's line).
+    fleet_score: f64,
     here: Detector,
     tenants: BTreeMap<String, TenantWatch>,
     running: HashMap<String, Running>,
@@ -103,6 +105,7 @@ impl LatencyWatch {
             .map(|c| {
                 let w = ClassWatch {
                     fleet: detector(saved.fleet.get(&c)),
+                    fleet_score: 0.0,
                     here: detector(saved.here.get(&c)),
                     running: HashMap::new(),
                     tenants: BTreeMap::new(),
@@ -127,6 +130,13 @@ impl LatencyWatch {
     /// recent median.
     pub fn expected_s(&self, class: &str, now_s: f64) -> Option<f64> {
         expected_run_s(&self.classes.get(class)?.fleet, now_s)
+    }
+
+    /// A class's fleet-wide drift score (evidence of slowdown as a fraction of the alarm
+    /// threshold, 0..1, as of its last completion) and its baseline now (`None` while learning).
+    pub fn drift(&self, class: &str, now_s: f64) -> Option<(f64, Option<crate::drift::Baseline>)> {
+        let w = self.classes.get(class)?;
+        Some((w.fleet_score, w.fleet.baseline(now_s)))
     }
 
     pub fn classes(&self) -> impl Iterator<Item = &String> {
@@ -213,7 +223,7 @@ impl LatencyWatch {
                 let (Some(d), true) = (e.duration_s, counts) else { return };
                 let finished_ms = parse_ms(&e.finished_at).unwrap_or(0);
                 let t = finished_ms as f64 / 1000.0;
-                w.fleet.observe(t, d);
+                w.fleet_score = w.fleet.observe(t, d).score;
                 if e.host == host {
                     w.here.observe(t, d);
                 }

@@ -40,6 +40,8 @@
 //!   host's report in; judgments per host, the fleet's verdicts and alerts out, once per fleet;
 //!   its snapshot for the next judge.
 //! - [`timeline`]: the timeline's entries, every host's merged into one, first failures noted.
+//! - [`page`]: the supervisor's page: operators' tokens, its actions validated, a job's age
+//!   against its class's usual run time, the run-time histogram, runbook links, the timeline's filter.
 //! - [`alerts`]: the alert state machine (dedupe, hold-down), and where alerts are posted.
 //! - [`topology`]: the broker's side: queue arguments (classic or quorum), delivery limits,
 //!   broker policies that contradict the configuration, which cluster node to connect to next.
@@ -58,6 +60,7 @@ pub mod judge;
 pub mod latency;
 pub mod maintenance;
 pub mod outcome;
+pub mod page;
 pub mod progress;
 pub mod quarantine;
 pub mod reconcile;
