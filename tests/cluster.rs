@@ -455,7 +455,7 @@ workers = 3
         // It goes on from the last snapshot in the broker (the killed judge's, or the one
         // before it if it had not written one yet), not from zero.
         let log = hosts[next].supervisor_log();
-        let took_over = log.lines().filter(|l| l.contains("this supervisor is now the fleet's judge")).next_back();
+        let took_over = log.lines().rfind(|l| l.contains("this supervisor is now the fleet's judge"));
         assert!(took_over.is_some_and(|l| l.contains("going on from")), "{log}");
         // The judge's queue is led by another node while its old leader is down.
         new_leader(&judge_queue, lead % 3 + 1, Some(lead)).await;
