@@ -9,7 +9,10 @@
 //! stop nodes, so they run one at a time.
 
 use crate::harness::{wait_until, Env};
+use crate::judge::elected;
 use crate::lease::lease_queues;
+use crate::quarantine::add_environment;
+use crate::supervisor::Host;
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
@@ -59,7 +62,14 @@ impl std::ops::Deref for OnCluster {
 fn env(name: &str, classes: &str) -> OnCluster {
     let alone = Alone(CLUSTER.lock().unwrap_or_else(|e| e.into_inner()));
     let env = Env::new(name, classes);
-    let text = std::fs::read_to_string(&env.config).expect("config");
+    onto_cluster(&env.config);
+    OnCluster { env, _alone: alone }
+}
+
+/// Points a configuration at every node of the cluster, with quorum queues and the management
+/// API of node 1.
+fn onto_cluster(config: &std::path::Path) {
+    let text = std::fs::read_to_string(config).expect("config");
     let list: Vec<String> = urls().iter().map(|u| format!("{u:?}")).collect();
     let mut lines: Vec<String> = text
         .lines()
@@ -72,8 +82,7 @@ fn env(name: &str, classes: &str) -> OnCluster {
         })
         .collect();
     lines.push(String::new());
-    std::fs::write(&env.config, lines.join("\n")).expect("config");
-    OnCluster { env, _alone: alone }
+    std::fs::write(config, lines.join("\n")).expect("config");
 }
 
 /// A connection to the first cluster node that answers (a loud failure when none does).
@@ -376,4 +385,103 @@ async fn a_worker_whose_broker_node_stops_goes_on_through_another_node() {
         !restored.is_empty() && !restored.contains(&stopped_port),
         "reconnected to a node other than {stopped_port}:\n{log}"
     );
+}
+
+/// The fleet's judge on the cluster (issue 15): three supervisors as hosts, one of them bad
+/// (every job hangs), jobs flowing on quorum queues. The node that leads the judge's queue is
+/// stopped and, while it is down, the judge's supervisor is killed: another supervisor is
+/// elected from the replicated queue and goes on from the snapshot, every job completes, none
+/// runs twice at the same time, the bad host stays quarantined and is paged once for the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_judge_killed_while_a_broker_node_is_down_hands_over_with_every_job_done_once_and_the_quarantine_kept() {
+    let _alone = Alone(CLUSTER.lock().unwrap_or_else(|e| e.into_inner()));
+    let class = r#"
+evaluate_every = "500ms"
+drift_warmup = 10
+[quarantine]
+hold = "10m"
+[classes.w]
+mode = "persistent"
+command = ["python3", "{handler}", "persistent"]
+timeout = "2s"
+max_attempts = 10
+poison_after = 0
+retry_base = "300ms"
+retry_max = "1s"
+workers = 3
+"#;
+    let first = Host::new("cluster-judge", class);
+    onto_cluster(&first.config);
+    let second = first.other_host("cjudge-b", 3);
+    let bad = first.other_host("cjudge-bad", 3);
+    add_environment(&bad, "BEHAVE_BAD=1");
+    let mut hosts = [first, second, bad];
+    let env = hosts[0].env.clone();
+    let prefix = env.prefix.clone();
+    let locks = env.dir.join("locks");
+    std::fs::create_dir_all(&locks).expect("lock dir");
+    let payload = format!(r#"{{"sleep": 0.3, "lock_dir": "{}"}}"#, locks.display());
+    hosts[0].start_supervisor();
+    wait_until("the first supervisor elected", Duration::from_secs(90), || elected(&hosts[0]));
+    hosts[1].start_supervisor();
+    hosts[2].start_supervisor();
+    for h in &hosts {
+        h.wait_status("3 healthy units", Duration::from_secs(90), |u| {
+            u.len() == 3 && u.values().all(|s| s.health == "healthy")
+        });
+    }
+    let done = || -> BTreeSet<String> { env.behave("done").into_iter().map(|(id, _)| id).collect() };
+    let mut ids: BTreeSet<String> = env.submit("w", &payload, 60, &[]).into_iter().collect();
+    hosts[2].wait_status("the bad host's units quarantined", Duration::from_secs(180), |u| {
+        u.values().filter(|s| s.health == "quarantined").count() == 3
+    });
+    wait_until("the first jobs", Duration::from_secs(180), || done().len() >= 40);
+
+    let judge_queue = format!("{prefix}.judge");
+    let lead = new_leader(&judge_queue, 1, None).await;
+    let killed = {
+        let _down = Stopped::node(lead);
+        ids.extend(env.submit("w", &payload, 20, &[]));
+        // The node's connections are gone: whoever the broker now gives the judge's queue to
+        // (the same supervisor, or another) is the judge, and is killed without a word.
+        wait_until("a judge with the node down", Duration::from_secs(120), || hosts.iter().any(judging));
+        let killed = (0..3).find(|i| judging(&hosts[*i])).expect("a judge");
+        eprintln!("stopped node {lead}; killing the judge, {}", hosts[killed].name);
+        hosts[killed].kill_supervisor();
+        let others = || (0..3).filter(|i| *i != killed && judging(&hosts[*i])).collect::<Vec<_>>();
+        wait_until("another supervisor elected", Duration::from_secs(120), || !others().is_empty());
+        let next = others()[0];
+        assert_eq!(others().len(), 1, "one judge at a time");
+        // It goes on from the last snapshot in the broker (the killed judge's, or the one
+        // before it if it had not written one yet), not from zero.
+        let log = hosts[next].supervisor_log();
+        let took_over = log.lines().rfind(|l| l.contains("this supervisor is now the fleet's judge"));
+        assert!(took_over.is_some_and(|l| l.contains("going on from")), "{log}");
+        // The judge's queue is led by another node while its old leader is down.
+        new_leader(&judge_queue, lead % 3 + 1, Some(lead)).await;
+        wait_until("jobs to complete with a node down and a new judge", Duration::from_secs(240), || {
+            done().len() >= ids.len() - 5
+        });
+        killed
+    };
+    wait_until("every job to complete", Duration::from_secs(240), || done().is_superset(&ids));
+
+    assert_eq!(overlaps(&locks), Vec::<String>::new(), "no job ran while an earlier run of it was alive");
+    // The killed supervisor comes back (as systemd would restart it); the bad host, whichever
+    // host was killed, is still quarantined.
+    hosts[killed].start_supervisor();
+    hosts[2].wait_status("the quarantine kept", Duration::from_secs(90), |u| {
+        u.len() == 3 && u.values().all(|s| s.health == "quarantined")
+    });
+    let pages: usize = hosts.iter().map(|h| h.supervisor_log().matches("ALERT WorkerQuarantined").count()).sum();
+    assert_eq!(pages, 1, "one page for the bad host, over the outage and the takeover");
+    let dead = dead_letters(&format!("{prefix}.dead.w")).await;
+    assert_eq!(dead.len(), 0, "no job was dead-lettered");
+}
+
+/// Whether `h`'s supervisor is the fleet's judge now (the last word of its log on it).
+fn judging(h: &Host) -> bool {
+    let log = h.supervisor_log();
+    let won = log.rfind("this supervisor is now the fleet's judge");
+    won.is_some() && won > log.rfind("no longer the fleet's judge")
 }

@@ -49,7 +49,7 @@ async fn learnt(prefix: &str) -> u64 {
     snapshot(prefix).await.and_then(|s| s.baselines.fleet.get("w").map(|d| d.completions)).unwrap_or(0)
 }
 
-fn elected(h: &Host) -> bool {
+pub fn elected(h: &Host) -> bool {
     h.supervisor_log().contains(ELECTED)
 }
 

@@ -81,12 +81,13 @@ fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
 }
 
 /// The core's queue arguments as an AMQP field table.
-fn args_table(args: topology::Args) -> FieldTable {
+pub(crate) fn args_table(args: topology::Args) -> FieldTable {
     table(
         args.into_iter()
             .map(|(k, v)| match v {
                 Arg::Str(s) => (k, AMQPValue::LongString(s.as_str().into())),
                 Arg::Int(i) => (k, AMQPValue::LongLongInt(i)),
+                Arg::Bool(b) => (k, AMQPValue::Boolean(b)),
             })
             .collect(),
     )
@@ -110,6 +111,10 @@ pub struct Link {
     in_flight: tokio::task::JoinSet<()>,
     /// Number of successful connections so far (1 after the first).
     pub connections: u64,
+    /// When the current connection was made.
+    up_since: Option<Instant>,
+    /// No connect before this (the last connection was lost soon after it was made).
+    hold_until: Option<Instant>,
 }
 
 const MAX_PENDING_EVENTS: usize = 10_000;
@@ -132,6 +137,8 @@ impl Link {
             dropped_events: 0,
             in_flight: tokio::task::JoinSet::new(),
             connections: 0,
+            up_since: None,
+            hold_until: None,
         }
     }
 
@@ -150,8 +157,11 @@ impl Link {
         self.chan = None;
         self.events_chan = None;
         if let Some(conn) = self.conn.take() {
-            // Whatever broke, the next connect goes to another node first.
-            self.rotation.lost();
+            // Whatever broke, the next connect goes to another node first, and not at once if
+            // this connection broke soon after it was made.
+            let lasted = self.up_since.take().map_or(Duration::ZERO, |t| t.elapsed());
+            let wait = self.rotation.lost(lasted, &self.cfg.reconnect, self.jitter.unit());
+            self.hold_until = (!wait.is_zero()).then(|| Instant::now() + wait);
             // Closing may hang on a dead socket: in the background, but owned by the link (its
             // tasks are awaited by `settle_events` and aborted when the link is dropped).
             while self.in_flight.try_join_next().is_some() {}
@@ -234,10 +244,16 @@ impl Link {
         let mut tries = 0u32;
         while !self.is_up() {
             self.mark_down();
+            // After a connection lost as soon as it was made, a pause first; not one that would
+            // outlast the caller's deadline (one more try then beats giving up unheard).
+            if let Some(wake) = self.hold_until.take().filter(|w| give_up.is_none_or(|g| *w < g)) {
+                Self::pause(wake, None, cancel, "").await?;
+            }
             tries += 1;
             match self.connect_once().await {
                 Ok(()) => {
                     self.rotation.connected();
+                    self.up_since = Some(Instant::now());
                     if tries > 1 || self.connections > 1 {
                         tracing::info!("broker connection restored after {tries} tries (node {})", self.node());
                     }
@@ -252,24 +268,35 @@ impl Link {
                             "broker unreachable ({e}); retrying with backoff (try {tries}, next in {wait:.1?})"
                         );
                     }
-                    let wake = Instant::now() + wait;
-                    if give_up.is_some_and(|g| wake >= g) {
-                        return Err(BrokerError::GaveUp(format!("broker still unreachable after {tries} tries: {e}")));
-                    }
-                    let cancelled = async {
-                        match cancel {
-                            Some(c) => c.cancelled().await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(wake) => {}
-                        _ = cancelled => return Err(BrokerError::GaveUp("cancelled".into())),
-                    }
+                    let why = format!("broker still unreachable after {tries} tries: {e}");
+                    Self::pause(Instant::now() + wait, give_up, cancel, &why).await?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Waits until `wake`, unless `give_up` comes first (`why` says what was waited for) or
+    /// `cancel` fires.
+    async fn pause(
+        wake: Instant,
+        give_up: Option<Instant>,
+        cancel: Option<&CancellationToken>,
+        why: &str,
+    ) -> Result<(), BrokerError> {
+        if give_up.is_some_and(|g| wake >= g) {
+            return Err(BrokerError::GaveUp(why.to_string()));
+        }
+        let cancelled = async {
+            match cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => Ok(()),
+            _ = cancelled => Err(BrokerError::GaveUp("cancelled".into())),
+        }
     }
 
     fn channel(&self) -> Result<&Channel, BrokerError> {

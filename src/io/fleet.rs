@@ -4,7 +4,7 @@
 //! request waiting in its durable queue when it comes back.
 
 use crate::config::Config;
-use crate::io::amqp::{deadline, BrokerError, Link};
+use crate::io::amqp::{args_table, deadline, BrokerError, Link};
 use crate::io::control::{Handler, Request, Response};
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
@@ -12,7 +12,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -117,10 +117,9 @@ async fn next_delivery(
 /// This host's durable request queue, bound for its own key and `all`, consumed.
 async fn consume_requests(chan: &Channel, cfg: &Config) -> Result<Consumer, BrokerError> {
     let queue = format!("{}.control.{}", cfg.broker.prefix, cfg.host);
-    let mut args = FieldTable::default();
-    if let Some(exp) = cfg.broker.queue_expires {
-        args.insert("x-expires".into(), AMQPValue::LongLongInt(exp.as_millis() as i64));
-    }
+    // Of `broker.queue_type`: on a cluster, a host's pending orders outlive the node they were on.
+    let role = crate::topology::QueueRole::Requests;
+    let args = args_table(crate::topology::queue_args(cfg.broker.queue_type, &role, cfg.broker.queue_expires));
     let op = cfg.broker.op_timeout;
     deadline(
         op,

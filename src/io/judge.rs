@@ -11,14 +11,18 @@
 //! - On the control exchange: `judged.<host>` (what the judge decided for that host) and
 //!   `judge.news` (the fleet's verdicts and alerts, for every supervisor).
 //!
+//! Both queues are of `broker.queue_type` (`crate::topology`): on a cluster with quorum queues
+//! the election and the snapshot survive the node that held them.
+//!
 //! I/O and translation only: what the judge decides is `crate::fleet_judge`.
 
 use crate::config::Config;
 use crate::fleet_judge::{HostReport, News, Snapshot};
-use crate::io::amqp::{deadline, BrokerError, Link};
+use crate::io::amqp::{args_table, deadline, BrokerError, Link};
 use crate::judge::HostJudgment;
+use crate::topology::{self, QueueRole};
 use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicNackOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer};
 
 /// The `type` property of a host's report in the judge's queue (the rest are job events).
@@ -46,15 +50,8 @@ pub fn own_events_key(host: &str) -> String {
     format!("*.*.{}", host.replace('.', "_"))
 }
 
-fn args(entries: &[(&str, AMQPValue)], cfg: &Config) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    if let Some(exp) = cfg.broker.queue_expires {
-        t.insert("x-expires".into(), AMQPValue::LongLongInt(exp.as_millis() as i64));
-    }
-    t
+fn args(cfg: &Config, role: &QueueRole) -> FieldTable {
+    args_table(topology::queue_args(cfg.broker.queue_type, role, cfg.broker.queue_expires))
 }
 
 async fn declare_queue(chan: &Channel, cfg: &Config, name: &str, a: FieldTable) -> Result<(), BrokerError> {
@@ -67,11 +64,8 @@ async fn declare_queue(chan: &Channel, cfg: &Config, name: &str, a: FieldTable) 
 pub async fn stand_for_judge(link: &mut Link, cfg: &Config) -> Result<(Channel, Consumer), BrokerError> {
     let chan = link.consumer_channel(200).await?;
     let op = cfg.broker.op_timeout;
-    let sac =
-        [("x-single-active-consumer", AMQPValue::Boolean(true)), ("x-max-length", AMQPValue::LongLongInt(MAX_WAITING))];
-    declare_queue(&chan, cfg, &queue(cfg), args(&sac, cfg)).await?;
-    let one = [("x-max-length", AMQPValue::LongLongInt(1))];
-    declare_queue(&chan, cfg, &state_queue(cfg), args(&one, cfg)).await?;
+    declare_queue(&chan, cfg, &queue(cfg), args(cfg, &QueueRole::Judge { max_length: MAX_WAITING })).await?;
+    declare_queue(&chan, cfg, &state_queue(cfg), args(cfg, &QueueRole::JudgeState)).await?;
     let bind = chan.queue_bind(
         queue(cfg).as_str().into(),
         link.names.events().as_str().into(),

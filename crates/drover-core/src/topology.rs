@@ -41,6 +41,7 @@ impl QueueType {
 pub enum Arg {
     Str(String),
     Int(i64),
+    Bool(bool),
 }
 
 pub type Args = Vec<(&'static str, Arg)>;
@@ -77,6 +78,14 @@ pub enum QueueRole<'a> {
     /// A running job's lease copy: it expires after `ttl` back to the work queue `work`; the
     /// queue itself goes once unused for `expires`.
     Lease { work: &'a str, ttl: Duration, expires: Duration },
+    /// The fleet judge's queue: every job event and every host's report, delivered to one
+    /// consumer at a time (the broker's election of the judge); at most `max_length` wait while
+    /// no supervisor consumes, the oldest dropped.
+    Judge { max_length: i64 },
+    /// The judge's latest snapshot: one message, each newer one pushing out the one before.
+    JudgeState,
+    /// A host's durable queue of requests (drain, cordon, ... orders from the fleet).
+    Requests,
 }
 
 fn ms(d: Duration) -> Arg {
@@ -99,7 +108,12 @@ pub fn queue_args(kind: QueueType, role: &QueueRole, expires: Option<Duration>) 
                 dead_letter_to(&mut args, Some(dead));
             }
         }
-        QueueRole::Dead => {}
+        QueueRole::Dead | QueueRole::Requests => {}
+        QueueRole::Judge { max_length } => {
+            args.push(("x-single-active-consumer", Arg::Bool(true)));
+            args.push(("x-max-length", Arg::Int(*max_length)));
+        }
+        QueueRole::JudgeState => args.push(("x-max-length", Arg::Int(1))),
         QueueRole::Delay { ttl } => {
             args.push(("x-message-ttl", ms(*ttl)));
             dead_letter_to(&mut args, None);
@@ -261,19 +275,28 @@ pub fn check_policies(
 /// of the nodes a failed connect waits a short jittered delay (the backoff's first window), and
 /// each round that tried every node without luck doubles the window, up to the cap (full
 /// jitter). A success resets the rounds and keeps the node.
+///
+/// A connection that is lost soon after it was made (a node that accepts connections but fails
+/// every channel: a queue whose node is down, a declaration the broker refuses) is a failure
+/// too: the next connect waits a growing jittered delay instead of looping at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rotation {
     nodes: usize,
     current: usize,
     failures: u32,
+    /// Connections in a row that were lost before [`STABLE_SESSION`].
+    short: u32,
 }
+
+/// A connection that lasted this long was a working one: losing it reconnects at once.
+pub const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 impl Rotation {
     /// `unit` in `[0, 1)` picks the first node.
     pub fn new(nodes: usize, unit: f64) -> Rotation {
         let nodes = nodes.max(1);
         let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
-        Rotation { nodes, current: ((unit * nodes as f64) as usize).min(nodes - 1), failures: 0 }
+        Rotation { nodes, current: ((unit * nodes as f64) as usize).min(nodes - 1), failures: 0, short: 0 }
     }
 
     /// The node to try now.
@@ -298,9 +321,17 @@ impl Rotation {
         self.failures = 0;
     }
 
-    /// The connection was lost: the next try goes to another node (for one node, the same).
-    pub fn lost(&mut self) {
+    /// The connection was lost after `lasted`: the next try goes to another node (for one node,
+    /// the same), after the returned delay: none after a working connection, a growing jittered
+    /// one after each connection in a row that was lost early.
+    pub fn lost(&mut self, lasted: Duration, backoff: &Backoff, unit: f64) -> Duration {
         self.current = (self.current + 1) % self.nodes;
+        if lasted >= STABLE_SESSION {
+            self.short = 0;
+            return Duration::ZERO;
+        }
+        self.short = self.short.saturating_add(1);
+        backoff.delay(self.short, unit)
     }
 }
 
@@ -320,6 +351,7 @@ mod tests {
             (work.clone(), None, vec![]),
             (work, Some(s(600)), vec!["x-expires"]),
             (QueueRole::Dead, None, vec![]),
+            (QueueRole::Requests, Some(s(600)), vec!["x-expires"]),
             (QueueRole::Delay { ttl: s(5) }, None, vec!["x-message-ttl", "x-dead-letter-exchange"]),
             (
                 QueueRole::Lease { work: "p.jobs.c", ttl: s(3), expires: s(66) },
@@ -352,6 +384,35 @@ mod tests {
         assert!(delay.contains(&("x-message-ttl", Arg::Int(1500))));
         assert!(delay.contains(&("x-dead-letter-strategy", Arg::Str("at-least-once".into()))));
         assert!(delay.contains(&("x-delivery-limit", Arg::Int(1000))));
+    }
+
+    #[test]
+    fn the_judges_queues_elect_one_consumer_and_keep_one_snapshot_on_either_queue_type() {
+        let judge = QueueRole::Judge { max_length: 200_000 };
+        let classic = queue_args(QueueType::Classic, &judge, Some(Duration::from_secs(600)));
+        assert_eq!(
+            classic,
+            vec![
+                ("x-single-active-consumer", Arg::Bool(true)),
+                ("x-max-length", Arg::Int(200_000)),
+                ("x-expires", Arg::Int(600_000)),
+            ]
+        );
+        // On a cluster the election and the snapshot outlive the node that held them: both are
+        // replicated, and a snapshot read back (a requeue) many times is never dropped.
+        let quorum = queue_args(QueueType::Quorum, &judge, None);
+        assert!(quorum.contains(&("x-single-active-consumer", Arg::Bool(true))));
+        assert!(quorum.contains(&("x-queue-type", Arg::Str("quorum".into()))));
+        assert!(quorum.contains(&("x-delivery-limit", Arg::Int(1000))));
+        let state = queue_args(QueueType::Quorum, &QueueRole::JudgeState, None);
+        assert_eq!(
+            state,
+            vec![
+                ("x-max-length", Arg::Int(1)),
+                ("x-queue-type", Arg::Str("quorum".into())),
+                ("x-delivery-limit", Arg::Int(1000)),
+            ]
+        );
     }
 
     #[test]
@@ -461,7 +522,7 @@ mod tests {
         );
         r.connected();
         assert_eq!(r.current(), 1);
-        r.lost();
+        assert_eq!(r.lost(Duration::from_secs(60), &b, 0.999), Duration::ZERO, "a working connection: at once");
         assert_eq!(r.current(), 2, "after a lost connection, another node first");
         assert_eq!(r.failed(&b, 0.999), b.delay(1, 0.999), "a success reset the rounds");
     }
@@ -474,8 +535,28 @@ mod tests {
             assert_eq!(r.failed(&b, 0.5), b.delay(k, 0.5), "try {k}");
         }
         assert_eq!(r.current(), 0);
-        r.lost();
+        r.lost(STABLE_SESSION, &b, 0.5);
         assert_eq!(r.current(), 0);
+    }
+
+    #[test]
+    fn connections_lost_right_after_they_were_made_back_off_instead_of_looping() {
+        // A node that takes connections but fails the first declaration on each (a queue whose
+        // node is down): every session ends at once.
+        let b = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut r = Rotation::new(3, 0.0);
+        let quick = Duration::from_millis(30);
+        let waits: Vec<Duration> = (0..6)
+            .map(|_| {
+                r.connected();
+                r.lost(quick, &b, 0.999)
+            })
+            .collect();
+        let windows: Vec<u32> =
+            waits.iter().map(|w| (1..=8).find(|k| b.delay(*k, 0.999) == *w).expect("a window")).collect();
+        assert_eq!(windows, vec![1, 2, 3, 4, 5, 5], "growing to the cap (2 s), never zero");
+        assert_eq!(r.lost(STABLE_SESSION, &b, 0.999), Duration::ZERO, "a connection that worked resets it");
+        assert_eq!(r.lost(quick, &b, 0.999), b.delay(1, 0.999));
     }
 
     #[test]
