@@ -506,7 +506,9 @@ workers = 0
     assert!(out.status.success(), "cordon: {}", String::from_utf8_lossy(&out.stderr));
     let cordons = timeline_of(&host.config, "cordon");
     assert_eq!(cordons.len(), 1, "{cordons:?}");
-    assert_eq!(cordons[0].who, operator, "the order is the operator login's, not the claim in its body");
+    // The sender is the operator login the broker checked; the body's claim (the person at
+    // the terminal) only rides along, before `via`.
+    assert_eq!(cordons[0].who, format!("mallory via {operator}"), "the order is the operator login's");
     assert_eq!(cordons[0].why, "who sent this");
 
     // The same login claiming another broker user's name in `user-id`: the broker refuses it.

@@ -70,17 +70,22 @@ impl Request {
             | Request::Undrain { who, .. }
             | Request::Note { who, .. }
             | Request::Rebaseline { who, .. } => Some(who),
-            Request::Status | Request::Progress | Request::Timeline { .. } | Request::Verdicts => None,
+            Request::Status | Request::Progress | Request::Timeline { .. } | Request::Verdicts | Request::Charts => {
+                None
+            }
         }
     }
 
-    /// Replaces the sender the body claims with the one the broker vouches for: the AMQP
-    /// `user-id` property, which RabbitMQ checks against the publishing connection's user. A
-    /// request without one keeps its claim, marked as unverified.
+    /// Records the sender the broker vouches for: the AMQP `user-id` property, which RabbitMQ
+    /// checks against the publishing connection's user. A claim in the body that says more (the
+    /// person at the operator's terminal, or an operator a supervisor's page took the token of)
+    /// rides along as `<claim> via <broker user>`: the part after `via` is the one checked. A
+    /// request without a user-id keeps its claim, marked as unverified.
     pub fn attribute(&mut self, broker_user: Option<&str>) {
         if let Some(who) = self.who_mut() {
             *who = match broker_user {
-                Some(user) => user.to_string(),
+                Some(user) if who.is_empty() || who == user => user.to_string(),
+                Some(user) => format!("{who} via {user}"),
                 None => format!("{who} (unverified)"),
             };
         }
@@ -400,6 +405,33 @@ pub fn worker_status(id: &str, attempt: u32, since: &str, progress: Option<f64>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sender_is_the_broker_user_and_a_claim_only_rides_along() {
+        let cordon = |who: &str| Request::Cordon {
+            scope: crate::maintenance::Scope::Host("h".into()),
+            reason: "r".into(),
+            who: who.into(),
+        };
+        let cases = [
+            (
+                "alice (page, from 10.0.0.5)",
+                Some("drover-supervisor"),
+                "alice (page, from 10.0.0.5) via drover-supervisor",
+            ),
+            ("ops", Some("ops"), "ops"),
+            ("", Some("ops"), "ops"),
+            ("mallory", None, "mallory (unverified)"),
+        ];
+        for (claim, user, want) in cases {
+            let mut r = cordon(claim);
+            r.attribute(user);
+            assert_eq!(r.who_mut().map(|w| w.as_str()), Some(want), "{claim:?} from {user:?}");
+        }
+        let mut status = Request::Status;
+        status.attribute(Some("ops"));
+        assert_eq!(status, Request::Status);
+    }
 
     #[test]
     fn worker_status_lines_are_read_back() {

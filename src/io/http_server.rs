@@ -33,8 +33,11 @@ pub fn router(
         .route("/alerts", get(alerts_page))
         .route("/runbooks/{page}", get(runbook_page))
         .fallback(|| async {
-            (StatusCode::NOT_FOUND, "not found: this server has /, /metrics, /alerts and /runbooks/README.md
-")
+            (
+                StatusCode::NOT_FOUND,
+                "not found: this server has /, /metrics, /alerts and /runbooks/README.md
+",
+            )
         })
         .with_state(Shared { metrics, report });
     match page {
