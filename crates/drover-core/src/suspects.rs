@@ -58,7 +58,7 @@
 //!   [`Suspects::release`], so the subject starts with a clean record.
 
 use crate::alerts::AlertKey;
-use crate::quarantine::{binomial_tail, Subject};
+use crate::quarantine::Subject;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -170,6 +170,7 @@ struct Tally {
     times: Sorted,
     successes: Sorted,
     failures: usize,
+    timeouts: usize,
     attempts: usize,
 }
 
@@ -179,6 +180,9 @@ impl Tally {
         change(&mut self.attempts);
         if matches!(d.end, End::Failed | End::TimedOut) {
             change(&mut self.failures);
+        }
+        if d.end == End::TimedOut {
+            change(&mut self.timeouts);
         }
         let (times, succ) = (matches!(d.end, End::Succeeded | End::TimedOut), d.end == End::Succeeded);
         for (on, s) in [(times, &mut self.times), (succ, &mut self.successes)] {
@@ -240,9 +244,6 @@ pub enum Test {
     Tail {
         level: f64,
     },
-    FailuresOrTail {
-        level: f64,
-    },
     /// Successes slower than `factor` x the rest's median.
     Slow {
         factor: f64,
@@ -296,7 +297,6 @@ impl std::fmt::Display for Evidence {
         let what = match self.test {
             Test::Failures => "failed or timed out".to_string(),
             Test::Tail { level } => format!("ran past the rest's p{}", quantile_name(level)),
-            Test::FailuresOrTail { level } => format!("failed or ran past the rest's p{}", quantile_name(level)),
             Test::Slow { factor } => format!("took over {factor}x the rest's median"),
         };
         let running: Vec<String> = self.running_ms.iter().map(|&a| minutes(a)).collect();
@@ -533,7 +533,8 @@ struct Rest<'a> {
     own: &'a Tally,
 }
 
-static NOTHING: Tally = Tally { times: Sorted(Vec::new()), successes: Sorted(Vec::new()), failures: 0, attempts: 0 };
+static NOTHING: Tally =
+    Tally { times: Sorted(Vec::new()), successes: Sorted(Vec::new()), failures: 0, timeouts: 0, attempts: 0 };
 
 impl<'a> Rest<'a> {
     fn new(r: &'a Reference, subject: &Subject) -> Self {
@@ -556,6 +557,11 @@ impl<'a> Rest<'a> {
     fn p_tail(&self, x: i64) -> f64 {
         let ge = self.all.times.at_least(x) - self.own.times.at_least(x);
         (1 + ge) as f64 / (1 + self.n_times()) as f64
+    }
+    /// Conformal share of the rest's runs that timed out: what a timeout is scored against (not
+    /// its run time, which a few milliseconds past the others' would make look rarer than it is).
+    fn p_timeout(&self) -> f64 {
+        (1 + self.all.timeouts - self.own.timeouts) as f64 / (1 + self.n_times()) as f64
     }
     fn failure_rate(&self) -> f64 {
         (self.failures() + 1) as f64 / (self.attempts() + 2) as f64
@@ -597,7 +603,7 @@ impl<'a> Rest<'a> {
 }
 
 /// One job of a subject as the tests see it: how it ended (`None`: still running), its run time
-/// or age, and its tail p-value against the rest.
+/// or age, and its tail p-value against the rest (for a timeout: the rest's share of timeouts).
 #[derive(Clone, Copy, Debug)]
 struct Item {
     /// When its outcome was last known: its end, or now for a running job.
@@ -607,68 +613,121 @@ struct Item {
     p_tail: f64,
 }
 
-/// The smallest one-sided binomial p-value over the newest 1, 2, ... jobs, counting only the
-/// jobs `event` says are known (`Some`), with `rate` the chance of an event under the null.
-/// Returns (p, jobs, events).
-fn scan(items: &[Item], event: impl Fn(&Item) -> Option<bool>, rate: f64) -> (f64, u32, u32) {
-    let (mut best, mut n, mut k) = ((1.0, 0, 0), 0u32, 0u32);
-    for it in items {
-        let Some(e) = event(it) else { continue };
-        n += 1;
-        if e {
-            k += 1;
-            let p = binomial_tail(k, n, rate);
-            if p < best.0 {
-                best = (p, n, k);
-            }
-        }
+/// An alternative to "this subject is like the rest", as a law of its jobs; each job's likelihood
+/// ratio under it against the rest ([`ratio`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Alt {
+    /// Each job hangs (runs until its timeout) with this chance, and is like the rest otherwise.
+    Hang(f64),
+    /// Each job fails or times out with this chance.
+    Fail(f64),
+    /// Each success is slower than the limit with this chance.
+    Slow(f64),
+}
+
+/// The mixtures tested, equal weights within each: a host that hangs every job, half or a quarter
+/// of them; fails every job, half or a quarter; is slow on 90% or half of its successes.
+const BAD: [Alt; 6] = [Alt::Hang(1.0), Alt::Hang(0.5), Alt::Hang(0.25), Alt::Fail(1.0), Alt::Fail(0.5), Alt::Fail(0.25)];
+const SLOW: [Alt; 2] = [Alt::Slow(0.9), Alt::Slow(0.5)];
+
+/// What the rest of the fleet says a job's outcome is, under "like the rest".
+struct Null {
+    /// Chance to fail or time out (smoothed).
+    fail: f64,
+    /// Chance to time out (conformal: at least 1 / (1 + n)).
+    timeout: f64,
+    /// Chance for a success to take over `slow_limit` ms (smoothed).
+    slow: f64,
+    slow_limit: f64,
+}
+
+/// A job's likelihood ratio under `alt` against the rest. A running job is censored: all that is
+/// known is that it runs at least its age `a`, so under a hang its ratio is
+/// `(pi + (1 - pi) S(a)) / S(a)` with `S(a)` the rest's conformal survival (`p_tail`), which only
+/// grows with its age; in the failure and slow mixtures its outcome is unknown yet (ratio 1).
+fn ratio(alt: Alt, it: &Item, null: &Null) -> f64 {
+    match (alt, it.end) {
+        (Alt::Hang(pi), None) => 1.0 - pi + pi / it.p_tail,
+        (Alt::Hang(pi), Some(End::TimedOut)) => 1.0 - pi + pi / null.timeout,
+        // It ended before its timeout: only the (1 - pi) of jobs that do not hang do that.
+        (Alt::Hang(pi), Some(_)) => 1.0 - pi,
+        (Alt::Fail(_) | Alt::Slow(_), None) => 1.0,
+        (Alt::Fail(p), Some(End::Failed | End::TimedOut)) => p / null.fail,
+        (Alt::Fail(p), Some(_)) => (1.0 - p) / (1.0 - null.fail),
+        (Alt::Slow(r), Some(End::Succeeded)) if it.run_ms as f64 > null.slow_limit => r / null.slow,
+        (Alt::Slow(r), Some(End::Succeeded)) => (1.0 - r) / (1.0 - null.slow),
+        (Alt::Slow(_), Some(_)) => 1.0,
     }
-    best
 }
 
-/// The tail levels tested: `1 - q`, a half, a tenth and a hundredth of it, and "beyond every
-/// run of the rest" (the smallest p-value there is with `n` runs).
-fn levels(q: f64, n: usize) -> Vec<f64> {
-    let floor = 1.0 / (1 + n) as f64;
-    let mut v: Vec<f64> = [1.0, 0.5, 0.1, 0.01].iter().map(|m| m * (1.0 - q)).filter(|&t| t > floor).collect();
-    v.push(floor);
-    v
-}
-
-/// The strongest evidence that the subject's jobs fail or hang: (p, test, jobs, events).
-fn bad_test(items: &[Item], rest: &Rest, q: f64) -> (f64, Test, u32, u32) {
-    let tail = |t: f64| {
-        move |it: &Item| match it.end {
-            None => (it.p_tail <= t).then_some(true),
-            Some(End::TimedOut) => Some(it.p_tail <= t),
-            Some(_) => Some(false),
+/// The largest e-value over the windows "every running job and the newest `n` completed ones"
+/// (`n` = 0, 1, ...): the equal-weight mixture over `alts` of the product of the window's
+/// likelihood ratios. Returns (e-value, the alternative with the largest share of it, `n`).
+///
+/// Why this bounds false alarms however often it is evaluated: under "like the rest" each
+/// alternative's product of ratios over the jobs from a given one on is a nonnegative martingale
+/// of mean 1 (a running job's censored ratio included: it is `1{T > a} / S(a)` and its mixtures),
+/// and so is their mixture; by Ville's inequality it ever reaches `1 / alpha` with chance at most
+/// `alpha`, whenever and however often it is looked at. A window starts at each job, so a subject
+/// is flagged falsely at most `alpha` times per job it runs, summed over every look (a binomial
+/// p-value scanned over 20 windows at every evaluation has no such bound: "5 of its last 20 failed"
+/// at a 1% rate is p = 3e-7, and comes up by chance somewhere in a fleet every few 100,000 jobs).
+fn scan(items: &[Item], alts: &[Alt], null: &Null) -> (f64, usize, usize) {
+    let weight = 1.0 / alts.len() as f64;
+    let mut prod = vec![1.0f64; alts.len()];
+    for it in items.iter().filter(|i| i.end.is_none()) {
+        prod.iter_mut().zip(alts).for_each(|(p, a)| *p *= ratio(*a, it, null));
+    }
+    let mut best = (0.0, 0, 0);
+    let mut consider = |prod: &[f64], n: usize| {
+        let e = weight * prod.iter().sum::<f64>();
+        if e > best.0 {
+            let which = (0..prod.len()).max_by(|&a, &b| prod[a].total_cmp(&prod[b])).unwrap_or(0);
+            best = (e, which, n);
         }
     };
-    let f = rest.failure_rate();
-    let (p, n, k) = scan(items, |it| it.end.map(|e| matches!(e, End::Failed | End::TimedOut)), f);
-    let mut best = (p, Test::Failures, n, k);
-    for level in levels(q, rest.n_times()) {
-        let (p, n, k) = scan(items, tail(level), level);
-        if p < best.0 {
-            best = (p, Test::Tail { level }, n, k);
-        }
-    }
-    let level = 1.0 - q;
-    let either =
-        |it: &Item| if matches!(it.end, Some(End::Failed | End::TimedOut)) { Some(true) } else { tail(level)(it) };
-    let (p, n, k) = scan(items, either, (f + level).min(1.0));
-    if p < best.0 {
-        best = (p, Test::FailuresOrTail { level }, n, k);
+    consider(&prod, 0);
+    for (n, it) in items.iter().filter(|i| i.end.is_some()).enumerate() {
+        prod.iter_mut().zip(alts).for_each(|(p, a)| *p *= ratio(*a, it, null));
+        consider(&prod, n + 1);
     }
     best
 }
 
-/// Evidence that the subject's jobs succeed but take over `factor` x the rest's median.
+/// The newest `n` completed jobs.
+fn newest(items: &[Item], n: usize) -> impl Iterator<Item = &Item> {
+    items.iter().filter(|i| i.end.is_some()).take(n)
+}
+
+/// The strongest evidence that the subject's jobs fail or hang: (p, test, jobs, events), with
+/// `p = 1 / e` (a p-value: the e-value's bound). For a hang, the events are its running jobs and
+/// timeouts older than the rest's p90, and the level the least extreme of them.
+fn bad_test(items: &[Item], rest: &Rest, q: f64) -> (f64, Test, u32, u32) {
+    let null = Null { fail: rest.failure_rate(), timeout: rest.p_timeout(), slow: 0.5, slow_limit: f64::INFINITY };
+    let (e, which, n) = scan(items, &BAD, &null);
+    let p = (1.0 / e).min(1.0);
+    if let Alt::Fail(_) = BAD[which] {
+        let k = newest(items, n).filter(|i| matches!(i.end, Some(End::Failed | End::TimedOut))).count();
+        return (p, Test::Failures, n as u32, k as u32);
+    }
+    let running = items.iter().filter(|i| i.end.is_none());
+    let timeouts = newest(items, n).filter(|i| i.end == Some(End::TimedOut));
+    let jobs = running.clone().count() + n;
+    let old: Vec<f64> = running.chain(timeouts).map(|i| i.p_tail).filter(|&t| t <= 10.0 * (1.0 - q)).collect();
+    let level = old.iter().copied().fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    (p, Test::Tail { level: level.unwrap_or(1.0 - q) }, jobs as u32, old.len() as u32)
+}
+
+/// Evidence that the subject's jobs succeed but take over `factor` x the rest's median: (p,
+/// successes in the window, those slower).
 fn slow_test(items: &[Item], rest: &Rest, factor: f64) -> (f64, u32, u32) {
     let limit = factor * rest.median() as f64;
     let rate = (rest.successes_above(limit) + 1) as f64 / (rest.n_successes() + 2) as f64;
-    let event = |it: &Item| (it.end == Some(End::Succeeded)).then_some(it.run_ms as f64 > limit);
-    scan(items, event, rate)
+    let null = Null { fail: 0.5, timeout: 1.0, slow: rate, slow_limit: limit };
+    let (e, _, n) = scan(items, &SLOW, &null);
+    let succeeded: Vec<&Item> = newest(items, n).filter(|i| i.end == Some(End::Succeeded)).collect();
+    let slow = succeeded.iter().filter(|i| i.run_ms as f64 > limit).count();
+    ((1.0 / e).min(1.0), succeeded.len() as u32, slow as u32)
 }
 
 impl Suspects {
@@ -683,14 +742,14 @@ impl Suspects {
             known_ms: d.started_ms + d.run_ms,
             end: Some(d.end),
             run_ms: d.run_ms,
-            p_tail: rest.p_tail(d.run_ms),
+            p_tail: if d.end == End::TimedOut { rest.p_timeout() } else { rest.p_tail(d.run_ms) },
         });
         let running = self.running_on(class, subject).map(|(_, r)| {
             let age = (now_ms - r.started_ms).max(0);
             Item { known_ms: now_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
         });
-        let mut items: Vec<Item> = done.chain(running).collect();
-        items.sort_by_key(|i| std::cmp::Reverse(i.known_ms));
+        let mut items: Vec<Item> = running.chain(done).collect();
+        items.sort_by_key(|i| (i.end.is_some(), std::cmp::Reverse(i.known_ms)));
         items
     }
 
@@ -767,7 +826,6 @@ fn null_rate(test: Test, rest: &Rest) -> f64 {
     match test {
         Test::Failures => rest.failure_rate(),
         Test::Tail { level } => level,
-        Test::FailuresOrTail { level } => (rest.failure_rate() + level).min(1.0),
         Test::Slow { factor } => {
             (rest.successes_above(factor * rest.median() as f64) + 1) as f64 / (rest.n_successes() + 2) as f64
         }
@@ -1074,6 +1132,28 @@ mod tests {
         (s, now)
     }
 
+    /// Like [`fleet`], with one job in 60 timing out at 200 minutes.
+    fn fleet_with_timeouts(rounds: usize) -> (Suspects, i64) {
+        let mut s = Suspects::new(SuspectPolicy::default());
+        let mut t = [0i64; 18];
+        for n in 0..rounds * 18 {
+            let (w, job) = (n % 18, format!("j{n}"));
+            let (host, unit) = (format!("h{}", w / 3), format!("u{}", w % 3));
+            let (mut run, mut end) = ((24 + (n * 7 % 13) as i64) * MIN, End::Succeeded);
+            if n % 50 == 49 {
+                run *= 3;
+            }
+            if n % 60 == 13 {
+                (run, end) = (200 * MIN, End::TimedOut);
+            }
+            s.started(&start(&host, &unit, &job, t[w]));
+            s.ended(&attempt(&host, &unit, &job, t[w], run, end));
+            t[w] += run;
+        }
+        let now = *t.iter().max().expect("workers");
+        (s, now)
+    }
+
     fn standing(d: &Decision, subject: &Subject) -> Standing {
         d.judgements.iter().find(|j| &j.evidence.subject == subject).map_or(Standing::Healthy, |j| j.standing)
     }
@@ -1098,22 +1178,13 @@ mod tests {
             assert!((rest.p_tail(age) - want).abs() < 1e-12, "age {age}: {}", rest.p_tail(age));
         }
         assert_eq!((rest.median(), rest.tail(0.99), rest.attempts()), (20, 40, 4));
-        for (n, want) in [
-            (2000, vec![0.01, 0.005, 0.001, 1.0 / 2001.0]),
-            (50, vec![1.0 / 51.0]),
-            (500, vec![0.01, 0.005, 1.0 / 501.0]),
-        ] {
-            let got = levels(0.99, n);
-            assert_eq!(got.len(), want.len(), "{n}: {got:?}");
-            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{n}: {got:?}");
-        }
     }
 
     #[test]
     fn early_failures_are_weighed_in_the_order_jobs_ended_not_started() {
-        // The rest of the fleet fails about 1 job in 75 (p = 2.3e-6 for three failures in a row,
-        // 9.4e-6 for three in four): at this cordon level the first cordons, the second does not.
-        let policy = SuspectPolicy { cordon_alpha: 5e-6, alpha: 1e-9, ..SuspectPolicy::default() };
+        // The rest of the fleet fails about 1 job in 75 (e-values 8e4 for three failures in a row,
+        // 5e3 for three in four): at this cordon level the first cordons, the second does not.
+        let policy = SuspectPolicy { cordon_alpha: 5e-5, alpha: 1e-9, ..SuspectPolicy::default() };
         let host = Subject::Host("h0".into());
         for (u0_succeeds_last, want) in [(false, Standing::Suspect), (true, Standing::Healthy)] {
             let (mut s, t) = fleet(policy.clone(), 30);
@@ -1133,6 +1204,80 @@ mod tests {
             let d = s.evaluate(t + 30 * MIN, &[]);
             assert_eq!(standing(&d, &host), want, "u0 succeeds last: {u0_succeeds_last}");
         }
+    }
+
+    #[test]
+    fn k_failures_among_the_last_n_at_the_fleet_rate_are_chance_however_often_looked_at() {
+        // The rest fails about 1 job in 75. A binomial p-value of "k of the last n" is under the
+        // cordon level (5 of 12: 3e-7; 6 of 20: 2e-7; against 1e-6), but it is the smallest of 20
+        // windows, looked at on every evaluation of every subject: such windows come up by
+        // chance. The e-value is bounded over all windows and looks, and says "healthy"; a host
+        // whose every job fails is still caught after a few of them.
+        let host = Subject::Host("h0".into());
+        // (jobs, oldest first: F failed, S succeeded; the binomial p of the newest ones; standing)
+        let cases = [
+            ("SSSSSSFSSFSSFSSFSF", Some((5, 12)), Standing::Healthy),
+            ("SSFSSFSSSFSSFSSSFSSF", Some((6, 20)), Standing::Healthy),
+            ("SSSSSSSSSSSSSSSFFFFF", None, Standing::Suspect),
+        ];
+        for (jobs, window, want) in cases {
+            let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
+            let mut failed = 0;
+            for (i, c) in jobs.chars().enumerate() {
+                // The failures spread over the host's units: no worker's own record stands out.
+                let unit = format!("u{}", if c == 'F' { failed % 3 } else { i % 3 });
+                failed += (c == 'F') as usize;
+                let job = format!("p{i}");
+                let (run, end) = if c == 'F' { (10 * MIN, End::Failed) } else { (30 * MIN, End::Succeeded) };
+                s.started(&start("h0", &unit, &job, t));
+                s.ended(&attempt("h0", &unit, &job, t, run, end));
+                t += run / 3;
+            }
+            if let Some((k, n)) = window {
+                let rest = Rest::new(&s.classes["c"], &host);
+                let p = crate::quarantine::binomial_tail(k, n, rest.failure_rate());
+                assert!(p < s.policy.cordon_alpha, "{jobs}: a scanned binomial would act (p {p:e})");
+            }
+            for look in 0..30 {
+                let d = s.evaluate(t + look * MIN, &[]);
+                assert_eq!(standing(&d, &host), want, "{jobs}, look {look}: {:?}", d.judgements);
+                if want == Standing::Healthy {
+                    assert!(d.does.is_empty(), "{jobs}: {:?}", d.does);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn where_the_rest_times_out_at_its_p99_timeouts_make_the_next_running_jobs_evidence() {
+        // The rest of the fleet times out 1 job in 60 (at 200 minutes) and has stragglers at 3x:
+        // its p99 is its timeout, so no running job can look older than 1 in 60 of the rest's
+        // before it times out. Three hung jobs on h0 are not enough alone (1 / 60^3 at most,
+        // against 1e-6 for six alternatives), but once they timed out, the next three jobs
+        // running there at 40 minutes (past every success of the rest but its stragglers) are.
+        let host = Subject::Host("h0".into());
+        let (mut s, t) = fleet_with_timeouts(30);
+        for u in 0..3 {
+            s.started(&start("h0", &format!("u{u}"), &format!("hang{u}"), t));
+        }
+        let d = s.evaluate(t + 199 * MIN, &[]);
+        assert_eq!(standing(&d, &host), Standing::Healthy, "before the timeouts: {:?}", d.judgements);
+        for u in 0..3 {
+            s.ended(&attempt("h0", &format!("u{u}"), &format!("hang{u}"), t, 200 * MIN, End::TimedOut));
+        }
+        let d = s.evaluate(t + 200 * MIN, &[]);
+        assert_eq!(standing(&d, &host), Standing::Healthy, "three timeouts alone: {:?}", d.judgements);
+        let next = t + 201 * MIN;
+        for u in 0..3 {
+            s.started(&start("h0", &format!("u{u}"), &format!("next{u}"), next));
+        }
+        let d = s.evaluate(next + 20 * MIN, &[]);
+        assert_eq!(standing(&d, &host), Standing::Healthy, "at 20 minutes, within the rest's: {:?}", d.judgements);
+        let d = s.evaluate(next + 40 * MIN, &[]);
+        assert!(standing(&d, &host) >= Standing::Suspect, "at 40 minutes: {:?}", d.judgements);
+        let j = d.judgements.iter().find(|j| j.evidence.subject == host).expect("judged");
+        assert!(matches!(j.evidence.test, Test::Tail { .. }), "{:?}", j.evidence);
+        assert_eq!((j.evidence.events, j.evidence.jobs, j.evidence.timed_out), (6, 6, 3), "{}", j.evidence);
     }
 
     #[test]
