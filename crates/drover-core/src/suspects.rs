@@ -608,6 +608,7 @@ impl<'a> Rest<'a> {
 struct Item {
     /// When its outcome was last known: its end, or now for a running job.
     known_ms: i64,
+    started_ms: i64,
     end: Option<End>,
     run_ms: i64,
     p_tail: f64,
@@ -625,9 +626,10 @@ enum Alt {
     Slow(f64),
 }
 
-/// The mixtures tested, equal weights within each: a host that hangs every job, half or a quarter
-/// of them; fails every job, half or a quarter; is slow on 90% or half of its successes.
-const BAD: [Alt; 6] = [Alt::Hang(1.0), Alt::Hang(0.5), Alt::Hang(0.25), Alt::Fail(1.0), Alt::Fail(0.5), Alt::Fail(0.25)];
+/// The mixtures tested, equal weights within each: a subject that hangs every job, half or a
+/// quarter of them; fails every job, half or a quarter; is slow on 90% or half of its successes.
+const HANG: [Alt; 3] = [Alt::Hang(1.0), Alt::Hang(0.5), Alt::Hang(0.25)];
+const FAIL: [Alt; 3] = [Alt::Fail(1.0), Alt::Fail(0.5), Alt::Fail(0.25)];
 const SLOW: [Alt; 2] = [Alt::Slow(0.9), Alt::Slow(0.5)];
 
 /// What the rest of the fleet says a job's outcome is, under "like the rest".
@@ -660,62 +662,90 @@ fn ratio(alt: Alt, it: &Item, null: &Null) -> f64 {
     }
 }
 
-/// The largest e-value over the windows "every running job and the newest `n` completed ones"
-/// (`n` = 0, 1, ...): the equal-weight mixture over `alts` of the product of the window's
-/// likelihood ratios. Returns (e-value, the alternative with the largest share of it, `n`).
+/// The largest e-value over the windows "the first `n` of `items`" (`n` = 1, 2, ...; the items
+/// newest first): the equal-weight mixture over `alts` of the product of the window's likelihood
+/// ratios. Returns (e-value, the alternative with the largest share of it, `n`); (1, 0, 0) when
+/// no window beats "no evidence".
 ///
-/// Why this bounds false alarms however often it is evaluated: under "like the rest" each
+/// Why this bounds false alarms however often it is evaluated: under "like the rest", each
 /// alternative's product of ratios over the jobs from a given one on is a nonnegative martingale
 /// of mean 1 (a running job's censored ratio included: it is `1{T > a} / S(a)` and its mixtures),
 /// and so is their mixture; by Ville's inequality it ever reaches `1 / alpha` with chance at most
 /// `alpha`, whenever and however often it is looked at. A window starts at each job, so a subject
-/// is flagged falsely at most `alpha` times per job it runs, summed over every look (a binomial
-/// p-value scanned over 20 windows at every evaluation has no such bound: "5 of its last 20 failed"
-/// at a 1% rate is p = 3e-7, and comes up by chance somewhere in a fleet every few 100,000 jobs).
-fn scan(items: &[Item], alts: &[Alt], null: &Null) -> (f64, usize, usize) {
+/// is flagged falsely at most about `alpha` times per job it runs, summed over every look. A
+/// binomial p-value scanned over 20 windows at every evaluation has no such bound: "5 of its last
+/// 12 failed" at a 1% rate is p = 3e-7, and comes up by chance somewhere in a fleet every few
+/// 100,000 jobs.
+///
+/// `tied(a, b)`: `b` belongs to every window `a` is in (jobs started at the same moment): no window
+/// ends between them.
+fn scan<'i>(
+    items: impl Iterator<Item = &'i Item>,
+    alts: &[Alt],
+    null: &Null,
+    tied: impl Fn(&Item, &Item) -> bool,
+) -> (f64, usize, usize) {
     let weight = 1.0 / alts.len() as f64;
     let mut prod = vec![1.0f64; alts.len()];
-    for it in items.iter().filter(|i| i.end.is_none()) {
+    let mut best = (1.0, 0, 0);
+    let mut items = items.peekable();
+    let mut n = 0;
+    while let Some(it) = items.next() {
         prod.iter_mut().zip(alts).for_each(|(p, a)| *p *= ratio(*a, it, null));
-    }
-    let mut best = (0.0, 0, 0);
-    let mut consider = |prod: &[f64], n: usize| {
+        if items.peek().is_some_and(|next| tied(it, next)) {
+            n += 1;
+            continue;
+        }
         let e = weight * prod.iter().sum::<f64>();
         if e > best.0 {
             let which = (0..prod.len()).max_by(|&a, &b| prod[a].total_cmp(&prod[b])).unwrap_or(0);
-            best = (e, which, n);
+            best = (e, which, n + 1);
         }
-    };
-    consider(&prod, 0);
-    for (n, it) in items.iter().filter(|i| i.end.is_some()).enumerate() {
-        prod.iter_mut().zip(alts).for_each(|(p, a)| *p *= ratio(*a, it, null));
-        consider(&prod, n + 1);
+        n += 1;
     }
     best
 }
 
-/// The newest `n` completed jobs.
+/// The newest `n` completed jobs, newest end first.
 fn newest(items: &[Item], n: usize) -> impl Iterator<Item = &Item> {
     items.iter().filter(|i| i.end.is_some()).take(n)
 }
 
 /// The strongest evidence that the subject's jobs fail or hang: (p, test, jobs, events), with
-/// `p = 1 / e` (a p-value: the e-value's bound). For a hang, the events are its running jobs and
-/// timeouts older than the rest's p90, and the level the least extreme of them.
+/// `p = 1 / e` (a p-value: the e-value's bound).
+///
+/// - Hangs: the windows are the subject's jobs *started* since each of its starts, running or
+///   ended (a job that succeeded since counts against a hang). That is what makes each window a
+///   martingale from 1: "the jobs running now" alone would forget the successes that ended among
+///   them, and several stragglers running at once on a host (each started long after the others'
+///   units had completed jobs) would add up. A host that hangs from its return has no success
+///   among the jobs started since. The events shown are its running jobs and timeouts older than
+///   the rest's p90, and the level the least extreme of them.
+/// - Failures: the windows are its newest completed jobs, by end (the stream of ends has the
+///   jobs' failure rate; running jobs are unknown yet).
+///
+/// Each mixture gets half of `alpha` (a union bound): `e` is the larger of the two halved.
 fn bad_test(items: &[Item], rest: &Rest, q: f64) -> (f64, Test, u32, u32) {
     let null = Null { fail: rest.failure_rate(), timeout: rest.p_timeout(), slow: 0.5, slow_limit: f64::INFINITY };
-    let (e, which, n) = scan(items, &BAD, &null);
-    let p = (1.0 / e).min(1.0);
-    if let Alt::Fail(_) = BAD[which] {
+    let mut by_start: Vec<&Item> = items.iter().collect();
+    by_start.sort_by_key(|i| std::cmp::Reverse(i.started_ms));
+    let hang = scan(by_start.iter().copied(), &HANG, &null, |a, b| a.started_ms == b.started_ms);
+    let fail = scan(items.iter().filter(|i| i.end.is_some()), &FAIL, &null, |_, _| false);
+    if fail.0 >= hang.0 {
+        let (e, _, n) = fail;
         let k = newest(items, n).filter(|i| matches!(i.end, Some(End::Failed | End::TimedOut))).count();
-        return (p, Test::Failures, n as u32, k as u32);
+        return ((2.0 / e).min(1.0), Test::Failures, n as u32, k as u32);
     }
-    let running = items.iter().filter(|i| i.end.is_none());
-    let timeouts = newest(items, n).filter(|i| i.end == Some(End::TimedOut));
-    let jobs = running.clone().count() + n;
-    let old: Vec<f64> = running.chain(timeouts).map(|i| i.p_tail).filter(|&t| t <= 10.0 * (1.0 - q)).collect();
+    let (e, _, n) = hang;
+    let window = &by_start[..n];
+    let old: Vec<f64> = window
+        .iter()
+        .filter(|i| matches!(i.end, None | Some(End::TimedOut)))
+        .map(|i| i.p_tail)
+        .filter(|&t| t <= 10.0 * (1.0 - q))
+        .collect();
     let level = old.iter().copied().fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
-    (p, Test::Tail { level: level.unwrap_or(1.0 - q) }, jobs as u32, old.len() as u32)
+    ((2.0 / e).min(1.0), Test::Tail { level: level.unwrap_or(1.0 - q) }, n as u32, old.len() as u32)
 }
 
 /// Evidence that the subject's jobs succeed but take over `factor` x the rest's median: (p,
@@ -724,7 +754,7 @@ fn slow_test(items: &[Item], rest: &Rest, factor: f64) -> (f64, u32, u32) {
     let limit = factor * rest.median() as f64;
     let rate = (rest.successes_above(limit) + 1) as f64 / (rest.n_successes() + 2) as f64;
     let null = Null { fail: 0.5, timeout: 1.0, slow: rate, slow_limit: limit };
-    let (e, _, n) = scan(items, &SLOW, &null);
+    let (e, _, n) = scan(items.iter().filter(|i| i.end.is_some()), &SLOW, &null, |_, _| false);
     let succeeded: Vec<&Item> = newest(items, n).filter(|i| i.end == Some(End::Succeeded)).collect();
     let slow = succeeded.iter().filter(|i| i.run_ms as f64 > limit).count();
     ((1.0 / e).min(1.0), succeeded.len() as u32, slow as u32)
@@ -740,13 +770,14 @@ impl Suspects {
         let key = (class.to_string(), subject.clone());
         let done = self.windows.get(&key).into_iter().flatten().map(|d| Item {
             known_ms: d.started_ms + d.run_ms,
+            started_ms: d.started_ms,
             end: Some(d.end),
             run_ms: d.run_ms,
             p_tail: if d.end == End::TimedOut { rest.p_timeout() } else { rest.p_tail(d.run_ms) },
         });
         let running = self.running_on(class, subject).map(|(_, r)| {
             let age = (now_ms - r.started_ms).max(0);
-            Item { known_ms: now_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
+            Item { known_ms: now_ms, started_ms: r.started_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
         });
         let mut items: Vec<Item> = running.chain(done).collect();
         items.sort_by_key(|i| (i.end.is_some(), std::cmp::Reverse(i.known_ms)));
@@ -1278,6 +1309,31 @@ mod tests {
         let j = d.judgements.iter().find(|j| j.evidence.subject == host).expect("judged");
         assert!(matches!(j.evidence.test, Test::Tail { .. }), "{:?}", j.evidence);
         assert_eq!((j.evidence.events, j.evidence.jobs, j.evidence.timed_out), (6, 6, 3), "{}", j.evidence);
+    }
+
+    #[test]
+    fn stragglers_running_at_once_after_normal_jobs_on_the_other_units_are_not_a_hang() {
+        // Three jobs of h0 run past every run of the rest (each 1 in 451 alone), but they
+        // started at different times and the host's other units completed jobs in between: a
+        // hanging host does not do that. The jobs running now taken alone would make 1 / 451^3.
+        let host = Subject::Host("h0".into());
+        // (units whose jobs completed normally between the stragglers' starts, standing)
+        for (normal, want) in [(true, Standing::Healthy), (false, Standing::Quarantine)] {
+            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            s.started(&start("h0", "u0", "long0", t));
+            let (mut at1, mut at2) = (t, t);
+            if normal {
+                for (unit, job, at) in [("u1", "n1", t), ("u2", "n2", t), ("u1", "n3", t + 30 * MIN)] {
+                    s.started(&start("h0", unit, job, at));
+                    s.ended(&attempt("h0", unit, job, at, 30 * MIN, End::Succeeded));
+                }
+                (at1, at2) = (t + 60 * MIN, t + 30 * MIN);
+            }
+            s.started(&start("h0", "u1", "long1", at1));
+            s.started(&start("h0", "u2", "long2", at2));
+            let d = s.evaluate(t + 175 * MIN, &[]);
+            assert_eq!(standing(&d, &host), want, "normal jobs between: {normal}: {:?}", d.judgements);
+        }
     }
 
     #[test]
