@@ -5,32 +5,40 @@
 //!
 //! # The test
 //! Each job of a subject (a host, or a worker `unit@host`) of a class is compared with the
-//! *rest* of the fleet's recent attempts of that class (the subject's own left out):
+//! *rest* of the fleet's recent attempts of that class (the subject's own left out), by its
+//! likelihood ratio under an alternative against "like the rest":
 //! - a job still running at age `a` is a censored observation: all we know is that its run time
-//!   is at least `a`. Its tail p-value is the share of the rest's run times at least as long,
-//!   `(1 + #{rest >= a}) / (1 + n)` (a conformal p-value: under "this subject is like the rest"
-//!   it is at most `t` with probability at most `t`, whatever the distribution, stragglers
-//!   included; no parametric tail is assumed). It only shrinks as the job ages.
-//! - a timeout is scored the same way at its run time; a failure is an event of the failure
-//!   channel, against the rest's (smoothed) failure share; a success is never a tail event (a
-//!   straggler that finishes is normal), and a running job is counted only once it is an event
-//!   at the level tested (until then its outcome is unknown).
+//!   is at least `a`. The rest's survival there is `S(a) = (1 + #{rest >= a}) / (1 + n)` (a
+//!   conformal estimate: no parametric tail is assumed, stragglers are in it). Under "it hangs"
+//!   its ratio is `1 / S(a)`, which only grows as it ages; several jobs running at once on one
+//!   host multiply (the joint chance, under the rest's law, that all of them are that old).
+//! - a timeout is scored against the rest's share of timeouts; a failure (timeouts included)
+//!   against the rest's (smoothed) failure share; a job that ended before its timeout counts
+//!   against a hang (a straggler that finishes is normal).
 //!
-//! The subject's jobs, running ones first and then the rest newest end first, are scanned (the
-//! last 1, 2, ... `window` of them) with a one-sided binomial test per channel: failures and timeouts; tail events at levels
-//! `1 - tail_quantile`, a half, a tenth and a hundredth of that, and "beyond every run of the
-//! rest"; failures or tail events together. The smallest p-value is the evidence: at most `cordon_alpha` the subject is a
-//! **suspect** (cordoned: no new jobs, running jobs go on), at most `alpha` it is
-//! **quarantined**. A single job can never be enough (its p-value is at least `1 / (1 + n)`):
-//! stragglers alone do not cordon a host; several of its jobs at once do.
+//! The alternatives, in equal-weight mixtures: every job hangs, half, a quarter of them (over
+//! the jobs *started* since each of the subject's starts, running or ended); every job fails,
+//! half, a quarter (over its newest completed jobs, by end). Each mixture's product is an
+//! e-value: under "like the rest" it is a nonnegative martingale of mean 1, so by Ville's
+//! inequality it ever exceeds `1 / a` with chance at most `a`, however often it is evaluated, and
+//! with a window starting at each job, a subject is flagged falsely at most about `a` times per
+//! job it runs. Each mixture gets half of the level; the evidence's p-value is `2 / e`. At most
+//! `cordon_alpha` the subject is a **suspect** (cordoned: no new jobs, running jobs go on), at most
+//! `alpha` it is **quarantined**. So false cordons are bounded by about `cordon_alpha` per
+//! completion for hosts and as many for workers (a completion is one job of its host and one of
+//! its worker): at the default 1e-6 and hosts of 4 units, at most 0.5 cordoned units per 100,000
+//! completions. A single job can never be enough (`1 / S` is at most `1 + n`): stragglers alone
+//! do not cordon a host; several of its jobs at once do, and timeouts already seen make the next
+//! jobs' moderate ages count (a class whose p99 is its timeout).
 //!
-//! **Slow hosts**: the share of the subject's successes longer than `f` times the rest's median,
-//! against the rest's own share (stragglers included), tested the same way (running jobs are
-//! left out: one is known to be slow only once it is past the threshold, while those that are
-//! not are not counted, so counting it would make two stragglers running at once look like
-//! evidence; a job that hangs is the tail test's); at `f = 1.5` it is reported (at `cordon_alpha`), at
-//! `f = slow_factor` with a median ratio (over the jobs that gave the evidence) of at least
-//! `slow_factor` it is cordoned (at `alpha`: slow jobs still complete, so it can wait for more).
+//! **Slow hosts**: the subject's successes longer than `f` times the rest's median, against the
+//! rest's own share of them (stragglers included), as a mixture of "90% / half of its successes
+//! are that slow" over its newest completed jobs (running jobs are left out: one is known to be
+//! slow only once it is past the threshold, while those that are not are not counted, so counting
+//! it would make two stragglers running at once look like evidence; a job that hangs is the tail
+//! test's); at `f = 1.5` it is reported (at `cordon_alpha`), at `f = slow_factor` with a median
+//! ratio (over the jobs that gave the evidence) of at least `slow_factor` it is cordoned (at
+//! `alpha`: slow jobs still complete, so it can wait for more).
 //!
 //! A cordon is decided once every job that ran on the subject at the cordon has ended: if one
 //! of them failed or timed out (or none ran) and the evidence still stands at the cordon level,
@@ -69,7 +77,8 @@ pub struct SuspectPolicy {
     pub reference: usize,
     /// Fewest attempts of the rest of the fleet before anyone is judged.
     pub min_reference: usize,
-    /// A running job older than this quantile of the rest's run times is a tail event.
+    /// The rest's quantile the evidence shows (the test itself weighs every age by the rest's
+    /// survival there).
     pub tail_quantile: f64,
     /// Significance at which a subject is cordoned.
     pub cordon_alpha: f64,
