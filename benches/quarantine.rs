@@ -13,7 +13,9 @@
 //!   cargo bench --bench quarantine          (DROVER_BENCH_SEED to change the first part's seed;
 //!                                            DROVER_BENCH_ONLY=tune for the tuning rows only,
 //!                                            DROVER_BENCH_ONLY=false for the false-alarm and
-//!                                            budget rows only,
+//!                                            budget rows only, tune,false for both,
+//!                                            DROVER_BENCH_HEALTHY_SEEDS=a-b for other
+//!                                            healthy-fleet seeds (no tune rows),
 //!                                            DROVER_BENCH_VERBOSE=1 for each run and the
 //!                                            evidence of every false cordon)
 
@@ -570,7 +572,14 @@ fn median_max(v: &mut [f64]) -> String {
 }
 
 fn shape_name(s: Shape) -> String {
-    format!("{:.0} min, sigma {:.2}, {:.0}% stragglers", s.median_min, s.sigma, 100.0 * s.stragglers)
+    format!(
+        "{:.0} min, sigma {:.2}, {:.0}% stragglers, {:.0}% failures, timeout {} min",
+        s.median_min,
+        s.sigma,
+        100.0 * s.stragglers,
+        100.0 * s.fail,
+        s.timeout_min
+    )
 }
 
 /// One table row per (shape, fleet, way the host breaks): times in multiples of the class's p99.
@@ -650,6 +659,13 @@ fn running_evidence() {
         Shape { median_min: 25.0, sigma: 0.45, stragglers: 0.05, fail: 0.01, timeout_min: 200 },
         Shape { median_min: 35.0, sigma: 0.15, stragglers: 0.02, fail: 0.03, timeout_min: 200 },
     ];
+    // Shapes first run for the fourth pass's report (never looked at while tuning it), each on a
+    // fleet of its own: a longer class with a 4-hour timeout, a short one whose timeout is 4x its
+    // median (so its p99 is near the timeout).
+    let fresh = [
+        (Shape { median_min: 45.0, sigma: 0.35, stragglers: 0.04, fail: 0.02, timeout_min: 240 }, (10, 3)),
+        (Shape { median_min: 15.0, sigma: 0.25, stragglers: 0.01, fail: 0.01, timeout_min: 60 }, (8, 4)),
+    ];
     let p = SuspectPolicy::default();
     println!(
         "\nrunning evidence (drover::suspects, default policy: window {}, reference {}, tail quantile {}, cordon alpha {:e}, alpha {:e}, slow factor {}, budget {:.0}%)\n",
@@ -658,18 +674,40 @@ fn running_evidence() {
     println!("| set | workload | hosts x units | bad host | caught | cordon after (x p99, median / max) | runs with a routine restart of the bad host before its cordon | cordon after its last return from a restart (x p99) | quarantine after (x p99, median / max) | lost attempts per unit (max) | false cordons / quarantines |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let only = std::env::var("DROVER_BENCH_ONLY").unwrap_or_default();
-    let report: &[Shape] = if only == "tune" { &[] } else { &report };
-    if only != "false" {
+    let report: &[Shape] = if only.contains("tune") { &[] } else { &report };
+    let fresh: &[(Shape, (usize, usize))] = if only.contains("tune") { &[] } else { &fresh };
+    // Report seeds of the fourth pass (the third's were 1201-1206, 2201, 3201-3203).
+    let (detect, mut healthy_seeds, waves) = (1301..1307, 2301..2302, 3301..3304);
+    // More healthy-fleet seeds (`first-last`), for a tighter bound on the false-alarm rates.
+    let more = std::env::var("DROVER_BENCH_HEALTHY_SEEDS").ok().and_then(|v| {
+        let (a, b) = v.split_once('-')?;
+        Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()? + 1)
+    });
+    if let Some(seeds) = more.clone() {
+        healthy_seeds = seeds;
+    }
+    if !only.contains("false") {
         detection_rows("tune", 1..11, &tune, &[(8, 3)]);
-        detection_rows("report", 1201..1207, report, &[(12, 4), (6, 3)]);
+        detection_rows("report", detect.clone(), report, &[(12, 4), (6, 3)]);
+        for &(shape, fleet) in fresh {
+            detection_rows("report, new shape", detect.clone(), &[shape], &[fleet]);
+        }
     }
     println!("\n| set | workload | hosts x units | completions | false cordons (per 100,000) | false quarantines (per 100,000) |");
     println!("|---|---|---|---|---|---|");
-    false_rows("tune", 1..3, &tune, &[(8, 3)], 100_000);
-    false_rows("report", 2201..2202, report, &[(12, 4), (6, 3)], 100_000);
+    if more.is_none() {
+        false_rows("tune", 1..3, &tune, &[(8, 3)], 100_000);
+    }
+    false_rows("report", healthy_seeds.clone(), report, &[(12, 4), (6, 3)], 100_000);
+    for &(shape, fleet) in fresh {
+        false_rows("report, new shape", healthy_seeds.clone(), &[shape], &[fleet], 100_000);
+    }
     println!("\n| set | workload | hosts x units | runs | bad hosts | most out at once (units / hosts) | budget (units / hosts) | bad hosts taken out | 'many look bad' raised |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (set, seeds, shapes) in [("tune", 1..6, &tune[..]), ("report", 3201..3204, report)] {
+    let fresh_shapes: Vec<Shape> = fresh.iter().map(|f| f.0).collect();
+    for (set, seeds, shapes) in
+        [("tune", 1..6, &tune[..]), ("report", waves.clone(), report), ("report, new shape", waves, &fresh_shapes[..])]
+    {
         for &shape in shapes {
             let fleet = (10, 3);
             let runs: Vec<Measured> = seeds.clone().map(|s| bad_wave(s, shape, fleet)).collect();

@@ -231,7 +231,8 @@ pub struct QuarantineConfig {
     /// Significance at which a worker or host is cordoned as a suspect (running jobs far older
     /// than the fleet's, failures); looser than `alpha`.
     pub cordon_alpha: f64,
-    /// A running job older than this quantile of the rest of the fleet's run times is a tail event.
+    /// The rest of the fleet's quantile the suspects' evidence names (the test weighs every
+    /// running job's age by the fleet's survival there).
     pub tail_quantile: f64,
     /// A host whose jobs succeed this many times slower than the rest's median is cordoned.
     pub slow_factor: f64,

@@ -5,32 +5,40 @@
 //!
 //! # The test
 //! Each job of a subject (a host, or a worker `unit@host`) of a class is compared with the
-//! *rest* of the fleet's recent attempts of that class (the subject's own left out):
+//! *rest* of the fleet's recent attempts of that class (the subject's own left out), by its
+//! likelihood ratio under an alternative against "like the rest":
 //! - a job still running at age `a` is a censored observation: all we know is that its run time
-//!   is at least `a`. Its tail p-value is the share of the rest's run times at least as long,
-//!   `(1 + #{rest >= a}) / (1 + n)` (a conformal p-value: under "this subject is like the rest"
-//!   it is at most `t` with probability at most `t`, whatever the distribution, stragglers
-//!   included; no parametric tail is assumed). It only shrinks as the job ages.
-//! - a timeout is scored the same way at its run time; a failure is an event of the failure
-//!   channel, against the rest's (smoothed) failure share; a success is never a tail event (a
-//!   straggler that finishes is normal), and a running job is counted only once it is an event
-//!   at the level tested (until then its outcome is unknown).
+//!   is at least `a`. The rest's survival there is `S(a) = (1 + #{rest >= a}) / (1 + n)` (a
+//!   conformal estimate: no parametric tail is assumed, stragglers are in it). Under "it hangs"
+//!   its ratio is `1 / S(a)`, which only grows as it ages; several jobs running at once on one
+//!   host multiply (the joint chance, under the rest's law, that all of them are that old).
+//! - a timeout is scored against the rest's share of timeouts; a failure (timeouts included)
+//!   against the rest's (smoothed) failure share; a job that ended before its timeout counts
+//!   against a hang (a straggler that finishes is normal).
 //!
-//! The subject's jobs, running ones first and then the rest newest end first, are scanned (the
-//! last 1, 2, ... `window` of them) with a one-sided binomial test per channel: failures and timeouts; tail events at levels
-//! `1 - tail_quantile`, a half, a tenth and a hundredth of that, and "beyond every run of the
-//! rest"; failures or tail events together. The smallest p-value is the evidence: at most `cordon_alpha` the subject is a
-//! **suspect** (cordoned: no new jobs, running jobs go on), at most `alpha` it is
-//! **quarantined**. A single job can never be enough (its p-value is at least `1 / (1 + n)`):
-//! stragglers alone do not cordon a host; several of its jobs at once do.
+//! The alternatives, in equal-weight mixtures: every job hangs, half, a quarter of them (over
+//! the jobs *started* since each of the subject's starts, running or ended); every job fails,
+//! half, a quarter (over its newest completed jobs, by end). Each mixture's product is an
+//! e-value: under "like the rest" it is a nonnegative martingale of mean 1, so by Ville's
+//! inequality it ever exceeds `1 / a` with chance at most `a`, however often it is evaluated, and
+//! with a window starting at each job, a subject is flagged falsely at most about `a` times per
+//! job it runs. Each mixture gets half of the level; the evidence's p-value is `2 / e`. At most
+//! `cordon_alpha` the subject is a **suspect** (cordoned: no new jobs, running jobs go on), at most
+//! `alpha` it is **quarantined**. So false cordons are bounded by about `cordon_alpha` per
+//! completion for hosts and as many for workers (a completion is one job of its host and one of
+//! its worker): at the default 1e-6 and hosts of 4 units, at most 0.5 cordoned units per 100,000
+//! completions. A single job can never be enough (`1 / S` is at most `1 + n`): stragglers alone
+//! do not cordon a host; several of its jobs at once do, and timeouts already seen make the next
+//! jobs' moderate ages count (a class whose p99 is its timeout).
 //!
-//! **Slow hosts**: the share of the subject's successes longer than `f` times the rest's median,
-//! against the rest's own share (stragglers included), tested the same way (running jobs are
-//! left out: one is known to be slow only once it is past the threshold, while those that are
-//! not are not counted, so counting it would make two stragglers running at once look like
-//! evidence; a job that hangs is the tail test's); at `f = 1.5` it is reported (at `cordon_alpha`), at
-//! `f = slow_factor` with a median ratio (over the jobs that gave the evidence) of at least
-//! `slow_factor` it is cordoned (at `alpha`: slow jobs still complete, so it can wait for more).
+//! **Slow hosts**: the subject's successes longer than `f` times the rest's median, against the
+//! rest's own share of them (stragglers included), as a mixture of "90% / half of its successes
+//! are that slow" over its newest completed jobs (running jobs are left out: one is known to be
+//! slow only once it is past the threshold, while those that are not are not counted, so counting
+//! it would make two stragglers running at once look like evidence; a job that hangs is the tail
+//! test's); at `f = 1.5` it is reported (at `cordon_alpha`), at `f = slow_factor` with a median
+//! ratio (over the jobs that gave the evidence) of at least `slow_factor` it is cordoned (at
+//! `alpha`: slow jobs still complete, so it can wait for more).
 //!
 //! A cordon is decided once every job that ran on the subject at the cordon has ended: if one
 //! of them failed or timed out (or none ran) and the evidence still stands at the cordon level,
@@ -58,7 +66,7 @@
 //!   [`Suspects::release`], so the subject starts with a clean record.
 
 use crate::alerts::AlertKey;
-use crate::quarantine::{binomial_tail, Subject};
+use crate::quarantine::Subject;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -69,7 +77,8 @@ pub struct SuspectPolicy {
     pub reference: usize,
     /// Fewest attempts of the rest of the fleet before anyone is judged.
     pub min_reference: usize,
-    /// A running job older than this quantile of the rest's run times is a tail event.
+    /// The rest's quantile the evidence shows (the test itself weighs every age by the rest's
+    /// survival there).
     pub tail_quantile: f64,
     /// Significance at which a subject is cordoned.
     pub cordon_alpha: f64,
@@ -170,6 +179,7 @@ struct Tally {
     times: Sorted,
     successes: Sorted,
     failures: usize,
+    timeouts: usize,
     attempts: usize,
 }
 
@@ -179,6 +189,9 @@ impl Tally {
         change(&mut self.attempts);
         if matches!(d.end, End::Failed | End::TimedOut) {
             change(&mut self.failures);
+        }
+        if d.end == End::TimedOut {
+            change(&mut self.timeouts);
         }
         let (times, succ) = (matches!(d.end, End::Succeeded | End::TimedOut), d.end == End::Succeeded);
         for (on, s) in [(times, &mut self.times), (succ, &mut self.successes)] {
@@ -240,9 +253,6 @@ pub enum Test {
     Tail {
         level: f64,
     },
-    FailuresOrTail {
-        level: f64,
-    },
     /// Successes slower than `factor` x the rest's median.
     Slow {
         factor: f64,
@@ -296,7 +306,6 @@ impl std::fmt::Display for Evidence {
         let what = match self.test {
             Test::Failures => "failed or timed out".to_string(),
             Test::Tail { level } => format!("ran past the rest's p{}", quantile_name(level)),
-            Test::FailuresOrTail { level } => format!("failed or ran past the rest's p{}", quantile_name(level)),
             Test::Slow { factor } => format!("took over {factor}x the rest's median"),
         };
         let running: Vec<String> = self.running_ms.iter().map(|&a| minutes(a)).collect();
@@ -533,7 +542,8 @@ struct Rest<'a> {
     own: &'a Tally,
 }
 
-static NOTHING: Tally = Tally { times: Sorted(Vec::new()), successes: Sorted(Vec::new()), failures: 0, attempts: 0 };
+static NOTHING: Tally =
+    Tally { times: Sorted(Vec::new()), successes: Sorted(Vec::new()), failures: 0, timeouts: 0, attempts: 0 };
 
 impl<'a> Rest<'a> {
     fn new(r: &'a Reference, subject: &Subject) -> Self {
@@ -556,6 +566,11 @@ impl<'a> Rest<'a> {
     fn p_tail(&self, x: i64) -> f64 {
         let ge = self.all.times.at_least(x) - self.own.times.at_least(x);
         (1 + ge) as f64 / (1 + self.n_times()) as f64
+    }
+    /// Conformal share of the rest's runs that timed out: what a timeout is scored against (not
+    /// its run time, which a few milliseconds past the others' would make look rarer than it is).
+    fn p_timeout(&self) -> f64 {
+        (1 + self.all.timeouts - self.own.timeouts) as f64 / (1 + self.n_times()) as f64
     }
     fn failure_rate(&self) -> f64 {
         (self.failures() + 1) as f64 / (self.attempts() + 2) as f64
@@ -597,78 +612,161 @@ impl<'a> Rest<'a> {
 }
 
 /// One job of a subject as the tests see it: how it ended (`None`: still running), its run time
-/// or age, and its tail p-value against the rest.
+/// or age, and its tail p-value against the rest (for a timeout: the rest's share of timeouts).
 #[derive(Clone, Copy, Debug)]
 struct Item {
     /// When its outcome was last known: its end, or now for a running job.
     known_ms: i64,
+    started_ms: i64,
     end: Option<End>,
     run_ms: i64,
     p_tail: f64,
 }
 
-/// The smallest one-sided binomial p-value over the newest 1, 2, ... jobs, counting only the
-/// jobs `event` says are known (`Some`), with `rate` the chance of an event under the null.
-/// Returns (p, jobs, events).
-fn scan(items: &[Item], event: impl Fn(&Item) -> Option<bool>, rate: f64) -> (f64, u32, u32) {
-    let (mut best, mut n, mut k) = ((1.0, 0, 0), 0u32, 0u32);
-    for it in items {
-        let Some(e) = event(it) else { continue };
+/// An alternative to "this subject is like the rest", as a law of its jobs; each job's likelihood
+/// ratio under it against the rest ([`ratio`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Alt {
+    /// Each job hangs (runs until its timeout) with this chance, and is like the rest otherwise.
+    Hang(f64),
+    /// Each job fails or times out with this chance.
+    Fail(f64),
+    /// Each success is slower than the limit with this chance.
+    Slow(f64),
+}
+
+/// The mixtures tested, equal weights within each: a subject that hangs every job, half or a
+/// quarter of them; fails every job, half or a quarter; is slow on 90% or half of its successes.
+const HANG: [Alt; 3] = [Alt::Hang(1.0), Alt::Hang(0.5), Alt::Hang(0.25)];
+const FAIL: [Alt; 3] = [Alt::Fail(1.0), Alt::Fail(0.5), Alt::Fail(0.25)];
+const SLOW: [Alt; 2] = [Alt::Slow(0.9), Alt::Slow(0.5)];
+
+/// What the rest of the fleet says a job's outcome is, under "like the rest".
+struct Null {
+    /// Chance to fail or time out (smoothed).
+    fail: f64,
+    /// Chance to time out (conformal: at least 1 / (1 + n)).
+    timeout: f64,
+    /// Chance for a success to take over `slow_limit` ms (smoothed).
+    slow: f64,
+    slow_limit: f64,
+}
+
+/// A job's likelihood ratio under `alt` against the rest. A running job is censored: all that is
+/// known is that it runs at least its age `a`, so under a hang its ratio is
+/// `(pi + (1 - pi) S(a)) / S(a)` with `S(a)` the rest's conformal survival (`p_tail`), which only
+/// grows with its age; in the failure and slow mixtures its outcome is unknown yet (ratio 1).
+fn ratio(alt: Alt, it: &Item, null: &Null) -> f64 {
+    match (alt, it.end) {
+        (Alt::Hang(pi), None) => 1.0 - pi + pi / it.p_tail,
+        (Alt::Hang(pi), Some(End::TimedOut)) => 1.0 - pi + pi / null.timeout,
+        // It ended before its timeout: only the (1 - pi) of jobs that do not hang do that.
+        (Alt::Hang(pi), Some(_)) => 1.0 - pi,
+        (Alt::Fail(_) | Alt::Slow(_), None) => 1.0,
+        (Alt::Fail(p), Some(End::Failed | End::TimedOut)) => p / null.fail,
+        (Alt::Fail(p), Some(_)) => (1.0 - p) / (1.0 - null.fail),
+        (Alt::Slow(r), Some(End::Succeeded)) if it.run_ms as f64 > null.slow_limit => r / null.slow,
+        (Alt::Slow(r), Some(End::Succeeded)) => (1.0 - r) / (1.0 - null.slow),
+        (Alt::Slow(_), Some(_)) => 1.0,
+    }
+}
+
+/// The largest e-value over the windows "the first `n` of `items`" (`n` = 1, 2, ...; the items
+/// newest first): the equal-weight mixture over `alts` of the product of the window's likelihood
+/// ratios. Returns (e-value, the alternative with the largest share of it, `n`); (1, 0, 0) when
+/// no window beats "no evidence".
+///
+/// Why this bounds false alarms however often it is evaluated: under "like the rest", each
+/// alternative's product of ratios over the jobs from a given one on is a nonnegative martingale
+/// of mean 1 (a running job's censored ratio included: it is `1{T > a} / S(a)` and its mixtures),
+/// and so is their mixture; by Ville's inequality it ever reaches `1 / alpha` with chance at most
+/// `alpha`, whenever and however often it is looked at. A window starts at each job, so a subject
+/// is flagged falsely at most about `alpha` times per job it runs, summed over every look. A
+/// binomial p-value scanned over 20 windows at every evaluation has no such bound: "5 of its last
+/// 12 failed" at a 1% rate is p = 3e-7, and comes up by chance somewhere in a fleet every few
+/// 100,000 jobs.
+///
+/// `tied(a, b)`: `b` belongs to every window `a` is in (jobs started at the same moment): no window
+/// ends between them.
+fn scan<'i>(
+    items: impl Iterator<Item = &'i Item>,
+    alts: &[Alt],
+    null: &Null,
+    tied: impl Fn(&Item, &Item) -> bool,
+) -> (f64, usize, usize) {
+    let weight = 1.0 / alts.len() as f64;
+    let mut prod = vec![1.0f64; alts.len()];
+    let mut best = (1.0, 0, 0);
+    let mut items = items.peekable();
+    let mut n = 0;
+    while let Some(it) = items.next() {
+        prod.iter_mut().zip(alts).for_each(|(p, a)| *p *= ratio(*a, it, null));
+        if items.peek().is_some_and(|next| tied(it, next)) {
+            n += 1;
+            continue;
+        }
+        let e = weight * prod.iter().sum::<f64>();
+        if e > best.0 {
+            let which = (0..prod.len()).max_by(|&a, &b| prod[a].total_cmp(&prod[b])).unwrap_or(0);
+            best = (e, which, n + 1);
+        }
         n += 1;
-        if e {
-            k += 1;
-            let p = binomial_tail(k, n, rate);
-            if p < best.0 {
-                best = (p, n, k);
-            }
-        }
     }
     best
 }
 
-/// The tail levels tested: `1 - q`, a half, a tenth and a hundredth of it, and "beyond every
-/// run of the rest" (the smallest p-value there is with `n` runs).
-fn levels(q: f64, n: usize) -> Vec<f64> {
-    let floor = 1.0 / (1 + n) as f64;
-    let mut v: Vec<f64> = [1.0, 0.5, 0.1, 0.01].iter().map(|m| m * (1.0 - q)).filter(|&t| t > floor).collect();
-    v.push(floor);
-    v
+/// The newest `n` completed jobs, newest end first.
+fn newest(items: &[Item], n: usize) -> impl Iterator<Item = &Item> {
+    items.iter().filter(|i| i.end.is_some()).take(n)
 }
 
-/// The strongest evidence that the subject's jobs fail or hang: (p, test, jobs, events).
+/// The strongest evidence that the subject's jobs fail or hang: (p, test, jobs, events), with
+/// `p = 1 / e` (a p-value: the e-value's bound).
+///
+/// - Hangs: the windows are the subject's jobs *started* since each of its starts, running or
+///   ended (a job that succeeded since counts against a hang). That is what makes each window a
+///   martingale from 1: "the jobs running now" alone would forget the successes that ended among
+///   them, and several stragglers running at once on a host (each started long after the others'
+///   units had completed jobs) would add up. A host that hangs from its return has no success
+///   among the jobs started since. The events shown are its running jobs and timeouts older than
+///   the rest's p90, and the level the least extreme of them.
+/// - Failures: the windows are its newest completed jobs, by end (the stream of ends has the
+///   jobs' failure rate; running jobs are unknown yet).
+///
+/// Each mixture gets half of `alpha` (a union bound): `e` is the larger of the two halved.
 fn bad_test(items: &[Item], rest: &Rest, q: f64) -> (f64, Test, u32, u32) {
-    let tail = |t: f64| {
-        move |it: &Item| match it.end {
-            None => (it.p_tail <= t).then_some(true),
-            Some(End::TimedOut) => Some(it.p_tail <= t),
-            Some(_) => Some(false),
-        }
-    };
-    let f = rest.failure_rate();
-    let (p, n, k) = scan(items, |it| it.end.map(|e| matches!(e, End::Failed | End::TimedOut)), f);
-    let mut best = (p, Test::Failures, n, k);
-    for level in levels(q, rest.n_times()) {
-        let (p, n, k) = scan(items, tail(level), level);
-        if p < best.0 {
-            best = (p, Test::Tail { level }, n, k);
-        }
+    let null = Null { fail: rest.failure_rate(), timeout: rest.p_timeout(), slow: 0.5, slow_limit: f64::INFINITY };
+    let mut by_start: Vec<&Item> = items.iter().collect();
+    by_start.sort_by_key(|i| std::cmp::Reverse(i.started_ms));
+    let hang = scan(by_start.iter().copied(), &HANG, &null, |a, b| a.started_ms == b.started_ms);
+    let fail = scan(items.iter().filter(|i| i.end.is_some()), &FAIL, &null, |_, _| false);
+    if fail.0 >= hang.0 {
+        let (e, _, n) = fail;
+        let k = newest(items, n).filter(|i| matches!(i.end, Some(End::Failed | End::TimedOut))).count();
+        return ((2.0 / e).min(1.0), Test::Failures, n as u32, k as u32);
     }
-    let level = 1.0 - q;
-    let either =
-        |it: &Item| if matches!(it.end, Some(End::Failed | End::TimedOut)) { Some(true) } else { tail(level)(it) };
-    let (p, n, k) = scan(items, either, (f + level).min(1.0));
-    if p < best.0 {
-        best = (p, Test::FailuresOrTail { level }, n, k);
-    }
-    best
+    let (e, _, n) = hang;
+    let window = &by_start[..n];
+    let old: Vec<f64> = window
+        .iter()
+        .filter(|i| matches!(i.end, None | Some(End::TimedOut)))
+        .map(|i| i.p_tail)
+        .filter(|&t| t <= 10.0 * (1.0 - q))
+        .collect();
+    let level = old.iter().copied().fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+    ((2.0 / e).min(1.0), Test::Tail { level: level.unwrap_or(1.0 - q) }, n as u32, old.len() as u32)
 }
 
-/// Evidence that the subject's jobs succeed but take over `factor` x the rest's median.
+/// Evidence that the subject's jobs succeed but take over `factor` x the rest's median: (p,
+/// successes in the window, those slower).
 fn slow_test(items: &[Item], rest: &Rest, factor: f64) -> (f64, u32, u32) {
     let limit = factor * rest.median() as f64;
     let rate = (rest.successes_above(limit) + 1) as f64 / (rest.n_successes() + 2) as f64;
-    let event = |it: &Item| (it.end == Some(End::Succeeded)).then_some(it.run_ms as f64 > limit);
-    scan(items, event, rate)
+    let null = Null { fail: 0.5, timeout: 1.0, slow: rate, slow_limit: limit };
+    let (e, _, n) = scan(items.iter().filter(|i| i.end.is_some()), &SLOW, &null, |_, _| false);
+    let succeeded: Vec<&Item> = newest(items, n).filter(|i| i.end == Some(End::Succeeded)).collect();
+    let slow = succeeded.iter().filter(|i| i.run_ms as f64 > limit).count();
+    ((1.0 / e).min(1.0), succeeded.len() as u32, slow as u32)
 }
 
 impl Suspects {
@@ -681,16 +779,17 @@ impl Suspects {
         let key = (class.to_string(), subject.clone());
         let done = self.windows.get(&key).into_iter().flatten().map(|d| Item {
             known_ms: d.started_ms + d.run_ms,
+            started_ms: d.started_ms,
             end: Some(d.end),
             run_ms: d.run_ms,
-            p_tail: rest.p_tail(d.run_ms),
+            p_tail: if d.end == End::TimedOut { rest.p_timeout() } else { rest.p_tail(d.run_ms) },
         });
         let running = self.running_on(class, subject).map(|(_, r)| {
             let age = (now_ms - r.started_ms).max(0);
-            Item { known_ms: now_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
+            Item { known_ms: now_ms, started_ms: r.started_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
         });
-        let mut items: Vec<Item> = done.chain(running).collect();
-        items.sort_by_key(|i| std::cmp::Reverse(i.known_ms));
+        let mut items: Vec<Item> = running.chain(done).collect();
+        items.sort_by_key(|i| (i.end.is_some(), std::cmp::Reverse(i.known_ms)));
         items
     }
 
@@ -767,7 +866,6 @@ fn null_rate(test: Test, rest: &Rest) -> f64 {
     match test {
         Test::Failures => rest.failure_rate(),
         Test::Tail { level } => level,
-        Test::FailuresOrTail { level } => (rest.failure_rate() + level).min(1.0),
         Test::Slow { factor } => {
             (rest.successes_above(factor * rest.median() as f64) + 1) as f64 / (rest.n_successes() + 2) as f64
         }
@@ -1074,6 +1172,28 @@ mod tests {
         (s, now)
     }
 
+    /// Like [`fleet`], with one job in 60 timing out at 200 minutes.
+    fn fleet_with_timeouts(rounds: usize) -> (Suspects, i64) {
+        let mut s = Suspects::new(SuspectPolicy::default());
+        let mut t = [0i64; 18];
+        for n in 0..rounds * 18 {
+            let (w, job) = (n % 18, format!("j{n}"));
+            let (host, unit) = (format!("h{}", w / 3), format!("u{}", w % 3));
+            let (mut run, mut end) = ((24 + (n * 7 % 13) as i64) * MIN, End::Succeeded);
+            if n % 50 == 49 {
+                run *= 3;
+            }
+            if n % 60 == 13 {
+                (run, end) = (200 * MIN, End::TimedOut);
+            }
+            s.started(&start(&host, &unit, &job, t[w]));
+            s.ended(&attempt(&host, &unit, &job, t[w], run, end));
+            t[w] += run;
+        }
+        let now = *t.iter().max().expect("workers");
+        (s, now)
+    }
+
     fn standing(d: &Decision, subject: &Subject) -> Standing {
         d.judgements.iter().find(|j| &j.evidence.subject == subject).map_or(Standing::Healthy, |j| j.standing)
     }
@@ -1098,22 +1218,13 @@ mod tests {
             assert!((rest.p_tail(age) - want).abs() < 1e-12, "age {age}: {}", rest.p_tail(age));
         }
         assert_eq!((rest.median(), rest.tail(0.99), rest.attempts()), (20, 40, 4));
-        for (n, want) in [
-            (2000, vec![0.01, 0.005, 0.001, 1.0 / 2001.0]),
-            (50, vec![1.0 / 51.0]),
-            (500, vec![0.01, 0.005, 1.0 / 501.0]),
-        ] {
-            let got = levels(0.99, n);
-            assert_eq!(got.len(), want.len(), "{n}: {got:?}");
-            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12), "{n}: {got:?}");
-        }
     }
 
     #[test]
     fn early_failures_are_weighed_in_the_order_jobs_ended_not_started() {
-        // The rest of the fleet fails about 1 job in 75 (p = 2.3e-6 for three failures in a row,
-        // 9.4e-6 for three in four): at this cordon level the first cordons, the second does not.
-        let policy = SuspectPolicy { cordon_alpha: 5e-6, alpha: 1e-9, ..SuspectPolicy::default() };
+        // The rest of the fleet fails about 1 job in 75 (e-values 8e4 for three failures in a row,
+        // 5e3 for three in four): at this cordon level the first cordons, the second does not.
+        let policy = SuspectPolicy { cordon_alpha: 5e-5, alpha: 1e-9, ..SuspectPolicy::default() };
         let host = Subject::Host("h0".into());
         for (u0_succeeds_last, want) in [(false, Standing::Suspect), (true, Standing::Healthy)] {
             let (mut s, t) = fleet(policy.clone(), 30);
@@ -1132,6 +1243,105 @@ mod tests {
             }
             let d = s.evaluate(t + 30 * MIN, &[]);
             assert_eq!(standing(&d, &host), want, "u0 succeeds last: {u0_succeeds_last}");
+        }
+    }
+
+    #[test]
+    fn k_failures_among_the_last_n_at_the_fleet_rate_are_chance_however_often_looked_at() {
+        // The rest fails about 1 job in 75. A binomial p-value of "k of the last n" is under the
+        // cordon level (5 of 12: 3e-7; 6 of 20: 2e-7; against 1e-6), but it is the smallest of 20
+        // windows, looked at on every evaluation of every subject: such windows come up by
+        // chance. The e-value is bounded over all windows and looks, and says "healthy"; a host
+        // whose every job fails is still caught after a few of them.
+        let host = Subject::Host("h0".into());
+        // (jobs, oldest first: F failed, S succeeded; the binomial p of the newest ones; standing)
+        let cases = [
+            ("SSSSSSFSSFSSFSSFSF", Some((5, 12)), Standing::Healthy),
+            ("SSFSSFSSSFSSFSSSFSSF", Some((6, 20)), Standing::Healthy),
+            ("SSSSSSSSSSSSSSSFFFFF", None, Standing::Suspect),
+        ];
+        for (jobs, window, want) in cases {
+            let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
+            let mut failed = 0;
+            for (i, c) in jobs.chars().enumerate() {
+                // The failures spread over the host's units: no worker's own record stands out.
+                let unit = format!("u{}", if c == 'F' { failed % 3 } else { i % 3 });
+                failed += (c == 'F') as usize;
+                let job = format!("p{i}");
+                let (run, end) = if c == 'F' { (10 * MIN, End::Failed) } else { (30 * MIN, End::Succeeded) };
+                s.started(&start("h0", &unit, &job, t));
+                s.ended(&attempt("h0", &unit, &job, t, run, end));
+                t += run / 3;
+            }
+            if let Some((k, n)) = window {
+                let rest = Rest::new(&s.classes["c"], &host);
+                let p = crate::quarantine::binomial_tail(k, n, rest.failure_rate());
+                assert!(p < s.policy.cordon_alpha, "{jobs}: a scanned binomial would act (p {p:e})");
+            }
+            for look in 0..30 {
+                let d = s.evaluate(t + look * MIN, &[]);
+                assert_eq!(standing(&d, &host), want, "{jobs}, look {look}: {:?}", d.judgements);
+                if want == Standing::Healthy {
+                    assert!(d.does.is_empty(), "{jobs}: {:?}", d.does);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn where_the_rest_times_out_at_its_p99_timeouts_make_the_next_running_jobs_evidence() {
+        // The rest of the fleet times out 1 job in 60 (at 200 minutes) and has stragglers at 3x:
+        // its p99 is its timeout, so no running job can look older than 1 in 60 of the rest's
+        // before it times out. Three hung jobs on h0 are not enough alone (1 / 60^3 at most,
+        // against 1e-6 for six alternatives), but once they timed out, the next three jobs
+        // running there at 40 minutes (past every success of the rest but its stragglers) are.
+        let host = Subject::Host("h0".into());
+        let (mut s, t) = fleet_with_timeouts(30);
+        for u in 0..3 {
+            s.started(&start("h0", &format!("u{u}"), &format!("hang{u}"), t));
+        }
+        let d = s.evaluate(t + 199 * MIN, &[]);
+        assert_eq!(standing(&d, &host), Standing::Healthy, "before the timeouts: {:?}", d.judgements);
+        for u in 0..3 {
+            s.ended(&attempt("h0", &format!("u{u}"), &format!("hang{u}"), t, 200 * MIN, End::TimedOut));
+        }
+        let d = s.evaluate(t + 200 * MIN, &[]);
+        assert_eq!(standing(&d, &host), Standing::Healthy, "three timeouts alone: {:?}", d.judgements);
+        let next = t + 201 * MIN;
+        for u in 0..3 {
+            s.started(&start("h0", &format!("u{u}"), &format!("next{u}"), next));
+        }
+        let d = s.evaluate(next + 20 * MIN, &[]);
+        assert_eq!(standing(&d, &host), Standing::Healthy, "at 20 minutes, within the rest's: {:?}", d.judgements);
+        let d = s.evaluate(next + 40 * MIN, &[]);
+        assert!(standing(&d, &host) >= Standing::Suspect, "at 40 minutes: {:?}", d.judgements);
+        let j = d.judgements.iter().find(|j| j.evidence.subject == host).expect("judged");
+        assert!(matches!(j.evidence.test, Test::Tail { .. }), "{:?}", j.evidence);
+        assert_eq!((j.evidence.events, j.evidence.jobs, j.evidence.timed_out), (6, 6, 3), "{}", j.evidence);
+    }
+
+    #[test]
+    fn stragglers_running_at_once_after_normal_jobs_on_the_other_units_are_not_a_hang() {
+        // Three jobs of h0 run past every run of the rest (each 1 in 451 alone), but they
+        // started at different times and the host's other units completed jobs in between: a
+        // hanging host does not do that. The jobs running now taken alone would make 1 / 451^3.
+        let host = Subject::Host("h0".into());
+        // (units whose jobs completed normally between the stragglers' starts, standing)
+        for (normal, want) in [(true, Standing::Healthy), (false, Standing::Quarantine)] {
+            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            s.started(&start("h0", "u0", "long0", t));
+            let (mut at1, mut at2) = (t, t);
+            if normal {
+                for (unit, job, at) in [("u1", "n1", t), ("u2", "n2", t), ("u1", "n3", t + 30 * MIN)] {
+                    s.started(&start("h0", unit, job, at));
+                    s.ended(&attempt("h0", unit, job, at, 30 * MIN, End::Succeeded));
+                }
+                (at1, at2) = (t + 60 * MIN, t + 30 * MIN);
+            }
+            s.started(&start("h0", "u1", "long1", at1));
+            s.started(&start("h0", "u2", "long2", at2));
+            let d = s.evaluate(t + 175 * MIN, &[]);
+            assert_eq!(standing(&d, &host), want, "normal jobs between: {normal}: {:?}", d.judgements);
         }
     }
 
