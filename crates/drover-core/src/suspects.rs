@@ -775,7 +775,7 @@ impl Suspects {
     /// short ones, which are mostly the failures, so "its newest starts failed" is more likely
     /// than the failure rate says (three early failures at once on a host of four units were
     /// cordoned that way). The order of ends has no such bias.
-    fn items(&self, class: &str, subject: &Subject, rest: &Rest, now_ms: i64) -> Vec<Item> {
+    fn items(&self, class: &str, subject: &Subject, running: &[&Running], rest: &Rest, now_ms: i64) -> Vec<Item> {
         let key = (class.to_string(), subject.clone());
         let done = self.windows.get(&key).into_iter().flatten().map(|d| Item {
             known_ms: d.started_ms + d.run_ms,
@@ -784,7 +784,7 @@ impl Suspects {
             run_ms: d.run_ms,
             p_tail: if d.end == End::TimedOut { rest.p_timeout() } else { rest.p_tail(d.run_ms) },
         });
-        let running = self.running_on(class, subject).map(|(_, r)| {
+        let running = running.iter().map(|r| {
             let age = (now_ms - r.started_ms).max(0);
             Item { known_ms: now_ms, started_ms: r.started_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
         });
@@ -808,13 +808,26 @@ impl Suspects {
     }
 
     /// The subject's standing and the evidence for it; `None` without enough of a healthy rest.
-    fn judge(&self, class: &str, subject: &Subject, now_ms: i64) -> Option<(Standing, Evidence)> {
+    /// The jobs of `class` running now, by the host and the worker they run on: one pass over
+    /// the fleet's running jobs for a whole evaluation (a scan per subject made the judge's
+    /// evaluation grow with the square of the fleet).
+    fn running_by_subject(&self, class: &str) -> BTreeMap<Subject, Vec<&Running>> {
+        let mut by: BTreeMap<Subject, Vec<&Running>> = BTreeMap::new();
+        for r in self.running.values().filter(|r| r.class == class) {
+            by.entry(Subject::Host(r.host.clone())).or_default().push(r);
+            by.entry(Subject::Worker(r.worker.clone())).or_default().push(r);
+        }
+        by
+    }
+
+    /// `running`: the subject's jobs running now (from [`Suspects::running_by_subject`]).
+    fn judge(&self, class: &str, subject: &Subject, running: &[&Running], now_ms: i64) -> Option<(Standing, Evidence)> {
         let p = &self.policy;
         let rest = Rest::new(self.classes.get(class)?, subject);
         if rest.attempts() < p.min_reference || rest.failures() * 2 >= rest.attempts() {
             return None;
         }
-        let items = self.items(class, subject, &rest, now_ms);
+        let items = self.items(class, subject, running, &rest, now_ms);
         let fleet_median = rest.median();
         let bad = bad_test(&items, &rest, p.tail_quantile);
         let slow = slow_test(&items, &rest, p.slow_factor);
@@ -945,8 +958,12 @@ impl Suspects {
         for (h, us) in &units {
             subjects.extend(us.iter().map(|u| Subject::Worker(worker_of(u, h))));
         }
-        let judged: BTreeMap<Subject, (Standing, Evidence)> =
-            subjects.into_iter().filter_map(|s| self.judge(class, &s, now_ms).map(|j| (s, j))).collect();
+        let judged: BTreeMap<Subject, (Standing, Evidence)> = {
+            let running = self.running_by_subject(class);
+            let none = Vec::new();
+            let on = |s: &Subject| running.get(s).unwrap_or(&none).as_slice();
+            subjects.into_iter().filter_map(|s| self.judge(class, &s, on(&s), now_ms).map(|j| (s, j))).collect()
+        };
         self.settle(class, &judged, &units, d);
         let held = self.admit(class, &judged, &units, d);
         let total: usize = units.values().map(|u| u.len()).sum();
