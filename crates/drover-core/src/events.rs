@@ -4,6 +4,10 @@
 //!
 //! Routing key: `<event>.<class>.<host>` (dots in names become `_`), so a consumer can bind
 //! `dead_lettered.#`, `*.inference.#` or `#`.
+//!
+//! One message carries one event (a JSON object), except `succeeded`, whose events a worker
+//! sends together (a JSON array of events of one routing key, [`Delivery::Batched`]):
+//! [`parse`] reads both. How each kind travels, and why, is [`EventKind::delivery`].
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +37,39 @@ pub enum EventKind {
     Submitted,
 }
 
+/// How an event travels to the broker (docs/wire-format.md, "Job events").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Held a few milliseconds and sent with the other events of its routing key in one
+    /// message, transient: the bulk of the traffic (one per completed job), whose loss with a
+    /// broker restart costs a metrics sample and a drift observation, never a decision.
+    Batched,
+    /// Sent at once, alone, transient: a start must be out before the job can kill its worker
+    /// (the fleet learns that an attempt vanished from a start without an end), and progress is
+    /// superseded by the next report; a lost one is harmless.
+    Transient,
+    /// Sent at once, alone, persistent, after whatever was held: failures, retries, dead letters,
+    /// requeues, lost acknowledgements, misconfigured workers and submissions are the evidence
+    /// quarantines, poison verdicts, backlogs and alerts are built on.
+    Durable,
+}
+
 impl EventKind {
+    /// How events of this kind travel; see [`Delivery`].
+    pub fn delivery(self) -> Delivery {
+        match self {
+            EventKind::Succeeded => Delivery::Batched,
+            EventKind::Started | EventKind::Progress => Delivery::Transient,
+            EventKind::Failed
+            | EventKind::RetryScheduled
+            | EventKind::DeadLettered
+            | EventKind::Requeued
+            | EventKind::AckLost
+            | EventKind::Misconfigured
+            | EventKind::Submitted => Delivery::Durable,
+        }
+    }
+
     /// Whether this event ends an attempt (whatever then happens to the job).
     pub fn ends_attempt(self) -> bool {
         matches!(
@@ -151,6 +187,14 @@ impl JobEvent {
     }
 }
 
+/// The events of one message: a JSON object (one event) or an array of them (a batch).
+pub fn parse(body: &[u8]) -> Result<Vec<JobEvent>, serde_json::Error> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body),
+        _ => serde_json::from_slice(body).map(|e| vec![e]),
+    }
+}
+
 /// Cuts text to at most `max` bytes on a character boundary, keeping the end, where the
 /// error usually is.
 pub fn tail(text: &str, max: usize) -> String {
@@ -179,6 +223,37 @@ mod tests {
         assert_eq!(e.routing_key(), "retry_scheduled.infer_v2.gpu_7");
         let back: JobEvent = serde_json::from_value(json).expect("parses");
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn messages_carry_one_event_or_a_batch() {
+        let one = JobEvent::new(EventKind::Succeeded, "t".into(), "c", "h", "u");
+        let mut two = one.clone();
+        two.job_id = Some("j2".into());
+        let single = serde_json::to_vec(&one).expect("json");
+        assert_eq!(parse(&single).expect("object"), vec![one.clone()]);
+        let batch = serde_json::to_vec(&vec![one.clone(), two.clone()]).expect("json");
+        assert_eq!(parse(&batch).expect("array"), vec![one, two]);
+        assert!(parse(b"{\"v\": 1}").is_err() && parse(b"[1]").is_err() && parse(b"").is_err());
+    }
+
+    #[test]
+    fn only_successes_wait_and_only_evidence_is_durable() {
+        let table = [
+            (EventKind::Started, Delivery::Transient),
+            (EventKind::Progress, Delivery::Transient),
+            (EventKind::Succeeded, Delivery::Batched),
+            (EventKind::Failed, Delivery::Durable),
+            (EventKind::RetryScheduled, Delivery::Durable),
+            (EventKind::DeadLettered, Delivery::Durable),
+            (EventKind::Requeued, Delivery::Durable),
+            (EventKind::AckLost, Delivery::Durable),
+            (EventKind::Misconfigured, Delivery::Durable),
+            (EventKind::Submitted, Delivery::Durable),
+        ];
+        for (kind, d) in table {
+            assert_eq!(kind.delivery(), d, "{kind:?}");
+        }
     }
 
     #[test]
