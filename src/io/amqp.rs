@@ -10,7 +10,7 @@
 //! held, and only the worker knows which results must then be thrown away.
 
 use crate::config::BrokerConfig;
-use crate::events::{Delivery, JobEvent};
+use crate::events::{Delivery, EventKind, JobEvent};
 use crate::io::random::Jitter;
 use crate::outcome::delay_rung;
 use crate::topology::{self, Arg, QueueRole, Rotation};
@@ -177,7 +177,7 @@ impl Link {
 
     async fn connect_once(&mut self) -> Result<(), BrokerError> {
         let props = ConnectionProperties::default().with_connection_name(LongString::from(self.label.as_str()));
-        let url = self.cfg.urls.get(self.rotation.current()).cloned().unwrap_or_default();
+        let url = with_frame_max(self.cfg.urls.get(self.rotation.current()).map_or("", String::as_str));
         let node = self.node();
         let conn = tokio::time::timeout(self.cfg.connect_timeout, Connection::connect(&url, props))
             .await
@@ -494,8 +494,8 @@ impl Link {
 
     /// Publishes a job event without waiting for it: events are telemetry and stay off the
     /// job's critical path. They go to one publisher task per connection ([`publish_events`]),
-    /// which sends each kind as [`crate::events::EventKind::delivery`] says: successes together, a few
-    /// milliseconds late, the rest at once. While the broker is away up to 10,000 are kept and
+    /// which sends each as [`JobEvent::delivery`] says: starts of first deliveries and
+    /// successes together, a few milliseconds late, the rest at once. While the broker is away up to 10,000 are kept and
     /// sent after the reconnect; past that the oldest are dropped and counted.
     pub async fn event(&mut self, event: JobEvent) {
         self.pending_events.push_back(event);
@@ -566,6 +566,21 @@ impl Link {
     }
 }
 
+/// The largest frame Drover asks the broker for, unless `broker.url` says `frame_max=` itself.
+/// lapin keeps a receive and a send buffer of 32 frames each per connection, zero-filled: at
+/// RabbitMQ's default of 128 KiB that is 8 MiB resident, half of a worker's memory; at 32 KiB,
+/// 2 MiB. Larger messages simply take more frames.
+const FRAME_MAX: u32 = 32 * 1024;
+
+/// `url` with `frame_max=FRAME_MAX` in its query, unless it names a frame_max already.
+fn with_frame_max(url: &str) -> String {
+    if url.is_empty() || url.contains("frame_max=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}frame_max={FRAME_MAX}")
+}
+
 /// A declaration the broker refused for good (`PRECONDITION_FAILED`, reply code 406) becomes
 /// [`BrokerError::Refused`], with what to do about it.
 fn refused(e: BrokerError, queue: &str) -> BrokerError {
@@ -596,15 +611,17 @@ impl EventSender {
     }
 }
 
-/// How long a success waits for others to go out with, and how many go in one message.
+/// How long a start or a success waits for others to go out with, and how many go in one
+/// message.
 const BATCH_WINDOW: Duration = Duration::from_millis(50);
 const BATCH_MAX: usize = 100;
 
-/// The events of one connection's channel, in the order they were given, except that
-/// successes wait (at most [`BATCH_WINDOW`]) to go out together in one message, a JSON array
-/// (events::parse reads both forms; a batch of one is a plain object). An event sent at once
-/// sends the held successes first, unless it is a start or progress (another job's, or this
-/// one's: no consumer needs a success before the next start). Ends when its sender is dropped,
+/// The events of one connection's channel. Starts of first deliveries and successes wait (at
+/// most [`BATCH_WINDOW`]) to go out together, one message per routing key (a JSON array;
+/// events::parse reads both forms; a batch of one is a plain object), the held starts before
+/// the held successes, so that no job's end goes out before its start. Every other event goes
+/// out at once, after whatever is held: the order of one worker's events is kept, except that a
+/// start may pass a success held before it (another job's). Ends when its sender is dropped,
 /// after sending what it holds. Each publish has the operation deadline; a failed one is lost
 /// (telemetry), and the link's reconnect starts a new publisher.
 async fn publish_events(chan: Channel, exchange: String, op: Duration, mut rx: mpsc::Receiver<JobEvent>) {
@@ -613,12 +630,14 @@ async fn publish_events(chan: Channel, exchange: String, op: Duration, mut rx: m
         Due,
         Closed,
     }
-    let mut batch = Batch::default();
+    // Held starts, then held successes.
+    let mut held = [Batch::default(), Batch::default()];
     let mut single = Vec::with_capacity(1024);
     let window = tokio::time::sleep(BATCH_WINDOW);
     tokio::pin!(window);
     loop {
-        let next = if batch.n == 0 {
+        let holding = held.iter().any(|b| b.n > 0);
+        let next = if !holding {
             rx.recv().await.map_or(Next::Closed, Next::Event)
         } else {
             tokio::select! {
@@ -630,8 +649,10 @@ async fn publish_events(chan: Channel, exchange: String, op: Duration, mut rx: m
         let e = match next {
             Next::Event(e) => e,
             Next::Due | Next::Closed => {
-                if let Some((key, body)) = batch.take() {
-                    publish_event(&chan, &exchange, &key, &body, false, op).await;
+                for b in &mut held {
+                    if let Some((key, body)) = b.take() {
+                        publish_event(&chan, &exchange, &key, &body, false, op).await;
+                    }
                 }
                 if matches!(next, Next::Closed) {
                     return;
@@ -640,26 +661,34 @@ async fn publish_events(chan: Channel, exchange: String, op: Duration, mut rx: m
             }
         };
         let key = e.routing_key();
-        let delivery = e.event.delivery();
-        // What is held goes first, unless this is a start or progress (see above), or a
-        // success that joins it.
-        let joins = delivery == Delivery::Batched && batch.key == key;
-        if delivery != Delivery::Transient && !joins {
-            if let Some((key, body)) = batch.take() {
-                publish_event(&chan, &exchange, &key, &body, false, op).await;
-            }
-        }
+        let delivery = e.delivery();
         if delivery == Delivery::Batched {
-            if batch.n == 0 {
+            let slot = usize::from(e.event != EventKind::Started);
+            if held[slot].n > 0 && held[slot].key != key {
+                // Another class or host (not from one worker): what is held goes first.
+                for b in &mut held {
+                    if let Some((key, body)) = b.take() {
+                        publish_event(&chan, &exchange, &key, &body, false, op).await;
+                    }
+                }
+            }
+            if !held.iter().any(|b| b.n > 0) {
                 window.as_mut().reset(Instant::now() + BATCH_WINDOW);
             }
-            batch.push(key, &e);
-            if batch.n >= BATCH_MAX {
-                if let Some((key, body)) = batch.take() {
-                    publish_event(&chan, &exchange, &key, &body, false, op).await;
+            held[slot].push(key, &e);
+            if held[slot].n >= BATCH_MAX {
+                for b in &mut held {
+                    if let Some((key, body)) = b.take() {
+                        publish_event(&chan, &exchange, &key, &body, false, op).await;
+                    }
                 }
             }
             continue;
+        }
+        for b in &mut held {
+            if let Some((key, body)) = b.take() {
+                publish_event(&chan, &exchange, &key, &body, false, op).await;
+            }
         }
         single.clear();
         if serde_json::to_writer(&mut single, &e).is_ok() {
@@ -725,5 +754,19 @@ pub async fn deadline<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(BrokerError::Unavailable(format!("{what}: {e}"))),
         Err(_) => Err(BrokerError::Timeout(limit, what)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_ask_for_smaller_frames_unless_the_url_says_otherwise() {
+        assert_eq!(with_frame_max("amqp://h/%2f"), "amqp://h/%2f?frame_max=32768");
+        assert_eq!(with_frame_max("amqps://h/v?heartbeat=10"), "amqps://h/v?heartbeat=10&frame_max=32768");
+        assert_eq!(with_frame_max("amqp://h/v?frame_max=131072"), "amqp://h/v?frame_max=131072");
+        let parsed: lapin::uri::AMQPUri = with_frame_max("amqp://u:p@h:5673/%2f").parse().expect("a valid URI");
+        assert_eq!((parsed.query.frame_max, parsed.authority.port), (Some(32768), 5673));
     }
 }

@@ -60,11 +60,15 @@ impl Worker {
         e.redelivered = Some(delivery.redelivered);
         let mut progress = e.clone();
         (progress.event, progress.queue_wait_s, progress.redelivered) = (EventKind::Progress, None, None);
+        let at_once = e.delivery() == crate::events::Delivery::Transient;
         self.link.event(e).await;
-        // Let the events publisher hand the start to lapin's I/O loop before the handler
-        // starts: a job that kills its worker at once must not take its start with it (the
-        // fleet learns that an attempt vanished from a start without an end).
-        tokio::task::yield_now().await;
+        if at_once {
+            // A redelivered job's start (JobEvent::delivery): let the events publisher hand it
+            // to lapin's I/O loop before the handler starts, so that a job that kills its
+            // worker at once does not take its start with it (the fleet learns that an attempt
+            // vanished from a start without an end).
+            tokio::task::yield_now().await;
+        }
         if notify::enabled() {
             notify::status(&worker_status(&job.id, job.attempt, &since, None, None));
         }

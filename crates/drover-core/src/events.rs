@@ -5,9 +5,10 @@
 //! Routing key: `<event>.<class>.<host>` (dots in names become `_`), so a consumer can bind
 //! `dead_lettered.#`, `*.inference.#` or `#`.
 //!
-//! One message carries one event (a JSON object), except `succeeded`, whose events a worker
-//! sends together (a JSON array of events of one routing key, [`Delivery::Batched`]):
-//! [`parse`] reads both. How each kind travels, and why, is [`EventKind::delivery`].
+//! One message carries one event (a JSON object), except the starts of first deliveries and the
+//! successes, which a worker sends together (a JSON array of events of one routing key,
+//! [`Delivery::Batched`]): [`parse`] reads both. How each event travels, and why, is
+//! [`JobEvent::delivery`].
 
 use serde::{Deserialize, Serialize};
 
@@ -41,12 +42,15 @@ pub enum EventKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
     /// Held a few milliseconds and sent with the other events of its routing key in one
-    /// message, transient: the bulk of the traffic (one per completed job), whose loss with a
-    /// broker restart costs a metrics sample and a drift observation, never a decision.
+    /// message, transient: the bulk of the traffic (a start and a success per job). A loss
+    /// with a broker restart costs a metrics sample and a drift observation; a start lost with
+    /// a worker that died within those milliseconds costs the fleet one sighting of a vanished
+    /// attempt (the redelivery's start is sent at once).
     Batched,
-    /// Sent at once, alone, transient: a start must be out before the job can kill its worker
-    /// (the fleet learns that an attempt vanished from a start without an end), and progress is
-    /// superseded by the next report; a lost one is harmless.
+    /// Sent at once, alone, transient: the start of a redelivered job (the one that may have
+    /// killed its last worker: its start must be out before it can kill this one, as the fleet
+    /// learns that an attempt vanished from a start without an end), and progress, which is
+    /// superseded by the next report.
     Transient,
     /// Sent at once, alone, persistent, after whatever was held: failures, retries, dead letters,
     /// requeues, lost acknowledgements, misconfigured workers and submissions are the evidence
@@ -55,21 +59,6 @@ pub enum Delivery {
 }
 
 impl EventKind {
-    /// How events of this kind travel; see [`Delivery`].
-    pub fn delivery(self) -> Delivery {
-        match self {
-            EventKind::Succeeded => Delivery::Batched,
-            EventKind::Started | EventKind::Progress => Delivery::Transient,
-            EventKind::Failed
-            | EventKind::RetryScheduled
-            | EventKind::DeadLettered
-            | EventKind::Requeued
-            | EventKind::AckLost
-            | EventKind::Misconfigured
-            | EventKind::Submitted => Delivery::Durable,
-        }
-    }
-
     /// Whether this event ends an attempt (whatever then happens to the job).
     pub fn ends_attempt(self) -> bool {
         matches!(
@@ -181,6 +170,22 @@ impl JobEvent {
         }
     }
 
+    /// How this event travels; see [`Delivery`].
+    pub fn delivery(&self) -> Delivery {
+        match self.event {
+            EventKind::Succeeded => Delivery::Batched,
+            EventKind::Started if self.redelivered != Some(true) => Delivery::Batched,
+            EventKind::Started | EventKind::Progress => Delivery::Transient,
+            EventKind::Failed
+            | EventKind::RetryScheduled
+            | EventKind::DeadLettered
+            | EventKind::Requeued
+            | EventKind::AckLost
+            | EventKind::Misconfigured
+            | EventKind::Submitted => Delivery::Durable,
+        }
+    }
+
     pub fn routing_key(&self) -> String {
         let clean = |s: &str| s.replace('.', "_");
         format!("{}.{}.{}", self.event.as_str(), clean(&self.class), clean(&self.host))
@@ -238,21 +243,25 @@ mod tests {
     }
 
     #[test]
-    fn only_successes_wait_and_only_evidence_is_durable() {
+    fn starts_and_successes_wait_and_only_evidence_is_durable() {
         let table = [
-            (EventKind::Started, Delivery::Transient),
-            (EventKind::Progress, Delivery::Transient),
-            (EventKind::Succeeded, Delivery::Batched),
-            (EventKind::Failed, Delivery::Durable),
-            (EventKind::RetryScheduled, Delivery::Durable),
-            (EventKind::DeadLettered, Delivery::Durable),
-            (EventKind::Requeued, Delivery::Durable),
-            (EventKind::AckLost, Delivery::Durable),
-            (EventKind::Misconfigured, Delivery::Durable),
-            (EventKind::Submitted, Delivery::Durable),
+            (EventKind::Started, None, Delivery::Batched),
+            (EventKind::Started, Some(false), Delivery::Batched),
+            (EventKind::Started, Some(true), Delivery::Transient),
+            (EventKind::Progress, None, Delivery::Transient),
+            (EventKind::Succeeded, None, Delivery::Batched),
+            (EventKind::Failed, None, Delivery::Durable),
+            (EventKind::RetryScheduled, None, Delivery::Durable),
+            (EventKind::DeadLettered, None, Delivery::Durable),
+            (EventKind::Requeued, Some(true), Delivery::Durable),
+            (EventKind::AckLost, None, Delivery::Durable),
+            (EventKind::Misconfigured, None, Delivery::Durable),
+            (EventKind::Submitted, None, Delivery::Durable),
         ];
-        for (kind, d) in table {
-            assert_eq!(kind.delivery(), d, "{kind:?}");
+        for (kind, redelivered, d) in table {
+            let mut e = JobEvent::new(kind, "t".into(), "c", "h", "u");
+            e.redelivered = redelivered;
+            assert_eq!(e.delivery(), d, "{kind:?} redelivered {redelivered:?}");
         }
     }
 
