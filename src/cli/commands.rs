@@ -74,21 +74,6 @@ pub fn drift_rebaseline(config: &Path, class: String, host_only: bool, reason: S
     Ok(if !answers.is_empty() && answers.iter().all(|a| a.ok && a.error.is_none()) { 0 } else { 1 })
 }
 
-/// A worker's allocations are small and its threads few (the runtime's, lapin's I/O loop, the
-/// odd blocking task): one malloc arena for all of them, rather than glibc's arena per thread,
-/// each of which keeps its own free memory resident (BENCHMARKS.md, issue 16). An explicit
-/// `MALLOC_ARENA_MAX` in the environment is left to glibc.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; called before the runtime starts
-        // any thread.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
-
 pub fn supervise(config: &Path) -> Outcome {
     let cfg = load_as(config, Role::Supervisor)?;
     log_warnings(&cfg);
@@ -96,7 +81,6 @@ pub fn supervise(config: &Path) -> Outcome {
 }
 
 pub fn work(config: &Path, class: Option<String>, instance: Option<String>) -> Outcome {
-    one_malloc_arena();
     let cfg = load_as(config, Role::Worker)?;
     let class = match (class, instance.as_deref()) {
         (Some(c), _) => c,

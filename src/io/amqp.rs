@@ -625,11 +625,6 @@ const BATCH_MAX: usize = 100;
 /// after sending what it holds. Each publish has the operation deadline; a failed one is lost
 /// (telemetry), and the link's reconnect starts a new publisher.
 async fn publish_events(chan: Channel, exchange: String, op: Duration, mut rx: mpsc::Receiver<JobEvent>) {
-    enum Next {
-        Event(JobEvent),
-        Due,
-        Closed,
-    }
     // Held starts, then held successes.
     let mut held = [Batch::default(), Batch::default()];
     let mut single = Vec::with_capacity(1024);
@@ -637,28 +632,26 @@ async fn publish_events(chan: Channel, exchange: String, op: Duration, mut rx: m
     tokio::pin!(window);
     loop {
         let holding = held.iter().any(|b| b.n > 0);
-        let next = if !holding {
-            rx.recv().await.map_or(Next::Closed, Next::Event)
+        // (the next event, or none because the window is over (true) or the senders are gone)
+        let (next, due) = if !holding {
+            (rx.recv().await, false)
         } else {
             tokio::select! {
                 biased;
-                e = rx.recv() => e.map_or(Next::Closed, Next::Event),
-                _ = &mut window => Next::Due,
+                e = rx.recv() => (e, false),
+                _ = &mut window => (None, true),
             }
         };
-        let e = match next {
-            Next::Event(e) => e,
-            Next::Due | Next::Closed => {
-                for b in &mut held {
-                    if let Some((key, body)) = b.take() {
-                        publish_event(&chan, &exchange, &key, &body, false, op).await;
-                    }
+        let Some(e) = next else {
+            for b in &mut held {
+                if let Some((key, body)) = b.take() {
+                    publish_event(&chan, &exchange, &key, &body, false, op).await;
                 }
-                if matches!(next, Next::Closed) {
-                    return;
-                }
-                continue;
             }
+            if !due {
+                return;
+            }
+            continue;
         };
         let key = e.routing_key();
         let delivery = e.delivery();
