@@ -23,8 +23,9 @@ URL=${DROVER_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 mkdir -p "$OUT"
 
 # The bench build also builds the drover binary (as benches/throughput.rs uses it).
-helper=$(cargo build --quiet --release --bench profile_jobs --message-format=json |
-    jq -r 'select(.reason == "compiler-artifact" and .target.name == "profile_jobs" and .executable != null) | .executable')
+# DROVER_PROFILE_HELPER: an already built profile_jobs (then nothing is built).
+helper=${DROVER_PROFILE_HELPER:-$(cargo build --quiet --release --bench profile_jobs --message-format=json |
+    jq -r 'select(.reason == "compiler-artifact" and .target.name == "profile_jobs" and .executable != null) | .executable')}
 drover="${CARGO_TARGET_DIR:-target}/release/drover"
 [ -x "$helper" ] && [ -x "$drover" ] || { echo "build failed" >&2; exit 1; }
 handler="$PWD/benches/noop_handler.py"

@@ -107,7 +107,7 @@ fn main() {
             tokio::time::timeout(Duration::from_secs(30), async {
                 loop {
                     let d = events.next().await.expect("events").expect("delivery");
-                    if let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) {
+                    if let Some(e) = drover::events::parse(&d.data).ok().and_then(|e| e.into_iter().next()) {
                         return e;
                     }
                 }

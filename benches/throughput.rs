@@ -5,7 +5,13 @@
 //!
 //! Needs a RabbitMQ broker (`scripts/services.sh up`; `DROVER_AMQP_URL` overrides the loopback
 //! default) and `python3`. Knobs: `DROVER_BENCH_ROUNDS` (3), `DROVER_BENCH_JOBS` (20000, the
-//! queue-fed cases), `DROVER_BENCH_EXEC_JOBS` (3000, the spawning cases).
+//! queue-fed cases), `DROVER_BENCH_EXEC_JOBS` (3000, the spawning cases), `DROVER_BENCH_PEERS`
+//! (1: also run Dramatiq, installed from `benches/peers/requirements.lock` into a virtual
+//! environment under the target directory by `benches/peers/setup.sh`; 0 to skip).
+//!
+//! The broker's CPU per job of the queue-fed cases is `utime + stime` of the `beam.smp`
+//! listening on the AMQP port (`/proc/<pid>/stat`) over the window, divided by its jobs: raw,
+//! with whatever else the broker served meanwhile, so compare cases of the same round.
 //!
 //! Method, per case: load the jobs into a fresh queue first (publishing is not measured), then
 //! start the consumers and poll the queue with a passive `queue.declare` every 10 ms. The window
@@ -178,6 +184,43 @@ impl Case {
 struct Window {
     jobs: u64,
     secs: f64,
+    /// The broker's CPU ticks over the window, when its process was found.
+    broker_ticks: Option<u64>,
+}
+
+/// The broker's `beam.smp`: the process listening on the AMQP URL's port (`ss -ltnp`).
+fn broker_pid() -> Option<u32> {
+    let url = amqp_url();
+    let port = url
+        .split_once("://")
+        .map(|(_, r)| r.rsplit_once('@').map_or(r, |(_, h)| h))
+        .and_then(|h| h.split('/').next())
+        .and_then(|h| h.rsplit_once(':'))
+        .map_or("5672".to_string(), |(_, p)| p.to_string());
+    let out = Command::new("ss").args(["-ltnpH", &format!("sport = :{port}")]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find("beam.smp\",pid=")? + "beam.smp\",pid=".len();
+    text[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf reads a constant.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+impl Window {
+    /// The broker's CPU per job in the window, microseconds.
+    fn broker_us(&self) -> f64 {
+        self.broker_ticks.map_or(f64::NAN, |t| t as f64 / clk_tck() / self.jobs as f64 * 1e6)
+    }
 }
 
 impl Window {
@@ -189,7 +232,8 @@ impl Window {
 /// Polls the queue until every consumer is subscribed (window opens) and then until no job is
 /// ready (window closes). See the module doc.
 async fn measure(chan: &Channel, queue: &str, consumers: u32) -> Result<Window, String> {
-    let mut start: Option<(Instant, u32)> = None;
+    let broker = broker_pid();
+    let mut start: Option<(Instant, u32, Option<u64>)> = None;
     let mut last = (u32::MAX, Instant::now());
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -212,9 +256,11 @@ async fn measure(chan: &Channel, queue: &str, consumers: u32) -> Result<Window, 
             return Err(format!("no progress for {STALL:?}: {ready} ready, {subscribed} consumers"));
         }
         match start {
-            None if subscribed >= consumers => start = Some((at, ready)),
-            Some((t0, c0)) if ready == 0 => {
-                return Ok(Window { jobs: u64::from(c0), secs: (at - t0).as_secs_f64() });
+            None if subscribed >= consumers => start = Some((at, ready, broker.and_then(cpu_ticks))),
+            Some((t0, c0, b0)) if ready == 0 => {
+                let b1 = broker.and_then(cpu_ticks);
+                let broker_ticks = b0.zip(b1).map(|(a, b)| b.saturating_sub(a));
+                return Ok(Window { jobs: u64::from(c0), secs: (at - t0).as_secs_f64(), broker_ticks });
             }
             _ => {}
         }
@@ -270,7 +316,7 @@ fn plain_consumer(queue: String, tag: String, stop: Arc<AtomicBool>) -> std::thr
     })
 }
 
-async fn plain_case(chan: &Channel, consumers: u32, jobs: u64) -> (f64, f64) {
+async fn plain_case(chan: &Channel, consumers: u32, jobs: u64) -> (Window, f64) {
     let case = Case::persistent(&format!("plain{consumers}"));
     case.load(jobs).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -288,7 +334,7 @@ async fn plain_case(chan: &Channel, consumers: u32, jobs: u64) -> (f64, f64) {
         _ => f64::NAN,
     };
     case.cleanup(chan).await;
-    (w.rate(), inproc)
+    (w, inproc)
 }
 
 #[derive(Clone, Copy, Default)]
@@ -342,6 +388,7 @@ impl Drop for Worker {
 
 struct WorkerResult {
     rate: f64,
+    broker_us: f64,
     /// Per worker process: (drover work, its handler).
     mem: Vec<(Mem, Option<Mem>)>,
 }
@@ -383,7 +430,77 @@ async fn drover_case(chan: &Channel, case: Case, workers: usize, jobs: u64) -> W
     stop_workers(&mut procs).await;
     let w = w.unwrap_or_else(|e| panic!("drover work x{workers}: {e}\n{}", case.worker_logs()));
     case.cleanup(chan).await;
-    WorkerResult { rate: w.rate(), mem }
+    WorkerResult { rate: w.rate(), broker_us: w.broker_us(), mem }
+}
+
+// -------------------------------------------------------------------------------- peers --
+
+/// Dramatiq's `bin` directory, installed on first use (`benches/peers/setup.sh`); `None` when
+/// peers are off or cannot be installed (said once).
+fn dramatiq_bin() -> Option<PathBuf> {
+    if env_num("DROVER_BENCH_PEERS", 1) == 0 {
+        return None;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let out = Command::new(format!("{}/benches/peers/setup.sh", env!("CARGO_MANIFEST_DIR")))
+        .arg(target.join("peers/venv"))
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match out {
+        Some(o) => Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        None => {
+            eprintln!("throughput: Dramatiq could not be installed (benches/peers/setup.sh); its case is skipped");
+            None
+        }
+    }
+}
+
+/// Dramatiq, `processes` processes of one thread, prefetch 1, on a queue loaded first.
+async fn dramatiq_case(chan: &Channel, bin: &std::path::Path, processes: u32, jobs: u64) -> Window {
+    let queue = format!("bench_dramatiq_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let peers = format!("{}/benches/peers", env!("CARGO_MANIFEST_DIR"));
+    let load = Command::new(bin.join("python"))
+        .args(["dramatiq_peer.py", "enqueue", &jobs.to_string()])
+        .current_dir(&peers)
+        .env("BENCH_QUEUE", &queue)
+        .env("DROVER_AMQP_URL", amqp_url())
+        .status()
+        .expect("run the Dramatiq loader");
+    assert!(load.success(), "loading Dramatiq's queue failed");
+    let mut cmd = Command::new(bin.join("dramatiq"));
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; see Case::spawn_worker.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let child = cmd
+        .args(["--processes", &processes.to_string(), "--threads", "1", "--skip-logging", "dramatiq_peer"])
+        .current_dir(&peers)
+        .env("BENCH_QUEUE", &queue)
+        .env("DROVER_AMQP_URL", amqp_url())
+        .env("dramatiq_queue_prefetch", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dramatiq");
+    let mut procs = [Worker(child)];
+    let w = measure(chan, &queue, processes).await;
+    // SIGTERM to the master: it stops its worker processes.
+    stop_workers(&mut procs).await;
+    for q in [queue.clone(), format!("{queue}.DQ"), format!("{queue}.XQ")] {
+        let _ = chan.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    w.unwrap_or_else(|e| panic!("dramatiq x{processes}: {e}"))
 }
 
 // ------------------------------------------------------------------------ spawning cases --
@@ -539,19 +656,30 @@ fn main() {
     let mut mem_handler: Vec<Mem> = Vec::new();
     let mut mem_worker2: Vec<Mem> = Vec::new();
     let mut mem_exec: Vec<Mem> = Vec::new();
+    let dramatiq = if benching { dramatiq_bin() } else { None };
     rt.block_on(async {
         let conn = connect().await;
         let chan = conn.create_channel().await.expect("channel");
         for round in 1..=rounds {
             eprintln!("round {round}/{rounds}");
-            let (p1, p1_in) = plain_case(&chan, 1, jobs).await;
+            let (p1w, p1_in) = plain_case(&chan, 1, jobs).await;
+            let p1 = p1w.rate();
             eprintln!("  plain x1            {p1:>7.0}/s (in-process {p1_in:.0}/s)");
             let d1 = drover_case(&chan, Case::persistent("pers1"), 1, jobs).await;
             eprintln!("  persistent x1       {:>7.0}/s", d1.rate);
-            let (p2, p2_in) = plain_case(&chan, 2, jobs).await;
+            let (p2w, p2_in) = plain_case(&chan, 2, jobs).await;
+            let p2 = p2w.rate();
             eprintln!("  plain x2            {p2:>7.0}/s (in-process {p2_in:.0}/s)");
             let d2 = drover_case(&chan, Case::persistent("pers2"), 2, jobs).await;
             eprintln!("  persistent x2       {:>7.0}/s", d2.rate);
+            let dq = match &dramatiq {
+                Some(bin) => {
+                    let w = dramatiq_case(&chan, bin, 2, jobs).await;
+                    eprintln!("  dramatiq 2x1        {:>7.0}/s", w.rate());
+                    (w.rate(), w.broker_us())
+                }
+                None => (f64::NAN, f64::NAN),
+            };
             let sp = raw_spawn(exec_jobs).await;
             eprintln!("  raw spawn           {sp:>7.0}/s");
             let e1 = drover_case(&chan, Case::exec("exec1"), 1, exec_jobs).await;
@@ -584,6 +712,15 @@ fn main() {
                 ("ratio_pers1", d1.rate / p1),
                 ("ratio_pers2", d2.rate / p2),
                 ("ratio_exec1", e1.rate / sp),
+                ("dramatiq2", dq.0),
+                ("ratio_pers2_dramatiq", d2.rate / dq.0),
+                ("broker_plain1", p1w.broker_us()),
+                ("broker_pers1", d1.broker_us),
+                ("broker_plain2", p2w.broker_us()),
+                ("broker_pers2", d2.broker_us),
+                ("broker_dramatiq2", dq.1),
+                ("ratio_broker1", d1.broker_us / p1w.broker_us()),
+                ("ratio_broker2", d2.broker_us / p2w.broker_us()),
             ] {
                 r.entry(k).or_default().push(v);
             }
@@ -609,18 +746,43 @@ fn main() {
         "| case | consumers | jobs/s (median) | baseline jobs/s (median) | ratio (median of rounds) | target | met? |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (name, n, case, base, ratio) in [
-        ("`drover work` persistent vs plain lapin consumer", 1, "pers1", "plain1", "ratio_pers1"),
-        ("`drover work` persistent vs plain lapin consumer", 2, "pers2", "plain2", "ratio_pers2"),
-        ("`drover work` exec `/bin/true` vs raw tokio spawn, outside systemd", 1, "exec1", "spawn", "ratio_exec1"),
-        ("`drover work` exec `/bin/true` vs raw tokio spawn, systemd path", 1, "exec1sd", "spawn", "ratio_exec1sd"),
+    for (name, n, case, base, ratio, target) in [
+        ("`drover work` persistent vs plain lapin consumer", 1, "pers1", "plain1", "ratio_pers1", 0.8),
+        ("`drover work` persistent vs plain lapin consumer", 2, "pers2", "plain2", "ratio_pers2", 0.8),
+        ("`drover work` exec `/bin/true` vs raw tokio spawn, outside systemd", 1, "exec1", "spawn", "ratio_exec1", 0.7),
+        (
+            "`drover work` exec `/bin/true` vs raw tokio spawn, systemd path",
+            1,
+            "exec1sd",
+            "spawn",
+            "ratio_exec1sd",
+            0.8,
+        ),
     ] {
         let q = m(ratio);
         println!(
-            "| {name} | {n} | {} | {} | {q:.2} | ≥ 0.80 | {} |",
+            "| {name} | {n} | {} | {} | {q:.2} | ≥ {target:.2} | {} |",
             fmt_rate(m(case)),
             fmt_rate(m(base)),
-            yes(q >= 0.8)
+            yes(q >= target)
+        );
+    }
+    let q = m("ratio_pers2_dramatiq");
+    println!(
+        "| `drover work` persistent vs Dramatiq (processes x 1 thread, prefetch 1) | 2 | {} | {} | {q:.2} | ≥ 1.50 | {} |",
+        fmt_rate(m("pers2")),
+        fmt_rate(m("dramatiq2")),
+        if q.is_finite() { yes(q >= 1.5) } else { "not run" }
+    );
+    for (n, ratio, case, base) in
+        [(1, "ratio_broker1", "broker_pers1", "broker_plain1"), (2, "ratio_broker2", "broker_pers2", "broker_plain2")]
+    {
+        let q = m(ratio);
+        println!(
+            "| broker CPU per job (µs), `drover work` persistent vs plain lapin consumer | {n} | {:.0} | {:.0} | {q:.2} | ≤ 1.30 | {} |",
+            m(case),
+            m(base),
+            yes(q <= 1.3)
         );
     }
     let hwm = max_hwm(&mem_worker);
@@ -647,6 +809,16 @@ fn main() {
         ("spawn_pre_exec", "diagnostic: raw spawn with a pre_exec hook (fork path)"),
         ("exec_handler", "diagnostic: drover's exec handler in-process, no broker"),
         ("pers_handler", "diagnostic: drover's persistent handler in-process, no broker"),
+        ("dramatiq2", "Dramatiq, 2 processes x 1 thread, prefetch 1"),
+    ] {
+        println!("| {label} | {} |", fmt_rounds(&r[k]));
+    }
+    for (k, label) in [
+        ("broker_plain1", "broker µs/job: plain x1"),
+        ("broker_pers1", "broker µs/job: persistent x1"),
+        ("broker_plain2", "broker µs/job: plain x2"),
+        ("broker_pers2", "broker µs/job: persistent x2"),
+        ("broker_dramatiq2", "broker µs/job: Dramatiq 2x1"),
     ] {
         println!("| {label} | {} |", fmt_rounds(&r[k]));
     }
@@ -655,6 +827,9 @@ fn main() {
         ("ratio_pers2", "ratio persistent x2"),
         ("ratio_exec1", "ratio exec x1, outside systemd"),
         ("ratio_exec1sd", "ratio exec x1, systemd path"),
+        ("ratio_pers2_dramatiq", "ratio persistent x2 / Dramatiq 2x1"),
+        ("ratio_broker1", "ratio broker CPU per job, x1"),
+        ("ratio_broker2", "ratio broker CPU per job, x2"),
     ] {
         let v: Vec<String> = r[k].iter().map(|x| format!("{x:.2}")).collect();
         println!("| {label} | {} |", v.join(" / "));

@@ -376,8 +376,8 @@ impl Events {
                 tokio::time::timeout_at(end, consumer.next()).await
             };
             match next {
-                Ok(Some(Ok(d))) => match serde_json::from_slice::<JobEvent>(&d.data) {
-                    Ok(e) => self.all.push(e),
+                Ok(Some(Ok(d))) => match drover::events::parse(&d.data) {
+                    Ok(e) => self.all.extend(e),
                     Err(err) => panic!("an event that does not parse ({err}): {}", String::from_utf8_lossy(&d.data)),
                 },
                 Ok(Some(Err(_))) | Ok(None) => self.consumer = None,

@@ -760,10 +760,9 @@ async fn collect_events(cfg: &Config, into: EventLog) -> anyhow::Result<()> {
     let events_exchange = link.names.events();
     let (_chan, mut consumer, _) = link.private_consumer(Some((&events_exchange, "#")), "rollout").await?;
     while let Some(Ok(d)) = consumer.next().await {
-        if let Ok(e) = serde_json::from_slice(&d.data) {
-            if let Ok(mut v) = into.lock() {
-                v.push((Instant::now(), e));
-            }
+        let events = crate::events::parse(&d.data).unwrap_or_default();
+        if let Ok(mut v) = into.lock() {
+            v.extend(events.into_iter().map(|e| (Instant::now(), e)));
         }
     }
     Ok(())

@@ -10,7 +10,7 @@
 //! held, and only the worker knows which results must then be thrown away.
 
 use crate::config::BrokerConfig;
-use crate::events::JobEvent;
+use crate::events::{Delivery, EventKind, JobEvent};
 use crate::io::random::Jitter;
 use crate::outcome::delay_rung;
 use crate::topology::{self, Arg, QueueRole, Rotation};
@@ -23,6 +23,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +108,8 @@ pub struct Link {
     declared: HashSet<String>,
     pending_events: VecDeque<JobEvent>,
     dropped_events: u64,
+    /// The events publisher of the current connection ([`publish_events`]).
+    publisher: Option<mpsc::Sender<JobEvent>>,
     /// Event publishes on their way, awaited before the process exits.
     in_flight: tokio::task::JoinSet<()>,
     /// Number of successful connections so far (1 after the first).
@@ -135,6 +138,7 @@ impl Link {
             declared: HashSet::new(),
             pending_events: VecDeque::new(),
             dropped_events: 0,
+            publisher: None,
             in_flight: tokio::task::JoinSet::new(),
             connections: 0,
             up_since: None,
@@ -156,6 +160,7 @@ impl Link {
     pub fn mark_down(&mut self) {
         self.chan = None;
         self.events_chan = None;
+        self.publisher = None;
         if let Some(conn) = self.conn.take() {
             // Whatever broke, the next connect goes to another node first, and not at once if
             // this connection broke soon after it was made.
@@ -196,7 +201,7 @@ impl Link {
 
     async fn connect_once(&mut self) -> Result<(), BrokerError> {
         let props = ConnectionProperties::default().with_connection_name(LongString::from(self.label.as_str()));
-        let url = self.cfg.urls.get(self.rotation.current()).cloned().unwrap_or_default();
+        let url = with_frame_max(self.cfg.urls.get(self.rotation.current()).map_or("", String::as_str));
         let node = self.node();
         let conn = tokio::time::timeout(self.cfg.connect_timeout, Connection::connect(&url, props))
             .await
@@ -529,9 +534,10 @@ impl Link {
     }
 
     /// Publishes a job event without waiting for it: events are telemetry and stay off the
-    /// job's critical path (each publish runs as its own task while the worker waits for its
-    /// handler). While the broker is away up to 10,000 are kept and sent after the reconnect;
-    /// past that the oldest are dropped and counted.
+    /// job's critical path. They go to one publisher task per connection ([`publish_events`]),
+    /// which sends each as [`JobEvent::delivery`] says: starts of first deliveries and
+    /// successes together, a few milliseconds late, the rest at once. While the broker is away up to 10,000 are kept and
+    /// sent after the reconnect; past that the oldest are dropped and counted.
     pub async fn event(&mut self, event: JobEvent) {
         self.pending_events.push_back(event);
         while self.pending_events.len() > MAX_PENDING_EVENTS {
@@ -548,40 +554,45 @@ impl Link {
             tracing::warn!("{} job events were dropped while the broker was unreachable", self.dropped_events);
             self.dropped_events = 0;
         }
-        let Some(chan) = self.events_chan.clone() else { return };
-        let exchange = self.names.events();
-        let op = self.cfg.op_timeout;
+        let Some(tx) = self.publisher() else { return };
         while let Some(event) = self.pending_events.pop_front() {
-            let Ok(body) = serde_json::to_vec(&event) else { continue };
-            let (chan, exchange, key) = (chan.clone(), exchange.clone(), event.routing_key());
-            while self.in_flight.try_join_next().is_some() {}
-            self.in_flight.spawn(async move {
-                let props =
-                    BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
-                let sent = chan.basic_publish(
-                    exchange.as_str().into(),
-                    key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props,
-                );
-                if !matches!(tokio::time::timeout(op, sent).await, Ok(Ok(_))) {
-                    tracing::debug!("a job event was lost with the broker connection");
+            if let Err(e) = tx.try_send(event) {
+                // The publisher is behind by MAX_PENDING_EVENTS (a stalled socket) or gone.
+                self.dropped_events += 1;
+                if let mpsc::error::TrySendError::Closed(_) = e {
+                    self.publisher = None;
                 }
-            });
+            }
         }
     }
 
-    /// A handle that publishes events while the link itself is busy (a running job's progress,
-    /// while its lease is kept): best effort, on the events channel of the moment.
-    pub fn event_sender(&self) -> Option<EventSender> {
+    /// The events publisher of this connection, started on first use.
+    fn publisher(&mut self) -> Option<mpsc::Sender<JobEvent>> {
+        if let Some(tx) = &self.publisher {
+            return Some(tx.clone());
+        }
         let chan = self.events_chan.clone()?;
-        Some(EventSender { chan, exchange: self.names.events(), op: self.cfg.op_timeout })
+        let (tx, rx) = mpsc::channel(MAX_PENDING_EVENTS);
+        while self.in_flight.try_join_next().is_some() {}
+        self.in_flight.spawn(publish_events(chan, self.names.events(), self.cfg.op_timeout, rx));
+        self.publisher = Some(tx.clone());
+        Some(tx)
+    }
+
+    /// A handle that publishes events while the link itself is busy (a running job's progress,
+    /// while its lease is kept): best effort, through the publisher of the moment.
+    pub fn event_sender(&mut self) -> Option<EventSender> {
+        if !self.is_up() {
+            return None;
+        }
+        self.publisher().map(|tx| EventSender { tx })
     }
 
     /// Waits (at most `limit`) for the events on their way and connections being closed:
     /// called before the process exits.
     pub async fn settle_events(&mut self, limit: Duration) {
+        // Without its sender the publisher sends what it holds and ends.
+        self.publisher = None;
         let in_flight = &mut self.in_flight;
         let _ = tokio::time::timeout(limit, async { while in_flight.join_next().await.is_some() {} }).await;
     }
@@ -594,6 +605,21 @@ impl Link {
         }
         r
     }
+}
+
+/// The largest frame Drover asks the broker for, unless `broker.url` says `frame_max=` itself.
+/// lapin keeps a receive and a send buffer of 32 frames each per connection, zero-filled: at
+/// RabbitMQ's default of 128 KiB that is 8 MiB resident, half of a worker's memory; at 32 KiB,
+/// 2 MiB. Larger messages simply take more frames.
+const FRAME_MAX: u32 = 32 * 1024;
+
+/// `url` with `frame_max=FRAME_MAX` in its query, unless it names a frame_max already.
+fn with_frame_max(url: &str) -> String {
+    if url.is_empty() || url.contains("frame_max=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}frame_max={FRAME_MAX}")
 }
 
 /// A declaration the broker refused for good (`PRECONDITION_FAILED`, reply code 406) becomes
@@ -612,33 +638,147 @@ fn refused(e: BrokerError, queue: &str) -> BrokerError {
     }
 }
 
-/// Puts a deadline on one broker operation.
 /// See [`Link::event_sender`].
 pub struct EventSender {
-    chan: Channel,
-    exchange: String,
-    op: Duration,
+    tx: mpsc::Sender<JobEvent>,
 }
 
 impl EventSender {
-    /// Publishes one event within the broker's operation timeout; a loss is only logged.
+    /// Hands one event to the publisher; a loss (publisher behind or gone) is only logged.
     pub async fn send(&self, event: &JobEvent) {
-        let Ok(body) = serde_json::to_vec(event) else { return };
-        let props = BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);
-        let key = event.routing_key();
-        let sent = self.chan.basic_publish(
-            self.exchange.as_str().into(),
-            key.as_str().into(),
-            BasicPublishOptions::default(),
-            &body,
-            props,
-        );
-        if !matches!(tokio::time::timeout(self.op, sent).await, Ok(Ok(_))) {
+        if self.tx.try_send(event.clone()).is_err() {
             tracing::debug!("a progress event was lost with the broker connection");
         }
     }
 }
 
+/// How long a start or a success waits for others to go out with, and how many go in one
+/// message.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+const BATCH_MAX: usize = 100;
+
+/// The events of one connection's channel. Starts of first deliveries and successes wait (at
+/// most [`BATCH_WINDOW`]) to go out together, one message per routing key (a JSON array;
+/// events::parse reads both forms; a batch of one is a plain object), the held starts before
+/// the held successes, so that no job's end goes out before its start. Every other event goes
+/// out at once, after whatever is held: the order of one worker's events is kept, except that a
+/// start may pass a success held before it (another job's). Ends when its sender is dropped,
+/// after sending what it holds. Each publish has the operation deadline; a failed one is lost
+/// (telemetry), and the link's reconnect starts a new publisher.
+async fn publish_events(chan: Channel, exchange: String, op: Duration, mut rx: mpsc::Receiver<JobEvent>) {
+    // Held starts, then held successes.
+    let mut held = [Batch::default(), Batch::default()];
+    let mut single = Vec::with_capacity(1024);
+    let window = tokio::time::sleep(BATCH_WINDOW);
+    tokio::pin!(window);
+    loop {
+        let holding = held.iter().any(|b| b.n > 0);
+        // (the next event, or none because the window is over (true) or the senders are gone)
+        let (next, due) = if !holding {
+            (rx.recv().await, false)
+        } else {
+            tokio::select! {
+                biased;
+                e = rx.recv() => (e, false),
+                _ = &mut window => (None, true),
+            }
+        };
+        let Some(e) = next else {
+            for b in &mut held {
+                if let Some((key, body)) = b.take() {
+                    publish_event(&chan, &exchange, &key, &body, false, op).await;
+                }
+            }
+            if !due {
+                return;
+            }
+            continue;
+        };
+        let key = e.routing_key();
+        let delivery = e.delivery();
+        if delivery == Delivery::Batched {
+            let slot = usize::from(e.event != EventKind::Started);
+            if held[slot].n > 0 && held[slot].key != key {
+                // Another class or host (not from one worker): what is held goes first.
+                for b in &mut held {
+                    if let Some((key, body)) = b.take() {
+                        publish_event(&chan, &exchange, &key, &body, false, op).await;
+                    }
+                }
+            }
+            if !held.iter().any(|b| b.n > 0) {
+                window.as_mut().reset(Instant::now() + BATCH_WINDOW);
+            }
+            held[slot].push(key, &e);
+            if held[slot].n >= BATCH_MAX {
+                for b in &mut held {
+                    if let Some((key, body)) = b.take() {
+                        publish_event(&chan, &exchange, &key, &body, false, op).await;
+                    }
+                }
+            }
+            continue;
+        }
+        for b in &mut held {
+            if let Some((key, body)) = b.take() {
+                publish_event(&chan, &exchange, &key, &body, false, op).await;
+            }
+        }
+        single.clear();
+        if serde_json::to_writer(&mut single, &e).is_ok() {
+            publish_event(&chan, &exchange, &key, &single, delivery == Delivery::Durable, op).await;
+        }
+    }
+}
+
+/// One message of job events, awaited within `op`; a failure is only logged (telemetry).
+async fn publish_event(chan: &Channel, exchange: &str, key: &str, body: &[u8], durable: bool, op: Duration) {
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(if durable { 2 } else { 1 });
+    let sent = chan.basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props);
+    if !matches!(tokio::time::timeout(op, sent).await, Ok(Ok(_))) {
+        tracing::debug!("a job event was lost with the broker connection");
+    }
+}
+
+/// Successes waiting to go out together: a JSON array being written.
+#[derive(Default)]
+struct Batch {
+    key: String,
+    body: Vec<u8>,
+    n: usize,
+}
+
+impl Batch {
+    fn push(&mut self, key: String, e: &JobEvent) {
+        let mark = self.body.len();
+        self.body.push(if self.n == 0 { b'[' } else { b',' });
+        if serde_json::to_writer(&mut self.body, e).is_err() {
+            self.body.truncate(mark);
+            return;
+        }
+        self.key = key;
+        self.n += 1;
+    }
+
+    /// The routing key and body to publish (one event alone is sent as an object), if any.
+    fn take(&mut self) -> Option<(String, Vec<u8>)> {
+        let n = std::mem::take(&mut self.n);
+        if n == 0 {
+            return None;
+        }
+        let mut body = std::mem::take(&mut self.body);
+        if n == 1 {
+            body.remove(0);
+        } else {
+            body.push(b']');
+        }
+        Some((std::mem::take(&mut self.key), body))
+    }
+}
+
+/// Puts a deadline on one broker operation.
 pub async fn deadline<T>(
     limit: Duration,
     what: &'static str,
@@ -653,7 +793,7 @@ pub async fn deadline<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::Link;
+    use super::*;
     use crate::config::{Config, Environment};
 
     fn link(url: &str) -> Link {
@@ -668,5 +808,14 @@ mod tests {
         assert_eq!(link("amqp://ops%40site:pw@h/%2f").user().as_deref(), Some("ops@site"), "percent-decoded");
         assert_eq!(link("amqp://h:5672/%2f").user().as_deref(), Some("guest"), "the client's default login");
         assert_eq!(link("amqps://h:5671/%2f?auth_mechanism=external").user(), None, "the certificate says who");
+    }
+
+    #[test]
+    fn connections_ask_for_smaller_frames_unless_the_url_says_otherwise() {
+        assert_eq!(with_frame_max("amqp://h/%2f"), "amqp://h/%2f?frame_max=32768");
+        assert_eq!(with_frame_max("amqps://h/v?heartbeat=10"), "amqps://h/v?heartbeat=10&frame_max=32768");
+        assert_eq!(with_frame_max("amqp://h/v?frame_max=131072"), "amqp://h/v?frame_max=131072");
+        let parsed: lapin::uri::AMQPUri = with_frame_max("amqp://u:p@h:5673/%2f").parse().expect("a valid URI");
+        assert_eq!((parsed.query.frame_max, parsed.authority.port), (Some(32768), 5673));
     }
 }

@@ -514,26 +514,61 @@ pub fn parse_line(line: &str) -> Line {
     Line::Result { id, outcome }
 }
 
-/// The line written to a persistent handler for one job.
+/// The line written to a persistent handler for one job. A payload (and a checkpoint) that is
+/// JSON on one line goes in as it is, without being parsed into a tree and printed again; other
+/// JSON is printed compactly, anything else goes as base64.
 pub fn job_line(job: &Job, fence: u64) -> String {
-    let mut obj = serde_json::json!({
-        "id": job.id,
-        "class": job.class,
-        "attempt": job.attempt,
-        "fence": fence,
-        "deadline": rfc3339(job.deadline),
-        "tenant": job.tenant,
-    });
-    if let Some(c) = job.checkpoint.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()) {
-        obj["checkpoint"] = c;
+    #[derive(serde::Serialize)]
+    struct Head<'a> {
+        id: &'a str,
+        class: &'a str,
+        attempt: u32,
+        fence: u64,
+        deadline: String,
+        tenant: Option<&'a str>,
     }
-    match serde_json::from_slice::<serde_json::Value>(&job.payload) {
-        Ok(v) => obj["payload"] = v,
-        Err(_) => obj["payload_b64"] = base64::engine::general_purpose::STANDARD.encode(&job.payload).into(),
+    let head = Head {
+        id: &job.id,
+        class: &job.class,
+        attempt: job.attempt,
+        fence,
+        deadline: rfc3339(job.deadline),
+        tenant: job.tenant.as_deref(),
+    };
+    let mut line = serde_json::to_vec(&head).unwrap_or_else(|_| b"{}".to_vec());
+    line.pop(); // the closing brace
+    if let Some(c) = job.checkpoint.as_deref() {
+        if let Some(json) = one_line_json(c.as_bytes()) {
+            line.extend_from_slice(b",\"checkpoint\":");
+            line.extend_from_slice(&json);
+        }
     }
-    let mut s = obj.to_string();
-    s.push('\n');
-    s
+    match one_line_json(&job.payload) {
+        Some(json) => {
+            line.extend_from_slice(b",\"payload\":");
+            line.extend_from_slice(&json);
+        }
+        None => {
+            line.extend_from_slice(b",\"payload_b64\":\"");
+            line.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&job.payload).as_bytes());
+            line.push(b'"');
+        }
+    }
+    line.extend_from_slice(b"}\n");
+    String::from_utf8(line).unwrap_or_default()
+}
+
+/// `text` as JSON that fits on one line: itself when it is valid JSON without line breaks,
+/// printed compactly when it is JSON over several lines, `None` when it is not JSON.
+fn one_line_json(text: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
+        return None;
+    }
+    if !text.contains(&b'\n') && !text.contains(&b'\r') && std::str::from_utf8(text).is_ok() {
+        return Some(std::borrow::Cow::Borrowed(text));
+    }
+    let v = serde_json::from_slice::<serde_json::Value>(text).ok()?;
+    serde_json::to_vec(&v).ok().map(std::borrow::Cow::Owned)
 }
 
 impl PersistentHandler {
@@ -742,6 +777,16 @@ mod tests {
         job.payload = vec![0xff, 0x00];
         let v: serde_json::Value = serde_json::from_str(&job_line(&job, 43)).expect("json");
         assert_eq!(v["payload_b64"], "/wA=");
+        // JSON over several lines is put on one; a payload that is not JSON goes as base64.
+        job.payload = b"{\n  \"n\": [1,\n 2]\n}\n".to_vec();
+        job.tenant = Some("t".into());
+        let line = job_line(&job, 44);
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!((v["payload"]["n"][1].as_u64(), v["tenant"].as_str()), (Some(2), Some("t")));
+        job.payload = br#"{"n": 1} trailing"#.to_vec();
+        let v: serde_json::Value = serde_json::from_str(&job_line(&job, 45)).expect("json");
+        assert!(v.get("payload").is_none() && v["payload_b64"].is_string());
     }
 
     #[test]

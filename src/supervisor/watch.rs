@@ -194,7 +194,7 @@ impl Watcher {
                     let Some(Ok(d)) = d else {
                         return Err(BrokerError::Unavailable("event consumer closed".into()));
                     };
-                    if let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) {
+                    for e in crate::events::parse(&d.data).unwrap_or_default() {
                         self.on_own_event(&e);
                     }
                 }
@@ -276,9 +276,12 @@ impl Watcher {
             }
             return false;
         }
-        let Ok(e) = serde_json::from_slice::<JobEvent>(&d.data) else { return false };
-        j.follow_move(&e);
-        j.fj.observe(&e)
+        let mut changed = false;
+        for e in crate::events::parse(&d.data).unwrap_or_default() {
+            j.follow_move(&e);
+            changed |= j.fj.observe(&e);
+        }
+        changed
     }
 
     /// One of this host's job events: metrics, first failures, probes, moves, own latency.

@@ -53,13 +53,25 @@ impl Worker {
         mut lease: Option<&mut Lease>,
     ) -> Ran {
         let started = now_ms();
-        let mut e = self.event(EventKind::Started, Some(job));
-        e.started_at = Some(rfc3339(started));
+        let since = rfc3339(started);
+        let mut e = self.event_at(EventKind::Started, Some(job), since.clone());
+        e.started_at = Some(since.clone());
         e.queue_wait_s = Some((started - job.submitted_at).max(0) as f64 / 1000.0);
         e.redelivered = Some(delivery.redelivered);
+        let mut progress = e.clone();
+        (progress.event, progress.queue_wait_s, progress.redelivered) = (EventKind::Progress, None, None);
+        let at_once = e.delivery() == crate::events::Delivery::Transient;
         self.link.event(e).await;
-        let since = rfc3339(started);
-        notify::status(&worker_status(&job.id, job.attempt, &since, None, None));
+        if at_once {
+            // A redelivered job's start (JobEvent::delivery): let the events publisher hand it
+            // to lapin's I/O loop before the handler starts, so that a job that kills its
+            // worker at once does not take its start with it (the fleet learns that an attempt
+            // vanished from a start without an end).
+            tokio::task::yield_now().await;
+        }
+        if notify::enabled() {
+            notify::status(&worker_status(&job.id, job.attempt, &since, None, None));
+        }
 
         let limit = self.class.timeout.min(job.time_left(started));
         let lost = CancellationToken::new();
@@ -80,13 +92,7 @@ impl Worker {
         if let Some(l) = lease.as_deref_mut() {
             l.follow(checkpoint.clone());
         }
-        let reporter = report_progress(
-            &mut reports,
-            self.link.event_sender(),
-            self.event(EventKind::Progress, Some(job)),
-            &since,
-            &checkpoint,
-        );
+        let reporter = report_progress(&mut reports, self.link.event_sender(), progress, &since, &checkpoint);
         let link = &mut self.link;
         let keeper = async {
             match lease.as_deref_mut() {
@@ -140,7 +146,9 @@ async fn report_progress(
         note = b.note.or(note);
         let attempt = template.attempt.unwrap_or(1);
         let id = template.job_id.as_deref().unwrap_or("");
-        notify::status(&worker_status(id, attempt, since, progress.or(Some(0.0)), note.as_deref()));
+        if notify::enabled() {
+            notify::status(&worker_status(id, attempt, since, progress.or(Some(0.0)), note.as_deref()));
+        }
         let due = match last_event {
             None => true,
             Some((at, _)) if at.elapsed() < PROGRESS_EVENT_GAP => false,

@@ -201,9 +201,10 @@ impl Worker {
     /// The event of a finished attempt, as a failure; [`tell_decision`] turns it into the
     /// decision's event.
     fn finished_event(&self, job: &Job, ran: &Ran) -> JobEvent {
-        let mut done = self.event(EventKind::Failed, Some(job));
+        let finished = rfc3339(ran.finished);
+        let mut done = self.event_at(EventKind::Failed, Some(job), finished.clone());
         done.started_at = Some(rfc3339(ran.started));
-        done.finished_at = Some(rfc3339(ran.finished));
+        done.finished_at = Some(finished);
         done.duration_s = Some((ran.finished - ran.started) as f64 / 1000.0);
         done.outcome = Some(ran.outcome.kind().into());
         if !ran.outcome.message().is_empty() {

@@ -455,7 +455,12 @@ impl Worker {
     }
 
     fn event(&self, kind: EventKind, job: Option<&Job>) -> JobEvent {
-        let mut e = JobEvent::new(kind, rfc3339(now_ms()), &self.class.name, &self.cfg.host, &self.unit);
+        self.event_at(kind, job, rfc3339(now_ms()))
+    }
+
+    /// The event of `kind` about `job`, at `at` (RFC 3339).
+    fn event_at(&self, kind: EventKind, job: Option<&Job>, at: String) -> JobEvent {
+        let mut e = JobEvent::new(kind, at, &self.class.name, &self.cfg.host, &self.unit);
         if let Some(j) = job {
             e.job_id = Some(j.id.clone());
             e.tenant = j.tenant.clone();

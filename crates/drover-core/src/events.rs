@@ -4,6 +4,11 @@
 //!
 //! Routing key: `<event>.<class>.<host>` (dots in names become `_`), so a consumer can bind
 //! `dead_lettered.#`, `*.inference.#` or `#`.
+//!
+//! One message carries one event (a JSON object), except the starts of first deliveries and the
+//! successes, which a worker sends together (a JSON array of events of one routing key,
+//! [`Delivery::Batched`]): [`parse`] reads both. How each event travels, and why, is
+//! [`JobEvent::delivery`].
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +36,26 @@ pub enum EventKind {
     Misconfigured,
     /// `drover submit` published `count` jobs of a class for a tenant (one event per batch).
     Submitted,
+}
+
+/// How an event travels to the broker (docs/wire-format.md, "Job events").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Held a few milliseconds and sent with the other events of its routing key in one
+    /// message, transient: the bulk of the traffic (a start and a success per job). A loss
+    /// with a broker restart costs a metrics sample and a drift observation; a start lost with
+    /// a worker that died within those milliseconds costs the fleet one sighting of a vanished
+    /// attempt (the redelivery's start is sent at once).
+    Batched,
+    /// Sent at once, alone, transient: the start of a redelivered job (the one that may have
+    /// killed its last worker: its start must be out before it can kill this one, as the fleet
+    /// learns that an attempt vanished from a start without an end), and progress, which is
+    /// superseded by the next report.
+    Transient,
+    /// Sent at once, alone, persistent, after whatever was held: failures, retries, dead letters,
+    /// requeues, lost acknowledgements, misconfigured workers and submissions are the evidence
+    /// quarantines, poison verdicts, backlogs and alerts are built on.
+    Durable,
 }
 
 impl EventKind {
@@ -145,9 +170,33 @@ impl JobEvent {
         }
     }
 
+    /// How this event travels; see [`Delivery`].
+    pub fn delivery(&self) -> Delivery {
+        match self.event {
+            EventKind::Succeeded => Delivery::Batched,
+            EventKind::Started if self.redelivered != Some(true) => Delivery::Batched,
+            EventKind::Started | EventKind::Progress => Delivery::Transient,
+            EventKind::Failed
+            | EventKind::RetryScheduled
+            | EventKind::DeadLettered
+            | EventKind::Requeued
+            | EventKind::AckLost
+            | EventKind::Misconfigured
+            | EventKind::Submitted => Delivery::Durable,
+        }
+    }
+
     pub fn routing_key(&self) -> String {
         let clean = |s: &str| s.replace('.', "_");
         format!("{}.{}.{}", self.event.as_str(), clean(&self.class), clean(&self.host))
+    }
+}
+
+/// The events of one message: a JSON object (one event) or an array of them (a batch).
+pub fn parse(body: &[u8]) -> Result<Vec<JobEvent>, serde_json::Error> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body),
+        _ => serde_json::from_slice(body).map(|e| vec![e]),
     }
 }
 
@@ -179,6 +228,41 @@ mod tests {
         assert_eq!(e.routing_key(), "retry_scheduled.infer_v2.gpu_7");
         let back: JobEvent = serde_json::from_value(json).expect("parses");
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn messages_carry_one_event_or_a_batch() {
+        let one = JobEvent::new(EventKind::Succeeded, "t".into(), "c", "h", "u");
+        let mut two = one.clone();
+        two.job_id = Some("j2".into());
+        let single = serde_json::to_vec(&one).expect("json");
+        assert_eq!(parse(&single).expect("object"), vec![one.clone()]);
+        let batch = serde_json::to_vec(&vec![one.clone(), two.clone()]).expect("json");
+        assert_eq!(parse(&batch).expect("array"), vec![one, two]);
+        assert!(parse(b"{\"v\": 1}").is_err() && parse(b"[1]").is_err() && parse(b"").is_err());
+    }
+
+    #[test]
+    fn starts_and_successes_wait_and_only_evidence_is_durable() {
+        let table = [
+            (EventKind::Started, None, Delivery::Batched),
+            (EventKind::Started, Some(false), Delivery::Batched),
+            (EventKind::Started, Some(true), Delivery::Transient),
+            (EventKind::Progress, None, Delivery::Transient),
+            (EventKind::Succeeded, None, Delivery::Batched),
+            (EventKind::Failed, None, Delivery::Durable),
+            (EventKind::RetryScheduled, None, Delivery::Durable),
+            (EventKind::DeadLettered, None, Delivery::Durable),
+            (EventKind::Requeued, Some(true), Delivery::Durable),
+            (EventKind::AckLost, None, Delivery::Durable),
+            (EventKind::Misconfigured, None, Delivery::Durable),
+            (EventKind::Submitted, None, Delivery::Durable),
+        ];
+        for (kind, redelivered, d) in table {
+            let mut e = JobEvent::new(kind, "t".into(), "c", "h", "u");
+            e.redelivered = redelivered;
+            assert_eq!(e.delivery(), d, "{kind:?} redelivered {redelivered:?}");
+        }
     }
 
     #[test]

@@ -43,9 +43,44 @@ pub fn to_ms(t: SystemTime) -> EpochMs {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, milliseconds), as `humantime::format_rfc3339_millis` writes
+/// it, without going through `core::fmt`: a job's events and STATUS line take several per job.
+/// Times before 1970 are written as the epoch, years past 9999 as 9999's last millisecond.
 pub fn rfc3339(ms: EpochMs) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    const MAX: EpochMs = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    let ms = ms.clamp(0, MAX);
+    let (days, in_day) = (ms / 86_400_000, ms % 86_400_000);
+    // Civil date from days since the epoch (H. Hinnant's algorithm, for the proleptic
+    // Gregorian calendar).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, v: i64, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, h, 2);
+    put(14, m, 2);
+    put(17, s, 2);
+    put(20, milli, 3);
+    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+        out[at] = c;
+    }
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 pub fn parse_rfc3339_ms(s: &str) -> Option<EpochMs> {
@@ -256,6 +291,25 @@ pub fn str_header(h: &BTreeMap<String, HeaderValue>, key: &str) -> Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_written_as_humantime_writes_them() {
+        let humantime =
+            |ms: i64| humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string();
+        let mut cases = vec![0, 1, 999, 86_399_999, 951_782_400_000, 1_709_208_000_123, 4_107_542_399_999];
+        // Every day of 1999 to 2101 (leap years, the centuries), at a varying time of day.
+        let mut t = 915_148_800_000_i64;
+        while t < 4_133_980_800_000 {
+            cases.push(t + (t / 86_400_000 % 1000) * 86_399);
+            t += 86_400_000;
+        }
+        for ms in cases {
+            assert_eq!(rfc3339(ms), humantime(ms), "{ms}");
+            assert_eq!(parse_rfc3339_ms(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+    }
 
     fn job() -> Job {
         Job {
