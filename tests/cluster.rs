@@ -395,22 +395,7 @@ async fn a_worker_whose_broker_node_stops_goes_on_through_another_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_judge_killed_while_a_broker_node_is_down_hands_over_with_every_job_done_once_and_the_quarantine_kept() {
     let _alone = Alone(CLUSTER.lock().unwrap_or_else(|e| e.into_inner()));
-    let class = r#"
-evaluate_every = "500ms"
-drift_warmup = 10
-[quarantine]
-hold = "10m"
-[classes.w]
-mode = "persistent"
-command = ["python3", "{handler}", "persistent"]
-timeout = "2s"
-max_attempts = 10
-poison_after = 0
-retry_base = "300ms"
-retry_max = "1s"
-workers = 3
-"#;
-    let first = Host::new("cluster-judge", class);
+    let first = Host::new("cluster-judge", crate::judge::CLASS);
     onto_cluster(&first.config);
     let second = first.other_host("cjudge-b", 3);
     let bad = first.other_host("cjudge-bad", 3);

@@ -11,7 +11,8 @@ use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use std::time::Duration;
 
-const CLASS: &str = r#"
+/// Three persistent workers a host, a 2 s timeout, quick evaluations (also the cluster's judge test).
+pub const CLASS: &str = r#"
 evaluate_every = "500ms"
 drift_warmup = 10
 [quarantine]
