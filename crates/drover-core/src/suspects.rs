@@ -49,7 +49,9 @@
 //! **Budget**: at most `max_quarantined` of a class's units, and of its hosts (at least one of
 //! each), are out (cordoned or quarantined by this policy) at once. Beyond it no further subject
 //! is taken out, strongest evidence first, and one [`AlertKind::ManyLookBad`] condition names
-//! them. **Shadow mode** (`enforce = false`): [`Decision::would`] holds what would be done,
+//! them. When more than half of the hosts in service look bad at once, none is taken out (the
+//! class's record, not the hosts, is what no longer fits: every machine loaded, a slow shared
+//! store, a new version), and the same condition says so. **Shadow mode** (`enforce = false`): [`Decision::would`] holds what would be done,
 //! [`Decision::does`] is empty, and the alerts say "would".
 //!
 //! # How the supervisor feeds and applies it
@@ -932,6 +934,23 @@ fn host_name(subject: &Subject) -> &str {
     }
 }
 
+/// More than half of a class's hosts in service (`hosts` less those already `taken` out) look
+/// bad (a host, or a worker of it, judged a suspect or worse) at once: then "bad" is relative to a record that no longer describes the fleet (every
+/// host slowed by a loaded machine room or a slow shared store, a new version of the class), not
+/// a fault of those hosts, and taking any of them out would only take capacity away. None is
+/// taken out; one [`AlertKind::ManyLookBad`] says so. (A bad wave that broke up to half the
+/// hosts is still taken out within the budget: the rest completes normally.)
+fn most_look_bad(judged: &BTreeMap<Subject, (Standing, Evidence)>, taken: &BTreeSet<&str>, hosts: usize) -> bool {
+    let bad: BTreeSet<&str> = judged
+        .iter()
+        .filter(|(_, (st, _))| *st >= Standing::Suspect)
+        .map(|(s, _)| host_name(s))
+        .filter(|h| !taken.contains(h))
+        .collect();
+    let in_service = hosts.saturating_sub(taken.len());
+    in_service >= 2 && 2 * bad.len() > in_service
+}
+
 /// Out of a class's `total`, how many may be out at once: the share, but at least one.
 fn cap(share: f64, total: usize) -> usize {
     ((share * total as f64).floor() as usize).max(1)
@@ -965,9 +984,18 @@ impl Suspects {
             subjects.into_iter().filter_map(|s| self.judge(class, &s, on(&s), now_ms).map(|j| (s, j))).collect()
         };
         self.settle(class, &judged, &units, d);
-        let held = self.admit(class, &judged, &units, d);
+        let taken: BTreeSet<&str> = self
+            .out
+            .keys()
+            .filter_map(|(c, s)| match s {
+                Subject::Host(h) if c == class => Some(h.as_str()),
+                _ => None,
+            })
+            .collect();
+        let most = most_look_bad(&judged, &taken, units.len());
+        let held = self.admit(class, &judged, &units, most, d);
         let total: usize = units.values().map(|u| u.len()).sum();
-        self.raise(class, &judged, &held, (total, units.len()), d);
+        self.raise(class, &judged, &held, (total, units.len()), most, d);
         for (s, (standing, ev)) in &judged {
             let out = self.out.contains_key(&(class.to_string(), s.clone()));
             if *standing != Standing::Healthy || out {
@@ -1037,6 +1065,7 @@ impl Suspects {
         class: &str,
         judged: &BTreeMap<Subject, (Standing, Evidence)>,
         units: &UnitMap,
+        most_look_bad: bool,
         d: &mut Decision,
     ) -> Vec<Subject> {
         let is_out = |s: &Subject| self.out.contains_key(&(class.to_string(), s.clone()));
@@ -1061,6 +1090,10 @@ impl Suspects {
         let mut held = Vec::new();
         let mut admitted = Vec::new();
         for (s, st, ev) in candidates {
+            if most_look_bad {
+                held.push(s.clone());
+                continue;
+            }
             let mine: Vec<String> = units_of(s, units);
             let new = mine.iter().filter(|u| !out_units.contains(&(host_name(s).to_string(), (*u).clone()))).count();
             let host = matches!(s, Subject::Host(_)) as usize;
@@ -1092,6 +1125,7 @@ impl Suspects {
         judged: &BTreeMap<Subject, (Standing, Evidence)>,
         held: &[Subject],
         (units, hosts): (usize, usize),
+        most_look_bad: bool,
         d: &mut Decision,
     ) {
         let enforced = self.policy.enforce;
@@ -1128,14 +1162,24 @@ impl Suspects {
         }
         let (out_units, out_hosts) = self.out_counts(class);
         let names: Vec<String> = held.iter().map(|s| judged[s].1.who()).collect();
-        let summary = format!(
+        let summary = if most_look_bad {
+            format!(
+                "most hosts of class {class} look bad at once against its record ({} of {hosts}): {}; \
+                 what changed is more likely the fleet's (load, a shared store, a new version) than these hosts': \
+                 taking none of them out",
+                held.iter().map(host_name).collect::<BTreeSet<_>>().len(),
+                names.join(", ")
+            )
+        } else {
+            format!(
             "many of class {class} look bad at once: {} more beyond the budget ({} of {units} units, {out_hosts} of {hosts} hosts out; at most {:.0}%): {}; \
              a shared cause (a bad wave, a configuration push)? Not taking more out",
             held.len(),
             out_units.len(),
             100.0 * self.policy.max_quarantined,
             names.join(", ")
-        );
+            )
+        };
         let (kind, subject) = (AlertKind::ManyLookBad, None);
         d.alerts.push(Alert { kind, class: class.into(), subject, units: Vec::new(), summary, enforced });
     }
@@ -1235,6 +1279,39 @@ mod tests {
             assert!((rest.p_tail(age) - want).abs() < 1e-12, "age {age}: {}", rest.p_tail(age));
         }
         assert_eq!((rest.median(), rest.tail(0.99), rest.attempts()), (20, 40, 4));
+    }
+
+    #[test]
+    fn when_most_hosts_look_bad_at_once_none_is_taken_out_and_one_alert_says_why() {
+        // Every job of the fleet runs long at once (a loaded machine room): each host's three
+        // running jobs are far past the rest's record, as if each host hung. Against a record
+        // that no longer describes the fleet, "bad" is the fleet's change, not the hosts': none
+        // is cordoned, and one class-wide alert says so. One host hanging while the rest's jobs
+        // are young (they completed and started again) is still taken out.
+        let hosts: Vec<Subject> = (0..6).map(|h| Subject::Host(format!("h{h}"))).collect();
+        // (how many hosts' workers start at `t`, the others' 140 minutes later) -> one taken out
+        for (slow, taken_out) in [(6, false), (4, false), (1, true), (3, true)] {
+            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            for w in 0..18 {
+                let (host, unit) = (format!("h{}", w / 3), format!("u{}", w % 3));
+                let at = if w / 3 < slow { t } else { t + 140 * MIN };
+                s.started(&start(&host, &unit, &format!("now{w}"), at));
+            }
+            let d = s.evaluate(t + 150 * MIN, &[]);
+            assert!(standing(&d, &hosts[0]) >= Standing::Suspect, "{slow} slow: h0's evidence stands");
+            let out: Vec<&Subject> = d.judgements.iter().filter(|j| j.out).map(|j| &j.evidence.subject).collect();
+            let many: Vec<&Alert> = d.alerts.iter().filter(|a| a.kind == AlertKind::ManyLookBad).collect();
+            if taken_out {
+                // At most one host of six within the budget (20%): one of the hanging ones.
+                assert_eq!(out.len(), 1, "{slow} of 6 slow: {out:?}");
+                assert!(hosts[..slow].contains(out[0]), "{slow} of 6 slow: {out:?}");
+            } else {
+                assert!(d.does.is_empty(), "{slow} of 6 slow: nothing done: {:?}", d.does);
+                assert_eq!(many.len(), 1, "one class-wide alert: {:?}", d.alerts);
+                assert!(many[0].summary.contains(&format!("({slow} of 6)")), "{}", many[0].summary);
+                assert!(d.alerts.iter().all(|a| a.kind == AlertKind::ManyLookBad), "no host's page: {:?}", d.alerts);
+            }
+        }
     }
 
     #[test]
