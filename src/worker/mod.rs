@@ -398,10 +398,20 @@ impl Worker {
         cordon: &mut watch::Receiver<bool>,
     ) -> Paused {
         loop {
+            // Between jobs, the delay rungs this worker published into are looked at when due
+            // (retries held past their due time are moved on: `Link::tend_rungs`).
+            let rungs = self.link.next_rung_look();
             let next = tokio::select! {
                 d = consumer.next() => d,
                 _ = self.controls.drain.cancelled() => return Paused::Drained,
                 _ = cordon.wait_for(|c| *c) => return Paused::Cordoned,
+                _ = sleep_until_some(rungs) => {
+                    if let Err(e) = self.link.tend_rungs().await {
+                        tracing::warn!("looking at the delay rungs failed: {e}");
+                        return Paused::Leave(None);
+                    }
+                    continue;
+                }
             };
             let stopping = self.controls.drain.is_cancelled() || *cordon.borrow();
             match next {
@@ -469,5 +479,13 @@ impl Worker {
             e.deadline = Some(rfc3339(j.deadline));
         }
         e
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
