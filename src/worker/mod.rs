@@ -310,8 +310,9 @@ impl Worker {
                 b.prefix
             ),
             Checked::Unreadable(e) => tracing::warn!("broker policies not checked: {e}"),
-            Checked::Read(n, findings) => {
+            Checked::Read(n, findings, consumer_timeout) => {
                 tracing::info!("broker policies: {n} on the vhost, {} concern {}.*", findings.len(), b.prefix);
+                tracing::info!("{consumer_timeout}");
                 for f in findings.iter().filter(|f| !f.refuse) {
                     tracing::warn!("{}", f.message);
                 }

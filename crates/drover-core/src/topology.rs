@@ -266,6 +266,45 @@ pub fn check_policies(
     out
 }
 
+/// The first RabbitMQ version with per-queue consumer timeouts (the `consumer-timeout` policy
+/// key and the `x-consumer-timeout` argument); before it, only the node-wide setting.
+pub const PER_QUEUE_CONSUMER_TIMEOUT_SINCE: (u32, u32, u32) = (3, 11, 15);
+
+/// Whether RabbitMQ `version` (as the management API says it, `3.10.8`) is at least `at`;
+/// `None` when it cannot be read.
+pub fn version_at_least(version: &str, at: (u32, u32, u32)) -> Option<bool> {
+    let mut parts = version.trim().split(['.', '-', '+']).map(|p| p.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch) >= at)
+}
+
+/// What start-up says of the broker's consumer timeout: the node-wide `consumer_timeout` is
+/// shown neither over AMQP nor by the management API (not in `/api/overview`, `/api/nodes`,
+/// nor the definitions), so `broker.consumer_timeout` is taken as said; a broker older than
+/// [`PER_QUEUE_CONSUMER_TIMEOUT_SINCE`] has no per-queue timeout either (it refuses a
+/// `consumer-timeout` policy as an unknown setting).
+pub fn consumer_timeout_note(version: Option<&str>, configured: Duration) -> String {
+    let said = format!(
+        "broker.consumer_timeout ({} ms) is taken as said: keep it no longer than the broker's consumer_timeout \
+         (rabbitmq.conf), or long jobs' channels are closed under them",
+        configured.as_millis()
+    );
+    let (a, b, c) = PER_QUEUE_CONSUMER_TIMEOUT_SINCE;
+    match version.map(|v| (v, version_at_least(v, PER_QUEUE_CONSUMER_TIMEOUT_SINCE))) {
+        Some((v, Some(false))) => format!(
+            "RabbitMQ {v} shows its node-wide consumer_timeout neither over AMQP nor in its management API, and has \
+             no per-queue consumer timeout (from {a}.{b}.{c}): {said}"
+        ),
+        Some((v, Some(true))) => format!(
+            "RabbitMQ {v} shows its node-wide consumer_timeout neither over AMQP nor in its management API \
+             (consumer-timeout policies are checked): {said}"
+        ),
+        _ => format!("the broker's version is unknown and its consumer_timeout cannot be read: {said}"),
+    }
+}
+
 // ------------------------------------------------------------------ failover --
 
 /// Which node of `broker.url` to connect to next, and how long to wait first.
@@ -773,5 +812,35 @@ mod tests {
         taken.dedup();
         assert_eq!(taken.len(), looks, "a message was taken twice");
         assert!(looks <= 3_000 / 60, "{looks} looks: one per grace of 60 s at most");
+    }
+
+    #[test]
+    fn the_consumer_timeout_note_says_what_the_broker_version_allows() {
+        let v = |s| version_at_least(s, PER_QUEUE_CONSUMER_TIMEOUT_SINCE);
+        let cases = [
+            ("3.10.8", Some(false)),
+            ("3.11.14", Some(false)),
+            ("3.11.15", Some(true)),
+            ("3.12.0", Some(true)),
+            ("3.13.7+1.g0f2b4b8", Some(true)),
+            ("4.0.5", Some(true)),
+            ("4", Some(true)),
+            ("3", Some(false)),
+            ("", None),
+            ("unknown", None),
+        ];
+        for (version, want) in cases {
+            assert_eq!(v(version), want, "{version:?}");
+        }
+        let t = Duration::from_secs(1800);
+        let old = consumer_timeout_note(Some("3.10.8"), t);
+        assert!(
+            old.contains("RabbitMQ 3.10.8") && old.contains("no per-queue consumer timeout (from 3.11.15)"),
+            "{old}"
+        );
+        assert!(old.contains("1800000 ms"), "{old}");
+        let new = consumer_timeout_note(Some("3.13.1"), t);
+        assert!(new.contains("policies are checked") && !new.contains("no per-queue"), "{new}");
+        assert!(consumer_timeout_note(None, t).starts_with("the broker's version is unknown"));
     }
 }
