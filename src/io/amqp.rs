@@ -500,7 +500,11 @@ impl Link {
             }
             // Its own routing key is the work queue it was delayed for (the rung dead-letters
             // to it the same way).
-            self.publish("", d.routing_key.as_str(), &d.data, d.properties.clone()).await?;
+            if let Err(e) = self.publish("", d.routing_key.as_str(), &d.data, d.properties.clone()).await {
+                // Refused (a full work queue) or lost: back to the rung, looked at again later.
+                let _ = d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                return Err(e);
+            }
             let r = d.acker.ack(BasicAckOptions::default()).await;
             self.fail_on_err(r.map_err(|e| BrokerError::Unavailable(e.to_string())))?;
             moved += 1;

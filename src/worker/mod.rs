@@ -409,7 +409,9 @@ impl Worker {
                 _ = sleep_until_some(rungs) => {
                     if let Err(e) = self.link.tend_rungs().await {
                         tracing::warn!("looking at the delay rungs failed: {e}");
-                        return Paused::Leave(None);
+                        if !self.link.is_up() {
+                            return Paused::Leave(None); // reconnect and subscribe again
+                        }
                     }
                     continue;
                 }

@@ -1,6 +1,7 @@
 //! The broker's side of a deployment, decided without a broker: which arguments each queue is
 //! declared with (classic or quorum), the delivery limit a class's work queue gets, which broker
-//! policies contradict the configuration, and which node of a cluster to try next.
+//! policies contradict the configuration, what start-up can say of the consumer timeout, which
+//! node of a cluster to try next, and when a delay rung holds a retry past its due time.
 //!
 //! Queue arguments come out as plain `(name, value)` pairs; `io::amqp` copies them onto AMQP
 //! field tables. The arguments of a classic queue are exactly those of Drover before quorum
