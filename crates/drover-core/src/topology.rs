@@ -179,14 +179,35 @@ pub struct Finding {
 /// start agrees with the prefix; an unanchored one may match anywhere.
 pub fn pattern_may_match(pattern: &str, prefix: &str) -> bool {
     let Some(rest) = pattern.strip_prefix('^') else { return true };
-    let mut literal: Vec<char> = rest.chars().take_while(|c| *c == '.' || !"*+?()[]{}|\\$^".contains(*c)).collect();
-    // A quantifier after the literal part makes its last character optional.
-    if matches!(rest.chars().nth(literal.len()), Some('*' | '?' | '{')) {
-        literal.pop();
+    // The literal start, one entry per character: `None` for a `.`, which matches any.
+    let mut literal: Vec<Option<char>> = Vec::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // `\-`, `\.`: that character itself; `\d`, `\w` and the like end the literal part.
+            '\\' => match chars.peek().copied() {
+                Some(n) if !n.is_ascii_alphanumeric() => {
+                    literal.push(Some(n));
+                    chars.next();
+                }
+                _ => break,
+            },
+            '.' => literal.push(None),
+            c if "*+?()[]{}|$^".contains(c) => {
+                // A quantifier after the literal part makes its last character optional.
+                if matches!(c, '*' | '?' | '{') {
+                    literal.pop();
+                }
+                break;
+            }
+            c => literal.push(Some(c)),
+        }
     }
-    // A `.` in a pattern matches any character, the prefix's own dots included.
     let want = format!("{prefix}.");
-    literal.iter().zip(want.chars()).all(|(p, w)| *p == w || *p == '.')
+    literal.iter().zip(want.chars()).all(|(p, w)| match p {
+        Some(p) => *p == w,
+        None => true,
+    })
 }
 
 /// What the broker's policies change in Drover's queues (`prefix`), given the queue type and
@@ -593,6 +614,13 @@ mod tests {
             ("^dx?rover", "drover", true),
             ("^drover-test", "drover", false),
             ("^amq\\.", "drover", false),
+            // Escaped characters are themselves (a policy of another prefix is not ours).
+            ("^t\\-cluster\\-policy\\-1\\.", "t-cluster-limit-2", false),
+            ("^t\\-cluster\\-limit\\-2\\.", "t-cluster-limit-2", true),
+            ("^drover\\-x", "drover", false),
+            ("^drover\\.jobs", "drover", true),
+            ("^drover\\d", "drover", true),
+            ("^drov\\w+", "drover", true),
         ] {
             assert_eq!(pattern_may_match(pattern, prefix), want, "{pattern} vs {prefix}");
         }
