@@ -3,7 +3,8 @@
 //! (retries through quorum delay queues among them) while a broker node is stopped and started,
 //! none runs twice at the same time, none is lost to the broker's delivery limit, and a job that
 //! keeps coming back is dead-lettered with its reason; a policy that contradicts the
-//! configuration is refused by name; leases hold on quorum queues.
+//! configuration is refused by name (and start-up says the consumer timeout cannot be read);
+//! leases hold on quorum queues; a retry a quorum delay rung holds past its due time is moved on.
 //!
 //! The nodes come from `DROVER_CLUSTER_URLS` (default: the loopback ports above). These tests
 //! stop nodes, so they run one at a time.
