@@ -14,7 +14,7 @@
 //! - [`io`]: adapters, I/O only, translating to and from the core's types:
 //!   - [`io::amqp`]: the broker: names, topology, a [`io::amqp::Link`] that reconnects with
 //!     jittered backoff, rotating through a cluster's nodes, confirmed publishes, deadlines on
-//!     every operation;
+//!     every operation, the delay rungs it published into looked at for overdue retries;
 //!   - [`io::policies`]: the broker's policies read at start-up (management API) and checked;
 //!   - [`io::wire`]: a job's envelope on AMQP properties;
 //!   - [`io::systemd`]: the systemd manager over D-Bus (zbus_systemd), states as strings;

@@ -11,12 +11,16 @@
 
 use crate::config::BrokerConfig;
 use crate::events::{Delivery, EventKind, JobEvent};
+use crate::io::clock::now_ms;
 use crate::io::random::Jitter;
+use crate::io::wire::{header_int, with_headers};
+use crate::job::HeaderValue;
 use crate::outcome::delay_rung;
-use crate::topology::{self, Arg, QueueRole, Rotation};
+use crate::topology::{self, rung_head, Arg, QueueRole, Rotation, RungHead, RungLook, H_DUE};
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -118,6 +122,9 @@ pub struct Link {
     up_since: Option<Instant>,
     /// No connect before this (the last connection was lost soon after it was made).
     hold_until: Option<Instant>,
+    /// The delay rungs this process published into, watched for messages held past their due
+    /// time ([`Link::tend_rungs`]); kept across reconnects.
+    rungs: topology::Rungs,
 }
 
 const MAX_PENDING_EVENTS: usize = 10_000;
@@ -143,6 +150,7 @@ impl Link {
             connections: 0,
             up_since: None,
             hold_until: None,
+            rungs: topology::Rungs::default(),
         }
     }
 
@@ -409,6 +417,99 @@ impl Link {
         self.fail_on_err(r)?;
         self.declared.insert(name.clone());
         Ok(Some(name))
+    }
+
+    /// Publishes a message to come back to `key` (a work queue) after `delay`: into the delay
+    /// rung for it, stamped with its due time ([`H_DUE`]), and watches that rung; a delay too
+    /// short for a rung goes straight to `key`.
+    pub async fn publish_delayed(
+        &mut self,
+        delay: Duration,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let (Some(exchange), Some(ttl)) = (self.declare_delay(delay).await?, delay_rung(delay)) else {
+            return self.publish("", key, body, props).await;
+        };
+        let due = self.rungs.published(&exchange, ttl, now_ms());
+        let props = with_headers(&props, vec![(H_DUE, HeaderValue::I64(due))]);
+        self.publish(&exchange, key, body, props).await
+    }
+
+    /// When [`Link::tend_rungs`] has a rung to look at next, if any.
+    pub fn next_rung_look(&self) -> Option<Instant> {
+        let at = self.rungs.next_look_ms()?;
+        let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+        Some(Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// Looks at the watched delay rungs that are due a look and moves on every message held
+    /// past its due time: taken (`basic.get`), published to the work queue it was delayed for
+    /// with a confirm, then acknowledged (at least once: never lost, at worst moved twice). A
+    /// head not due yet is given back. The guard against quorum rungs whose expiry stalls
+    /// (ARCHITECTURE.md, "Retries on quorum queues"); returns how many it moved.
+    pub async fn tend_rungs(&mut self) -> Result<u32, BrokerError> {
+        let mut moved_all = 0;
+        for (name, ttl) in self.rungs.due(now_ms()) {
+            let r = self.tend_rung(&name, ttl).await;
+            let (moved, found) = match &r {
+                Ok(v) => *v,
+                Err(_) => (0, RungLook::Failed),
+            };
+            self.rungs.looked(&name, found, now_ms());
+            if moved > 0 {
+                tracing::warn!(
+                    "delay rung {name}: moved {moved} retries held past their due time on to their work queues \
+                     (the broker had not expired them)"
+                );
+            }
+            moved_all += moved;
+            r?;
+        }
+        Ok(moved_all)
+    }
+
+    async fn tend_rung(&mut self, name: &str, ttl: Duration) -> Result<(u32, RungLook), BrokerError> {
+        let op = self.cfg.op_timeout;
+        // Declared as the rung is (not passively): a rung gone meanwhile (`broker.queue_expires`)
+        // is made again rather than closing the channel.
+        let args = self.queue_args(&QueueRole::Delay { ttl });
+        let chan = self.channel()?.clone();
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let r = deadline(op, "queue.declare", chan.queue_declare(name.into(), opts, args)).await;
+        if self.fail_on_err(r.map_err(|e| refused(e, name)))?.message_count() == 0 {
+            return Ok((0, RungLook::Empty));
+        }
+        let mut moved = 0;
+        while moved < topology::RUNG_MOVES_PER_LOOK {
+            let r = deadline(op, "basic.get", chan.basic_get(name.into(), BasicGetOptions { no_ack: false })).await;
+            let Some(got) = self.fail_on_err(r)? else {
+                return Ok((moved, RungLook::Empty));
+            };
+            let d = got.delivery;
+            let found = match rung_head(header_int(&d.properties, H_DUE), now_ms(), ttl) {
+                RungHead::Overdue => None,
+                RungHead::NotYet { due_at_ms } => Some(RungLook::NotYet { due_at_ms }),
+                RungHead::Unstamped => Some(RungLook::Unstamped),
+            };
+            if let Some(found) = found {
+                let r = d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                self.fail_on_err(r.map_err(|e| BrokerError::Unavailable(e.to_string())))?;
+                return Ok((moved, found));
+            }
+            // Its own routing key is the work queue it was delayed for (the rung dead-letters
+            // to it the same way).
+            if let Err(e) = self.publish("", d.routing_key.as_str(), &d.data, d.properties.clone()).await {
+                // Refused (a full work queue) or lost: back to the rung, looked at again later.
+                let _ = d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                return Err(e);
+            }
+            let r = d.acker.ack(BasicAckOptions::default()).await;
+            self.fail_on_err(r.map_err(|e| BrokerError::Unavailable(e.to_string())))?;
+            moved += 1;
+        }
+        Ok((moved, RungLook::Full))
     }
 
     /// Declares a lease queue: it holds one copy of a running job at a time and, if nobody

@@ -20,8 +20,9 @@ pub enum Checked {
     NotConfigured,
     /// The API could not be read (the reason).
     Unreadable(String),
-    /// How many policies the vhost has, and what they change for Drover.
-    Read(usize, Vec<Finding>),
+    /// How many policies the vhost has, what they change for Drover, and what can be said of
+    /// the broker's consumer timeout ([`topology::consumer_timeout_note`]).
+    Read(usize, Vec<Finding>, String),
 }
 
 /// Reads the vhost's policies and operator policies and checks them.
@@ -40,7 +41,13 @@ pub async fn check(cfg: &BrokerConfig) -> Checked {
     }
     let min_limit = cfg.delivery_limits.values().copied().min().unwrap_or_else(|| topology::delivery_limit(5, 3));
     let found = topology::check_policies(&policies, &cfg.prefix, cfg.queue_type, cfg.consumer_timeout, min_limit);
-    Checked::Read(policies.len(), found)
+    // The version says whether per-queue consumer timeouts exist; the node-wide one is never
+    // shown (not in the overview, the node's page nor the definitions).
+    let url = format!("{}/api/overview", base.trim_end_matches('/'));
+    let overview = get_json(&url, &user, cfg.op_timeout).await.ok();
+    let version = overview.as_ref().and_then(|o| o.get("rabbitmq_version")).and_then(|v| v.as_str());
+    let note = topology::consumer_timeout_note(version, cfg.consumer_timeout);
+    Checked::Read(policies.len(), found, note)
 }
 
 fn parse(v: &serde_json::Value, kind: &'static str) -> Vec<Policy> {

@@ -111,8 +111,7 @@ impl Worker {
             Out::Nothing => Ok(()),
             Out::Delayed(delay, headers) => {
                 let work = self.link.names.work(class);
-                let exchange = self.link.declare_delay(*delay).await?.unwrap_or_default();
-                self.link.publish(&exchange, &work, body, with_headers(props, headers.clone())).await
+                self.link.publish_delayed(*delay, &work, body, with_headers(props, headers.clone())).await
             }
             Out::Dead(headers) => {
                 let dead = self.link.names.dead(class);

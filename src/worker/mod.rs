@@ -310,8 +310,9 @@ impl Worker {
                 b.prefix
             ),
             Checked::Unreadable(e) => tracing::warn!("broker policies not checked: {e}"),
-            Checked::Read(n, findings) => {
+            Checked::Read(n, findings, consumer_timeout) => {
                 tracing::info!("broker policies: {n} on the vhost, {} concern {}.*", findings.len(), b.prefix);
+                tracing::info!("{consumer_timeout}");
                 for f in findings.iter().filter(|f| !f.refuse) {
                     tracing::warn!("{}", f.message);
                 }
@@ -398,10 +399,22 @@ impl Worker {
         cordon: &mut watch::Receiver<bool>,
     ) -> Paused {
         loop {
+            // Between jobs, the delay rungs this worker published into are looked at when due
+            // (retries held past their due time are moved on: `Link::tend_rungs`).
+            let rungs = self.link.next_rung_look();
             let next = tokio::select! {
                 d = consumer.next() => d,
                 _ = self.controls.drain.cancelled() => return Paused::Drained,
                 _ = cordon.wait_for(|c| *c) => return Paused::Cordoned,
+                _ = sleep_until_some(rungs) => {
+                    if let Err(e) = self.link.tend_rungs().await {
+                        tracing::warn!("looking at the delay rungs failed: {e}");
+                        if !self.link.is_up() {
+                            return Paused::Leave(None); // reconnect and subscribe again
+                        }
+                    }
+                    continue;
+                }
             };
             let stopping = self.controls.drain.is_cancelled() || *cordon.borrow();
             match next {
@@ -469,5 +482,13 @@ impl Worker {
             e.deadline = Some(rfc3339(j.deadline));
         }
         e
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

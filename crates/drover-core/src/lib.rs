@@ -44,7 +44,9 @@
 //!   against its class's usual run time, the run-time histogram, runbook links, the timeline's filter.
 //! - [`alerts`]: the alert state machine (dedupe, hold-down), and where alerts are posted.
 //! - [`topology`]: the broker's side: queue arguments (classic or quorum), delivery limits,
-//!   broker policies that contradict the configuration, which cluster node to connect to next.
+//!   broker policies that contradict the configuration, what can be said of the broker's consumer
+//!   timeout, which cluster node to connect to next, and when a delay rung holds a retry past its
+//!   due time.
 
 pub mod alerts;
 pub mod backoff;

@@ -1,6 +1,7 @@
 //! The broker's side of a deployment, decided without a broker: which arguments each queue is
 //! declared with (classic or quorum), the delivery limit a class's work queue gets, which broker
-//! policies contradict the configuration, and which node of a cluster to try next.
+//! policies contradict the configuration, what start-up can say of the consumer timeout, which
+//! node of a cluster to try next, and when a delay rung holds a retry past its due time.
 //!
 //! Queue arguments come out as plain `(name, value)` pairs; `io::amqp` copies them onto AMQP
 //! field tables. The arguments of a classic queue are exactly those of Drover before quorum
@@ -178,14 +179,35 @@ pub struct Finding {
 /// start agrees with the prefix; an unanchored one may match anywhere.
 pub fn pattern_may_match(pattern: &str, prefix: &str) -> bool {
     let Some(rest) = pattern.strip_prefix('^') else { return true };
-    let mut literal: Vec<char> = rest.chars().take_while(|c| *c == '.' || !"*+?()[]{}|\\$^".contains(*c)).collect();
-    // A quantifier after the literal part makes its last character optional.
-    if matches!(rest.chars().nth(literal.len()), Some('*' | '?' | '{')) {
-        literal.pop();
+    // The literal start, one entry per character: `None` for a `.`, which matches any.
+    let mut literal: Vec<Option<char>> = Vec::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // `\-`, `\.`: that character itself; `\d`, `\w` and the like end the literal part.
+            '\\' => match chars.peek().copied() {
+                Some(n) if !n.is_ascii_alphanumeric() => {
+                    literal.push(Some(n));
+                    chars.next();
+                }
+                _ => break,
+            },
+            '.' => literal.push(None),
+            c if "*+?()[]{}|$^".contains(c) => {
+                // A quantifier after the literal part makes its last character optional.
+                if matches!(c, '*' | '?' | '{') {
+                    literal.pop();
+                }
+                break;
+            }
+            c => literal.push(Some(c)),
+        }
     }
-    // A `.` in a pattern matches any character, the prefix's own dots included.
     let want = format!("{prefix}.");
-    literal.iter().zip(want.chars()).all(|(p, w)| *p == w || *p == '.')
+    literal.iter().zip(want.chars()).all(|(p, w)| match p {
+        Some(p) => *p == w,
+        None => true,
+    })
 }
 
 /// What the broker's policies change in Drover's queues (`prefix`), given the queue type and
@@ -266,6 +288,45 @@ pub fn check_policies(
     out
 }
 
+/// The first RabbitMQ version with per-queue consumer timeouts (the `consumer-timeout` policy
+/// key and the `x-consumer-timeout` argument); before it, only the node-wide setting.
+pub const PER_QUEUE_CONSUMER_TIMEOUT_SINCE: (u32, u32, u32) = (3, 11, 15);
+
+/// Whether RabbitMQ `version` (as the management API says it, `3.10.8`) is at least `at`;
+/// `None` when it cannot be read.
+pub fn version_at_least(version: &str, at: (u32, u32, u32)) -> Option<bool> {
+    let mut parts = version.trim().split(['.', '-', '+']).map(|p| p.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch) >= at)
+}
+
+/// What start-up says of the broker's consumer timeout: the node-wide `consumer_timeout` is
+/// shown neither over AMQP nor by the management API (not in `/api/overview`, `/api/nodes`,
+/// nor the definitions), so `broker.consumer_timeout` is taken as said; a broker older than
+/// [`PER_QUEUE_CONSUMER_TIMEOUT_SINCE`] has no per-queue timeout either (it refuses a
+/// `consumer-timeout` policy as an unknown setting).
+pub fn consumer_timeout_note(version: Option<&str>, configured: Duration) -> String {
+    let said = format!(
+        "broker.consumer_timeout ({} ms) is taken as said: keep it no longer than the broker's consumer_timeout \
+         (rabbitmq.conf), or long jobs' channels are closed under them",
+        configured.as_millis()
+    );
+    let (a, b, c) = PER_QUEUE_CONSUMER_TIMEOUT_SINCE;
+    match version.map(|v| (v, version_at_least(v, PER_QUEUE_CONSUMER_TIMEOUT_SINCE))) {
+        Some((v, Some(false))) => format!(
+            "RabbitMQ {v} shows its node-wide consumer_timeout neither over AMQP nor in its management API, and has \
+             no per-queue consumer timeout (from {a}.{b}.{c}): {said}"
+        ),
+        Some((v, Some(true))) => format!(
+            "RabbitMQ {v} shows its node-wide consumer_timeout neither over AMQP nor in its management API \
+             (consumer-timeout policies are checked): {said}"
+        ),
+        _ => format!("the broker's version is unknown and its consumer_timeout cannot be read: {said}"),
+    }
+}
+
 // ------------------------------------------------------------------ failover --
 
 /// Which node of `broker.url` to connect to next, and how long to wait first.
@@ -332,6 +393,123 @@ impl Rotation {
         }
         self.short = self.short.saturating_add(1);
         backoff.delay(self.short, unit)
+    }
+}
+
+// --------------------------------------------------------------- delay rungs --
+
+/// The header a message carries in a delay rung: when it is due back on its work queue (ms since
+/// the epoch, the publisher's clock). Set by every publish into a rung.
+pub const H_DUE: &str = "x-drover-due-at-ms";
+
+/// The shortest wait between two looks at one rung by one process.
+pub const RUNG_LOOK_GAP: Duration = Duration::from_secs(5);
+
+/// At most this many messages are moved out of one rung per look; the next look comes at once.
+pub const RUNG_MOVES_PER_LOOK: u32 = 100;
+
+/// How long past its due time a message may still sit in a rung before Drover moves it on
+/// itself: the broker's own lateness and the difference between two hosts' clocks (the
+/// publisher stamped the due time, another host may judge it).
+pub fn rung_grace(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(RUNG_LOOK_GAP, Duration::from_secs(60))
+}
+
+/// A rung's head, as a look finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RungHead {
+    /// Past its due time by more than the grace: the broker did not expire it (a quorum queue
+    /// whose expiry stalled); moved on to its work queue by Drover.
+    Overdue,
+    /// Not yet: the broker should expire it by `due_at_ms`; nothing behind it can be overdue
+    /// before it is (one rung, one TTL, first in first out).
+    NotYet { due_at_ms: i64 },
+    /// No due time (published by an older Drover or by hand): given back, never judged.
+    Unstamped,
+}
+
+/// What the head message of rung of `ttl` is at `now_ms`, from its [`H_DUE`] header.
+pub fn rung_head(due_at_ms: Option<i64>, now_ms: i64, ttl: Duration) -> RungHead {
+    let Some(due) = due_at_ms else { return RungHead::Unstamped };
+    let grace = rung_grace(ttl).as_millis() as i64;
+    if now_ms > due.saturating_add(grace) {
+        RungHead::Overdue
+    } else {
+        RungHead::NotYet { due_at_ms: due }
+    }
+}
+
+/// What one look at a rung found once it stopped moving messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RungLook {
+    /// Nothing left in it.
+    Empty,
+    /// Its head is not due yet (given back).
+    NotYet { due_at_ms: i64 },
+    /// Its head carries no due time (given back).
+    Unstamped,
+    /// It moved [`RUNG_MOVES_PER_LOOK`] messages and may hold more.
+    Full,
+    /// The broker failed the look.
+    Failed,
+}
+
+/// The delay rungs one process has published into and when to look at each next: the guard
+/// against a rung that holds its messages past their TTL (RabbitMQ's quorum queues can leave
+/// them there after a leader change until the next command reaches the queue).
+///
+/// A rung is watched from the first publish into it until a look finds it empty or unjudgeable.
+/// A look whose head is not due yet comes back when that head would be overdue, and not sooner:
+/// each message is then taken and given back at most once per watching process before its due
+/// time (a quorum rung's delivery limit counts those returns).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rungs {
+    watched: std::collections::BTreeMap<String, Watch>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Watch {
+    ttl: Duration,
+    look_at_ms: i64,
+}
+
+impl Rungs {
+    /// A message goes into rung `name` (of `ttl`) at `now_ms`: returns its due time, and
+    /// watches the rung, first looked at [`RUNG_LOOK_GAP`] later. A rung already watched keeps
+    /// its plan: the new message is behind the head the plan was made for.
+    pub fn published(&mut self, name: &str, ttl: Duration, now_ms: i64) -> i64 {
+        let first = now_ms + RUNG_LOOK_GAP.as_millis() as i64;
+        self.watched.entry(name.to_string()).or_insert(Watch { ttl, look_at_ms: first });
+        now_ms.saturating_add(ttl.as_millis() as i64)
+    }
+
+    /// The rungs to look at now, with their TTLs.
+    pub fn due(&self, now_ms: i64) -> Vec<(String, Duration)> {
+        self.watched.iter().filter(|(_, w)| w.look_at_ms <= now_ms).map(|(n, w)| (n.clone(), w.ttl)).collect()
+    }
+
+    /// When the next look is due, if any rung is watched.
+    pub fn next_look_ms(&self) -> Option<i64> {
+        self.watched.values().map(|w| w.look_at_ms).min()
+    }
+
+    /// Records what a look at `name` found at `now_ms`, and plans the next.
+    pub fn looked(&mut self, name: &str, found: RungLook, now_ms: i64) {
+        let Some(w) = self.watched.get_mut(name) else { return };
+        let gap = RUNG_LOOK_GAP.as_millis() as i64;
+        let grace = rung_grace(w.ttl).as_millis() as i64;
+        match found {
+            RungLook::Empty | RungLook::Unstamped => {
+                self.watched.remove(name);
+            }
+            RungLook::NotYet { due_at_ms } => w.look_at_ms = (due_at_ms + grace + 1).max(now_ms + gap),
+            RungLook::Full => w.look_at_ms = now_ms,
+            RungLook::Failed => w.look_at_ms = now_ms + gap,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watched.is_empty()
     }
 }
 
@@ -436,6 +614,13 @@ mod tests {
             ("^dx?rover", "drover", true),
             ("^drover-test", "drover", false),
             ("^amq\\.", "drover", false),
+            // Escaped characters are themselves (a policy of another prefix is not ours).
+            ("^t\\-cluster\\-policy\\-1\\.", "t-cluster-limit-2", false),
+            ("^t\\-cluster\\-limit\\-2\\.", "t-cluster-limit-2", true),
+            ("^drover\\-x", "drover", false),
+            ("^drover\\.jobs", "drover", true),
+            ("^drover\\d", "drover", true),
+            ("^drov\\w+", "drover", true),
         ] {
             assert_eq!(pattern_may_match(pattern, prefix), want, "{pattern} vs {prefix}");
         }
@@ -565,5 +750,126 @@ mod tests {
             assert_eq!(Rotation::new(3, unit).current(), want, "{unit}");
         }
         assert_eq!(Rotation::new(0, 0.5).current(), 0, "no node is treated as one");
+    }
+
+    #[test]
+    fn a_rung_head_is_overdue_only_past_its_due_time_and_the_grace() {
+        let ms = Duration::from_millis;
+        let due = 1_000_000;
+        // (due header, now, rung ttl, expected)
+        let cases = [
+            (Some(due), due - 500, ms(1000), RungHead::NotYet { due_at_ms: due }), // not yet due
+            (Some(due), due + 5_000, ms(1000), RungHead::NotYet { due_at_ms: due }), // within 5 s grace
+            (Some(due), due + 5_001, ms(1000), RungHead::Overdue),                 // past it
+            (Some(due), due + 30_000, ms(3_444_312), RungHead::NotYet { due_at_ms: due }), // long rung: 60 s
+            (Some(due), due + 60_001, ms(3_444_312), RungHead::Overdue),
+            (Some(due), due + 20_000, ms(80_000), RungHead::NotYet { due_at_ms: due }), // a quarter of 80 s
+            (Some(due), due + 20_001, ms(80_000), RungHead::Overdue),
+            (None, due + 3_600_000, ms(1000), RungHead::Unstamped), // never judged without a stamp
+        ];
+        for (header, now, ttl, want) in cases {
+            assert_eq!(rung_head(header, now, ttl), want, "{header:?} at {now}, ttl {ttl:?}");
+        }
+    }
+
+    #[test]
+    fn a_watched_rung_is_looked_at_again_only_when_its_head_could_be_overdue() {
+        let ttl = Duration::from_secs(1);
+        let mut r = Rungs::default();
+        assert_eq!(r.next_look_ms(), None);
+        assert_eq!(r.published("p.delay.1000ms", ttl, 0), 1_000, "due one TTL later");
+        assert_eq!(r.next_look_ms(), Some(5_000), "first look soon");
+        // More retries into the same rung do not bring the look forward.
+        r.published("p.delay.1000ms", ttl, 4_000);
+        assert_eq!(r.next_look_ms(), Some(5_000));
+        assert!(r.due(4_999).is_empty());
+        assert_eq!(r.due(5_000), vec![("p.delay.1000ms".to_string(), ttl)]);
+        // (found, at, next look expected; None: no longer watched)
+        let cases = [
+            (RungLook::NotYet { due_at_ms: 5_500 }, 5_000, Some(10_501)), // when the head would be overdue
+            (RungLook::NotYet { due_at_ms: 5_000 }, 9_000, Some(14_000)), // never sooner than the gap
+            (RungLook::Full, 5_000, Some(5_000)),                         // more to move: at once
+            (RungLook::Failed, 5_000, Some(10_000)),                      // broker trouble: the gap
+            (RungLook::Empty, 5_000, None),                               // nothing left to watch
+            (RungLook::Unstamped, 5_000, None),                           // nothing it can judge
+        ];
+        for (found, at, want) in cases {
+            let mut r2 = r.clone();
+            r2.looked("p.delay.1000ms", found, at);
+            assert_eq!(r2.next_look_ms(), want, "{found:?} at {at}");
+            assert_eq!(r2.is_empty(), want.is_none());
+        }
+        // Watched again from the next publish after it was found empty.
+        r.looked("p.delay.1000ms", RungLook::Empty, 5_000);
+        r.published("p.delay.1000ms", ttl, 7_000);
+        assert_eq!(r.next_look_ms(), Some(12_000));
+        // A look at a rung nobody watches changes nothing.
+        r.looked("p.delay.2000ms", RungLook::Full, 7_000);
+        assert_eq!(r.due(12_000).len(), 1);
+    }
+
+    #[test]
+    fn a_message_in_a_busy_rung_is_taken_and_given_back_at_most_once_per_process() {
+        // A rung of 512 s, published into every second by this process. Each look takes the head
+        // and gives it back unless it is overdue; a quorum rung counts each return against its
+        // delivery limit. No message may be taken twice, and the looks are far fewer than one
+        // per gap (600 in 3,000 s).
+        let ttl = Duration::from_secs(512);
+        let mut r = Rungs::default();
+        let mut heads = std::collections::VecDeque::new();
+        let mut taken = Vec::new();
+        for now in (0..3_000_000i64).step_by(1000) {
+            heads.push_back(r.published("p.delay.512000ms", ttl, now));
+            while heads.front().is_some_and(|d| *d <= now) {
+                heads.pop_front(); // the broker expires it on time
+            }
+            if !r.due(now).is_empty() {
+                let found = match heads.front() {
+                    None => RungLook::Empty,
+                    Some(d) => match rung_head(Some(*d), now, ttl) {
+                        RungHead::NotYet { due_at_ms } => {
+                            taken.push(due_at_ms);
+                            RungLook::NotYet { due_at_ms }
+                        }
+                        other => panic!("{other:?}: nothing is overdue here"),
+                    },
+                };
+                r.looked("p.delay.512000ms", found, now);
+            }
+        }
+        let looks = taken.len();
+        taken.dedup();
+        assert_eq!(taken.len(), looks, "a message was taken twice");
+        assert!(looks <= 3_000 / 60, "{looks} looks: one per grace of 60 s at most");
+    }
+
+    #[test]
+    fn the_consumer_timeout_note_says_what_the_broker_version_allows() {
+        let v = |s| version_at_least(s, PER_QUEUE_CONSUMER_TIMEOUT_SINCE);
+        let cases = [
+            ("3.10.8", Some(false)),
+            ("3.11.14", Some(false)),
+            ("3.11.15", Some(true)),
+            ("3.12.0", Some(true)),
+            ("3.13.7+1.g0f2b4b8", Some(true)),
+            ("4.0.5", Some(true)),
+            ("4", Some(true)),
+            ("3", Some(false)),
+            ("", None),
+            ("unknown", None),
+        ];
+        for (version, want) in cases {
+            assert_eq!(v(version), want, "{version:?}");
+        }
+        let t = Duration::from_secs(1800);
+        let old = consumer_timeout_note(Some("3.10.8"), t);
+        assert!(
+            old.contains("RabbitMQ 3.10.8") && old.contains("no per-queue consumer timeout (from 3.11.15)"),
+            "{old}"
+        );
+        assert!(old.contains("1800000 ms"), "{old}");
+        let new = consumer_timeout_note(Some("3.13.1"), t);
+        assert!(new.contains("policies are checked") && !new.contains("no per-queue"), "{new}");
+        assert!(consumer_timeout_note(None, t).starts_with("the broker's version is unknown"));
     }
 }
