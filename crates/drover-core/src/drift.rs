@@ -102,6 +102,8 @@ const SECONDS_PER_DAY: f64 = 86_400.0;
 const SECONDS_PER_WEEK: f64 = 7.0 * SECONDS_PER_DAY;
 /// Most harmonics of the week the weekly profile can hold (`DetectorConfig::week_harmonics`).
 pub const MAX_WEEK_HARMONICS: usize = MAX_HARMONICS;
+/// Candidate starts of the weekend step, evenly over the week (every 2 hours).
+pub const WEEK_STEP_STARTS: usize = 84;
 /// Huber clip, in baseline scales, for the location and profile updates: stragglers pull the
 /// baseline by at most this much each, while Gaussian data lose only ~5% efficiency.
 const HUBER_CLIP: f64 = 2.0;
@@ -182,6 +184,20 @@ pub struct DetectorConfig {
     /// Multiplies that correction: Siegmund's approximation (gain 1) ignores the learnt
     /// baseline's own noise and under-corrects; 3 was chosen on tuning seeds (BENCHMARKS.md).
     pub calibration_gain: f64,
+    /// Length of the weekend step, hours (0: no step): the weekly profile holds a step of
+    /// this length starting at a learnt time of the week (one of [`WEEK_STEP_STARTS`]) with a
+    /// learnt height, so a weekend in any time zone is held where a few harmonics cannot.
+    pub weekend_hours: f64,
+    /// Effective memory of the weekend step, in completions.
+    pub week_memory: f64,
+    /// The step is used only once its height is this many standard errors from 0, and shrunk
+    /// towards 0 near that (the best of many candidate starts always fits some noise).
+    pub week_step_z: f64,
+    /// Days from the first completion the weekly profile learnt from during which it keeps
+    /// learning while the baseline is frozen (a baseline that has never seen a weekend alerts
+    /// on its first one, and must learn it anyway); after them it learns only with the rest
+    /// of the baseline, so a slow ramp is not absorbed into the time of the week.
+    pub week_open_days: f64,
 }
 
 impl Default for DetectorConfig {
@@ -205,10 +221,14 @@ impl Default for DetectorConfig {
             min_alert_completions: 10,
             mature_completions: 1000.0,
             young_z: 1.5,
-            week_harmonics: 3,
+            week_harmonics: 0,
             threshold_scale: 0.25,
             scale_calibrated: [true, false, false, false, false],
             calibration_gain: 3.0,
+            weekend_hours: 48.0,
+            week_memory: 20_000.0,
+            week_step_z: 4.0,
+            week_open_days: 14.0,
         }
     }
 }
@@ -298,6 +318,16 @@ pub struct DetectorState {
     pub scale_inside_share: f64,
     #[serde(default)]
     pub scale_inside_abs: f64,
+    /// The weekend step, per candidate start: running share of completions inside its window
+    /// and running mean of the deviation (Huber-clipped, after location and daily profile)
+    /// times "inside"; with `week_step_level`, the running mean deviation, they give each
+    /// candidate's least-squares height (empty in older snapshots: learnt from then on).
+    #[serde(default)]
+    pub week_step_inside: Vec<f64>,
+    #[serde(default)]
+    pub week_step_cross: Vec<f64>,
+    #[serde(default)]
+    pub week_step_level: f64,
 }
 
 /// Number of recent durations kept for [`Detector::recent_median_s`].
@@ -321,6 +351,8 @@ pub struct Baseline {
 pub struct Detector {
     cfg: DetectorConfig,
     st: DetectorState,
+    /// The weekend step in use (derived from the state, recomputed on restore).
+    step: WeekStep,
 }
 
 impl Detector {
@@ -350,9 +382,13 @@ impl Detector {
             week_coef: [0.0; PROFILE_TERMS],
             scale_inside_share: 0.0,
             scale_inside_abs: 0.0,
+            week_step_inside: Vec::new(),
+            week_step_cross: Vec::new(),
+            week_step_level: 0.0,
         };
-        let mut detector = Detector { cfg, st };
+        let mut detector = Detector { cfg, st, step: WeekStep::default() };
         detector.seed_trimmed_scale();
+        detector.fit_week_step();
         detector
     }
 
@@ -360,7 +396,8 @@ impl Detector {
     /// snapshot of a version before 2026-11-22 (hour bins, no harmonic fit) seeds the fit with
     /// its bins, weighted by their counts.
     pub fn restore(cfg: DetectorConfig, state: DetectorState) -> Self {
-        let mut detector = Detector { cfg, st: state };
+        let mut detector = Detector { cfg, st: state, step: WeekStep::default() };
+        detector.fit_week_step();
         let binned: f64 = detector.st.season_count.iter().sum();
         if detector.st.profile_count == 0.0 && binned > 0.0 {
             detector.seed_profile_from_bins(binned);
@@ -407,21 +444,28 @@ impl Detector {
         }
         let basis = harmonic_basis(day_fraction(timestamp_unix_s));
         let week_basis = harmonic_basis(week_fraction(timestamp_unix_s));
-        let weekly = self.weekly(&week_basis);
+        let weekly = self.weekly(timestamp_unix_s, &week_basis);
         let residual = x - self.st.location - self.profile(&basis) - weekly;
         if self.warmed_up() {
             self.accumulate(residual);
             self.update_alert();
         }
-        if self.baseline_may_learn() {
+        let may_learn = self.baseline_may_learn();
+        // In the weekly profile's second week (active, still open) the whole baseline learns
+        // through freezes too: the weekend step is centred (it cannot move the level), so a
+        // baseline whose level was set by the first days alone (a weekend, say) would
+        // otherwise stay frozen on the wrong level for good.
+        if may_learn || (self.week_active() && self.week_open(timestamp_unix_s)) {
             self.learn(x, timestamp_unix_s, &basis, residual);
         }
-        // The weekly profile learns even while the baseline is frozen: the first weekends look
-        // like drift to a baseline that has not seen one, and would otherwise never be learnt.
-        // (Freezing it with the rest once mature was tried: more false alarms on the weekly
-        // families and on the reference, BENCHMARKS.md.) A sustained change moves it little:
-        // its harmonics average to 0 over a week.
-        self.learn_week(timestamp_unix_s, &week_basis, weekly + huber(residual, self.scale()));
+        // The weekly profile learns through freezes only while it is new: the first weekend
+        // looks like drift to a baseline that has never seen one, and would otherwise never be
+        // learnt; after `week_open_days` it learns with the rest of the baseline only, so a
+        // slow ramp (which freezes the baseline) is not absorbed into the time of the week.
+        if may_learn || self.week_open(timestamp_unix_s) {
+            let deviation = huber(residual, self.scale());
+            self.learn_week(timestamp_unix_s, &week_basis, weekly, deviation);
+        }
         self.verdict()
     }
 
@@ -519,9 +563,11 @@ impl Detector {
     /// profile coefficient carry about scale²/n of variance each (φ has mean square 1/2 per
     /// term), so the expectation at any time of day about (1 + terms) scale²/n; the scale is
     /// the upper end of its own band. Both are exactly the learnt ones once mature.
+    /// The weekend step counts as two parameters (its start and height).
     fn judged(&self) -> (f64, f64) {
         let (youth, scale) = (self.youth(), self.scale());
-        let week_terms = if self.week_active() { self.week_terms() } else { 0 };
+        let active = self.week_active();
+        let week_terms = if active { self.week_terms() + 2 * usize::from(self.step.height != 0.0) } else { 0 };
         let parameters = (1 + self.profile_terms() + week_terms) as f64;
         (youth * parameters.sqrt() * scale, scale * (1.0 + youth * SCALE_RELATIVE_SE))
     }
@@ -542,7 +588,75 @@ impl Detector {
 
     fn expected_ln(&self, timestamp_unix_s: f64) -> f64 {
         let week_basis = harmonic_basis(week_fraction(timestamp_unix_s));
-        self.st.location + self.profile(&harmonic_basis(day_fraction(timestamp_unix_s))) + self.weekly(&week_basis)
+        self.st.location
+            + self.profile(&harmonic_basis(day_fraction(timestamp_unix_s)))
+            + self.weekly(timestamp_unix_s, &week_basis)
+    }
+
+    /// Whether the weekly profile is still new enough to learn through a frozen baseline.
+    fn week_open(&self, timestamp_unix_s: f64) -> bool {
+        self.st.week_since_s.is_none_or(|since| timestamp_unix_s - since < self.cfg.week_open_days * SECONDS_PER_DAY)
+    }
+
+    fn has_week_step(&self) -> bool {
+        self.cfg.weekend_hours > 0.0 && self.cfg.weekend_hours < 7.0 * 24.0
+    }
+
+    /// Whether the time of the week `week_fraction` lies in the window of candidate start `k`.
+    fn in_step_window(&self, week_fraction: f64, k: usize) -> bool {
+        let starts = WEEK_STEP_STARTS as f64;
+        let mut since = week_fraction * starts - k as f64;
+        if since < 0.0 {
+            since += starts;
+        }
+        since * (7.0 * 24.0 / starts) < self.cfg.weekend_hours
+    }
+
+    /// Refits the weekend step from the running means: for each candidate start, the
+    /// least-squares height of "inside the window" (centred) against the deviation; the start
+    /// explaining most of it wins, and its height is used once significant (`week_step_z`),
+    /// shrunk towards 0 near the limit (James-Stein style: height × (1 - z₀²/z²)).
+    fn fit_week_step(&mut self) {
+        self.step = WeekStep::default();
+        if !self.has_week_step() {
+            return;
+        }
+        if self.st.week_step_inside.len() != WEEK_STEP_STARTS || self.st.week_step_cross.len() != WEEK_STEP_STARTS {
+            self.st.week_step_inside = vec![0.0; WEEK_STEP_STARTS];
+            self.st.week_step_cross = vec![0.0; WEEK_STEP_STARTS];
+            self.st.week_step_level = 0.0;
+            return;
+        }
+        let mut best = (0.0, 0, 0.0, 0.0, 0.0);
+        for k in 0..WEEK_STEP_STARTS {
+            let p = self.st.week_step_inside[k];
+            let variance = p * (1.0 - p);
+            if variance < 0.01 {
+                continue;
+            }
+            let covariance = self.st.week_step_cross[k] - self.st.week_step_level * p;
+            let explained = covariance * covariance / variance;
+            if explained > best.0 {
+                best = (explained, k, covariance / variance, p, variance);
+            }
+        }
+        let (_, start, height, inside, variance) = best;
+        let remembered = self.st.week_count.min(2.0 * self.cfg.week_memory.max(1.0));
+        let se2 = self.scale().powi(2) / (remembered * variance).max(1e-9);
+        let z2 = height * height / se2.max(1e-18);
+        let limit = self.cfg.week_step_z.max(0.0).powi(2);
+        if z2 > limit {
+            self.step = WeekStep { start, height: height * (1.0 - limit / z2), inside };
+        }
+    }
+
+    /// The weekend step at this time of the week (0 when none is used).
+    fn step_offset(&self, week_fraction: f64) -> f64 {
+        if self.step.height == 0.0 {
+            return 0.0;
+        }
+        let inside = f64::from(u8::from(self.in_step_window(week_fraction, self.step.start)));
+        self.step.height * (inside - self.step.inside)
     }
 
     /// Number of weekly profile coefficients in use.
@@ -553,18 +667,22 @@ impl Detector {
     /// Whether the weekly profile is used: once it has learnt over a whole week.
     fn week_active(&self) -> bool {
         match (self.st.week_since_s, self.st.week_latest_s) {
-            (Some(since), Some(latest)) => self.week_terms() > 0 && latest - since >= SECONDS_PER_WEEK,
+            (Some(since), Some(latest)) => {
+                (self.week_terms() > 0 || self.has_week_step()) && latest - since >= SECONDS_PER_WEEK
+            }
             _ => false,
         }
     }
 
-    /// The weekly profile at the time of the week whose basis is given (0 until it is used).
-    fn weekly(&self, week_basis: &[f64; PROFILE_TERMS]) -> f64 {
+    /// The weekly profile at this time (harmonics whose basis is given, plus the step
+    /// profile's bin), 0 until it is used.
+    fn weekly(&self, timestamp_unix_s: f64, week_basis: &[f64; PROFILE_TERMS]) -> f64 {
         if !self.week_active() {
             return 0.0;
         }
         let n = self.week_terms();
-        week_basis[..n].iter().zip(&self.st.week_coef[..n]).map(|(b, c)| b * c).sum()
+        let harmonic: f64 = week_basis[..n].iter().zip(&self.st.week_coef[..n]).map(|(b, c)| b * c).sum();
+        harmonic + self.step_offset(week_fraction(timestamp_unix_s))
     }
 
     /// The weekly profile at its slowest, over 42 points of the week (0 until it is used).
@@ -573,28 +691,48 @@ impl Detector {
             return 0.0;
         }
         let n = self.week_terms();
-        (0..42)
+        let harmonic = (0..42)
             .map(|k| {
                 let basis = harmonic_basis((k as f64 + 0.5) / 42.0);
                 basis[..n].iter().zip(&self.st.week_coef[..n]).map(|(b, c)| b * c).sum::<f64>()
             })
-            .fold(0.0, f64::max)
+            .fold(0.0, f64::max);
+        let step = self.step.height * (1.0 - self.step.inside);
+        harmonic + step.max(-self.step.height * self.step.inside)
     }
 
-    /// Moves the weekly profile towards `deviation` (the Huber-clipped deviation from location
-    /// and daily profile) at this time of the week.
-    fn learn_week(&mut self, timestamp_unix_s: f64, week_basis: &[f64; PROFILE_TERMS], deviation: f64) {
+    /// Moves the weekly profile at this time of the week towards what the residual says:
+    /// `used` is the weekly profile the residual was computed with, `deviation` the residual,
+    /// Huber-clipped. Harmonics and bins each learn `used + deviation` minus the other part.
+    fn learn_week(&mut self, timestamp_unix_s: f64, week_basis: &[f64; PROFILE_TERMS], used: f64, deviation: f64) {
         let n = self.week_terms();
-        if n == 0 {
+        let step = self.has_week_step();
+        if n == 0 && !step {
             return;
         }
         self.st.week_since_s.get_or_insert(timestamp_unix_s);
         self.st.week_latest_s = Some(self.st.week_latest_s.map_or(timestamp_unix_s, |l| l.max(timestamp_unix_s)));
         self.st.week_count += 1.0;
-        let rate = learning_rate(self.st.week_count, self.cfg.season_memory);
-        update_moments(&mut self.st.week_gram, &mut self.st.week_moment, week_basis, n, rate, deviation);
-        let ridge = self.ridge(self.st.week_count);
-        solve_ridge(&self.st.week_gram, &self.st.week_moment, n, ridge, &mut self.st.week_coef);
+        let fraction = week_fraction(timestamp_unix_s);
+        let step_used = if self.week_active() { self.step_offset(fraction) } else { 0.0 };
+        if n > 0 {
+            let rate = learning_rate(self.st.week_count, self.cfg.season_memory);
+            let target = used - step_used + deviation;
+            update_moments(&mut self.st.week_gram, &mut self.st.week_moment, week_basis, n, rate, target);
+            let ridge = self.ridge(self.st.week_count);
+            solve_ridge(&self.st.week_gram, &self.st.week_moment, n, ridge, &mut self.st.week_coef);
+        }
+        if step {
+            let rate = learning_rate(self.st.week_count, self.cfg.week_memory);
+            let y = step_used + deviation;
+            self.st.week_step_level += rate * (y - self.st.week_step_level);
+            for k in 0..WEEK_STEP_STARTS {
+                let inside = f64::from(u8::from(self.in_step_window(fraction, k)));
+                self.st.week_step_inside[k] += rate * (inside - self.st.week_step_inside[k]);
+                self.st.week_step_cross[k] += rate * (inside * y - self.st.week_step_cross[k]);
+            }
+            self.fit_week_step();
+        }
     }
 
     /// The ridge of a harmonic fit with `count` completions: worth `season_prior` completions
@@ -778,6 +916,14 @@ impl Detector {
         update_moments(&mut self.st.profile_gram, &mut self.st.profile_moment, basis, n, rate, deviation);
         self.solve_profile();
     }
+}
+
+/// The weekend step in use: candidate start, height (0: none), share of completions inside.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct WeekStep {
+    start: usize,
+    height: f64,
+    inside: f64,
 }
 
 /// 1/n while young (a plain average, fast to converge), then a fixed exponential forgetting.
