@@ -119,6 +119,11 @@ const INSIDE_CLIP_NORMAL_SHARE: f64 = 0.987_580_7;
 const LOWER_Z_CAP: f64 = 3.0;
 /// Durations are clamped to 1 ms so that a 0 s job has a finite logarithm.
 const MIN_DURATION_S: f64 = 1e-3;
+/// Pseudo-completions of the configured straggler share behind the learnt one.
+const STRAGGLER_PRIOR: f64 = 500.0;
+/// Bounds of the learnt straggler share.
+pub const MIN_STRAGGLER_SHARE: f64 = 0.005;
+pub const MAX_STRAGGLER_SHARE: f64 = 0.15;
 /// Relative standard error of a scale estimated from n absolute deviations, times sqrt(n):
 /// sqrt(π/2 - 1) for the mean absolute deviation of Gaussian data.
 const SCALE_RELATIVE_SE: f64 = 0.755_511_4;
@@ -145,8 +150,13 @@ pub struct DetectorConfig {
     /// Floor on the scale: a class with near-constant durations should not alert on a 5%
     /// change just because it is statistically significant.
     pub min_scale: f64,
-    /// Share of completions assumed to be stragglers in the null model.
+    /// Share of completions assumed to be stragglers in the null model: the starting value,
+    /// and the prior, of the learnt share (`learn_straggler_share`).
     pub straggler_fraction: f64,
+    /// Learn the share of stragglers from the class's own completions (online EM on the null
+    /// model's mixture, with `straggler_fraction` as a prior worth `STRAGGLER_PRIOR`
+    /// completions, kept within [`MIN_STRAGGLER_SHARE`, `MAX_STRAGGLER_SHARE`]).
+    pub learn_straggler_share: bool,
     /// A straggler takes at least this multiple of the typical duration.
     pub straggler_min_ratio: f64,
     /// Mean ln-duration of a straggler beyond `straggler_min_ratio` (0.5 with a 2x minimum puts
@@ -211,6 +221,7 @@ impl Default for DetectorConfig {
             initial_scale: 0.3,
             min_scale: 0.03,
             straggler_fraction: 0.02,
+            learn_straggler_share: true,
             straggler_min_ratio: 2.0,
             straggler_mean_log: 0.5,
             shift_ratios: [1.12, 1.5, 2.0, 4.0, 12.0],
@@ -328,6 +339,9 @@ pub struct DetectorState {
     pub week_step_cross: Vec<f64>,
     #[serde(default)]
     pub week_step_level: f64,
+    /// The learnt share of stragglers (0 in older snapshots: `straggler_fraction` from then on).
+    #[serde(default)]
+    pub straggler_share: f64,
 }
 
 /// Number of recent durations kept for [`Detector::recent_median_s`].
@@ -385,6 +399,7 @@ impl Detector {
             week_step_inside: Vec::new(),
             week_step_cross: Vec::new(),
             week_step_level: 0.0,
+            straggler_share: 0.0,
         };
         let mut detector = Detector { cfg, st, step: WeekStep::default() };
         detector.seed_trimmed_scale();
@@ -511,7 +526,7 @@ impl Detector {
             return None;
         }
         let expected = self.expected_ln(timestamp_unix_s);
-        let model = NullModel::new(self.scale(), &self.cfg);
+        let model = NullModel::new(self.scale(), self.straggler_share(), &self.cfg);
         Some(Baseline { median_s: expected.exp(), p99_s: (expected + model.quantile(0.99)).exp(), scale: self.scale() })
     }
 
@@ -834,7 +849,7 @@ impl Detector {
 
     fn accumulate(&mut self, residual: f64) {
         let (margin, scale) = self.judged();
-        let model = NullModel::new(scale, &self.cfg);
+        let model = NullModel::new(scale, self.straggler_share(), &self.cfg);
         let u = (residual - margin).max(-LOWER_Z_CAP * model.sigma);
         let ln_null = model.ln_density(u);
         let thresholds = self.thresholds();
@@ -884,6 +899,15 @@ impl Detector {
         }
     }
 
+    /// The share of stragglers the null model assumes: learnt, or the configured one.
+    fn straggler_share(&self) -> f64 {
+        if self.cfg.learn_straggler_share && self.st.straggler_share > 0.0 {
+            self.st.straggler_share
+        } else {
+            self.cfg.straggler_fraction
+        }
+    }
+
     fn baseline_may_learn(&self) -> bool {
         !self.warmed_up() || (!self.st.firing && self.evidence_ratio() < self.cfg.freeze_fraction)
     }
@@ -892,6 +916,16 @@ impl Detector {
     /// so the scale measures genuine prediction error, profile noise included.
     fn learn(&mut self, x: f64, timestamp_unix_s: f64, basis: &[f64; PROFILE_TERMS], residual: f64) {
         let scale = self.scale();
+        if self.cfg.learn_straggler_share {
+            // Online EM: the running mean of each completion's posterior probability of being a
+            // straggler under the current share, after `STRAGGLER_PRIOR` completions' worth of
+            // the configured one.
+            let share = self.straggler_share();
+            let posterior = NullModel::new(scale, share, &self.cfg).straggler_posterior(residual);
+            let rate = learning_rate(self.st.completions as f64 + STRAGGLER_PRIOR, self.cfg.baseline_memory);
+            self.st.straggler_share =
+                (share + rate * (posterior - share)).clamp(MIN_STRAGGLER_SHARE, MAX_STRAGGLER_SHARE);
+        }
         let rate = learning_rate(self.st.completions as f64, self.cfg.baseline_memory);
         let level_before = self.st.location;
         self.st.location += rate * huber(x - level_before, scale);
@@ -1034,8 +1068,8 @@ struct NullModel {
 }
 
 impl NullModel {
-    fn new(sigma: f64, cfg: &DetectorConfig) -> Self {
-        let eps = cfg.straggler_fraction.clamp(0.0, 0.5);
+    fn new(sigma: f64, straggler_share: f64, cfg: &DetectorConfig) -> Self {
+        let eps = straggler_share.clamp(0.0, 0.5);
         let tail_mean = cfg.straggler_mean_log.max(1e-3);
         NullModel {
             sigma,
@@ -1078,12 +1112,24 @@ impl NullModel {
     }
 
     fn ln_density(&self, u: f64) -> f64 {
+        let (core, tail) = self.ln_parts(u);
+        log_add_exp(core, tail)
+    }
+
+    /// ln of the core's and the stragglers' share of the density at `u`.
+    fn ln_parts(&self, u: f64) -> (f64, f64) {
         let z = u / self.sigma;
         let core = self.ln_core_weight - 0.5 * z * z;
         let excess = u - self.tail_start;
         let tail = self.ln_tail_weight - excess / self.tail_mean
             + ln_normal_cdf(excess / self.sigma - self.sigma / self.tail_mean);
-        log_add_exp(core, tail)
+        (core, tail)
+    }
+
+    /// Probability that a residual `u` is a straggler's (the E step of the share's EM).
+    fn straggler_posterior(&self, u: f64) -> f64 {
+        let (core, tail) = self.ln_parts(u);
+        1.0 / (1.0 + (core - tail).exp())
     }
 }
 
