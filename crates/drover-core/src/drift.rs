@@ -194,6 +194,11 @@ pub struct DetectorConfig {
     /// Multiplies that correction: Siegmund's approximation (gain 1) ignores the learnt
     /// baseline's own noise and under-corrects; 3 was chosen on tuning seeds (BENCHMARKS.md).
     pub calibration_gain: f64,
+    /// Nats added to each CUSUM's threshold per unit of learnt scale above `threshold_scale`
+    /// (the 12x one only, by default): on a wide class (scale 0.45) a 5-8x job is only 4-5
+    /// scales out and, with stragglers, two of them in a row reach the 12x threshold; 10 (i.e.
+    /// 9 nats instead of 7 at 0.45) was chosen on tuning seeds (BENCHMARKS.md).
+    pub wide_threshold_slope: [f64; SHIFTS],
     /// Length of the weekend step, hours (0: no step): the weekly profile holds a step of
     /// this length starting at a learnt time of the week (one of [`WEEK_STEP_STARTS`]) with a
     /// learnt height, so a weekend in any time zone is held where a few harmonics cannot.
@@ -236,6 +241,7 @@ impl Default for DetectorConfig {
             threshold_scale: 0.25,
             scale_calibrated: [true, false, false, false, false],
             calibration_gain: 3.0,
+            wide_threshold_slope: [0.0, 0.0, 0.0, 0.0, 10.0],
             weekend_hours: 48.0,
             week_memory: 20_000.0,
             week_step_z: 4.0,
@@ -766,7 +772,8 @@ impl Detector {
     /// and only ever raises it (a smaller scale means more false alarms at a fixed h: twice as
     /// many at 0.15 as at 0.25 for the 1.12x CUSUM, which 8.4 instead of 7.75 corrects).
     fn threshold(&self, j: usize, scale: f64) -> f64 {
-        let h = self.cfg.thresholds[j];
+        let wider = scale - self.cfg.threshold_scale;
+        let h = self.cfg.thresholds[j] + if wider > 0.0 { self.cfg.wide_threshold_slope[j].max(0.0) * wider } else { 0.0 };
         if !self.cfg.scale_calibrated[j] || self.cfg.threshold_scale.is_nan() || self.cfg.threshold_scale <= 0.0 {
             return h;
         }
