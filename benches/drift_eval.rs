@@ -399,13 +399,20 @@ fn diagnose(cfg: &DetectorConfig, families: &[(usize, Family)], seeds: &[u64]) {
                     let (t, v) = generator.next(1.0);
                     let verdict = detector.observe(t, v);
                     if verdict.alert && !was && i >= MATURE_FROM {
-                        by_index[match i { ..2000 => 0, 2000..4000 => 1, 4000..7000 => 2, _ => 3 }] += 1;
+                        by_index[match i {
+                            ..2000 => 0,
+                            2000..4000 => 1,
+                            4000..7000 => 2,
+                            _ => 3,
+                        }] += 1;
                         by_week[(generator.hours_since_weekend(t) / 24.0) as usize % 7] += 1;
                         by_hour[((t.rem_euclid(86_400.0)) / 3600.0) as usize % 24] += 1;
                         let st = detector.snapshot();
                         let cfg = detector.config();
                         let worst = (0..drover::drift::SHIFTS)
-                            .max_by(|&a, &b| (st.cusum[a] / cfg.thresholds[a]).total_cmp(&(st.cusum[b] / cfg.thresholds[b])))
+                            .max_by(|&a, &b| {
+                                (st.cusum[a] / cfg.thresholds[a]).total_cmp(&(st.cusum[b] / cfg.thresholds[b]))
+                            })
                             .unwrap_or(0);
                         by_cusum[worst] += 1;
                     }
@@ -444,7 +451,11 @@ fn main() {
                 .map(|k| {
                     let at = t + k as f64 * 3.0 * 3600.0;
                     let b = detector.baseline(at).expect("warm");
-                    format!("{:+.2}{}", (b.median_s / generator.true_median(at)).ln(), if generator.hours_since_weekend(at) < 48.0 { "w" } else { "" })
+                    format!(
+                        "{:+.2}{}",
+                        (b.median_s / generator.true_median(at)).ln(),
+                        if generator.hours_since_weekend(at) < 48.0 { "w" } else { "" }
+                    )
                 })
                 .collect();
             println!("seed {seed} scale {:.3}: {}", detector.snapshot().scale, errs.join(" "));
@@ -553,15 +564,19 @@ fn family_spread(family: &Family) -> f64 {
 fn margin_cell(target: &Target, r: &CaseResult, scale: f64) -> (String, bool, bool) {
     let mut parts = Vec::new();
     let (mut ok, mut ok_scaled) = (true, true);
-    let margin = |limit: usize, d: Option<usize>| d.map_or("miss".to_string(), |d| format!("{:+}", limit as i64 - d as i64));
+    let margin =
+        |limit: usize, d: Option<usize>| d.map_or("miss".to_string(), |d| format!("{:+}", limit as i64 - d as i64));
     let share = r.caught as f64 / r.series.max(1) as f64;
     if let Some(min) = target.caught {
         let met = share >= min - 1e-9;
         ok &= met;
         ok_scaled &= met;
-        parts.push(format!("{:.0}% ({:+.0})", 100.0 * share, 100.0 * (share - min)));
+        // One decimal: 199 of 200 must not read as 100%.
+        parts.push(format!("{:.1}% ({:+.1})", 100.0 * share, 100.0 * (share - min)));
     }
-    for (name, limit, d, scaled) in [("median", target.median, r.median, true), ("p90", target.p90, r.p90, true), ("max", target.max, r.max, false)] {
+    for (name, limit, d, scaled) in
+        [("median", target.median, r.median, true), ("p90", target.p90, r.p90, true), ("max", target.max, r.max, false)]
+    {
         if let Some(limit) = limit {
             ok &= d.is_some_and(|d| d <= limit);
             let factor = if scaled { scale } else { 1.0 };
