@@ -19,7 +19,13 @@
 //! (comma-separated name prefixes, e.g. `reference,wide`) restricts the families, and
 //! `DRIFT_EVAL_CONFIG` (a partial `DetectorConfig` as JSON, e.g.
 //! `{"thresholds": [7.5, 13, 12, 16, 7]}`) evaluates another tuning; `DRIFT_EVAL_DETAIL=1`
-//! adds the mean delay per case and family. The cost per completion is timed roughly here;
+//! adds the mean delay per case and family. A second table gives every target with its margin
+//! and judges the delay targets also in units of information (× max(1, (spread/0.25)²)); for
+//! families with a weekly cycle the cold-start false alarms are judged after the class's first
+//! week (its first weekend cannot be known), the first week's rate shown beside.
+//! `DRIFT_EVAL_DIAG=1` instead says where the mature false alarms of the stable series start
+//! (completion, day of the week, CUSUM), `DRIFT_EVAL_DIAG=fit` compares the learnt baseline
+//! with the truth on three series. The cost per completion is timed roughly here;
 //! `benches/drift_cost.rs` measures it with criterion.
 //!
 //! Run: `cargo bench --bench drift_eval`

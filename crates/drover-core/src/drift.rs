@@ -8,8 +8,9 @@
 //! computed on out-of-sample residuals so it also covers the baseline's own estimation error).
 //! Each completion's residual `u = ln(duration) - expected` feeds a small bank of CUSUMs, one
 //! per shift size (1.12x, 1.5x, 2x, 4x, 12x by default), each adding the log-likelihood ratio
-//! of "the median moved by that ratio" against "no change". Both hypotheses include 2% of
-//! stragglers (at least 2x slower, exponential beyond), which is what makes the test robust: a
+//! of "the median moved by that ratio" against "no change". Both hypotheses include a share of
+//! stragglers (2% to start, then learnt; at least 2x slower, exponential beyond), which is what
+//! makes the test robust: a
 //! 3x straggler is well explained by the tail and adds little evidence, a run of 2x values
 //! adds ~3 nats each, and no single completion may add more than a share of a threshold (60%,
 //! 90% for the 12x CUSUM), so one freak job never alerts while two consecutive 12x jobs do,
