@@ -125,6 +125,21 @@ impl Generator {
         self.t
     }
 
+    /// Hours since the start of the latest weekend (0 to 168), for diagnostics.
+    #[allow(dead_code)]
+    pub fn hours_since_weekend(&self, t: f64) -> f64 {
+        (t - START_UNIX_S - self.weekend_start_s).rem_euclid(WEEK_S) / 3600.0
+    }
+
+    /// The median at time `t` without size mixing or stragglers, for diagnostics.
+    #[allow(dead_code)]
+    pub fn true_median(&self, t: f64) -> f64 {
+        let f = &self.family;
+        let daily = 1.0 + f.daily * (TAU * t / DAY_S + self.daily_phase).sin();
+        let weekly = if self.hours_since_weekend(t) < 48.0 { 1.0 + f.weekly } else { 1.0 - f.weekly };
+        MEDIAN_S * daily * weekly
+    }
+
     fn burst_may_start(&self) -> bool {
         let hour = (self.t.rem_euclid(DAY_S)) / 3600.0;
         let (from, len) = self.burst_start_ok;
