@@ -236,7 +236,8 @@ timeout = "60s"
     std::fs::create_dir_all(&locks).expect("lock dir");
     let mut events = env.events().await;
     let mut w1 = env.worker("e", "e-1");
-    let payload = format!(r#"{{"sleep": 6, "term_sleep": 5, "lock_dir": "{}"}}"#, locks.display());
+    // The first run would work on for 30 s: a handler that outlived its worker would be seen.
+    let payload = format!(r#"{{"first_sleep": 30, "sleep": 1, "term_sleep": 5, "lock_dir": "{}"}}"#, locks.display());
     let id = env.submit("e", &payload, 1, &[])[0].clone();
     wait_until("the first run to take its lock", Duration::from_secs(30), || takes(&locks).len() == 1);
     let first = takes(&locks).remove(0);
