@@ -26,9 +26,9 @@
 //!
 //! The parent gets a pidfd with the child (CLONE_PIDFD), waits for it through tokio's reactor
 //! and reaps it with `waitpid` on its pid only (never -1, which would steal tokio's children).
-//! Where pidfds are missing (kernels before 5.3) or the flags are refused (a seccomp filter,
-//! valgrind), [`supported`] says no and the caller uses std's spawn, with the same guarantees
-//! at fork's price.
+//! Where pidfds are missing (kernels before 5.3; valgrind, which does not know `pidfd_open`)
+//! or the flags are refused (a seccomp filter), [`supported`] says no and the caller uses
+//! std's spawn, with the same guarantees at fork's price.
 
 use std::ffi::{c_char, c_int, c_void, CString, OsStr};
 use std::io;
