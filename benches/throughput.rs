@@ -7,7 +7,10 @@
 //! default) and `python3`. Knobs: `DROVER_BENCH_ROUNDS` (3), `DROVER_BENCH_JOBS` (20000, the
 //! queue-fed cases), `DROVER_BENCH_EXEC_JOBS` (3000, the spawning cases), `DROVER_BENCH_PEERS`
 //! (1: also run Dramatiq, installed from `benches/peers/requirements.lock` into a virtual
-//! environment under the target directory by `benches/peers/setup.sh`; 0 to skip).
+//! environment under the target directory by `benches/peers/setup.sh`; 0 to skip),
+//! `DROVER_BENCH_BASELINE_BIN` (unset: the path of another `drover` binary, for example a build
+//! of the tree before a change; each round then also runs the `drover work` cases with it, right
+//! after the same cases with this tree's binary, for a before/after in one sitting).
 //!
 //! The broker's CPU per job of the queue-fed cases is `utime + stime` of the `beam.smp`
 //! listening on the AMQP port (`/proc/<pid>/stat`) over the window, divided by its jobs: raw,
@@ -77,6 +80,8 @@ struct Case {
     /// Run the workers on the path they take under systemd (`INVOCATION_ID` set). Since issue 11
     /// both paths start handlers with the PR_SET_PDEATHSIG hook; before it, this path had none.
     systemd_path: bool,
+    /// The `drover` binary the workers run: this tree's, or the baseline's.
+    bin: PathBuf,
     cfg: Config,
     config_path: PathBuf,
     dir: PathBuf,
@@ -97,7 +102,14 @@ impl Case {
         std::fs::write(&config_path, &text).expect("write config");
         let cfg = Config::parse(&text, "bench", &drover::io::config_file::environment())
             .unwrap_or_else(|e| panic!("bench config: {e}"));
-        Case { systemd_path: false, queue: format!("{prefix}.jobs.noop"), cfg, config_path, dir }
+        Case {
+            systemd_path: false,
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_drover")),
+            queue: format!("{prefix}.jobs.noop"),
+            cfg,
+            config_path,
+            dir,
+        }
     }
 
     fn persistent(name: &str) -> Case {
@@ -134,7 +146,7 @@ impl Case {
     fn spawn_worker(&self, i: usize) -> Worker {
         use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(self.dir.join(format!("worker-{i}.log"))).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+        let mut cmd = Command::new(&self.bin);
         // A worker must not outlive the bench (killed, or stopped by a test runner's timeout):
         // it would keep consuming and skew whatever runs next on the machine.
         // SAFETY: prctl is async-signal-safe; the spawning thread (main) lives as long as the bench.
@@ -657,6 +669,16 @@ fn main() {
     let mut mem_worker2: Vec<Mem> = Vec::new();
     let mut mem_exec: Vec<Mem> = Vec::new();
     let dramatiq = if benching { dramatiq_bin() } else { None };
+    let baseline = std::env::var_os("DROVER_BENCH_BASELINE_BIN").map(PathBuf::from);
+    if let Some(b) = &baseline {
+        println!("- baseline binary: {} (each `drover work` case is run with it too)\n", b.display());
+    }
+    let with_bin = |mut case: Case, bin: &Option<PathBuf>| {
+        if let Some(b) = bin {
+            case.bin = b.clone();
+        }
+        case
+    };
     rt.block_on(async {
         let conn = connect().await;
         let chan = conn.create_channel().await.expect("channel");
@@ -667,11 +689,25 @@ fn main() {
             eprintln!("  plain x1            {p1:>7.0}/s (in-process {p1_in:.0}/s)");
             let d1 = drover_case(&chan, Case::persistent("pers1"), 1, jobs).await;
             eprintln!("  persistent x1       {:>7.0}/s", d1.rate);
+            let b1 = match &baseline {
+                Some(_) => drover_case(&chan, with_bin(Case::persistent("bpers1"), &baseline), 1, jobs).await.rate,
+                None => f64::NAN,
+            };
+            if baseline.is_some() {
+                eprintln!("  baseline persist. x1 {b1:>6.0}/s");
+            }
             let (p2w, p2_in) = plain_case(&chan, 2, jobs).await;
             let p2 = p2w.rate();
             eprintln!("  plain x2            {p2:>7.0}/s (in-process {p2_in:.0}/s)");
             let d2 = drover_case(&chan, Case::persistent("pers2"), 2, jobs).await;
             eprintln!("  persistent x2       {:>7.0}/s", d2.rate);
+            let b2 = match &baseline {
+                Some(_) => drover_case(&chan, with_bin(Case::persistent("bpers2"), &baseline), 2, jobs).await.rate,
+                None => f64::NAN,
+            };
+            if baseline.is_some() {
+                eprintln!("  baseline persist. x2 {b2:>6.0}/s");
+            }
             let dq = match &dramatiq {
                 Some(bin) => {
                     let w = dramatiq_case(&chan, bin, 2, jobs).await;
@@ -688,6 +724,17 @@ fn main() {
             under_systemd.systemd_path = true;
             let e1sd = drover_case(&chan, under_systemd, 1, exec_jobs).await;
             eprintln!("  exec x1 (systemd)   {:>7.0}/s", e1sd.rate);
+            let (be1, be1sd) = match &baseline {
+                Some(_) => {
+                    let be1 = drover_case(&chan, with_bin(Case::exec("bexec1"), &baseline), 1, exec_jobs).await.rate;
+                    let mut sd = with_bin(Case::exec("bexec1sd"), &baseline);
+                    sd.systemd_path = true;
+                    let be1sd = drover_case(&chan, sd, 1, exec_jobs).await.rate;
+                    eprintln!("  baseline exec x1    {be1:>7.0}/s, systemd path {be1sd:.0}/s");
+                    (be1, be1sd)
+                }
+                None => (f64::NAN, f64::NAN),
+            };
             let sp_pre = raw_spawn_pre_exec(exec_jobs).await;
             eprintln!("  spawn + pre_exec    {sp_pre:>7.0}/s");
             let h_exec = handler_only(&Case::exec("hexec"), exec_jobs).await;
@@ -721,6 +768,14 @@ fn main() {
                 ("broker_dramatiq2", dq.1),
                 ("ratio_broker1", d1.broker_us / p1w.broker_us()),
                 ("ratio_broker2", d2.broker_us / p2w.broker_us()),
+                ("base_pers1", b1),
+                ("base_pers2", b2),
+                ("base_exec1", be1),
+                ("base_exec1sd", be1sd),
+                ("ratio_base_pers1", b1 / p1),
+                ("ratio_base_pers2", b2 / p2),
+                ("ratio_base_exec1", be1 / sp),
+                ("ratio_base_exec1sd", be1sd / sp),
             ] {
                 r.entry(k).or_default().push(v);
             }
@@ -793,6 +848,20 @@ fn main() {
         yes(mb(hwm) <= 15.0)
     );
 
+    if baseline.is_some() {
+        println!("\n### Baseline binary, same rounds (medians)\n");
+        println!("| case | this tree: ratio | baseline binary: ratio | baseline jobs/s |");
+        println!("|---|---|---|---|");
+        for (name, ratio, base_ratio, base) in [
+            ("persistent x1 vs plain x1", "ratio_pers1", "ratio_base_pers1", "base_pers1"),
+            ("persistent x2 vs plain x2", "ratio_pers2", "ratio_base_pers2", "base_pers2"),
+            ("exec x1 vs raw spawn, outside systemd", "ratio_exec1", "ratio_base_exec1", "base_exec1"),
+            ("exec x1 vs raw spawn, systemd path", "ratio_exec1sd", "ratio_base_exec1sd", "base_exec1sd"),
+        ] {
+            println!("| {name} | {:.2} | {:.2} | {} |", m(ratio), m(base_ratio), fmt_rate(m(base)));
+        }
+    }
+
     println!("\n### Per round (jobs/s)\n");
     println!("| measurement | rounds |");
     println!("|---|---|");
@@ -810,6 +879,10 @@ fn main() {
         ("exec_handler", "diagnostic: drover's exec handler in-process, no broker"),
         ("pers_handler", "diagnostic: drover's persistent handler in-process, no broker"),
         ("dramatiq2", "Dramatiq, 2 processes x 1 thread, prefetch 1"),
+        ("base_pers1", "baseline binary: `drover work` persistent x1"),
+        ("base_pers2", "baseline binary: `drover work` persistent x2"),
+        ("base_exec1", "baseline binary: `drover work` exec x1, outside systemd"),
+        ("base_exec1sd", "baseline binary: `drover work` exec x1, systemd path"),
     ] {
         println!("| {label} | {} |", fmt_rounds(&r[k]));
     }
@@ -830,6 +903,10 @@ fn main() {
         ("ratio_pers2_dramatiq", "ratio persistent x2 / Dramatiq 2x1"),
         ("ratio_broker1", "ratio broker CPU per job, x1"),
         ("ratio_broker2", "ratio broker CPU per job, x2"),
+        ("ratio_base_pers1", "baseline binary: ratio persistent x1"),
+        ("ratio_base_pers2", "baseline binary: ratio persistent x2"),
+        ("ratio_base_exec1", "baseline binary: ratio exec x1, outside systemd"),
+        ("ratio_base_exec1sd", "baseline binary: ratio exec x1, systemd path"),
     ] {
         let v: Vec<String> = r[k].iter().map(|x| format!("{x:.2}")).collect();
         println!("| {label} | {} |", v.join(" / "));

@@ -19,7 +19,9 @@
 //!   - [`io::wire`]: a job's envelope on AMQP properties;
 //!   - [`io::systemd`]: the systemd manager over D-Bus (zbus_systemd), states as strings;
 //!   - [`io::handler`]: the user's handler processes (exec and persistent mode), process groups,
-//!     timeouts and kills, heartbeats, progress and checkpoints (docs/wire-format.md);
+//!     timeouts and kills, heartbeats, progress and checkpoints (docs/wire-format.md); its
+//!     private `spawn` starts exec-mode handlers without fork (its unsafe code and the
+//!     invariants it keeps are written at its top);
 //!   - [`io::preflight`]: the checks a worker runs before its first job;
 //!   - [`io::notify`]: sd_notify (READY, STATUS, WATCHDOG);
 //!   - [`io::control`]: the supervisor's Unix socket and its JSON protocol;

@@ -2,10 +2,11 @@
 //! is a drain): `systemctl stop` of a busy unit drains it, a host's units stopped at once (a
 //! reboot) requeue their jobs without charge, a worker killed outright takes its handler with
 //! it before the job runs elsewhere, and a connection the broker closes kills the attempt at
-//! once. Two runs of one job never overlap: each run takes a per-job lock file and logs whom
+//! once; outside systemd, an exec-mode worker killed outright takes its handler with it too.
+//! Two runs of one job never overlap: each run takes a per-job lock file and logs whom
 //! it found holding it (`tests/handlers/behave.py`, `lock_dir`).
 
-use crate::harness::{count, process_alive, wait_until};
+use crate::harness::{count, process_alive, wait_until, Env};
 use crate::supervisor::{drover, systemctl, Host};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -214,6 +215,52 @@ workers = 2
         (died - killed_at) * 1000.0,
         (second.at - died) * 1000.0
     );
+}
+
+/// Exec mode starts each handler without fork (`io::handler`'s spawn: the death signal, the
+/// process group and the pipes set up by a vfork-like child). A worker killed outright,
+/// outside systemd (nothing else would kill its handler), takes its handler with it; the
+/// handler ran in a process group of its own, and the job runs elsewhere, not overlapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_exec_mode_worker_outside_systemd_takes_its_handler_with_it() {
+    let env = Env::new(
+        "life-exec-kill",
+        r#"
+[classes.e]
+mode = "exec"
+command = ["python3", "{handler}"]
+timeout = "60s"
+"#,
+    );
+    let locks = env.dir.join("locks");
+    std::fs::create_dir_all(&locks).expect("lock dir");
+    let mut events = env.events().await;
+    let mut w1 = env.worker("e", "e-1");
+    // The first run would work on for 30 s: a handler that outlived its worker would be seen.
+    let payload = format!(r#"{{"first_sleep": 30, "sleep": 1, "term_sleep": 5, "lock_dir": "{}"}}"#, locks.display());
+    let id = env.submit("e", &payload, 1, &[])[0].clone();
+    wait_until("the first run to take its lock", Duration::from_secs(30), || takes(&locks).len() == 1);
+    let first = takes(&locks).remove(0);
+    assert_eq!(process_group(first.pid), Some(first.pid), "the handler leads a process group of its own");
+    w1.signal(libc::SIGKILL);
+    w1.wait_exit(Duration::from_secs(10)).expect("the worker is killed");
+    death_time(first.pid, Duration::from_secs(10)).expect("the handler dies with its worker");
+    let _w2 = env.worker("e", "e-2");
+    events.wait_for("the job to complete", Duration::from_secs(60), |ev| count(ev, "succeeded") >= 1).await;
+    let ok = events.of("succeeded").next().expect("succeeded");
+    assert_eq!((ok.job_id.as_deref(), ok.unit.as_str()), (Some(id.as_str()), "e-2"));
+    let runs = takes(&locks);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let second = &runs[1];
+    assert_eq!((second.job.as_str(), second.prev_pid), (id.as_str(), first.pid), "{runs:?}");
+    assert_eq!(second.prev, "dead", "the second run began while the first still ran: {runs:?}");
+    assert!(second.fence > first.fence, "a later attempt carries a larger fence: {runs:?}");
+}
+
+/// The process group of `pid` (`/proc/<pid>/stat`).
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The broker closes a busy worker's connection while the worker lives: the broker requeues

@@ -37,6 +37,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+mod spawn;
+
 const STDERR_TAIL: usize = 2048;
 
 /// Who the handler runs for: the values of the `DROVER_*` environment variables.
@@ -84,7 +86,13 @@ pub enum Handler {
 impl Handler {
     pub fn new(class: &ClassConfig, who: Identity, kill_grace: Duration) -> Handler {
         match class.mode {
-            Mode::Exec => Handler::Exec(ExecHandler { command: class.command.clone(), who, kill_grace }),
+            Mode::Exec => {
+                let fixed =
+                    [("DROVER_CLASS", who.class.as_str()), ("DROVER_HOST", &who.host), ("DROVER_UNIT", &who.unit)];
+                let template =
+                    if spawn::supported() { spawn::Template::new(&class.command, &fixed, &JOB_VARS) } else { None };
+                Handler::Exec(ExecHandler { command: class.command.clone(), who, kill_grace, template })
+            }
             Mode::Persistent => Handler::Persistent(PersistentHandler {
                 command: class.command.clone(),
                 who,
@@ -139,8 +147,9 @@ fn command(argv: &[String], who: &Identity) -> Command {
     // that forked exits, not the process: `drover work` runs a current-thread runtime, so every
     // handler is spawned from the main thread (tokio's `Command::spawn` forks on the calling
     // thread, not on a blocking pool thread that could retire after 10 s idle), and the main
-    // thread lives exactly as long as the worker. The hook turns posix_spawn into fork + exec;
-    // BENCHMARKS.md has the cost (the guarantee is worth it).
+    // thread lives exactly as long as the worker. The hook turns posix_spawn into fork + exec:
+    // exec mode starts its handlers through `spawn` instead (the same steps without fork) and
+    // comes here only where that cannot run; persistent mode starts its one process here.
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
     unsafe {
@@ -166,23 +175,58 @@ fn signal_group(pgid: u32, signal: i32) {
     }
 }
 
+/// A handler process that can be waited for and reaped: std's (through tokio) or [`spawn`]'s.
+trait Reap {
+    fn reap(&mut self) -> impl Future<Output = std::io::Result<ExitStatus>> + Send;
+}
+
+impl Reap for Child {
+    fn reap(&mut self) -> impl Future<Output = std::io::Result<ExitStatus>> + Send {
+        self.wait()
+    }
+}
+
+/// An exec-mode run's process: started by [`spawn`], or by std where that cannot run.
+enum ExecChild {
+    Cloned(spawn::Child),
+    Forked(Child),
+}
+
+impl ExecChild {
+    fn id(&self) -> u32 {
+        match self {
+            ExecChild::Cloned(c) => c.id(),
+            ExecChild::Forked(c) => c.id().unwrap_or(0),
+        }
+    }
+}
+
+impl Reap for ExecChild {
+    async fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            ExecChild::Cloned(c) => c.wait().await,
+            ExecChild::Forked(c) => c.wait().await,
+        }
+    }
+}
+
 /// KILL to the whole group now, and reap the child.
-async fn kill_group(child: &mut Child, pgid: u32) -> Option<ExitStatus> {
+async fn kill_group(child: &mut impl Reap, pgid: u32) -> Option<ExitStatus> {
     signal_group(pgid, libc::SIGKILL);
-    child.wait().await.ok()
+    child.reap().await.ok()
 }
 
 /// TERM to the whole group, KILL after `grace`, and reap the child.
-async fn stop_group(child: &mut Child, pgid: u32, grace: Duration) -> Option<ExitStatus> {
+async fn stop_group(child: &mut impl Reap, pgid: u32, grace: Duration) -> Option<ExitStatus> {
     signal_group(pgid, libc::SIGTERM);
-    let status = match tokio::time::timeout(grace, child.wait()).await {
+    let status = match tokio::time::timeout(grace, child.reap()).await {
         Ok(s) => s.ok(),
         Err(_) => None,
     };
     signal_group(pgid, libc::SIGKILL);
     match status {
         Some(s) => Some(s),
-        None => child.wait().await.ok(),
+        None => child.reap().await.ok(),
     }
 }
 
@@ -198,6 +242,22 @@ pub struct ExecHandler {
     command: Vec<String>,
     who: Identity,
     kill_grace: Duration,
+    /// The argv and environment of [`spawn`], made once (`None` where it cannot run, or for
+    /// an argv execve cannot take: std's spawn then runs, or says what is wrong).
+    template: Option<spawn::Template>,
+}
+
+/// The variables each exec-mode run gets beside the fixed `DROVER_CLASS`, `DROVER_HOST` and
+/// `DROVER_UNIT`, in the order [`ExecHandler::start`] gives them.
+const JOB_VARS: [&str; 6] =
+    ["DROVER_CHECKPOINT_FILE", "DROVER_JOB_ID", "DROVER_ATTEMPT", "DROVER_FENCE", "DROVER_DEADLINE", "DROVER_TENANT"];
+
+/// A started exec-mode run: its process and the parent's ends of its pipes.
+struct Started {
+    child: ExecChild,
+    stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
+    stdout: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    stderr: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
 }
 
 /// One attempt as a handler runs it: the job, its fencing value (`DROVER_FENCE`; see
@@ -331,23 +391,21 @@ impl ExecHandler {
         let Attempt { job, fence, limit, heartbeat, beats } = attempt;
         let checkpoint = CheckpointFile::new(job, fence);
         let heart = Arc::new(Heart::new(heartbeat));
-        let mut cmd = command(&self.command, &self.who);
-        cmd.env("DROVER_CHECKPOINT_FILE", &checkpoint.path);
-        cmd.env("DROVER_JOB_ID", &job.id)
-            .env("DROVER_ATTEMPT", job.attempt.to_string())
-            .env("DROVER_FENCE", fence.to_string())
-            .env("DROVER_DEADLINE", rfc3339(job.deadline))
-            .env("DROVER_TENANT", job.tenant.as_deref().unwrap_or(""))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child =
-            cmd.spawn().map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
-        let pgid = child.id().unwrap_or(0);
+        let (attempt_no, fence_no, deadline) = (job.attempt.to_string(), fence.to_string(), rfc3339(job.deadline));
+        let values: [&std::ffi::OsStr; 6] = [
+            checkpoint.path.as_os_str(),
+            job.id.as_ref(),
+            attempt_no.as_ref(),
+            fence_no.as_ref(),
+            deadline.as_ref(),
+            job.tenant.as_deref().unwrap_or("").as_ref(),
+        ];
+        let Started { mut child, stdin, stdout, stderr } =
+            self.start(&values).map_err(|e| HandlerDown(format!("cannot start handler `{}`: {e}", self.command[0])))?;
+        let pgid = child.id();
 
         // Feed stdin and collect stderr beside the wait, so that a large payload or a chatty
         // handler cannot deadlock against a full pipe.
-        let stdin = child.stdin.take();
         let payload = job.payload.clone();
         let feeder = tokio::spawn(async move {
             if let Some(mut stdin) = stdin {
@@ -356,7 +414,6 @@ impl ExecHandler {
             }
         });
         // Progress lines on stdout are heartbeats; the rest of stdout is ignored.
-        let stdout = child.stdout.take();
         let (to, beat_heart) = (beats.clone(), heart.clone());
         let reader = tokio::spawn(async move {
             let Some(out) = stdout else { return };
@@ -368,7 +425,6 @@ impl ExecHandler {
                 }
             }
         });
-        let stderr = child.stderr.take();
         let collector = tokio::spawn(async move {
             let mut buf = Vec::new();
             if let Some(mut s) = stderr {
@@ -378,7 +434,7 @@ impl ExecHandler {
         });
 
         let ended = tokio::select! {
-            status = child.wait() => Ok(status),
+            status = child.reap() => Ok(status),
             _ = tokio::time::sleep(limit) => Err(None),
             silent = heart.silent() => Err(Some(Err(silent))),
             why = stop => Err(Some(Ok(why))),
@@ -410,6 +466,38 @@ impl ExecHandler {
             let _ = beats.send(Beat { checkpoint: Some(c), ..Beat::default() });
         }
         Ok(outcome)
+    }
+}
+
+impl ExecHandler {
+    /// Starts one run, its job's variables given in [`JOB_VARS`]' order: through [`spawn`]
+    /// (no fork, the environment made once), or through std's fork and the death-signal hook
+    /// where that cannot run.
+    fn start(&self, values: &[&std::ffi::OsStr; 6]) -> std::io::Result<Started> {
+        if let Some(t) = self.template.as_ref().filter(|_| spawn::supported()) {
+            let vars: [(&str, &std::ffi::OsStr); 6] = std::array::from_fn(|i| (JOB_VARS[i], values[i]));
+            if let Some(s) = t.spawn(&vars)? {
+                return Ok(Started {
+                    child: ExecChild::Cloned(s.child),
+                    stdin: Some(Box::new(s.stdin)),
+                    stdout: Some(Box::new(s.stdout)),
+                    stderr: Some(Box::new(s.stderr)),
+                });
+            }
+        }
+        let mut cmd = command(&self.command, &self.who);
+        for (name, value) in JOB_VARS.iter().zip(values) {
+            cmd.env(name, value);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        Ok(Started {
+            child: ExecChild::Forked(child),
+            stdin: stdin.map(|s| Box::new(s) as _),
+            stdout: stdout.map(|s| Box::new(s) as _),
+            stderr: stderr.map(|s| Box::new(s) as _),
+        })
     }
 }
 
@@ -829,5 +917,128 @@ mod tests {
         assert_eq!(exec_outcome(st(65), ""), Outcome::Rejected("exit status 65".into()));
         assert_eq!(exec_outcome(st(1), ""), Outcome::Failed("exit status 1".into()));
         assert_eq!(exec_outcome(ExitStatus::from_raw(9), ""), Outcome::Failed("killed by signal 9".into()));
+    }
+
+    fn exec_job(id: &str, payload: &[u8]) -> Job {
+        Job {
+            id: id.into(),
+            class: "e".into(),
+            attempt: 3,
+            submitted_at: 0,
+            deadline: 0,
+            tenant: Some("acme".into()),
+            payload: payload.to_vec(),
+            failed_on: vec![],
+            failures: vec![],
+            hand_backs: 0,
+            handed_back_at: None,
+            checkpoint: None,
+        }
+    }
+
+    /// Both ways an exec-mode run can start: the vfork-like spawn (where it can run) and std's
+    /// fork with the death-signal hook.
+    fn exec_handlers(command: &[&str]) -> Vec<(&'static str, ExecHandler)> {
+        let command: Vec<String> = command.iter().map(|a| a.to_string()).collect();
+        let who = Identity { class: "e".into(), host: "h".into(), unit: "u".into() };
+        let fixed = [("DROVER_CLASS", "e"), ("DROVER_HOST", "h"), ("DROVER_UNIT", "u")];
+        let cloned = spawn::Template::new(&command, &fixed, &JOB_VARS);
+        assert_eq!(cloned.is_some(), spawn::supported(), "this machine has pidfds");
+        let kill_grace = Duration::from_secs(1);
+        vec![
+            ("clone", ExecHandler { command: command.clone(), who: who.clone(), kill_grace, template: cloned }),
+            ("fork", ExecHandler { command, who, kill_grace, template: None }),
+        ]
+    }
+
+    /// What a run gets (its job's variables and payload, a process group of its own, no signal
+    /// blocked, SIGPIPE at its default as std gives its children) and what it gives back (a
+    /// progress line, its stderr, its exit status), however it was started.
+    #[tokio::test]
+    async fn exec_runs_get_their_job_and_report_back_through_both_spawns() {
+        let script = r#"
+            [ "$(cut -d' ' -f5 /proc/$$/stat)" = "$$" ] || { echo "not a group leader" >&2; exit 1; }
+            blocked=$(awk '/^SigBlk/ {print $2}' /proc/$$/status)
+            ignored=$(awk '/^SigIgn/ {print $2}' /proc/$$/status)
+            [ $((0x$blocked)) -eq 0 ] || { echo "signals blocked: $blocked" >&2; exit 1; }
+            [ $((0x$ignored & 0x1000)) -eq 0 ] || { echo "SIGPIPE ignored: $ignored" >&2; exit 1; }
+            payload=$(cat)
+            echo '{"progress": 0.5, "note": "half"}'
+            echo "$DROVER_CLASS $DROVER_HOST $DROVER_UNIT $DROVER_JOB_ID $DROVER_ATTEMPT $DROVER_FENCE $DROVER_TENANT $payload" >&2
+            [ -n "$DROVER_CHECKPOINT_FILE" ] && [ -n "$DROVER_DEADLINE" ] && [ -n "$PATH" ] || exit 1
+            exit 75
+        "#;
+        for (how, h) in exec_handlers(&["sh", "-c", script]) {
+            let job = exec_job("j-1", br#"{"n": 1}"#);
+            let (beats, mut reports) = tokio::sync::mpsc::unbounded_channel();
+            let attempt =
+                Attempt { job: &job, fence: 77, limit: Duration::from_secs(60), heartbeat: None, beats: &beats };
+            let outcome = h.run(attempt, std::future::pending::<Stop>()).await.expect("started");
+            let want = r#"exit status 75: e h u j-1 3 77 acme {"n": 1}"#;
+            assert_eq!(outcome, Outcome::Transient(want.into()), "{how}");
+            let beat = Beat { progress: Some(0.5), note: Some("half".into()), checkpoint: None };
+            assert_eq!(reports.try_recv().ok(), Some(beat), "{how}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_cannot_be_started_is_said_so_through_both_spawns() {
+        for (how, h) in exec_handlers(&["drover-test-no-such-handler"]) {
+            let job = exec_job("j-2", b"{}");
+            let (beats, _reports) = tokio::sync::mpsc::unbounded_channel();
+            let attempt =
+                Attempt { job: &job, fence: 1, limit: Duration::from_secs(60), heartbeat: None, beats: &beats };
+            let Err(HandlerDown(why)) = h.run(attempt, std::future::pending::<Stop>()).await else {
+                panic!("{how}: started a handler that does not exist");
+            };
+            assert!(why.contains("drover-test-no-such-handler") && why.contains("No such file"), "{how}: {why}");
+        }
+    }
+
+    /// A job lost to the broker stops its run at once, and with it everything the run started
+    /// (its process group), however it was started.
+    #[tokio::test]
+    async fn a_stop_at_once_kills_the_runs_whole_group_through_both_spawns() {
+        let dir = std::env::temp_dir().join(format!("drover-handler-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for (how, h) in exec_handlers(&["sh", "-c", "sleep 600 & echo $! > \"$0\"; wait", "PIDFILE"]) {
+            let pidfile = dir.join(format!("{how}.pid"));
+            let mut h = h;
+            h.command[3] = pidfile.display().to_string();
+            if let Some(t) = h.template.as_mut() {
+                *t = spawn::Template::new(&h.command, &[], &JOB_VARS).expect("template");
+            }
+            let job = exec_job("j-3", b"{}");
+            let (beats, _reports) = tokio::sync::mpsc::unbounded_channel();
+            let attempt =
+                Attempt { job: &job, fence: 1, limit: Duration::from_secs(60), heartbeat: None, beats: &beats };
+            let grandchild = std::sync::Mutex::new(None);
+            let stop = async {
+                loop {
+                    if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse::<i32>().ok())
+                    {
+                        *grandchild.lock().expect("lock") = Some(pid);
+                        return Stop::at_once("lost the job");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            let outcome = h.run(attempt, stop).await.expect("started");
+            assert_eq!(outcome, Outcome::Interrupted("lost the job".into()), "{how}");
+            let pid = grandchild.lock().expect("lock").expect("the grandchild started");
+            // Killed with the group: gone, or a zombie until its new parent reaps it.
+            let gone = (0..500).any(|_| {
+                let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+                    s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+                });
+                if matches!(state.as_deref(), None | Some("Z") | Some("X")) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            });
+            assert!(gone, "{how}: the run's grandchild {pid} outlived the stop");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -203,13 +203,18 @@ async fn watch_delivery(
     lost: &CancellationToken,
 ) {
     let gone = || delivery.acker.poisoned() || !chan.status().connected();
+    // A plain sleep, not an `Interval`: no allocation and no immediate first tick for the many
+    // jobs that end within 20 ms (the job line was written before this is first polled).
     let poll = async {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let every = Duration::from_millis(20);
+        let tick = tokio::time::sleep(every);
+        tokio::pin!(tick);
         loop {
-            tick.tick().await;
+            tick.as_mut().await;
             if gone() {
                 return;
             }
+            tick.as_mut().reset(tokio::time::Instant::now() + every);
         }
     };
     let errors = async {

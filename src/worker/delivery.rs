@@ -151,12 +151,12 @@ impl Worker {
         delivery: &Delivery,
         lease: Option<&mut Lease>,
     ) -> Result<(), BrokerError> {
-        let mut done = self.finished_event(&job, &ran);
         if ran.lost && lease.is_none() {
             tracing::warn!(
                 "job {}: the channel closed under it; the broker has requeued it and will deliver it again",
                 job.id
             );
+            let mut done = self.finished_event(&job, &ran);
             done.event = EventKind::Requeued;
             done.reason = Some("broker channel lost".into());
             self.link.event(done).await;
@@ -185,6 +185,9 @@ impl Worker {
             }
             None => self.execute(&action, &job, Held::Delivery(delivery)).await,
         };
+        // Built once the job is let go: nothing in it decides anything, and with prefetch 1 the
+        // broker's next delivery waits for the acknowledgement, not for this.
+        let mut done = self.finished_event(&job, &ran);
         // The attempt failed: say so, before the decision. An interrupted attempt (a drain, a
         // stop, a requeue on request) did not fail: its decision event (`requeued`) says what
         // happened, and nothing counts it as a failure (issue 11: a reboot showed a failure
