@@ -589,7 +589,12 @@ fn detection_rows(set: &str, seeds: std::ops::Range<u64>, shapes: &[Shape], flee
     for &shape in shapes {
         let p = p99(shape, 7);
         for &fleet in fleets {
+            // `DROVER_BENCH_WAYS=Hang,Slow4x`: only these ways of breaking.
+            let ways = std::env::var("DROVER_BENCH_WAYS").unwrap_or_default();
             for how in [Bad::Hang, Bad::FailFast, Bad::Slow4x] {
+                if !ways.is_empty() && !ways.split(',').any(|w| w == format!("{how:?}")) {
+                    continue;
+                }
                 let (mut cordon, mut quarantine, mut lost, mut caught, mut falses) = (vec![], vec![], 0, 0, (0, 0));
                 let (mut restarted, mut since_return) = (0, vec![]);
                 for seed in seeds.clone() {

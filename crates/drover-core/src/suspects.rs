@@ -16,7 +16,7 @@
 //!   against the rest's (smoothed) failure share; a job that ended before its timeout counts
 //!   against a hang (a straggler that finishes is normal).
 //!
-//! The alternatives, in equal-weight mixtures: every job hangs, half, a quarter of them (over
+//! The alternatives, in mixtures: every job hangs (weight 1/2), half, a quarter of them (1/4 each; over
 //! the jobs *started* since each of the subject's starts, running or ended); every job fails,
 //! half, a quarter (over its newest completed jobs, by end). Each mixture's product is an
 //! e-value: under "like the rest" it is a nonnegative martingale of mean 1, so by Ville's
@@ -649,9 +649,13 @@ enum Alt {
 
 /// The mixtures tested, equal weights within each: a subject that hangs every job, half or a
 /// quarter of them; fails every job, half or a quarter; is slow on 90% or half of its successes.
-const HANG: [Alt; 3] = [Alt::Hang(1.0), Alt::Hang(0.5), Alt::Hang(0.25)];
-const FAIL: [Alt; 3] = [Alt::Fail(1.0), Alt::Fail(0.5), Alt::Fail(0.25)];
-const SLOW: [Alt; 2] = [Alt::Slow(0.9), Alt::Slow(0.5)];
+///
+/// Hangs weigh "every job" as much as the other two together: the incident this test is for is
+/// a host whose every job hangs, and the level is divided by a host's units (a host of 3 units
+/// needs 3x the evidence a worker does), which the weight wins back in part (1.5x).
+const HANG: [(Alt, f64); 3] = [(Alt::Hang(1.0), 2.0 / 3.0), (Alt::Hang(0.5), 1.0 / 6.0), (Alt::Hang(0.25), 1.0 / 6.0)];
+const FAIL: [(Alt, f64); 3] = [(Alt::Fail(1.0), 1.0 / 3.0), (Alt::Fail(0.5), 1.0 / 3.0), (Alt::Fail(0.25), 1.0 / 3.0)];
+const SLOW: [(Alt, f64); 2] = [(Alt::Slow(0.9), 0.5), (Alt::Slow(0.5), 0.5)];
 
 /// What the rest of the fleet says a job's outcome is, under "like the rest".
 struct Null {
@@ -702,22 +706,21 @@ fn ratio(alt: Alt, it: &Item, null: &Null) -> f64 {
 /// ends between them.
 fn scan<'i>(
     items: impl Iterator<Item = &'i Item>,
-    alts: &[Alt],
+    alts: &[(Alt, f64)],
     null: &Null,
     tied: impl Fn(&Item, &Item) -> bool,
 ) -> (f64, usize, usize) {
-    let weight = 1.0 / alts.len() as f64;
     let mut prod = vec![1.0f64; alts.len()];
     let mut best = (1.0, 0, 0);
     let mut items = items.peekable();
     let mut n = 0;
     while let Some(it) = items.next() {
-        prod.iter_mut().zip(alts).for_each(|(p, a)| *p *= ratio(*a, it, null));
+        prod.iter_mut().zip(alts).for_each(|(p, (a, _))| *p *= ratio(*a, it, null));
         if items.peek().is_some_and(|next| tied(it, next)) {
             n += 1;
             continue;
         }
-        let e = weight * prod.iter().sum::<f64>();
+        let e: f64 = prod.iter().zip(alts).map(|(p, (_, w))| w * p).sum();
         if e > best.0 {
             let which = (0..prod.len()).max_by(|&a, &b| prod[a].total_cmp(&prod[b])).unwrap_or(0);
             best = (e, which, n + 1);
@@ -811,8 +814,8 @@ fn slow_same_period(items: &[Item], rest: &[(i64, i64, bool)], factor: f64) -> f
         let above = successes.len() - successes.partition_point(|&d| (d as f64) <= limit);
         let rate = (above + 1) as f64 / (successes.len() + 2) as f64;
         let null = Null { fail: 0.5, timeout: 1.0, slow: rate, slow_limit: limit };
-        let e = SLOW.iter().map(|a| done[..n].iter().map(|it| ratio(*a, it, &null)).product::<f64>()).sum::<f64>()
-            / SLOW.len() as f64;
+        let e: f64 =
+            SLOW.iter().map(|(a, w)| w * done[..n].iter().map(|it| ratio(*a, it, &null)).product::<f64>()).sum();
         best = best.max(e);
     }
     (1.0 / best).min(1.0)
