@@ -78,7 +78,7 @@
 //!   [`Suspects::release`], so the subject starts with a clean record.
 
 use crate::alerts::AlertKey;
-use crate::quarantine::Subject;
+use crate::quarantine::{FastMap, Subject};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,17 +134,39 @@ pub enum End {
 }
 
 /// One unit of a class, as the fleet runs it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Placement {
     pub class: String,
     pub host: String,
     pub unit: String,
 }
 
+/// An attempt in a class's reference, with the subjects it counts for (built once: the
+/// reference's per-subject tallies are looked up without building keys).
 #[derive(Clone, Debug)]
 struct Done {
-    host: String,
-    worker: String,
+    /// `Subject::Host`, `Subject::Worker`.
+    host: Subject,
+    worker: Subject,
+    started_ms: i64,
+    run_ms: i64,
+    end: End,
+}
+
+impl Done {
+    fn host(&self) -> &str {
+        host_name(&self.host)
+    }
+    fn worker(&self) -> &str {
+        match &self.worker {
+            Subject::Worker(w) | Subject::Host(w) => w,
+        }
+    }
+}
+
+/// An attempt in a subject's own window: no names (the window's key says whose).
+#[derive(Clone, Copy, Debug)]
+struct Run {
     started_ms: i64,
     run_ms: i64,
     end: End,
@@ -221,7 +243,7 @@ impl Tally {
 struct Reference {
     recent: VecDeque<Done>,
     all: Tally,
-    own: BTreeMap<Subject, Tally>,
+    own: FastMap<Subject, Tally>,
 }
 
 impl Reference {
@@ -236,11 +258,19 @@ impl Reference {
     }
     fn account(&mut self, d: &Done, add: bool) {
         self.all.account(d, add);
-        for s in [Subject::Host(d.host.clone()), Subject::Worker(d.worker.clone())] {
-            let t = self.own.entry(s.clone()).or_default();
-            t.account(d, add);
-            if t.attempts == 0 {
-                self.own.remove(&s);
+        for s in [&d.host, &d.worker] {
+            match self.own.get_mut(s) {
+                Some(t) => {
+                    t.account(d, add);
+                    if t.attempts == 0 {
+                        self.own.remove(s);
+                    }
+                }
+                None => {
+                    let mut t = Tally::default();
+                    t.account(d, add);
+                    self.own.insert(s.clone(), t);
+                }
             }
         }
     }
@@ -466,12 +496,15 @@ type Key = (String, Subject);
 pub struct Suspects {
     policy: SuspectPolicy,
     classes: BTreeMap<String, Reference>,
-    windows: BTreeMap<Key, VecDeque<Done>>,
+    /// Hash maps, not ordered ones: every job event of the fleet looks these up, and an ordered
+    /// map's search grows with the fleet (`benches/fleet_sim.rs`).
+    /// Class -> subject -> its newest completed attempts.
+    windows: FastMap<String, FastMap<Subject, VecDeque<Run>>>,
     /// Job id -> its running attempt.
-    running: BTreeMap<String, Running>,
+    running: FastMap<String, Running>,
     /// Worker -> the job it runs (one at a time): a start finds the worker's previous one
     /// without a scan of the fleet's running jobs.
-    by_worker: BTreeMap<String, String>,
+    by_worker: FastMap<String, String>,
     out: BTreeMap<Key, Out>,
 }
 
@@ -525,25 +558,39 @@ impl Suspects {
                 o.bad_ends += 1;
             }
         }
-        let d = Done { host: a.host.clone(), worker, started_ms: a.started_ms, run_ms: a.run_ms.max(0), end: a.end };
+        let (host, worker) = (Subject::Host(a.host.clone()), Subject::Worker(worker));
+        let run = Run { started_ms: a.started_ms, run_ms: a.run_ms.max(0), end: a.end };
         let (window, keep) = (self.policy.window, self.policy.reference);
-        for subject in [Subject::Host(a.host.clone()), Subject::Worker(d.worker.clone())] {
-            let w = self.windows.entry((a.class.clone(), subject)).or_default();
-            w.push_back(d.clone());
+        if !self.windows.contains_key(&a.class) {
+            self.windows.insert(a.class.clone(), FastMap::default());
+        }
+        let of_class = self.windows.get_mut(&a.class).expect("present");
+        for subject in [&host, &worker] {
+            let w = match of_class.get_mut(subject) {
+                Some(w) => w,
+                None => of_class.entry(subject.clone()).or_default(),
+            };
+            w.push_back(run);
             while w.len() > window {
                 w.pop_front();
             }
         }
-        self.classes.entry(a.class.clone()).or_default().push(d, keep);
+        let d = Done { host, worker, started_ms: run.started_ms, run_ms: run.run_ms, end: run.end };
+        match self.classes.get_mut(&a.class) {
+            Some(r) => r.push(d, keep),
+            None => self.classes.entry(a.class.clone()).or_default().push(d, keep),
+        }
     }
 
     /// A quarantine this policy asked for ended (probe passed, operator release): a clean record.
     pub fn release(&mut self, class: &str, subject: &Subject) {
         let key = (class.to_string(), subject.clone());
         self.out.remove(&key);
-        self.windows.remove(&key);
-        if let Subject::Host(h) = subject {
-            self.windows.retain(|(c, s), _| !(c == class && matches!(s, Subject::Worker(w) if host_of(w) == h)));
+        if let Some(of_class) = self.windows.get_mut(class) {
+            of_class.remove(subject);
+            if let Subject::Host(h) = subject {
+                of_class.retain(|s, _| !matches!(s, Subject::Worker(w) if host_of(w) == h));
+            }
         }
     }
 }
@@ -845,8 +892,7 @@ impl Suspects {
     /// its bound holds.
     fn items(&self, class: &str, subject: &Subject, running: &[&Running], on: RunningNow<'_>, rest: &Rest) -> Vec<Item> {
         let (starts, now_ms) = (on.starts, on.now_ms);
-        let key = (class.to_string(), subject.clone());
-        let done = self.windows.get(&key).into_iter().flatten().map(|d| Item {
+        let done = self.windows.get(class).and_then(|w| w.get(subject)).into_iter().flatten().map(|d| Item {
             known_ms: d.started_ms + d.run_ms,
             started_ms: d.started_ms,
             end: Some(d.end),
@@ -909,8 +955,8 @@ impl Suspects {
     fn rest_done(&self, class: &str, subject: &Subject) -> Vec<(i64, i64, bool)> {
         let Some(r) = self.classes.get(class) else { return Vec::new() };
         let mine = |d: &Done| match subject {
-            Subject::Host(h) => &d.host == h,
-            Subject::Worker(w) => &d.worker == w,
+            Subject::Host(h) => d.host() == h,
+            Subject::Worker(w) => d.worker() == w,
         };
         let mut v: Vec<(i64, i64, bool)> = r
             .recent
@@ -1038,7 +1084,7 @@ fn class_units(s: &Suspects, class: &str, placements: &[Placement]) -> BTreeMap<
         m.entry(p.host.clone()).or_default().insert(p.unit.clone());
     }
     for d in s.classes.get(class).map(|r| r.recent.iter()).into_iter().flatten() {
-        m.entry(d.host.clone()).or_default().insert(unit(&d.worker));
+        m.entry(d.host().to_string()).or_default().insert(unit(d.worker()));
     }
     for r in s.running.values().filter(|r| r.class == class) {
         m.entry(r.host.clone()).or_default().insert(unit(&r.worker));
@@ -1354,8 +1400,8 @@ mod tests {
         for (i, run) in [10, 20, 30, 40, 50].into_iter().enumerate() {
             let host = if i == 4 { "me" } else { "other" };
             let d = Done {
-                host: host.into(),
-                worker: format!("u@{host}"),
+                host: Subject::Host(host.into()),
+                worker: Subject::Worker(format!("u@{host}")),
                 started_ms: 0,
                 run_ms: run,
                 end: End::Succeeded,
