@@ -890,7 +890,14 @@ impl Suspects {
     /// first after the change would look like hangs. Jobs of the rest running as long say it
     /// is the class's drift, not this subject's; a larger survival only lowers the e-value, so
     /// its bound holds.
-    fn items(&self, class: &str, subject: &Subject, running: &[&Running], on: RunningNow<'_>, rest: &Rest) -> Vec<Item> {
+    fn items(
+        &self,
+        class: &str,
+        subject: &Subject,
+        running: &[&Running],
+        on: RunningNow<'_>,
+        rest: &Rest,
+    ) -> Vec<Item> {
         let (starts, now_ms) = (on.starts, on.now_ms);
         let done = self.windows.get(class).and_then(|w| w.get(subject)).into_iter().flatten().map(|d| Item {
             known_ms: d.started_ms + d.run_ms,
@@ -964,7 +971,7 @@ impl Suspects {
             .filter(|d| !mine(d))
             .map(|d| (d.started_ms + d.run_ms, d.run_ms, d.end == End::Succeeded))
             .collect();
-        v.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        v.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
         v
     }
 
@@ -1009,8 +1016,10 @@ impl Suspects {
             (Standing::Quarantine, bad)
         } else if bad.0 <= cordon_alpha {
             (Standing::Suspect, bad)
-        } else if let Some(slow) =
-            Some(slow).filter(|s| s.0 <= alpha && ratio >= p.slow_factor).map(|s| same_period(s, p.slow_factor)).filter(|s| s.0 <= alpha)
+        } else if let Some(slow) = Some(slow)
+            .filter(|s| s.0 <= alpha && ratio >= p.slow_factor)
+            .map(|s| same_period(s, p.slow_factor))
+            .filter(|s| s.0 <= alpha)
         {
             // Slow jobs still complete: no attempt is lost while waiting, so a slow host is
             // cordoned only on the stricter level (a few stragglers at once must not do it).
@@ -1672,7 +1681,8 @@ mod tests {
             }
             for h in 1..bad {
                 for i in 0..5 {
-                    let (host, unit, job, at) = (format!("h{h}"), format!("u{}", i % 3), format!("f{h}-{i}"), t + i * MIN);
+                    let (host, unit, job, at) =
+                        (format!("h{h}"), format!("u{}", i % 3), format!("f{h}-{i}"), t + i * MIN);
                     s.started(&start(&host, &unit, &job, at));
                     s.ended(&attempt(&host, &unit, &job, at, MIN, End::Failed));
                 }
