@@ -32,9 +32,10 @@
 //! never be enough (`1 / S` is at most `1 + n`): stragglers alone
 //! do not cordon a host; several of its jobs at once do, and timeouts already seen make the next
 //! jobs' moderate ages count (a class whose p99 is its timeout). With two units, two running
-//! jobs at most reach `0.44 (1 + n)^2`, under the `2 / cordon_alpha` a cordon of such a host
-//! needs (`4e6`) while the reference is under about 3,000 attempts: hosts of 2 units are
-//! cordoned from running ages only once a timeout or a failure adds to them.
+//! jobs at most reach `0.72 (1 + n)^2` (both past every run of the rest), under the `4 / cordon_alpha`
+//! (`4e6`) a cordon of such a host needs while the rest's reference is under about 2,400
+//! attempts (it is at most `reference`, 2,000): hosts of 2 units are cordoned from running ages
+//! only once timeouts add to them (two timeouts and the next job's age).
 //!
 //! **The class's drift is not a subject's.** A running job's survival is the larger of the
 //! rest's completed runs' and the share of the rest's jobs running now that are as old: when
@@ -882,14 +883,17 @@ impl Suspects {
     /// than the failure rate says (three early failures at once on a host of four units were
     /// cordoned that way). The order of ends has no such bias.
     ///
-    /// A running job's survival is the larger of the rest's completed runs' (`S(a)`) and the
-    /// share of the rest's jobs *running now* that are at least as old (`starts`: the start of
-    /// every job of the class running now, sorted). Completed runs lag behind a change of the
-    /// whole class: when every job of the fleet gets slower at once, every host's running jobs
-    /// are older than the recent completions say, and the hosts whose units happened to start
-    /// first after the change would look like hangs. Jobs of the rest running as long say it
-    /// is the class's drift, not this subject's; a larger survival only lowers the e-value, so
-    /// its bound holds.
+    /// A running job's survival is the rest's completed runs' (`S(a)`), times how many more of
+    /// the rest's jobs *running now* are at least as old than those runs predict (at least 1;
+    /// `starts`: the start of every job of the class running now, sorted). Completed runs lag
+    /// behind a change of the whole class: when every job of the fleet gets slower at once,
+    /// every host's running jobs are older than the recent completions say, and the hosts whose
+    /// units happened to start first after the change would look like hangs. Jobs of the rest
+    /// running that long far more often than predicted say it is the class's drift, not this
+    /// subject's; a larger survival only lowers the e-value, so its bound holds. (The share of
+    /// the rest's running jobs itself would not do: running jobs are the long ones, so in a
+    /// steady fleet with stragglers that share is above `S(a)` at moderate ages, and it took
+    /// away the evidence that catches a hanging host of 4 units early.)
     fn items(
         &self,
         class: &str,
@@ -907,18 +911,32 @@ impl Suspects {
             p_tail: if d.end == End::TimedOut { rest.p_timeout() } else { rest.p_tail(d.run_ms) },
         });
         let rest_running = starts.len().saturating_sub(running.len());
-        let running_share = |age: i64| {
-            if rest_running == 0 {
-                return 0.0;
+        // How many of the rest's running jobs are at least `age` old, against how many the
+        // rest's completed runs say would be (a unit busy with runs of that law spends a share
+        // `sum (T - age)+ / sum T` of its time running a job older than `age`), with a margin
+        // of one job: a straggler or two of the rest running is no drift.
+        let drift = |age: i64, p: f64| {
+            if rest_running == 0 || p > 0.1 {
+                return 1.0;
             }
             let cut = now_ms - age;
-            let all = starts.partition_point(|&s| s <= cut);
-            let own = running.iter().filter(|r| r.started_ms <= cut).count();
-            all.saturating_sub(own) as f64 / rest_running as f64
+            let older = starts.partition_point(|&s| s <= cut);
+            let older = older.saturating_sub(running.iter().filter(|r| r.started_ms <= cut).count());
+            if older < 2 {
+                return 1.0;
+            }
+            let excess = |v: &[i64]| -> (f64, f64) {
+                let from = v.partition_point(|&d| d < age);
+                (v[from..].iter().map(|&d| (d - age) as f64).sum(), v.iter().map(|&d| d as f64).sum())
+            };
+            let ((a_tail, a_all), (o_tail, o_all)) = (excess(&rest.all.times.0), excess(&rest.own.times.0));
+            let share = (a_tail - o_tail).max(0.0) / (a_all - o_all).max(1.0);
+            (older as f64 / (1.0 + share * rest_running as f64)).max(1.0)
         };
         let running = running.iter().map(|r| {
             let age = (now_ms - r.started_ms).max(0);
-            let p_tail = rest.p_tail(age).max(running_share(age));
+            let p = rest.p_tail(age);
+            let p_tail = (p * drift(age, p)).min(1.0);
             Item { known_ms: now_ms, started_ms: r.started_ms, end: None, run_ms: age, p_tail }
         });
         let mut items: Vec<Item> = running.chain(done).collect();
@@ -1766,18 +1784,20 @@ mod tests {
 
     #[test]
     fn a_slowdown_of_every_host_at_once_is_not_a_hang_of_the_hosts_that_started_first() {
-        // Every unit of the fleet starts a job within 18 minutes and all of them run past every
-        // run of the reference (the class got slower). h0's units started first (minutes 0, 6
-        // and 12), the rest's in between: against the completed runs alone h0's three jobs are
-        // a hang (p about 4e-9); the rest's jobs running as long say it is the whole class.
+        // Every unit of the fleet (the 6 hosts of the reference and 10 more) starts a job within
+        // 18 minutes and all of them run past every run of the reference (the class got
+        // slower). h0's units started first (minutes 0, 6 and 12), the rest's in between:
+        // against the completed runs alone h0's three jobs are a hang (p about 4e-9); the rest's
+        // jobs running as long, far more of them than the completed runs predict, say it is the
+        // whole class.
         let (mut s, t0) = fleet(SuspectPolicy::default(), 120);
-        for w in 0..18usize {
+        for w in 0..48usize {
             let (host, unit, job) = (format!("h{}", w / 3), format!("u{}", w % 3), format!("long{w}"));
-            let offset = ((w % 3) * 6 + w / 3) as i64 * MIN;
+            let offset = ((w % 3) * 6 + (w / 3) % 6) as i64 * MIN;
             s.started(&start(&host, &unit, &job, t0 + offset));
         }
         let d = s.evaluate(t0 + 115 * MIN, &[]);
-        for h in 0..6 {
+        for h in 0..16 {
             assert_eq!(standing(&d, &Subject::Host(format!("h{h}"))), Standing::Healthy, "h{h}: {:?}", d.judgements);
         }
         // The same three jobs on h0 while the rest's units run normal jobs: a hang.
