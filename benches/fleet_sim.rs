@@ -301,6 +301,9 @@ fn tick(broker: &mut Broker, judge: &mut FleetJudge, row: &mut Row, hs: &mut [Ho
         if let Transition::Fired(a) = tr {
             let labels: Vec<String> = a.key.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             *row.alerts.entry(format!("{}{{{}}}", a.key.name, labels.join(","))).or_default() += 1;
+            if std::env::var_os("DROVER_BENCH_VERBOSE").is_some() && a.key.name.starts_with("Host") {
+                eprintln!("t={:.0}s {}: {}", t as f64 / 1000.0, a.key.name, a.summary);
+            }
         }
     }
 }

@@ -17,7 +17,9 @@
 //!                                            DROVER_BENCH_HEALTHY_SEEDS=a-b for other
 //!                                            healthy-fleet seeds (no tune rows),
 //!                                            DROVER_BENCH_VERBOSE=1 for each run and the
-//!                                            evidence of every false cordon)
+//!                                            evidence of every false cordon,
+//!                                            DROVER_BENCH_REPORT_SEEDS=k for the report
+//!                                            seeds 1k01-1k06, 2k01, 3k01-3k03; default 3)
 
 use drover::events::{EventKind, JobEvent};
 use drover::quarantine::{Attribution, Policy, Subject};
@@ -587,7 +589,12 @@ fn detection_rows(set: &str, seeds: std::ops::Range<u64>, shapes: &[Shape], flee
     for &shape in shapes {
         let p = p99(shape, 7);
         for &fleet in fleets {
+            // `DROVER_BENCH_WAYS=Hang,Slow4x`: only these ways of breaking.
+            let ways = std::env::var("DROVER_BENCH_WAYS").unwrap_or_default();
             for how in [Bad::Hang, Bad::FailFast, Bad::Slow4x] {
+                if !ways.is_empty() && !ways.split(',').any(|w| w == format!("{how:?}")) {
+                    continue;
+                }
                 let (mut cordon, mut quarantine, mut lost, mut caught, mut falses) = (vec![], vec![], 0, 0, (0, 0));
                 let (mut restarted, mut since_return) = (0, vec![]);
                 for seed in seeds.clone() {
@@ -677,7 +684,12 @@ fn running_evidence() {
     let report: &[Shape] = if only.contains("tune") { &[] } else { &report };
     let fresh: &[(Shape, (usize, usize))] = if only.contains("tune") { &[] } else { &fresh };
     // Report seeds of the fourth pass (the third's were 1201-1206, 2201, 3201-3203).
-    let (detect, mut healthy_seeds, waves) = (1301..1307, 2301..2302, 3301..3304);
+    // `DROVER_BENCH_REPORT_SEEDS=k`: the report seeds 1k01-1k06 (detection), 2k01 (healthy
+    // fleets), 3k01-3k03 (bad waves); default 3, the fourth pass's. A k not run before gives
+    // seeds never looked at.
+    let pass: u64 = std::env::var("DROVER_BENCH_REPORT_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let (d0, h0, w0) = (1001 + 100 * pass, 2001 + 100 * pass, 3001 + 100 * pass);
+    let (detect, mut healthy_seeds, waves) = (d0..d0 + 6, h0..h0 + 1, w0..w0 + 3);
     // More healthy-fleet seeds (`first-last`), for a tighter bound on the false-alarm rates.
     let more = std::env::var("DROVER_BENCH_HEALTHY_SEEDS").ok().and_then(|v| {
         let (a, b) = v.split_once('-')?;

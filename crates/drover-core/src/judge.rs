@@ -214,7 +214,7 @@ pub struct Judge {
     kept: Kept,
     suspects: Suspects,
     /// The fleet's units as its events show them, and when each was last seen.
-    placements: BTreeMap<Placement, i64>,
+    placements: crate::quarantine::FastMap<Placement, i64>,
     /// What the last evaluation found about suspects: cordons to lift on this host, what shadow
     /// mode would have done, and the alerts.
     lifts: Vec<Scope>,
@@ -232,7 +232,7 @@ impl Judge {
             attribution: Attribution::default(),
             kept,
             suspects,
-            placements: BTreeMap::new(),
+            placements: Default::default(),
             lifts: Vec::new(),
             shadow: Vec::new(),
             suspect_alerts: Vec::new(),
@@ -262,14 +262,9 @@ impl Judge {
         let end = match (e.event, e.outcome.as_deref()) {
             (EventKind::Started, _) => {
                 let at_ms = e.started_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(at);
-                self.suspects.started(&Start {
-                    class: place.class.clone(),
-                    host: place.host.clone(),
-                    unit: place.unit.clone(),
-                    job,
-                    at_ms,
-                });
-                self.placements.insert(place, at);
+                let place = self.seen(place, at);
+                let Placement { class, host, unit } = place;
+                self.suspects.started(&Start { class, host, unit, job, at_ms });
                 return;
             }
             (EventKind::Succeeded, _) => End::Succeeded,
@@ -280,17 +275,21 @@ impl Judge {
         };
         let run_ms = e.duration_s.map(|d| (d * 1000.0) as i64);
         let started_ms = e.started_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(at - run_ms.unwrap_or(0));
-        let attempt = Attempt {
-            class: place.class.clone(),
-            host: place.host.clone(),
-            unit: place.unit.clone(),
-            job,
-            started_ms,
-            run_ms: run_ms.unwrap_or((at - started_ms).max(0)),
-            end,
-        };
-        self.suspects.ended(&attempt);
-        self.placements.insert(place, at);
+        let Placement { class, host, unit } = self.seen(place, at);
+        let run_ms = run_ms.unwrap_or((at - started_ms).max(0));
+        self.suspects.ended(&Attempt { class, host, unit, job, started_ms, run_ms, end });
+    }
+
+    /// Notes that `place` was seen at `at` (a copy of it is kept only the first time); gives
+    /// it back.
+    fn seen(&mut self, place: Placement, at: i64) -> Placement {
+        match self.placements.get_mut(&place) {
+            Some(seen) => *seen = at,
+            None => {
+                self.placements.insert(place.clone(), at);
+            }
+        }
+        place
     }
 
     /// A job that ended on one of this host's units may decide a probe: a pass lifts the

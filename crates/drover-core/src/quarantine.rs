@@ -14,7 +14,72 @@
 //! verdicts ([`crate::verdicts`]) so a job that kills its workers becomes poison. Pure.
 
 use crate::events::{EventKind, JobEvent};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A small, fast, deterministic hasher (the multiply-rotate one of the Rust compiler's own
+/// maps) for the judge's maps keyed by job, worker and host names. The judge takes in every
+/// job event of the fleet: ordered maps of the fleet's size made each event cost a search of
+/// their depth (string comparisons and cache misses at each level), which grew with the fleet;
+/// a hash map's lookup does not. Deterministic (no random seed): a replay iterates the same way.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    /// A final mix (MurmurHash3's): the multiply-rotate step leaves the low bits, which pick a
+    /// hash map's bucket, depending on few of the key's bits; without it, keys like
+    /// `unit@host` collide and every lookup compares many keys.
+    #[inline]
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// A hash map with [`FastHasher`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -54,7 +119,7 @@ impl Default for Policy {
 }
 
 /// Who the evidence is against.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Subject {
     /// `unit@host`
     Worker(String),
@@ -116,15 +181,15 @@ struct ClassOutcome {
 /// The fleet's recent outcomes, by class, worker and host.
 #[derive(Debug, Default)]
 pub struct Attribution {
-    workers: BTreeMap<(String, String), Record>,
-    hosts: BTreeMap<(String, String), Record>,
+    workers: FastMap<(String, String), Record>,
+    hosts: FastMap<(String, String), Record>,
     /// Recent outcomes of each class across the fleet.
     classes: BTreeMap<String, VecDeque<ClassOutcome>>,
     /// Job id -> the worker it last succeeded on (bounded).
-    succeeded: HashMap<String, String>,
+    succeeded: FastMap<String, String>,
     succeeded_order: VecDeque<String>,
     /// Job id -> the worker running it (started, no end heard yet), bounded.
-    open: HashMap<String, (String, Option<u32>)>,
+    open: FastMap<String, (String, Option<u32>)>,
     open_order: VecDeque<String>,
     /// Attempts whose worker died under them, newest last, bounded.
     vanished: VecDeque<crate::verdicts::Vanished>,

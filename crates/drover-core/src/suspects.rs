@@ -16,7 +16,7 @@
 //!   against the rest's (smoothed) failure share; a job that ended before its timeout counts
 //!   against a hang (a straggler that finishes is normal).
 //!
-//! The alternatives, in equal-weight mixtures: every job hangs, half, a quarter of them (over
+//! The alternatives, in mixtures: every job hangs (weight 1/2), half, a quarter of them (1/4 each; over
 //! the jobs *started* since each of the subject's starts, running or ended); every job fails,
 //! half, a quarter (over its newest completed jobs, by end). Each mixture's product is an
 //! e-value: under "like the rest" it is a nonnegative martingale of mean 1, so by Ville's
@@ -24,12 +24,25 @@
 //! with a window starting at each job, a subject is flagged falsely at most about `a` times per
 //! job it runs. Each mixture gets half of the level; the evidence's p-value is `2 / e`. At most
 //! `cordon_alpha` the subject is a **suspect** (cordoned: no new jobs, running jobs go on), at most
-//! `alpha` it is **quarantined**. So false cordons are bounded by about `cordon_alpha` per
-//! completion for hosts and as many for workers (a completion is one job of its host and one of
-//! its worker): at the default 1e-6 and hosts of 4 units, at most 0.5 cordoned units per 100,000
-//! completions. A single job can never be enough (`1 / S` is at most `1 + n`): stragglers alone
+//! `alpha` it is **quarantined**; a host's levels are divided by its units (a cordon of a host
+//! takes all of them out, and false cordons are counted in units). So false cordons are bounded
+//! by about `cordon_alpha` cordoned units per completion for hosts and as many for workers (a
+//! completion is one job of its host and one of its worker): at the default 1e-6, at most 0.2
+//! cordoned units per 100,000 completions, however many units a host has. A single job can
+//! never be enough (`1 / S` is at most `1 + n`): stragglers alone
 //! do not cordon a host; several of its jobs at once do, and timeouts already seen make the next
-//! jobs' moderate ages count (a class whose p99 is its timeout).
+//! jobs' moderate ages count (a class whose p99 is its timeout). With two units, two running
+//! jobs at most reach `0.72 (1 + n)^2` (both past every run of the rest), under the `4 / cordon_alpha`
+//! (`4e6`) a cordon of such a host needs while the rest's reference is under about 2,400
+//! attempts (it is at most `reference`, 2,000): hosts of 2 units are cordoned from running ages
+//! only once timeouts add to them (two timeouts and the next job's age).
+//!
+//! **The class's drift is not a subject's.** A running job's survival is the larger of the
+//! rest's completed runs' and the share of the rest's jobs running now that are as old: when
+//! the whole class gets slower at once, the recent completions lag behind, and the hosts whose
+//! units happened to start first after the change would otherwise look like hangs. Slowness is
+//! judged against the rest's jobs that ended in the same period as the subject's window (a
+//! small fleet's reference spans far longer than one host's window).
 //!
 //! **Slow hosts**: the subject's successes longer than `f` times the rest's median, against the
 //! rest's own share of them (stragglers included), as a mixture of "90% / half of its successes
@@ -68,7 +81,7 @@
 //!   [`Suspects::release`], so the subject starts with a clean record.
 
 use crate::alerts::AlertKey;
-use crate::quarantine::Subject;
+use crate::quarantine::{FastMap, Subject};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -124,17 +137,39 @@ pub enum End {
 }
 
 /// One unit of a class, as the fleet runs it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Placement {
     pub class: String,
     pub host: String,
     pub unit: String,
 }
 
+/// An attempt in a class's reference, with the subjects it counts for (built once: the
+/// reference's per-subject tallies are looked up without building keys).
 #[derive(Clone, Debug)]
 struct Done {
-    host: String,
-    worker: String,
+    /// `Subject::Host`, `Subject::Worker`.
+    host: Subject,
+    worker: Subject,
+    started_ms: i64,
+    run_ms: i64,
+    end: End,
+}
+
+impl Done {
+    fn host(&self) -> &str {
+        host_name(&self.host)
+    }
+    fn worker(&self) -> &str {
+        match &self.worker {
+            Subject::Worker(w) | Subject::Host(w) => w,
+        }
+    }
+}
+
+/// An attempt in a subject's own window: no names (the window's key says whose).
+#[derive(Clone, Copy, Debug)]
+struct Run {
     started_ms: i64,
     run_ms: i64,
     end: End,
@@ -211,7 +246,7 @@ impl Tally {
 struct Reference {
     recent: VecDeque<Done>,
     all: Tally,
-    own: BTreeMap<Subject, Tally>,
+    own: FastMap<Subject, Tally>,
 }
 
 impl Reference {
@@ -226,11 +261,19 @@ impl Reference {
     }
     fn account(&mut self, d: &Done, add: bool) {
         self.all.account(d, add);
-        for s in [Subject::Host(d.host.clone()), Subject::Worker(d.worker.clone())] {
-            let t = self.own.entry(s.clone()).or_default();
-            t.account(d, add);
-            if t.attempts == 0 {
-                self.own.remove(&s);
+        for s in [&d.host, &d.worker] {
+            match self.own.get_mut(s) {
+                Some(t) => {
+                    t.account(d, add);
+                    if t.attempts == 0 {
+                        self.own.remove(s);
+                    }
+                }
+                None => {
+                    let mut t = Tally::default();
+                    t.account(d, add);
+                    self.own.insert(s.clone(), t);
+                }
             }
         }
     }
@@ -456,12 +499,15 @@ type Key = (String, Subject);
 pub struct Suspects {
     policy: SuspectPolicy,
     classes: BTreeMap<String, Reference>,
-    windows: BTreeMap<Key, VecDeque<Done>>,
+    /// Hash maps, not ordered ones: every job event of the fleet looks these up, and an ordered
+    /// map's search grows with the fleet (`benches/fleet_sim.rs`).
+    /// Class -> subject -> its newest completed attempts.
+    windows: FastMap<String, FastMap<Subject, VecDeque<Run>>>,
     /// Job id -> its running attempt.
-    running: BTreeMap<String, Running>,
+    running: FastMap<String, Running>,
     /// Worker -> the job it runs (one at a time): a start finds the worker's previous one
     /// without a scan of the fleet's running jobs.
-    by_worker: BTreeMap<String, String>,
+    by_worker: FastMap<String, String>,
     out: BTreeMap<Key, Out>,
 }
 
@@ -515,25 +561,39 @@ impl Suspects {
                 o.bad_ends += 1;
             }
         }
-        let d = Done { host: a.host.clone(), worker, started_ms: a.started_ms, run_ms: a.run_ms.max(0), end: a.end };
+        let (host, worker) = (Subject::Host(a.host.clone()), Subject::Worker(worker));
+        let run = Run { started_ms: a.started_ms, run_ms: a.run_ms.max(0), end: a.end };
         let (window, keep) = (self.policy.window, self.policy.reference);
-        for subject in [Subject::Host(a.host.clone()), Subject::Worker(d.worker.clone())] {
-            let w = self.windows.entry((a.class.clone(), subject)).or_default();
-            w.push_back(d.clone());
+        if !self.windows.contains_key(&a.class) {
+            self.windows.insert(a.class.clone(), FastMap::default());
+        }
+        let of_class = self.windows.get_mut(&a.class).expect("present");
+        for subject in [&host, &worker] {
+            let w = match of_class.get_mut(subject) {
+                Some(w) => w,
+                None => of_class.entry(subject.clone()).or_default(),
+            };
+            w.push_back(run);
             while w.len() > window {
                 w.pop_front();
             }
         }
-        self.classes.entry(a.class.clone()).or_default().push(d, keep);
+        let d = Done { host, worker, started_ms: run.started_ms, run_ms: run.run_ms, end: run.end };
+        match self.classes.get_mut(&a.class) {
+            Some(r) => r.push(d, keep),
+            None => self.classes.entry(a.class.clone()).or_default().push(d, keep),
+        }
     }
 
     /// A quarantine this policy asked for ended (probe passed, operator release): a clean record.
     pub fn release(&mut self, class: &str, subject: &Subject) {
         let key = (class.to_string(), subject.clone());
         self.out.remove(&key);
-        self.windows.remove(&key);
-        if let Subject::Host(h) = subject {
-            self.windows.retain(|(c, s), _| !(c == class && matches!(s, Subject::Worker(w) if host_of(w) == h)));
+        if let Some(of_class) = self.windows.get_mut(class) {
+            of_class.remove(subject);
+            if let Subject::Host(h) = subject {
+                of_class.retain(|s, _| !matches!(s, Subject::Worker(w) if host_of(w) == h));
+            }
         }
     }
 }
@@ -639,9 +699,13 @@ enum Alt {
 
 /// The mixtures tested, equal weights within each: a subject that hangs every job, half or a
 /// quarter of them; fails every job, half or a quarter; is slow on 90% or half of its successes.
-const HANG: [Alt; 3] = [Alt::Hang(1.0), Alt::Hang(0.5), Alt::Hang(0.25)];
-const FAIL: [Alt; 3] = [Alt::Fail(1.0), Alt::Fail(0.5), Alt::Fail(0.25)];
-const SLOW: [Alt; 2] = [Alt::Slow(0.9), Alt::Slow(0.5)];
+///
+/// Hangs weigh "every job" as much as the other two together: the incident this test is for is
+/// a host whose every job hangs, and the level is divided by a host's units (a host of 3 units
+/// needs 3x the evidence a worker does), which the weight wins back in part (1.5x).
+const HANG: [(Alt, f64); 3] = [(Alt::Hang(1.0), 2.0 / 3.0), (Alt::Hang(0.5), 1.0 / 6.0), (Alt::Hang(0.25), 1.0 / 6.0)];
+const FAIL: [(Alt, f64); 3] = [(Alt::Fail(1.0), 1.0 / 3.0), (Alt::Fail(0.5), 1.0 / 3.0), (Alt::Fail(0.25), 1.0 / 3.0)];
+const SLOW: [(Alt, f64); 2] = [(Alt::Slow(0.9), 0.5), (Alt::Slow(0.5), 0.5)];
 
 /// What the rest of the fleet says a job's outcome is, under "like the rest".
 struct Null {
@@ -692,22 +756,21 @@ fn ratio(alt: Alt, it: &Item, null: &Null) -> f64 {
 /// ends between them.
 fn scan<'i>(
     items: impl Iterator<Item = &'i Item>,
-    alts: &[Alt],
+    alts: &[(Alt, f64)],
     null: &Null,
     tied: impl Fn(&Item, &Item) -> bool,
 ) -> (f64, usize, usize) {
-    let weight = 1.0 / alts.len() as f64;
     let mut prod = vec![1.0f64; alts.len()];
     let mut best = (1.0, 0, 0);
     let mut items = items.peekable();
     let mut n = 0;
     while let Some(it) = items.next() {
-        prod.iter_mut().zip(alts).for_each(|(p, a)| *p *= ratio(*a, it, null));
+        prod.iter_mut().zip(alts).for_each(|(p, (a, _))| *p *= ratio(*a, it, null));
         if items.peek().is_some_and(|next| tied(it, next)) {
             n += 1;
             continue;
         }
-        let e = weight * prod.iter().sum::<f64>();
+        let e: f64 = prod.iter().zip(alts).map(|(p, (_, w))| w * p).sum();
         if e > best.0 {
             let which = (0..prod.len()).max_by(|&a, &b| prod[a].total_cmp(&prod[b])).unwrap_or(0);
             best = (e, which, n + 1);
@@ -771,24 +834,112 @@ fn slow_test(items: &[Item], rest: &Rest, factor: f64) -> (f64, u32, u32) {
     ((1.0 / e).min(1.0), succeeded.len() as u32, slow as u32)
 }
 
+/// Fewest successes of the rest in a window's period for [`slow_same_period`] to weigh it.
+const SAME_PERIOD_MIN: usize = 20;
+
+/// The slow test against the rest of the fleet *in the same period*: for each window of the
+/// subject's newest `n` completed jobs (those that ended since the `n`-th newest end), the
+/// median and the share of slow successes are the rest's jobs that ended since then, not those
+/// of the whole reference (which at a small fleet spans far longer than a host's window). A
+/// slowdown of every host at once moves the rest's jobs of that period as much as the
+/// subject's: it is the class's drift (the latency watch's), and no host is slow against the
+/// rest. Returns the p-value (`1 / e`); `rest`: the rest's completed attempts, newest end first.
+fn slow_same_period(items: &[Item], rest: &[(i64, i64, bool)], factor: f64) -> f64 {
+    let done: Vec<&Item> = items.iter().filter(|i| i.end.is_some()).collect();
+    let mut successes: Vec<i64> = Vec::new();
+    let (mut taken, mut best) = (0, 1.0f64);
+    for n in 1..=done.len() {
+        let since = done[n - 1].known_ms;
+        while let Some(&(_, run, ok)) = rest.get(taken).filter(|r| r.0 >= since) {
+            if ok {
+                let i = successes.partition_point(|&d| d < run);
+                successes.insert(i, run);
+            }
+            taken += 1;
+        }
+        if successes.len() < SAME_PERIOD_MIN {
+            continue;
+        }
+        let limit = factor * successes[(successes.len() - 1) / 2] as f64;
+        let above = successes.len() - successes.partition_point(|&d| (d as f64) <= limit);
+        let rate = (above + 1) as f64 / (successes.len() + 2) as f64;
+        let null = Null { fail: 0.5, timeout: 1.0, slow: rate, slow_limit: limit };
+        let e: f64 =
+            SLOW.iter().map(|(a, w)| w * done[..n].iter().map(|it| ratio(*a, it, &null)).product::<f64>()).sum();
+        best = best.max(e);
+    }
+    (1.0 / best).min(1.0)
+}
+
+/// Every job of a class running now, for a running job's survival: their starts, sorted.
+#[derive(Clone, Copy)]
+struct RunningNow<'a> {
+    starts: &'a [i64],
+    now_ms: i64,
+}
+
 impl Suspects {
     /// The subject's jobs, running ones first, then its recent completed attempts newest end first.
     /// Not by start: among the attempts that started lately, those that already ended are the
     /// short ones, which are mostly the failures, so "its newest starts failed" is more likely
     /// than the failure rate says (three early failures at once on a host of four units were
     /// cordoned that way). The order of ends has no such bias.
-    fn items(&self, class: &str, subject: &Subject, running: &[&Running], rest: &Rest, now_ms: i64) -> Vec<Item> {
-        let key = (class.to_string(), subject.clone());
-        let done = self.windows.get(&key).into_iter().flatten().map(|d| Item {
+    ///
+    /// A running job's survival is the rest's completed runs' (`S(a)`), times how many more of
+    /// the rest's jobs *running now* are at least as old than those runs predict (at least 1;
+    /// `starts`: the start of every job of the class running now, sorted). Completed runs lag
+    /// behind a change of the whole class: when every job of the fleet gets slower at once,
+    /// every host's running jobs are older than the recent completions say, and the hosts whose
+    /// units happened to start first after the change would look like hangs. Jobs of the rest
+    /// running that long far more often than predicted say it is the class's drift, not this
+    /// subject's; a larger survival only lowers the e-value, so its bound holds. (The share of
+    /// the rest's running jobs itself would not do: running jobs are the long ones, so in a
+    /// steady fleet with stragglers that share is above `S(a)` at moderate ages, and it took
+    /// away the evidence that catches a hanging host of 4 units early.)
+    fn items(
+        &self,
+        class: &str,
+        subject: &Subject,
+        running: &[&Running],
+        on: RunningNow<'_>,
+        rest: &Rest,
+    ) -> Vec<Item> {
+        let (starts, now_ms) = (on.starts, on.now_ms);
+        let done = self.windows.get(class).and_then(|w| w.get(subject)).into_iter().flatten().map(|d| Item {
             known_ms: d.started_ms + d.run_ms,
             started_ms: d.started_ms,
             end: Some(d.end),
             run_ms: d.run_ms,
             p_tail: if d.end == End::TimedOut { rest.p_timeout() } else { rest.p_tail(d.run_ms) },
         });
+        let rest_running = starts.len().saturating_sub(running.len());
+        // How many of the rest's running jobs are at least `age` old, against how many the
+        // rest's completed runs say would be (a unit busy with runs of that law spends a share
+        // `sum (T - age)+ / sum T` of its time running a job older than `age`), with a margin
+        // of one job: a straggler or two of the rest running is no drift.
+        let drift = |age: i64, p: f64| {
+            if rest_running == 0 || p > 0.1 {
+                return 1.0;
+            }
+            let cut = now_ms - age;
+            let older = starts.partition_point(|&s| s <= cut);
+            let older = older.saturating_sub(running.iter().filter(|r| r.started_ms <= cut).count());
+            if older < 2 {
+                return 1.0;
+            }
+            let excess = |v: &[i64]| -> (f64, f64) {
+                let from = v.partition_point(|&d| d < age);
+                (v[from..].iter().map(|&d| (d - age) as f64).sum(), v.iter().map(|&d| d as f64).sum())
+            };
+            let ((a_tail, a_all), (o_tail, o_all)) = (excess(&rest.all.times.0), excess(&rest.own.times.0));
+            let share = (a_tail - o_tail).max(0.0) / (a_all - o_all).max(1.0);
+            (older as f64 / (1.0 + share * rest_running as f64)).max(1.0)
+        };
         let running = running.iter().map(|r| {
             let age = (now_ms - r.started_ms).max(0);
-            Item { known_ms: now_ms, started_ms: r.started_ms, end: None, run_ms: age, p_tail: rest.p_tail(age) }
+            let p = rest.p_tail(age);
+            let p_tail = (p * drift(age, p)).min(1.0);
+            Item { known_ms: now_ms, started_ms: r.started_ms, end: None, run_ms: age, p_tail }
         });
         let mut items: Vec<Item> = running.chain(done).collect();
         items.sort_by_key(|i| (i.end.is_some(), std::cmp::Reverse(i.known_ms)));
@@ -813,23 +964,54 @@ impl Suspects {
     /// The jobs of `class` running now, by the host and the worker they run on: one pass over
     /// the fleet's running jobs for a whole evaluation (a scan per subject made the judge's
     /// evaluation grow with the square of the fleet).
-    fn running_by_subject(&self, class: &str) -> BTreeMap<Subject, Vec<&Running>> {
+    /// Also the starts of all of them, sorted (what a running job's age is compared with).
+    fn running_by_subject(&self, class: &str) -> (BTreeMap<Subject, Vec<&Running>>, Vec<i64>) {
         let mut by: BTreeMap<Subject, Vec<&Running>> = BTreeMap::new();
+        let mut starts = Vec::new();
         for r in self.running.values().filter(|r| r.class == class) {
             by.entry(Subject::Host(r.host.clone())).or_default().push(r);
             by.entry(Subject::Worker(r.worker.clone())).or_default().push(r);
+            starts.push(r.started_ms);
         }
-        by
+        starts.sort_unstable();
+        (by, starts)
     }
 
-    /// `running`: the subject's jobs running now (from [`Suspects::running_by_subject`]).
-    fn judge(&self, class: &str, subject: &Subject, running: &[&Running], now_ms: i64) -> Option<(Standing, Evidence)> {
+    /// The rest's completed attempts of a class (the subject's own left out), newest end first:
+    /// (end, run time, succeeded).
+    fn rest_done(&self, class: &str, subject: &Subject) -> Vec<(i64, i64, bool)> {
+        let Some(r) = self.classes.get(class) else { return Vec::new() };
+        let mine = |d: &Done| match subject {
+            Subject::Host(h) => d.host() == h,
+            Subject::Worker(w) => d.worker() == w,
+        };
+        let mut v: Vec<(i64, i64, bool)> = r
+            .recent
+            .iter()
+            .filter(|d| !mine(d))
+            .map(|d| (d.started_ms + d.run_ms, d.run_ms, d.end == End::Succeeded))
+            .collect();
+        v.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
+        v
+    }
+
+    /// `running`: the subject's jobs running now, and `on` every job of the class running now
+    /// (from [`Suspects::running_by_subject`]); `units`: how many units a cordon of the subject
+    /// takes out (its level is divided by them).
+    fn judge(
+        &self,
+        class: &str,
+        subject: &Subject,
+        running: &[&Running],
+        on: RunningNow<'_>,
+        units: usize,
+    ) -> Option<(Standing, Evidence)> {
         let p = &self.policy;
         let rest = Rest::new(self.classes.get(class)?, subject);
         if rest.attempts() < p.min_reference || rest.failures() * 2 >= rest.attempts() {
             return None;
         }
-        let items = self.items(class, subject, running, &rest, now_ms);
+        let items = self.items(class, subject, running, on, &rest);
         let fleet_median = rest.median();
         let bad = bad_test(&items, &rest, p.tail_quantile);
         let slow = slow_test(&items, &rest, p.slow_factor);
@@ -838,16 +1020,35 @@ impl Suspects {
         let ratio_of =
             |n: u32| own_median(&items, fleet_median, n).map_or(1.0, |m| m as f64 / fleet_median.max(1) as f64);
         let ratio = ratio_of(slow.1);
+        // Slowness is judged against the rest *in the same period* as well (see
+        // [`slow_same_period`]), only for a subject the whole reference already finds slow.
+        let rest_done = std::cell::OnceCell::new();
+        let same_period = |(pv, n, k): (f64, u32, u32), factor: f64| {
+            let done = rest_done.get_or_init(|| self.rest_done(class, subject));
+            (pv.max(slow_same_period(&items, done, factor)), n, k)
+        };
+        // A cordon takes out every unit of a host at once: the false cordons the level bounds
+        // are counted in units, so a host's level is the workers' divided by its units.
+        let per_unit = 1.0 / units.max(1) as f64;
+        let (alpha, cordon_alpha) = (p.alpha * per_unit, p.cordon_alpha * per_unit);
         let slow_test = |(p, n, k), factor| (p, Test::Slow { factor }, n, k);
-        let (standing, (p_value, test, jobs, events)) = if bad.0 <= p.alpha {
+        let (standing, (p_value, test, jobs, events)) = if bad.0 <= alpha {
             (Standing::Quarantine, bad)
-        } else if bad.0 <= p.cordon_alpha {
+        } else if bad.0 <= cordon_alpha {
             (Standing::Suspect, bad)
-        } else if slow.0 <= p.alpha && ratio >= p.slow_factor {
+        } else if let Some(slow) = Some(slow)
+            .filter(|s| s.0 <= alpha && ratio >= p.slow_factor)
+            .map(|s| same_period(s, p.slow_factor))
+            .filter(|s| s.0 <= alpha)
+        {
             // Slow jobs still complete: no attempt is lost while waiting, so a slow host is
             // cordoned only on the stricter level (a few stragglers at once must not do it).
             (Standing::Suspect, slow_test(slow, p.slow_factor))
-        } else if report.0 <= p.cordon_alpha && ratio_of(report.1) >= SLOW_REPORT_FACTOR {
+        } else if let Some(report) = Some(report)
+            .filter(|r| r.0 <= p.cordon_alpha && ratio_of(r.1) >= SLOW_REPORT_FACTOR)
+            .map(|r| same_period(r, SLOW_REPORT_FACTOR))
+            .filter(|r| r.0 <= p.cordon_alpha)
+        {
             (Standing::Slow, slow_test(report, SLOW_REPORT_FACTOR))
         } else {
             (Standing::Healthy, bad)
@@ -912,7 +1113,7 @@ fn class_units(s: &Suspects, class: &str, placements: &[Placement]) -> BTreeMap<
         m.entry(p.host.clone()).or_default().insert(p.unit.clone());
     }
     for d in s.classes.get(class).map(|r| r.recent.iter()).into_iter().flatten() {
-        m.entry(d.host.clone()).or_default().insert(unit(&d.worker));
+        m.entry(d.host().to_string()).or_default().insert(unit(d.worker()));
     }
     for r in s.running.values().filter(|r| r.class == class) {
         m.entry(r.host.clone()).or_default().insert(unit(&r.worker));
@@ -978,10 +1179,15 @@ impl Suspects {
             subjects.extend(us.iter().map(|u| Subject::Worker(worker_of(u, h))));
         }
         let judged: BTreeMap<Subject, (Standing, Evidence)> = {
-            let running = self.running_by_subject(class);
+            let (running, starts) = self.running_by_subject(class);
             let none = Vec::new();
             let on = |s: &Subject| running.get(s).unwrap_or(&none).as_slice();
-            subjects.into_iter().filter_map(|s| self.judge(class, &s, on(&s), now_ms).map(|j| (s, j))).collect()
+            let all = RunningNow { starts: &starts, now_ms };
+            let size = |s: &Subject| match s {
+                Subject::Host(h) => units.get(h).map_or(1, |u| u.len()),
+                Subject::Worker(_) => 1,
+            };
+            subjects.into_iter().filter_map(|s| self.judge(class, &s, on(&s), all, size(&s)).map(|j| (s, j))).collect()
         };
         self.settle(class, &judged, &units, d);
         let taken: BTreeSet<&str> = self
@@ -1265,8 +1471,8 @@ mod tests {
         for (i, run) in [10, 20, 30, 40, 50].into_iter().enumerate() {
             let host = if i == 4 { "me" } else { "other" };
             let d = Done {
-                host: host.into(),
-                worker: format!("u@{host}"),
+                host: Subject::Host(host.into()),
+                worker: Subject::Worker(format!("u@{host}")),
                 started_ms: 0,
                 run_ms: run,
                 end: End::Succeeded,
@@ -1430,7 +1636,7 @@ mod tests {
         let host = Subject::Host("h0".into());
         // (units whose jobs completed normally between the stragglers' starts, standing)
         for (normal, want) in [(true, Standing::Healthy), (false, Standing::Quarantine)] {
-            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            let (mut s, t) = fleet(SuspectPolicy::default(), 40);
             s.started(&start("h0", "u0", "long0", t));
             let (mut at1, mut at2) = (t, t);
             if normal {
@@ -1454,7 +1660,7 @@ mod tests {
         // would make five in a row (3e-9) and cordon it before either ended.
         let host = Subject::Host("h0".into());
         for (running, want) in [(true, Standing::Healthy), (false, Standing::Healthy)] {
-            let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
+            let (mut s, mut t) = fleet(SuspectPolicy::default(), 40);
             for i in 0..3 {
                 let (unit, job) = (format!("u{i}"), format!("slow{i}"));
                 s.started(&start("h0", &unit, &job, t));
@@ -1468,15 +1674,23 @@ mod tests {
             let d = s.evaluate(t + 90 * MIN, &[]);
             assert_eq!(standing(&d, &host), want, "running: {running}");
         }
-        // The same host once those two ended as slow too: five slow successes in a row.
-        let (mut s, mut t) = fleet(SuspectPolicy::default(), 30);
-        for i in 0..5 {
-            let (unit, job) = (format!("u{}", i % 3), format!("slow{i}"));
-            s.started(&start("h0", &unit, &job, t));
-            s.ended(&attempt("h0", &unit, &job, t, 90 * MIN, End::Succeeded));
-            t += MIN;
+        // The same host once those two ended as slow too: five slow successes in a row, while
+        // the rest's units ran normal jobs in the same period.
+        let (mut s, t0) = fleet(SuspectPolicy::default(), 40);
+        for w in 3..18 {
+            let (host, unit) = (format!("h{}", w / 3), format!("u{}", w % 3));
+            for k in 0..6 {
+                let (job, at) = (format!("n{w}-{k}"), t0 + k * 30 * MIN);
+                s.started(&start(&host, &unit, &job, at));
+                s.ended(&attempt(&host, &unit, &job, at, 30 * MIN, End::Succeeded));
+            }
         }
-        assert_eq!(standing(&s.evaluate(t, &[]), &host), Standing::Suspect);
+        for i in 0..5 {
+            let (unit, job, at) = (format!("u{}", i % 3), format!("slow{i}"), t0 + i * MIN);
+            s.started(&start("h0", &unit, &job, at));
+            s.ended(&attempt("h0", &unit, &job, at, 90 * MIN, End::Succeeded));
+        }
+        assert_eq!(standing(&s.evaluate(t0 + 180 * MIN, &[]), &host), Standing::Suspect);
     }
 
     #[test]
@@ -1507,7 +1721,7 @@ mod tests {
             ),
         ];
         for (name, setup, want, test) in cases {
-            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            let (mut s, t) = fleet(SuspectPolicy::default(), 40);
             let now = setup(&mut s, t);
             let d = s.evaluate(now, &[]);
             let h0 = Subject::Host("h0".into());
@@ -1527,7 +1741,7 @@ mod tests {
         // (how h0's three long jobs end, the action that follows once they all ended)
         let cases = [(End::Succeeded, "Lift"), (End::TimedOut, "Quarantine"), (End::Interrupted, "Lift")];
         for (end, want) in cases {
-            let (mut s, t) = fleet(SuspectPolicy::default(), 30);
+            let (mut s, t) = fleet(SuspectPolicy::default(), 40);
             for u in 0..3 {
                 s.started(&start("h0", &format!("u{u}"), &format!("long{u}"), t));
             }
@@ -1539,7 +1753,7 @@ mod tests {
             assert_eq!((key.name.as_str(), key.label("host"), key.label("unit")), ("HostSuspect", "h0", ""));
             let text = &d.alerts[0].summary;
             assert!(text.contains("host h0 cordoned (units u0, u1, u2)"), "{text}");
-            assert!(text.contains("3 of its last 3 jobs ran past the rest's p99.5"), "{text}");
+            assert!(text.contains("3 of its last 3 jobs ran past the rest's p99.66"), "{text}");
             assert!(text.contains("running now: 1h47m, 1h47m, 1h47m"), "the fault's own numbers: {text}");
             assert!(s.evaluate(t + 108 * MIN, &[]).does.is_empty(), "actions are edges");
             for u in 0..2 {
@@ -1562,13 +1776,18 @@ mod tests {
         let cases = [(true, 1, 1, 1, false), (true, 3, 1, 1, true), (false, 1, 1, 0, false), (false, 3, 1, 0, true)];
         for (enforce, bad, out, applied, many) in cases {
             let policy = SuspectPolicy { enforce, ..SuspectPolicy::default() };
-            let (mut s, t) = fleet(policy, 30);
-            for h in 0..bad {
-                for u in 0..3 {
-                    // Host h0 hangs longest (past every run of the rest; the others past the
-                    // p99.5 only): the strongest evidence goes first.
-                    let at = t + if h == 0 { 0 } else { 33 * MIN };
-                    s.started(&start(&format!("h{h}"), &format!("u{u}"), &format!("long{h}-{u}"), at));
+            let (mut s, t) = fleet(policy, 120);
+            // Host h0 hangs (past every run of the rest), the others fail fast (five failures
+            // each, weaker evidence): the strongest evidence goes first.
+            for u in 0..3 {
+                s.started(&start("h0", &format!("u{u}"), &format!("long0-{u}"), t));
+            }
+            for h in 1..bad {
+                for i in 0..5 {
+                    let (host, unit, job, at) =
+                        (format!("h{h}"), format!("u{}", i % 3), format!("f{h}-{i}"), t + i * MIN);
+                    s.started(&start(&host, &unit, &job, at));
+                    s.ended(&attempt(&host, &unit, &job, at, MIN, End::Failed));
                 }
             }
             let d = s.evaluate(t + 140 * MIN, &[]);
@@ -1577,7 +1796,7 @@ mod tests {
             assert_eq!(outs[0].evidence.subject, Subject::Host("h0".into()));
             assert_eq!((d.would.len(), d.does.len()), (out, applied), "{enforce} {bad}");
             let raised: Vec<&Alert> = d.alerts.iter().filter(|a| a.kind == AlertKind::ManyLookBad).collect();
-            assert_eq!(raised.len(), many as usize, "{enforce} {bad}: {:?}", d.alerts);
+            assert_eq!(raised.len(), many as usize, "{enforce} {bad}: {:?}", d.judgements);
             if many {
                 let text = &raised[0].summary;
                 assert!(
@@ -1609,6 +1828,91 @@ mod tests {
         assert!(d.judgements.is_empty() && d.would.is_empty(), "{:?}", d.judgements);
         let running: Vec<&String> = s.running.keys().collect();
         assert_eq!(running, ["r2-2"], "one running job per unit: the lost ones are forgotten");
+    }
+
+    #[test]
+    fn a_slowdown_of_every_host_at_once_is_the_class_drift_not_a_slow_host() {
+        // Every worker's next four jobs take twice as long, all from the same moment: against
+        // the whole reference (2,000 jobs, nearly all from before) each host's newest successes
+        // are 2x the rest's median; against the rest's jobs of the same period they are not.
+        let (mut s, t0) = fleet(SuspectPolicy::default(), 120);
+        let mut t: Vec<i64> = (0..18).map(|w| t0 + w as i64 * MIN).collect();
+        for round in 0..4 {
+            for (w, t) in t.iter_mut().enumerate() {
+                let (host, unit, job) = (format!("h{}", w / 3), format!("u{}", w % 3), format!("slow{round}-{w}"));
+                let run = 2 * (24 + ((w + round) * 7 % 13) as i64) * MIN;
+                s.started(&start(&host, &unit, &job, *t));
+                s.ended(&attempt(&host, &unit, &job, *t, run, End::Succeeded));
+                *t += run;
+            }
+        }
+        let now = *t.iter().max().expect("workers");
+        let d = s.evaluate(now, &[]);
+        for h in 0..6 {
+            assert_eq!(standing(&d, &Subject::Host(format!("h{h}"))), Standing::Healthy, "h{h}: {:?}", d.judgements);
+        }
+        // One host alone twice as slow, the same jobs: slow against the rest.
+        let (mut s, t0) = fleet(SuspectPolicy::default(), 120);
+        let mut t: Vec<i64> = (0..18).map(|w| t0 + w as i64 * MIN).collect();
+        for round in 0..4 {
+            for (w, t) in t.iter_mut().enumerate() {
+                let (host, unit, job) = (format!("h{}", w / 3), format!("u{}", w % 3), format!("n{round}-{w}"));
+                let run = (1 + (w < 3) as i64) * (24 + ((w + round) * 7 % 13) as i64) * MIN;
+                s.started(&start(&host, &unit, &job, *t));
+                s.ended(&attempt(&host, &unit, &job, *t, run, End::Succeeded));
+                *t += run;
+            }
+        }
+        let now = *t.iter().max().expect("workers");
+        assert_eq!(standing(&s.evaluate(now, &[]), &Subject::Host("h0".into())), Standing::Slow);
+    }
+
+    #[test]
+    fn a_slowdown_of_every_host_at_once_is_not_a_hang_of_the_hosts_that_started_first() {
+        // Every unit of the fleet (the 6 hosts of the reference and 10 more) starts a job within
+        // 18 minutes and all of them run past every run of the reference (the class got
+        // slower). h0's units started first (minutes 0, 6 and 12), the rest's in between:
+        // against the completed runs alone h0's three jobs are a hang (p about 4e-9); the rest's
+        // jobs running as long, far more of them than the completed runs predict, say it is the
+        // whole class.
+        let (mut s, t0) = fleet(SuspectPolicy::default(), 120);
+        for w in 0..48usize {
+            let (host, unit, job) = (format!("h{}", w / 3), format!("u{}", w % 3), format!("long{w}"));
+            let offset = ((w % 3) * 6 + (w / 3) % 6) as i64 * MIN;
+            s.started(&start(&host, &unit, &job, t0 + offset));
+        }
+        let d = s.evaluate(t0 + 115 * MIN, &[]);
+        for h in 0..16 {
+            assert_eq!(standing(&d, &Subject::Host(format!("h{h}"))), Standing::Healthy, "h{h}: {:?}", d.judgements);
+        }
+        // The same three jobs on h0 while the rest's units run normal jobs: a hang.
+        let (mut s, t0) = fleet(SuspectPolicy::default(), 120);
+        for w in 0..18usize {
+            let (host, unit, job) = (format!("h{}", w / 3), format!("u{}", w % 3), format!("j{w}"));
+            let offset = ((w % 3) * 6 + w / 3) as i64 * MIN;
+            let at = t0 + if w < 3 { offset } else { 100 * MIN + offset };
+            s.started(&start(&host, &unit, &job, at));
+        }
+        assert!(standing(&s.evaluate(t0 + 115 * MIN, &[]), &Subject::Host("h0".into())) >= Standing::Suspect);
+    }
+
+    #[test]
+    fn a_host_is_cordoned_at_the_workers_level_divided_by_its_units() {
+        // A cordon takes out every unit of the host: the false cordons the level bounds are
+        // counted in units. h0's three units hang from the same moment; at the first evaluation
+        // that takes it out, its evidence is at most a third of `cordon_alpha`.
+        let (mut s, t0) = fleet(SuspectPolicy::default(), 120);
+        for u in 0..3 {
+            s.started(&start("h0", &format!("u{u}"), &format!("hang{u}"), t0));
+        }
+        let host = Subject::Host("h0".into());
+        let first = (60..200).find_map(|age| {
+            let d = s.evaluate(t0 + age * MIN, &[]);
+            let j = d.judgements.iter().find(|j| j.evidence.subject == host && j.standing >= Standing::Suspect)?;
+            Some((age, j.evidence.p_value))
+        });
+        let (age, p) = first.expect("the hang is cordoned");
+        assert!(p <= SuspectPolicy::default().cordon_alpha / 3.0, "cordoned at {age} min with p = {p:e}");
     }
 
     fn one_straggler(s: &mut Suspects, t: i64) -> i64 {
