@@ -2167,7 +2167,7 @@ mod tests {
         for (t, v) in history(101, STABLE + 30, |i| if i >= STABLE { 4.0 } else { 1.0 }) {
             input.push_str(&format!("{},{v:.1}\n", t as i64));
         }
-        // Unix seconds are not a supported format: rewrite them as UTC date-times.
+        // Unix seconds are not a supported format: rewrite them as RFC 3339 UTC times.
         let input: String = input
             .lines()
             .enumerate()
@@ -2176,7 +2176,8 @@ mod tests {
                     return format!("{line}\n");
                 }
                 let (t, v) = line.split_once(',').expect("two fields");
-                format!("{},{v}\n", format_utc(t.parse().expect("integer time")))
+                let unix_s: i64 = t.parse().expect("integer time");
+                format!("{},{v}\n", crate::job::rfc3339(unix_s * 1000))
             })
             .collect();
         let (result, out) = replay_str(&input);
@@ -2186,22 +2187,6 @@ mod tests {
         let first_alert = out.lines().skip(1).position(|l| l.ends_with(",1"));
         let first_alert = first_alert.expect("an alert row");
         assert!((STABLE..STABLE + 6).contains(&first_alert), "{first_alert}");
-    }
-
-    /// Inverse of `days_from_civil`, only to build test input.
-    fn format_utc(unix_s: i64) -> String {
-        let days = unix_s.div_euclid(86_400);
-        let secs = unix_s.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
     }
 
     #[test]
