@@ -81,6 +81,7 @@ pub fn supervise(config: &Path) -> Outcome {
 }
 
 pub fn work(config: &Path, class: Option<String>, instance: Option<String>) -> Outcome {
+    worker::ignore_until_listening();
     let cfg = load_as(config, Role::Worker)?;
     let class = match (class, instance.as_deref()) {
         (Some(c), _) => c,

@@ -114,6 +114,7 @@ async fn no_such_units(
                 unit: u.unit.clone(),
                 class: u.class.clone(),
                 up: true,
+                starting: false,
                 main_pid: u.main_pid,
                 job: None,
                 progress: Default::default(),

@@ -305,6 +305,7 @@ impl Supervisor {
                     up: o.is_some_and(|o| {
                         matches!(o.active_state.as_str(), "active" | "activating" | "reloading" | "deactivating")
                     }),
+                    starting: o.is_some_and(|o| o.active_state == "activating"),
                     main_pid: o.map(|o| o.main_pid).unwrap_or(0),
                     progress: o
                         .and_then(|o| control::parse_worker_status(&o.status_text, now))

@@ -31,7 +31,7 @@ mod execute;
 mod lease;
 pub mod signals;
 
-pub use signals::{probe_signal, requeue_signal};
+pub use signals::{ignore_until_listening, probe_signal, requeue_signal};
 
 use crate::config::{ClassConfig, Config};
 use crate::duration;

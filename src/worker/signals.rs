@@ -68,6 +68,23 @@ pub fn probe_signal() -> i32 {
     Signal::Probe.number()
 }
 
+/// Ignores the worker's signals other than a stop until [`listen`] installs their handlers.
+/// Their default action is to end the process: a supervisor's cordon that reached a worker
+/// still starting (one `systemctl restart` had just started, between the supervisor's look at
+/// the unit and its signal) killed it, and systemd failed the start. Ignored instead, the
+/// signal is sent again to the new process (the supervisor remembers signals per process).
+/// Call it first thing: loading the configuration can take a while on a loaded host. A stop
+/// (SIGTERM) keeps its default: before any job, ending at once is what a stop asks.
+pub fn ignore_until_listening() {
+    for signal in Signal::ALL {
+        if signal != Signal::Stop {
+            // SAFETY: SIG_IGN installs no handler code; `listen` replaces it (tokio's handler
+            // chains to a previous handler only when it is a function, never to SIG_IGN).
+            unsafe { libc::signal(signal.number(), libc::SIG_IGN) };
+        }
+    }
+}
+
 /// Installs the signal handlers now (so that a signal that comes early is not lost) and reads
 /// them in one task of `tasks`, handing each to `Controls::apply`.
 pub(super) fn listen(controls: Arc<Controls>, tasks: &Tasks) -> std::io::Result<()> {

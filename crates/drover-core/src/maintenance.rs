@@ -133,6 +133,9 @@ pub struct UnitView {
     pub unit: String,
     pub class: String,
     pub up: bool,
+    /// Its process has not said READY yet (systemd's `activating`): a worker installs its
+    /// signal handlers before READY, so a signal now (a cordon's SIGUSR1) could kill it.
+    pub starting: bool,
     pub main_pid: u32,
     /// The job it runs and for how long (seconds), from its STATUS line.
     pub job: Option<(String, f64)>,
@@ -257,6 +260,14 @@ pub fn plan(
         }
         if !u.up {
             mem.forget(&u.unit);
+            continue;
+        }
+        if u.starting {
+            // No signal until it is ready (the next pass sends it: signals are remembered per
+            // process). A drained one is stopped: a stop is no signal to the worker's code.
+            if !drains.is_empty() {
+                acts.extend(mem.stop_once(u));
+            }
             continue;
         }
         let cordoned = orders.iter().any(|o| applies(&o.scope, host, u));
@@ -488,6 +499,7 @@ mod tests {
             unit: format!("dw@{class}-{n}.service"),
             class: class.into(),
             up: true,
+            starting: false,
             main_pid: 100 + n,
             job: job.map(|age| (format!("job{n}"), age)),
             progress: None,
@@ -629,6 +641,31 @@ mod tests {
         let again = vec![UnitView { main_pid: 999, ..units[0].clone() }];
         let (acts, _) = plan(&orders, "h1", &again, &none.0, &none.1, &mut mem, 6_000);
         assert_eq!(stops(&acts), 1);
+    }
+
+    #[test]
+    fn a_starting_unit_gets_no_signal_until_it_is_ready_then_gets_it_once() {
+        // A cordon (SIGUSR1) that reached a worker before its handlers were installed killed
+        // it, and systemd failed the operator's `systemctl restart` of the unit.
+        let none = (BTreeMap::new(), BTreeSet::new());
+        let starting = vec![UnitView { starting: true, ..unit(1, "a", None) }];
+        let ready = vec![unit(1, "a", None)];
+        let mut mem = Memory::default();
+        let cordon = vec![order(Kind::Cordon, Scope::Class("a".into()), None)];
+        let (acts, _) = plan(&cordon, "h1", &starting, &none.0, &none.1, &mut mem, 0);
+        assert!(acts.is_empty(), "no signal to a starting worker: {acts:?}");
+        let (acts, _) = plan(&cordon, "h1", &ready, &none.0, &none.1, &mut mem, 1);
+        assert_eq!(acts, vec![Act::Cordon("dw@a-1.service".into())]);
+        let (acts, _) = plan(&cordon, "h1", &ready, &none.0, &none.1, &mut mem, 2);
+        assert!(acts.is_empty(), "once per process: {acts:?}");
+        // A quarantine's probe waits the same way; a drain's stop does not.
+        let mut probe = order(Kind::Quarantine, Scope::Unit("a-1".into()), Some(0));
+        probe.probing_since_ms = Some(0);
+        let (acts, _) = plan(&[probe], "h1", &starting, &none.0, &none.1, &mut Memory::default(), 3);
+        assert!(acts.is_empty(), "no probe signal to a starting worker: {acts:?}");
+        let drain = vec![order(Kind::Drain, Scope::Host("h1".into()), Some(60_000))];
+        let (acts, _) = plan(&drain, "h1", &starting, &none.0, &none.1, &mut Memory::default(), 4);
+        assert_eq!(acts, vec![Act::Stop("dw@a-1.service".into())]);
     }
 
     #[test]
