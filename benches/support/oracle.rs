@@ -211,8 +211,8 @@ impl<const N: usize> GridCounter<N> {
             if bank_step(&mut self.bank[k], llrs, &[self.bank_grid[k]; N]) && counted {
                 self.bank_alarms[k] += 1;
             }
-            for j in 0..N {
-                if cusum_step(&mut self.single[k][j], llrs[j], self.single_grids[j][k]) && counted {
+            for (j, &llr) in llrs.iter().enumerate() {
+                if cusum_step(&mut self.single[k][j], llr, self.single_grids[j][k]) && counted {
                     self.single_alarms[k][j] += 1;
                 }
             }

@@ -142,6 +142,9 @@ fn calibrate_family(series: &[Vec<[f64; N]>]) -> Calibration {
     Calibration { bank, single, bank_fa, single_fa }
 }
 
+/// One delay per series (None: not caught).
+type Delays = Vec<Option<usize>>;
+
 /// Delays of the bank and of each single CUSUM on every case of one (family, seed).
 fn delays(
     model: &TrueModel,
@@ -150,7 +153,7 @@ fn delays(
     family_no: usize,
     family: Family,
     seed: u64,
-) -> (Vec<Vec<Option<usize>>>, Vec<[Vec<Option<usize>>; N]>) {
+) -> (Vec<Delays>, Vec<[Delays; N]>) {
     let base = family_base(family_no, seed);
     let (mut bank_out, mut single_out) = (Vec::new(), Vec::new());
     for (case_no, case) in cases().iter().enumerate() {
