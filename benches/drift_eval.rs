@@ -25,7 +25,10 @@
 //! week (its first weekend cannot be known), the first week's rate shown beside.
 //! `DRIFT_EVAL_DIAG=1` instead says where the mature false alarms of the stable series start
 //! (completion, day of the week, CUSUM), `DRIFT_EVAL_DIAG=fit` compares the learnt baseline
-//! with the truth on three series. The cost per completion is timed roughly here;
+//! with the truth on three series. `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that
+//! knows the generator's truth reaches on the same series at the same mature false-alarm rate
+//! and which delay targets no detector can meet (`benches/support/oracle_eval.rs`;
+//! `DRIFT_EVAL_ORACLE=only` without the real detector). The cost per completion is timed roughly here;
 //! `benches/drift_cost.rs` measures it with criterion.
 //!
 //! Run: `cargo bench --bench drift_eval`
@@ -43,6 +46,10 @@ use rng::Rng;
 #[path = "support/workload.rs"]
 mod workload;
 use workload::{Family, Generator};
+#[path = "support/oracle.rs"]
+mod oracle;
+#[path = "support/oracle_eval.rs"]
+mod oracle_eval;
 
 const SERIES_PER_CASE: u64 = 20;
 const PREFIX: usize = 2_000;
@@ -472,6 +479,11 @@ fn main() {
         diagnose(&cfg, &families, &seeds);
         return;
     }
+    let oracle = std::env::var("DRIFT_EVAL_ORACLE").ok();
+    if oracle.as_deref() == Some("only") {
+        oracle_eval::run(&cfg.shift_ratios, &families, &seeds, None);
+        return;
+    }
     let cases = cases();
     let outcomes = evaluate_all(&cfg, &families, &seeds);
     let results: Vec<FamilyResult> = families
@@ -510,6 +522,9 @@ fn main() {
         "\nCost: {ns_per_observe:.0} ns per `observe` (rough wall-clock, {TIMING_OBSERVATIONS} observations of the \
          first family, one core; criterion: `cargo bench --bench drift_cost`)"
     );
+    if oracle.is_some() {
+        oracle_eval::run(&cfg.shift_ratios, &families, &seeds, Some(&results));
+    }
 }
 
 fn case_cell(case: &Case, r: &CaseResult) -> String {

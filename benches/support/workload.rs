@@ -13,6 +13,8 @@ use super::rng::Rng;
 pub const MEDIAN_S: f64 = 1800.0;
 pub const MEAN_GAP_S: f64 = 900.0;
 pub const START_UNIX_S: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z (a Thursday)
+/// A straggler's duration is its job's times a factor uniform in this range.
+pub const STRAGGLER_FACTOR: (f64, f64) = (2.0, 5.0);
 const DAY_S: f64 = 86_400.0;
 const WEEK_S: f64 = 7.0 * DAY_S;
 const TAU: f64 = 2.0 * std::f64::consts::PI;
@@ -148,6 +150,15 @@ impl Generator {
 
     /// The next completion, its median multiplied by `factor`.
     pub fn next(&mut self, factor: f64) -> (f64, f64) {
+        let (t, duration, _) = self.next_with_truth(factor);
+        (t, duration)
+    }
+
+    /// The next completion as `next` draws it (same random numbers, same result), with the
+    /// truth an oracle may know: ln of the median at that time before any change (daily and
+    /// weekly cycle of the small size, factor 1). Neither the job's size nor whether it is a
+    /// straggler is told, only their distributions (the `Family`).
+    pub fn next_with_truth(&mut self, factor: f64) -> (f64, f64, f64) {
         let t = self.next_time();
         let f = &self.family;
         let daily = 1.0 + f.daily * (TAU * t / DAY_S + self.daily_phase).sin();
@@ -159,8 +170,9 @@ impl Generator {
         };
         let mut duration = MEDIAN_S * daily * weekly * size * factor * (f.sigma * self.rng.normal()).exp();
         if self.rng.uniform() < f.straggler_share {
-            duration *= 2.0 + 3.0 * self.rng.uniform();
+            let (low, high) = STRAGGLER_FACTOR;
+            duration *= low + (high - low) * self.rng.uniform();
         }
-        (t, duration)
+        (t, duration, (MEDIAN_S * daily * weekly).ln())
     }
 }
