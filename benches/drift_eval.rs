@@ -25,10 +25,13 @@
 //! week (its first weekend cannot be known), the first week's rate shown beside.
 //! `DRIFT_EVAL_DIAG=1` instead says where the mature false alarms of the stable series start
 //! (completion, day of the week, CUSUM), `DRIFT_EVAL_DIAG=fit` compares the learnt baseline
-//! with the truth on three series. `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that
-//! knows the generator's truth reaches on the same series at the same mature false-alarm rate
-//! and which delay targets no detector can meet (`benches/support/oracle_eval.rs`;
-//! `DRIFT_EVAL_ORACLE=only` without the real detector). The cost per completion is timed roughly here;
+//! with the truth on three series, `DRIFT_EVAL_DIAG=bias` measures the error of the learnt
+//! expected ln-duration at the completions' times on 40 stable series of the first seed (mean,
+//! rms, spread of the series' means, by hour since the day's window of bursts opens).
+//! `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that knows the generator's truth
+//! reaches on the same series at the same mature false-alarm rate and which delay targets no
+//! detector can meet (`benches/support/oracle_eval.rs`; `DRIFT_EVAL_ORACLE=only` without the
+//! real detector). The cost per completion is timed roughly here;
 //! `benches/drift_cost.rs` measures it with criterion.
 //!
 //! Run: `cargo bench --bench drift_eval`
@@ -472,6 +475,55 @@ fn main() {
                 })
                 .collect();
             println!("seed {seed} scale {:.3}: {}", detector.snapshot().scale, errs.join(" "));
+        }
+        return;
+    }
+    if std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("bias") {
+        for &(family_no, family) in &families {
+            let base = seeds[0] ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
+            let (mut n, mut sum, mut sum2) = (0.0, 0.0, 0.0);
+            let mut by_hour = [(0.0f64, 0.0f64, 0.0f64); 24];
+            let mut series_means = Vec::new();
+            for series in 0..40 {
+                let mut generator = Generator::new(family, series_seed(base, 0, series));
+                let mut detector = Detector::new(cfg.clone());
+                let (mut sn, mut ss) = (0.0, 0.0);
+                for i in 0..STABLE_LEN {
+                    let (t, v) = generator.next(1.0);
+                    if i >= MATURE_FROM {
+                        let b = detector.baseline(t).expect("warm");
+                        let e = (b.median_s / generator.true_median(t)).ln();
+                        n += 1.0;
+                        sum += e;
+                        sum2 += e * e;
+                        sn += 1.0;
+                        ss += e;
+                        let h = generator.hours_since_window(t) as usize % 24;
+                        by_hour[h].0 += 1.0;
+                        by_hour[h].1 += e;
+                        by_hour[h].2 += e * e;
+                    }
+                    detector.observe(t, v);
+                }
+                series_means.push(ss / sn);
+            }
+            let mean = sum / n;
+            let sm_sd =
+                (series_means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / series_means.len() as f64).sqrt();
+            println!(
+                "{}: error of the expected ln (learnt - true median) mean {:+.4} rms {:.4}; sd of series means {:.4}",
+                family.name,
+                mean,
+                (sum2 / n).sqrt(),
+                sm_sd
+            );
+            let cells: Vec<String> = by_hour
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.0 > 0.002 * n)
+                .map(|(h, c)| format!("{h}h: {:.0}% {:+.3}/{:.3}", 100.0 * c.0 / n, c.1 / c.0, (c.2 / c.0).sqrt()))
+                .collect();
+            println!("  by hour since the window start (share, mean/rms): {}", cells.join(", "));
         }
         return;
     }

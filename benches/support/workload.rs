@@ -133,6 +133,12 @@ impl Generator {
         (t - START_UNIX_S - self.weekend_start_s).rem_euclid(WEEK_S) / 3600.0
     }
 
+    /// Hours since the start of the day's window where bursts may start (0 to 24), for diagnostics.
+    #[allow(dead_code)]
+    pub fn hours_since_window(&self, t: f64) -> f64 {
+        ((t.rem_euclid(DAY_S)) / 3600.0 - self.burst_start_ok.0).rem_euclid(24.0)
+    }
+
     /// The median at time `t` without size mixing or stragglers, for diagnostics.
     #[allow(dead_code)]
     pub fn true_median(&self, t: f64) -> f64 {
