@@ -69,7 +69,14 @@
 //! first one and must learn it anyway (in days 7-14 the whole baseline learns through freezes,
 //! or a level set by the first days alone could stay frozen for good); after that it learns
 //! with the rest of the baseline only, so a slow ramp, which freezes the baseline, is not
-//! absorbed into the time of the week. The scale is a trimmed mean (|residual| among those
+//! absorbed into the time of the week. The step is centred on the level's own completions
+//! (`level_step_centred`, 2026-12-02): the level is their mean, so when they held more weekend
+//! than the week does (a class first seen on a weekend, a baseline frozen over weekdays) it is
+//! off by the step's height times the difference, and the step, centred on the share of them
+//! inside its window (84 running means at the level's rate), puts the expectation right at
+//! every time of the week; centred on its own share instead, such a level (0.04-0.06 low on
+//! a `weekend -10%` class) kept the baseline frozen after the learning window, the CUSUMs
+//! above half their thresholds for good. The scale is a trimmed mean (|residual| among those
 //! inside 2.5 scales, divided by its Gaussian value), right with or without stragglers beyond
 //! the clip. A 1.12x shift is a larger share of a small scale, and a CUSUM at a fixed
 //! threshold then false-alarms more often; its threshold is raised below `threshold_scale`
@@ -229,6 +236,14 @@ pub struct DetectorConfig {
     /// on its first one, and must learn it anyway); after them it learns only with the rest
     /// of the baseline, so a slow ramp is not absorbed into the time of the week.
     pub week_open_days: f64,
+    /// Centre the weekend step on the level's own sample: the level is a mean over the
+    /// completions it learnt from, and when those held more (or less) weekend than the week
+    /// does (a class first seen on a weekend, a baseline frozen over weekdays) it is off by the
+    /// step's height times the difference; the step is therefore centred on the share of the
+    /// level's completions inside its window (`level_step_inside`), which makes the expectation
+    /// right whatever that share is. `false`: centred on the step's own share, as before
+    /// 2026-12-02.
+    pub level_step_centred: bool,
 }
 
 impl Default for DetectorConfig {
@@ -262,6 +277,7 @@ impl Default for DetectorConfig {
             week_memory: 20_000.0,
             week_step_z: 4.0,
             week_open_days: 14.0,
+            level_step_centred: true,
         }
     }
 }
@@ -364,6 +380,11 @@ pub struct DetectorState {
     /// The learnt share of stragglers (0 in older snapshots: `straggler_fraction` from then on).
     #[serde(default)]
     pub straggler_share: f64,
+    /// Per candidate start of the weekend step, the share of the completions the level learnt
+    /// from that lie inside its window, at the level's own learning rate (empty in older
+    /// snapshots: seeded from `week_step_inside` on restore).
+    #[serde(default)]
+    pub level_step_inside: Vec<f64>,
 }
 
 /// Number of recent durations kept for [`Detector::recent_median_s`].
@@ -422,6 +443,7 @@ impl Detector {
             week_step_cross: Vec::new(),
             week_step_level: 0.0,
             straggler_share: 0.0,
+            level_step_inside: Vec::new(),
         };
         let mut detector = Detector { cfg, st, step: WeekStep::default() };
         detector.seed_trimmed_scale();
@@ -435,6 +457,13 @@ impl Detector {
     pub fn restore(cfg: DetectorConfig, state: DetectorState) -> Self {
         let mut detector = Detector { cfg, st: state, step: WeekStep::default() };
         detector.fit_week_step();
+        if detector.st.level_step_inside.len() != WEEK_STEP_STARTS && detector.has_week_step() {
+            // The best guess for an older snapshot: the step's own share, or a weekend's.
+            let nominal = detector.cfg.weekend_hours / (7.0 * 24.0);
+            let seen = detector.st.week_step_inside.iter().any(|&p| p > 0.0);
+            detector.st.level_step_inside =
+                if seen { detector.st.week_step_inside.clone() } else { vec![nominal; WEEK_STEP_STARTS] };
+        }
         let binned: f64 = detector.st.season_count.iter().sum();
         if detector.st.profile_count == 0.0 && binned > 0.0 {
             detector.seed_profile_from_bins(binned);
@@ -477,6 +506,7 @@ impl Detector {
         self.st.completions += 1;
         if self.st.completions == 1 {
             self.st.location = x;
+            self.learn_level_share(timestamp_unix_s, 1.0);
             return self.verdict();
         }
         let basis = harmonic_basis(day_fraction(timestamp_unix_s));
@@ -693,7 +723,32 @@ impl Detector {
             return 0.0;
         }
         let inside = f64::from(u8::from(self.in_step_window(week_fraction, self.step.start)));
-        self.step.height * (inside - self.step.inside)
+        self.step.height * (inside - self.step_centre())
+    }
+
+    /// The share of "inside the window" the step in use is centred on: that of the level's
+    /// own completions (`level_step_centred`), or of the step's.
+    fn step_centre(&self) -> f64 {
+        match self.st.level_step_inside.get(self.step.start) {
+            Some(&share) if self.cfg.level_step_centred => share,
+            _ => self.step.inside,
+        }
+    }
+
+    /// Moves the level's share inside each candidate window towards this completion's, at the
+    /// level's learning rate.
+    fn learn_level_share(&mut self, timestamp_unix_s: f64, rate: f64) {
+        if !self.has_week_step() {
+            return;
+        }
+        if self.st.level_step_inside.len() != WEEK_STEP_STARTS {
+            self.st.level_step_inside = vec![0.0; WEEK_STEP_STARTS];
+        }
+        let fraction = week_fraction(timestamp_unix_s);
+        for k in 0..WEEK_STEP_STARTS {
+            let inside = f64::from(u8::from(self.in_step_window(fraction, k)));
+            self.st.level_step_inside[k] += rate * (inside - self.st.level_step_inside[k]);
+        }
     }
 
     /// Number of weekly profile coefficients in use.
@@ -734,8 +789,9 @@ impl Detector {
                 basis[..n].iter().zip(&self.st.week_coef[..n]).map(|(b, c)| b * c).sum::<f64>()
             })
             .fold(0.0, f64::max);
-        let step = self.step.height * (1.0 - self.step.inside);
-        harmonic + step.max(-self.step.height * self.step.inside)
+        let centre = self.step_centre();
+        let step = self.step.height * (1.0 - centre);
+        harmonic + step.max(-self.step.height * centre)
     }
 
     /// Moves the weekly profile at this time of the week towards what the residual says:
@@ -953,6 +1009,7 @@ impl Detector {
         let rate = learning_rate(self.st.completions as f64, self.cfg.baseline_memory);
         let level_before = self.st.location;
         self.st.location += rate * huber(x - level_before, scale);
+        self.learn_level_share(timestamp_unix_s, rate);
         // Trimmed mean of |residual| inside the clip: consistent for the Gaussian core whatever
         // the share of stragglers beyond it (the clipped mean used before 2026-12-01 assumed
         // `straggler_fraction` there, and read 4% low without stragglers, 6% high with 5%).
@@ -2076,7 +2133,7 @@ mod tests {
         let mut detector = Detector::new(DetectorConfig::default());
         run(&mut detector, &data[..STABLE]);
         let mut old = serde_json::to_value(detector.snapshot()).expect("serialises");
-        for key in ["week_step_inside", "week_step_cross", "week_step_level", "straggler_share"] {
+        for key in ["week_step_inside", "week_step_cross", "week_step_level", "straggler_share", "level_step_inside"] {
             old.as_object_mut().expect("an object").remove(key);
         }
         let state: DetectorState = serde_json::from_value(old).expect("an old snapshot parses");
@@ -2215,6 +2272,34 @@ mod tests {
             assert!(matches!(err, ReplayError::Row { line: 3, .. }), "{err:?}");
             let message = err.to_string();
             assert!(message.starts_with("line 3: ") && message.contains(why), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_class_first_seen_on_its_weekend_is_not_left_on_the_weekend_level() {
+        // sigma 0.15, weekdays 1.1x, a 48 h weekend at 0.9x that starts with the data: the
+        // level learns its first two days from the weekend alone and is frozen over part of
+        // the first weekdays (they look like drift), so its completions hold more weekend than
+        // the week does. Centred on the step's own share, the baseline stays ~0.04 (in ln) low
+        // at every time of the week after four weeks and keeps alerting; centred on the level's
+        // share, it is right. (level_step_centred, baseline within 0.02 of the truth)
+        for (centred, right) in [(true, true), (false, false)] {
+            let cfg = DetectorConfig { level_step_centred: centred, ..DetectorConfig::default() };
+            for seed in [300, 308, 316, 324] {
+                let factor = |t: f64| if hours_into_weekend(t, 0.0) < 48.0 { 0.9 } else { 1.1 };
+                let data = shaped_history(seed, 3000, 0.15, 0.02, factor);
+                let mut detector = Detector::new(cfg.clone());
+                run(&mut detector, &data);
+                let end = data.last().expect("data").0;
+                let mean_error = (0..84)
+                    .map(|k| {
+                        let at = end + 7200.0 * k as f64;
+                        (detector.baseline(at).expect("warmed up").median_s / (1800.0 * factor(at))).ln()
+                    })
+                    .sum::<f64>()
+                    / 84.0;
+                assert_eq!(mean_error.abs() < 0.02, right, "centred {centred}, seed {seed}: {mean_error:+.3}");
+            }
         }
     }
 }
