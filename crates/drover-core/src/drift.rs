@@ -104,8 +104,9 @@
 //! the expected ln-duration at the completions' times varied by 0.0095 in ln between series
 //! (0.0046 on the reference), 0.017 with bursts at any hour of the day, 0.004 on a bursty class
 //! without a daily cycle, and 0.25 false alarms per 10,000 against 0.08. Learnt from the
-//! residual after the daily and weekly profiles (`level_from_residual`) it varies by 0.0024,
-//! and the false alarms fell to 0.18. Most of the rest is the freeze's selection: the
+//! residual after the profiles (`level_from_residual`) it varied by 0.0024, and the false
+//! alarms fell to 0.18; with the weekend step centred on the level's own completions, the
+//! level now learns after the daily profile only (the merged numbers are in BENCHMARKS.md). Most of the rest is the freeze's selection: the
 //! completions that push the evidence past `freeze_fraction` are not learnt from, and in a
 //! burst they are where the profile is low; deciding on the evidence before the completion
 //! (`freeze_on_past_evidence`, off by default) gives 0.135, at one completion of ramp delay
@@ -261,9 +262,11 @@ pub struct DetectorConfig {
     /// of the baseline (and, with `step_learns_through_freeze`, while no alert fires), so a
     /// slow ramp is not absorbed into the time of the week.
     pub week_open_days: f64,
-    /// The level (`location`) learns from the residual after the daily and weekly profiles,
-    /// i.e. it is the intercept of the profile's regression (true), instead of from the raw
-    /// ln-duration's deviation from it (false, the behaviour before 2026-12-01). With the raw
+    /// The level (`location`) learns from the ln-duration's deviation after the daily
+    /// profile, i.e. it is the intercept of the daily profile's regression (true), instead of
+    /// from the raw deviation from it (false, the behaviour before 2026-12-01). Not after the
+    /// weekend step: that is centred on the level's own completions (`level_step_centred`),
+    /// and after both the level of a class first seen on its weekend stayed ~0.04 low. With the raw
     /// deviation the level is a mean over the times of day the completions happened at, so
     /// bursts of completions sharing one time of day move it by their burst's daily offset at
     /// once: its error had a standard deviation of ~0.01-0.02 in ln on a bursty class with a
