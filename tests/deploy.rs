@@ -493,7 +493,13 @@ workers = 0
     let _users = BrokerUsers(users.clone());
     let operator = format!("{users}-operator");
     host.start_supervisor();
-    crate::harness::wait_until("the supervisor answers", Duration::from_secs(60), || host.status().is_some());
+    // Over the broker, where the order goes: the local socket answers before the supervisor
+    // consumes its control queue, and an order sent then found no queue (seen under load).
+    crate::harness::wait_until("the supervisor answers over the broker", Duration::from_secs(120), || {
+        crate::supervisor::drover(&["status", "--fleet", "--expect", &host.name, "--config"], &host.config)
+            .status
+            .success()
+    });
 
     // The operator's CLI, run by someone who claims to be another person.
     let out = Command::new(env!("CARGO_BIN_EXE_drover"))
