@@ -478,11 +478,48 @@ fn main() {
         }
         return;
     }
+    if std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("step") {
+        let family = families[0].1;
+        for seed in 1..6u64 {
+            let mut generator = Generator::new(family, seed);
+            let mut detector = Detector::new(cfg.clone());
+            let mut t = 0.0;
+            for _ in 0..STABLE_LEN {
+                let (tt, v) = generator.next(1.0);
+                t = tt;
+                detector.observe(tt, v);
+            }
+            let st = detector.snapshot();
+            let fits: Vec<(f64, usize, f64, f64)> = (0..st.week_step_inside.len())
+                .map(|k| {
+                    let p = st.week_step_inside[k];
+                    let cov = st.week_step_cross[k] - st.week_step_level * p;
+                    let var = p * (1.0 - p);
+                    (cov * cov / var.max(1e-9), k, cov / var.max(1e-9), p)
+                })
+                .collect();
+            let best = fits.iter().copied().fold((0.0, 0, 0.0, 0.0), |b, f| if f.0 > b.0 { f } else { b });
+            // The true start, as a candidate index: the week fraction of the latest weekend start.
+            let since_h = generator.hours_since_weekend(t);
+            let start_frac = ((t - since_h * 3600.0) / (7.0 * 86_400.0)).rem_euclid(1.0);
+            println!(
+                "seed {seed}: best k {} height {:+.4} inside {:.3} (level share {:.3}); true start {:.2} (k units), true height {:+.4}",
+                best.1,
+                best.2,
+                best.3,
+                st.level_step_inside.get(best.1).copied().unwrap_or(f64::NAN),
+                start_frac * st.week_step_inside.len() as f64,
+                ((1.0 + family.weekly) / (1.0 - family.weekly)).ln()
+            );
+        }
+        return;
+    }
     if std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("bias") {
         for &(family_no, family) in &families {
             let base = seeds[0] ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
             let (mut n, mut sum, mut sum2) = (0.0, 0.0, 0.0);
             let mut by_hour = [(0.0f64, 0.0f64, 0.0f64); 24];
+            let mut by_day = [(0.0f64, 0.0f64, 0.0f64); 14];
             let mut series_means = Vec::new();
             for series in 0..40 {
                 let mut generator = Generator::new(family, series_seed(base, 0, series));
@@ -502,6 +539,10 @@ fn main() {
                         by_hour[h].0 += 1.0;
                         by_hour[h].1 += e;
                         by_hour[h].2 += e * e;
+                        let d = (generator.hours_since_weekend(t) / 12.0) as usize % 14;
+                        by_day[d].0 += 1.0;
+                        by_day[d].1 += e;
+                        by_day[d].2 += e * e;
                     }
                     detector.observe(t, v);
                 }
@@ -524,6 +565,12 @@ fn main() {
                 .map(|(h, c)| format!("{h}h: {:.0}% {:+.3}/{:.3}", 100.0 * c.0 / n, c.1 / c.0, (c.2 / c.0).sqrt()))
                 .collect();
             println!("  by hour since the window start (share, mean/rms): {}", cells.join(", "));
+            let cells: Vec<String> = by_day
+                .iter()
+                .enumerate()
+                .map(|(d, c)| format!("{}h: {:+.3}/{:.3}", 12 * d, c.1 / c.0, (c.2 / c.0).sqrt()))
+                .collect();
+            println!("  by half-day since the weekend starts (mean/rms): {}", cells.join(", "));
         }
         return;
     }
