@@ -404,7 +404,7 @@ const COLD_LIMIT: f64 = 0.5;
 fn diagnose(cfg: &DetectorConfig, families: &[(usize, Family)], seeds: &[u64]) {
     for &(family_no, family) in families {
         let (mut by_index, mut by_week, mut by_cusum) = ([0u64; 4], [0u64; 7], [0u64; drover::drift::SHIFTS]);
-        let mut by_hour = [0u64; 24];
+        let (mut by_hour, mut by_window) = ([0u64; 24], [0u64; 24]);
         for &base_seed in seeds {
             let base = base_seed ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
             for series in 0..STABLE_SERIES {
@@ -423,6 +423,7 @@ fn diagnose(cfg: &DetectorConfig, families: &[(usize, Family)], seeds: &[u64]) {
                         }] += 1;
                         by_week[(generator.hours_since_weekend(t) / 24.0) as usize % 7] += 1;
                         by_hour[((t.rem_euclid(86_400.0)) / 3600.0) as usize % 24] += 1;
+                        by_window[generator.hours_since_window(t) as usize % 24] += 1;
                         let st = detector.snapshot();
                         let cfg = detector.config();
                         let worst = (0..drover::drift::SHIFTS)
@@ -438,7 +439,8 @@ fn diagnose(cfg: &DetectorConfig, families: &[(usize, Family)], seeds: &[u64]) {
         }
         println!(
             "{}: by index [1000-2000, 2000-4000, 4000-7000, 7000+] {by_index:?}; by day since weekend start {by_week:?}; \
-             by highest CUSUM {by_cusum:?}; by UTC hour {by_hour:?}",
+             by highest CUSUM {by_cusum:?}; by UTC hour {by_hour:?}; by hour since the day's window of bursts opens \
+             {by_window:?}",
             family.name
         );
     }
