@@ -106,8 +106,13 @@
 //! the clip. A 1.12x shift is a larger share of a small scale, and a CUSUM at a fixed
 //! threshold then false-alarms more often; its threshold is raised below `threshold_scale`
 //! (0.25) by Siegmund's run-length approximation times `calibration_gain` (3), never lowered.
-//! Above it the 12x threshold rises by `wide_threshold_slope` (10 nats per unit of scale: 9
-//! at 0.45), since on a wide class two 5-8x stragglers in a row reached 7. The share of
+//! Above it the 12x threshold rises by `wide_threshold_slope` (15 nats per unit of scale: 10
+//! at 0.45; 10 until 2026-12-02), since on a wide class two 5-8x stragglers in a row reached
+//! 7. At 10, 12x evidence was still where 86% of the false alarms of `wide+5% stragglers`
+//! and two thirds of `everything`'s started; at 15 they fell from 0.133 to 0.051 and from
+//! 0.174 to 0.092 per 10,000 on the tuning seeds, and the 12x delay's maximum grew by about
+//! one completion on the wide families, where the oracle shows two completions out of any
+//! detector's reach with stragglers (BENCHMARKS.md). The share of
 //! stragglers in the null model is learnt (`learn_straggler_share`): online EM, each learnt
 //! completion's posterior probability of being a straggler averaged with `straggler_fraction`
 //! as a prior worth 500 completions, kept within 0.5-15%.
@@ -293,8 +298,8 @@ pub struct DetectorConfig {
     pub calibration_gain: f64,
     /// Nats added to each CUSUM's threshold per unit of learnt scale above `threshold_scale`
     /// (the 12x one only, by default): on a wide class (scale 0.45) a 5-8x job is only 4-5
-    /// scales out and, with stragglers, two of them in a row reach the 12x threshold; 10 (i.e.
-    /// 9 nats instead of 7 at 0.45) was chosen on tuning seeds (BENCHMARKS.md).
+    /// scales out and, with stragglers, two of them in a row reach the 12x threshold; 15 (i.e.
+    /// 10 nats instead of 7 at 0.45) was chosen on tuning seeds (BENCHMARKS.md).
     pub wide_threshold_slope: [f64; SHIFTS],
     /// Length of the weekend step, hours (0: no step): the weekly profile holds a step of
     /// this length starting at a learnt time of the week (one of [`WEEK_STEP_STARTS`]) with a
@@ -384,7 +389,7 @@ impl Default for DetectorConfig {
             threshold_scale: 0.25,
             scale_calibrated: [true, false, false, false, false],
             calibration_gain: 3.0,
-            wide_threshold_slope: [0.0, 0.0, 0.0, 0.0, 10.0],
+            wide_threshold_slope: [0.0, 0.0, 0.0, 0.0, 15.0],
             weekend_hours: 48.0,
             week_memory: 20_000.0,
             week_step_z: 5.0,
