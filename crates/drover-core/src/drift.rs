@@ -1002,8 +1002,13 @@ impl Detector {
     /// shrinks a profile seen everywhere by remembered / (remembered + prior). The floor keeps
     /// the system regular when `season_prior` is 0.
     fn ridge(&self, count: f64) -> f64 {
-        let remembered = count.min(self.cfg.season_memory.max(1.0)).max(1.0);
-        (self.cfg.season_prior.max(0.0) / (2.0 * remembered)).max(1e-9)
+        (self.cfg.season_prior.max(0.0) / (2.0 * self.remembered(count))).max(1e-9)
+    }
+
+    /// Completions a harmonic fit's running means hold after `count`: all of them while young,
+    /// `season_memory` after.
+    fn remembered(&self, count: f64) -> f64 {
+        count.min(self.cfg.season_memory.max(1.0)).max(1.0)
     }
 
     /// Threshold of CUSUM `j` at the scale a residual is judged with. A CUSUM of shift δ at
@@ -1110,8 +1115,7 @@ impl Detector {
         if excess <= 0.0 {
             return 0.0;
         }
-        let remembered = self.st.profile_count.min(self.cfg.season_memory.max(1.0)).max(1.0);
-        self.cfg.profile_leverage_z * self.scale() * (excess / remembered).sqrt()
+        self.cfg.profile_leverage_z * self.scale() * (excess / self.remembered(self.st.profile_count)).sqrt()
     }
 
     fn accumulate(&mut self, residual: f64) {
@@ -2740,7 +2744,7 @@ mod tests {
             let cfg = DetectorConfig { level_step_centred: centred, ..DetectorConfig::default() };
             for seed in [300, 308, 316, 324] {
                 let factor = |t: f64| if hours_into_weekend(t, 0.0) < 48.0 { 0.9 } else { 1.1 };
-                let data = shaped_history(seed, 6000, 0.15, 0.02, factor);
+                let data = shaped_history(seed, 3000, 0.15, 0.02, factor);
                 let mut detector = Detector::new(cfg.clone());
                 run(&mut detector, &data);
                 let end = data.last().expect("data").0;
