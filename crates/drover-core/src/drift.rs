@@ -43,6 +43,14 @@
 //! same as `freeze_fraction`): 0.2 cuts the cold-start 1.5x median delay on wide classes by
 //! a third or more, but a young baseline frozen on a slightly wrong level stays wrong past
 //! `mature_completions` (1/n learning), and false alarms rise, mature ones included.
+//! `young_learning_lag` (0, off, by default) lets a young baseline learn a completion only
+//! after that many later ones have been judged, so a step's first completions are judged
+//! against a baseline that has not seen them: at 50 it cuts the wide families' cold 1.5x
+//! delays by a third and raises `everything`'s caught share from 68% to 86-92%, but the
+//! residuals of a window then share the lagged baseline's error (the recursive residuals of a
+//! plain average, learnt at once, are independent), and cold false alarms rise (`bursty` 0.05
+//! to 0.25-0.32 per 10,000, `everything` over its limit at a 1.2 band) and a 12x step on
+//! `tight+5% stragglers` takes 4-5 completions instead of 3 (BENCHMARKS.md, sixth pass).
 //! [`Detector::rebaseline`] starts a new baseline (after a deploy that changed the run time on
 //! purpose) without a restart. Workload families and cold-start numbers: BENCHMARKS.md.
 //!
@@ -278,6 +286,15 @@ pub struct DetectorConfig {
     /// 0.5 (= `freeze_fraction`, i.e. off) by default: earlier freezes leave some young
     /// baselines frozen on a wrong level, which raises false alarms (module docs).
     pub young_freeze_fraction: f64,
+    /// Cold start: while young (after `warmup`, before `mature_completions`), a completion is
+    /// learnt from only once this many later completions have been judged (0: at once). A
+    /// young baseline learns by plain averages, so without the lag a step from the 150th
+    /// completion moves the level by a sixth of its height within 30 completions, before its
+    /// evidence reaches `freeze_fraction`; with it, the first `young_learning_lag`
+    /// completions after a change are judged against a baseline that has not seen any of
+    /// them, and when it freezes they are never learnt. Once mature, the completions still
+    /// waiting are learnt and the baseline learns at once again.
+    pub young_learning_lag: usize,
     /// Width, in standard errors, of the band a residual is judged against for the daily
     /// profile's own uncertainty where it extrapolates (0: off). At a time of day the class
     /// rarely completes at (past the end of office-hours bursts, say) the harmonic fit is
@@ -388,6 +405,7 @@ impl Default for DetectorConfig {
             mature_completions: 1000.0,
             young_z: 1.2,
             young_freeze_fraction: YOUNG_FREEZE_DEFAULT,
+            young_learning_lag: 0,
             profile_leverage_z: 4.0,
             week_harmonics: 0,
             threshold_scale: 0.25,
@@ -516,6 +534,10 @@ pub struct DetectorState {
     /// snapshots); [`Detector::restore`] converts between the two.
     #[serde(default)]
     pub step_level_free: bool,
+    /// Completions judged but not yet learnt from (`young_learning_lag`), oldest first: the
+    /// completion time and ln-duration of each.
+    #[serde(default)]
+    pub young_pending: std::collections::VecDeque<[f64; 2]>,
 }
 
 /// Number of recent durations kept for [`Detector::recent_median_s`].
@@ -576,6 +598,7 @@ impl Detector {
             straggler_share: 0.0,
             level_step_inside: Vec::new(),
             step_level_free: cfg.step_from_level_free,
+            young_pending: std::collections::VecDeque::new(),
         };
         let mut detector = Detector { cfg, st, step: WeekStep::default() };
         detector.seed_trimmed_scale();
@@ -657,12 +680,18 @@ impl Detector {
         } else {
             self.baseline_may_learn()
         };
-        // In the weekly profile's second week (active, still open) the whole baseline learns
-        // through freezes too: the weekend step is centred (it cannot move the level), so a
-        // baseline whose level was set by the first days alone (a weekend, say) would
-        // otherwise stay frozen on the wrong level for good.
-        if may_learn || (self.week_active() && self.week_open(timestamp_unix_s)) {
-            self.learn(x, timestamp_unix_s, &basis, residual);
+        if self.lags_learning() {
+            self.st.young_pending.push_back([timestamp_unix_s, x]);
+            if self.st.young_pending.len() > self.cfg.young_learning_lag {
+                if let Some([t, x]) = self.st.young_pending.pop_front() {
+                    self.learn_later(t, x, may_learn);
+                }
+            }
+        } else {
+            while let Some([t, x]) = self.st.young_pending.pop_front() {
+                self.learn_later(t, x, may_learn);
+            }
+            self.learn_if(may_learn, x, timestamp_unix_s, &basis, residual);
         }
         // The weekly profile learns through freezes only while it is new: the first weekend
         // looks like drift to a baseline that has never seen one, and would otherwise never be
@@ -675,6 +704,46 @@ impl Detector {
             self.learn_week(timestamp_unix_s, &week_basis, weekly, deviation);
         }
         self.verdict()
+    }
+
+    /// Whether completions wait before they are learnt from (`young_learning_lag`): only
+    /// after warm-up, while the baseline is young.
+    fn lags_learning(&self) -> bool {
+        self.cfg.young_learning_lag > 0
+            && self.warmed_up()
+            && (self.st.completions as f64) < self.cfg.mature_completions
+    }
+
+    /// Learns from a completion that waited (`young_learning_lag`), with its residual against
+    /// the baseline as it is now (it is still out of sample), if the baseline may learn now.
+    fn learn_later(&mut self, timestamp_unix_s: f64, x: f64, may_learn: bool) {
+        let basis = harmonic_basis(day_fraction(timestamp_unix_s));
+        let week_basis = harmonic_basis(week_fraction(timestamp_unix_s));
+        let residual = x - self.st.location - self.profile(&basis) - self.weekly(timestamp_unix_s, &week_basis);
+        self.learn_if(may_learn, x, timestamp_unix_s, &basis, residual);
+    }
+
+    fn learn_if(
+        &mut self,
+        may_learn: bool,
+        x: f64,
+        timestamp_unix_s: f64,
+        basis: &[f64; PROFILE_TERMS],
+        residual: f64,
+    ) {
+        // In the weekly profile's second week (active, still open) the whole baseline learns
+        // through freezes too: the weekend step is centred (it cannot move the level), so a
+        // baseline whose level was set by the first days alone (a weekend, say) would
+        // otherwise stay frozen on the wrong level for good.
+        if may_learn || (self.week_active() && self.week_open(timestamp_unix_s)) {
+            self.learn(x, timestamp_unix_s, basis, residual);
+        }
+    }
+
+    /// Completions the baseline has had the chance to learn from: those observed, less those
+    /// still waiting (`young_learning_lag`).
+    fn learnt_completions(&self) -> u64 {
+        self.st.completions - self.st.young_pending.len() as u64
     }
 
     /// How unusual a job that is still running after `elapsed_s` is: the robust z-score of
@@ -761,7 +830,7 @@ impl Detector {
     /// Cold start: `young_z` times how much larger a standard error of the young baseline is
     /// than that of a mature one, per unit of scale: sqrt(1/n - 1/mature) (0 once mature).
     fn youth(&self) -> f64 {
-        let n = self.st.completions.max(1) as f64;
+        let n = self.learnt_completions().max(1) as f64;
         let excess = 1.0 / n - 1.0 / self.cfg.mature_completions.max(1.0);
         self.cfg.young_z.max(0.0) * excess.max(0.0).sqrt()
     }
@@ -1203,11 +1272,11 @@ impl Detector {
             // the configured one.
             let share = self.straggler_share();
             let posterior = NullModel::new(scale, share, &self.cfg).straggler_posterior(residual);
-            let rate = learning_rate(self.st.completions as f64 + STRAGGLER_PRIOR, self.cfg.baseline_memory);
+            let rate = learning_rate(self.learnt_completions() as f64 + STRAGGLER_PRIOR, self.cfg.baseline_memory);
             self.st.straggler_share =
                 (share + rate * (posterior - share)).clamp(MIN_STRAGGLER_SHARE, MAX_STRAGGLER_SHARE);
         }
-        let rate = learning_rate(self.st.completions as f64, self.cfg.baseline_memory);
+        let rate = learning_rate(self.learnt_completions() as f64, self.cfg.baseline_memory);
         // After the daily profile only: the weekend step is centred on the level's own
         // completions (`level_step_centred`), which assumes a level that holds the week's mix.
         let level_error = if self.cfg.level_from_residual {
@@ -1982,6 +2051,38 @@ mod tests {
             }
             assert!(checked > 0, "after {n}: the evidence never lay between the fractions");
         }
+    }
+
+    #[test]
+    fn a_young_baseline_with_a_learning_lag_does_not_learn_a_step_it_has_not_judged() {
+        // 1.25x jobs from completion 150 of a new class. Without the lag the plain average
+        // takes in every one of them until the evidence freezes it; with a lag of 50, the 40
+        // after the step are still waiting (with the 10 before), and once mature the detector
+        // learns at once again, nothing left waiting.
+        let (n, shifted) = (150, 40);
+        let data = history(193, 1_100, |i| if (n..n + shifted).contains(&i) { 1.25 } else { 1.0 });
+        let mut level_moved = Vec::new();
+        for lag in [0, 50] {
+            let cfg = DetectorConfig { young_learning_lag: lag, ..DetectorConfig::default() };
+            let mut detector = Detector::new(cfg.clone());
+            run(&mut detector, &data[..n]);
+            let before = detector.snapshot().location;
+            run(&mut detector, &data[n..n + shifted]);
+            level_moved.push(detector.snapshot().location - before);
+            let waiting: Vec<f64> = detector.snapshot().young_pending.iter().map(|&[t, _]| t).collect();
+            let expected: Vec<f64> = if lag == 0 {
+                Vec::new()
+            } else {
+                data[n + shifted - lag..n + shifted].iter().map(|&(t, _)| t).collect()
+            };
+            assert_eq!(waiting, expected, "lag {lag}");
+            // A snapshot carries the completions still waiting.
+            let mut resumed = Detector::restore(cfg, detector.snapshot());
+            let (a, b) = (run(&mut detector, &data[n + shifted..]), run(&mut resumed, &data[n + shifted..]));
+            assert_eq!(a, b, "lag {lag}: a restored detector continues identically");
+            assert!(detector.snapshot().young_pending.is_empty(), "lag {lag}: nothing waits once mature");
+        }
+        assert!(level_moved[0] > 2.0 * level_moved[1].abs(), "moved without and with the lag: {level_moved:?}");
     }
 
     #[test]
