@@ -743,7 +743,7 @@ impl Detector {
     /// Completions the baseline has had the chance to learn from: those observed, less those
     /// still waiting (`young_learning_lag`).
     fn learnt_completions(&self) -> u64 {
-        self.st.completions - self.st.young_pending.len() as u64
+        self.st.completions.saturating_sub(self.st.young_pending.len() as u64)
     }
 
     /// How unusual a job that is still running after `elapsed_s` is: the robust z-score of
