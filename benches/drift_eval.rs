@@ -28,6 +28,9 @@
 //! with the truth on three series, `DRIFT_EVAL_DIAG=bias` measures the error of the learnt
 //! expected ln-duration at the completions' times on 40 stable series of the first seed (mean,
 //! rms, spread of the series' means, by hour since the day's window of bursts opens).
+//! `DRIFT_EVAL_DIAG=slow12` runs the evaluation and prints each 12x step caught after more
+//! than two completions (or missed), with the scores around the change.
+//! `DRIFT_EVAL_DIAG=scale` prints the learnt scale by completion against the true sigma.
 //! `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that knows the generator's truth
 //! reaches on the same series at the same mature false-alarm rate and which delay targets no
 //! detector can meet (`benches/support/oracle_eval.rs`; `DRIFT_EVAL_ORACLE=only` without the
@@ -69,7 +72,7 @@ const COLD_FROM: usize = 100;
 const MATURE_FROM: usize = 1_000;
 const TIMING_OBSERVATIONS: usize = 2_000_000;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Change {
     None,
     Step(f64),
@@ -150,6 +153,38 @@ fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> Se
         stable_exposed: change_at.saturating_sub(warmup.max(MATURE_FROM)) as u64,
         delay,
     }
+}
+
+/// `DRIFT_EVAL_DIAG=slow12`: a 12x step caught after more than two completions (or missed),
+/// with the score and the ratio of each completion to the series' median from just before
+/// the change to just after the alert.
+fn print_slow_12x(
+    cfg: &DetectorConfig,
+    data: &[(f64, f64)],
+    change_at: usize,
+    seed: u64,
+    case: &str,
+    series: u64,
+    delay: Option<usize>,
+) {
+    let mut before: Vec<f64> = data[..change_at].iter().map(|d| d.1).collect();
+    before.sort_by(f64::total_cmp);
+    let median = before[before.len() / 2];
+    let mut detector = Detector::new(cfg.clone());
+    let mut line = format!("{case} seed {seed} series {series} delay {delay:?}:");
+    let end = change_at + delay.unwrap_or(6).max(3) + 1;
+    for (i, &(t, v)) in data.iter().enumerate().take(end) {
+        let verdict = detector.observe(t, v);
+        if i + 1 == change_at {
+            let st = detector.snapshot();
+            line += &format!(" [scale {:.3} stragglers {:.3}]", st.scale, st.straggler_share);
+        }
+        if i + 3 >= change_at {
+            let mark = if i == change_at { "|" } else { "" };
+            line += &format!(" {mark}{:.1}x s{:.2}{}", v / median, verdict.score, if verdict.alert { "!" } else { "" });
+        }
+    }
+    println!("{line}");
 }
 
 fn series_seed(base: u64, case: u64, series: u64) -> u64 {
@@ -319,6 +354,12 @@ fn evaluate_seed(cfg: &DetectorConfig, (family_no, family): (usize, Family), bas
                 case.change,
             );
             let outcome = run_series(cfg, &data, change_at);
+            if std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("slow12")
+                && case.change == Change::Step(12.0)
+                && outcome.delay.is_none_or(|d| d > 2)
+            {
+                print_slow_12x(cfg, &data, change_at, base_seed, case.name, series, outcome.delay);
+            }
             out.add(&outcome);
             delays.push(outcome.delay);
         }
@@ -516,6 +557,35 @@ fn main() {
         }
         return;
     }
+    if std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("scale") {
+        // The learnt scale (in ln) by completion, median and 90th percentile over 40 stable
+        // series of the first seed, against the family's true sigma.
+        const AT: [usize; 6] = [120, 150, 300, 600, 1_000, 3_000];
+        for &(family_no, family) in &families {
+            let base = seeds[0] ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
+            let mut at: Vec<Vec<f64>> = vec![Vec::new(); AT.len()];
+            for series in 0..40 {
+                let data = generate(family, series_seed(base, 0, series), 3_000, 3_000, Change::None);
+                let mut detector = Detector::new(cfg.clone());
+                for (i, &(t, v)) in data.iter().enumerate() {
+                    detector.observe(t, v);
+                    if let Some(k) = AT.iter().position(|&a| a == i + 1) {
+                        at[k].push(detector.snapshot().scale);
+                    }
+                }
+            }
+            let cells: Vec<String> = at
+                .iter_mut()
+                .zip(AT)
+                .map(|(v, a)| {
+                    v.sort_by(f64::total_cmp);
+                    format!("{a}: {:.3} / {:.3}", v[v.len() / 2], v[v.len() * 9 / 10])
+                })
+                .collect();
+            println!("{} (sigma {}): {}", family.name, family.sigma, cells.join(", "));
+        }
+        return;
+    }
     if std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("bias") {
         for &(family_no, family) in &families {
             let base = seeds[0] ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
@@ -576,7 +646,7 @@ fn main() {
         }
         return;
     }
-    if std::env::var("DRIFT_EVAL_DIAG").is_ok() {
+    if std::env::var("DRIFT_EVAL_DIAG").is_ok_and(|d| d != "slow12") {
         diagnose(&cfg, &families, &seeds);
         return;
     }

@@ -665,10 +665,7 @@ impl Detector {
             self.learn_level_share(timestamp_unix_s, 1.0);
             return self.verdict();
         }
-        let basis = harmonic_basis(day_fraction(timestamp_unix_s));
-        let week_basis = harmonic_basis(week_fraction(timestamp_unix_s));
-        let weekly = self.weekly(timestamp_unix_s, &week_basis);
-        let residual = x - self.st.location - self.profile(&basis) - weekly;
+        let (basis, week_basis, weekly, residual) = self.residual_at(timestamp_unix_s, x);
         let may_learn_before = self.baseline_may_learn();
         if self.warmed_up() {
             let margin = self.leverage_margin(&basis);
@@ -717,10 +714,18 @@ impl Detector {
     /// Learns from a completion that waited (`young_learning_lag`), with its residual against
     /// the baseline as it is now (it is still out of sample), if the baseline may learn now.
     fn learn_later(&mut self, timestamp_unix_s: f64, x: f64, may_learn: bool) {
+        let (basis, _, _, residual) = self.residual_at(timestamp_unix_s, x);
+        self.learn_if(may_learn, x, timestamp_unix_s, &basis, residual);
+    }
+
+    /// The residual of ln-duration `x` completed at `timestamp_unix_s` against the baseline as
+    /// it is now, with the daily and weekly bases and the weekly offset it used.
+    fn residual_at(&self, timestamp_unix_s: f64, x: f64) -> ([f64; PROFILE_TERMS], [f64; PROFILE_TERMS], f64, f64) {
         let basis = harmonic_basis(day_fraction(timestamp_unix_s));
         let week_basis = harmonic_basis(week_fraction(timestamp_unix_s));
-        let residual = x - self.st.location - self.profile(&basis) - self.weekly(timestamp_unix_s, &week_basis);
-        self.learn_if(may_learn, x, timestamp_unix_s, &basis, residual);
+        let weekly = self.weekly(timestamp_unix_s, &week_basis);
+        let residual = x - self.st.location - self.profile(&basis) - weekly;
+        (basis, week_basis, weekly, residual)
     }
 
     fn learn_if(
