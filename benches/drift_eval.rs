@@ -30,7 +30,9 @@
 //! rms, spread of the series' means, by hour since the day's window of bursts opens).
 //! `DRIFT_EVAL_DIAG=slow12` runs the evaluation and prints each 12x step caught after more
 //! than two completions (or missed), with the scores around the change.
-//! `DRIFT_EVAL_DIAG=scale` prints the learnt scale by completion against the true sigma.
+//! `DRIFT_EVAL_DIAG=scale` prints the learnt scale by completion against the true sigma, and
+//! the size mixture's mean gain per completion (with `DRIFT_EVAL_SIZES=1` also the learnt
+//! sizes of the first four series); `DRIFT_EVAL_DIAG=slow12` also prints the early scale.
 //! `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that knows the generator's truth
 //! reaches on the same series at the same mature false-alarm rate and which delay targets no
 //! detector can meet (`benches/support/oracle_eval.rs`; `DRIFT_EVAL_ORACLE=only` without the
@@ -175,6 +177,11 @@ fn print_slow_12x(
     let end = change_at + delay.unwrap_or(6).max(3) + 1;
     for (i, &(t, v)) in data.iter().enumerate().take(end) {
         let verdict = detector.observe(t, v);
+        if [2, 3, 5, 10, 20, 40, 80, 120].contains(&(i + 1)) {
+            let st = detector.snapshot();
+            line +=
+                &format!(" @{} {:.2}x scale {:.3} inside {:.3};", i + 1, v / median, st.scale, st.scale_inside_share);
+        }
         if i + 1 == change_at {
             let st = detector.snapshot();
             line += &format!(" [scale {:.3} stragglers {:.3}]", st.scale, st.straggler_share);
@@ -564,13 +571,30 @@ fn main() {
         for &(family_no, family) in &families {
             let base = seeds[0] ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
             let mut at: Vec<Vec<f64>> = vec![Vec::new(); AT.len()];
+            let mut gains: Vec<Vec<f64>> = vec![Vec::new(); AT.len()];
             for series in 0..40 {
                 let data = generate(family, series_seed(base, 0, series), 3_000, 3_000, Change::None);
                 let mut detector = Detector::new(cfg.clone());
                 for (i, &(t, v)) in data.iter().enumerate() {
                     detector.observe(t, v);
                     if let Some(k) = AT.iter().position(|&a| a == i + 1) {
-                        at[k].push(detector.snapshot().scale);
+                        let st = detector.snapshot();
+                        at[k].push(st.scale);
+                        gains[k].push(st.size_gain);
+                        if series < 4 && st.size_moments.len() == 6 && std::env::var("DRIFT_EVAL_SIZES").is_ok() {
+                            let m = &st.size_moments;
+                            println!(
+                                "  series {series} at {}: shares {:.3} {:.3} offsets {:.3} {:.3} sigma {:.3} gain {:.3} scale {:.3}",
+                                i + 1,
+                                m[0] / (m[0] + m[1]),
+                                m[1] / (m[0] + m[1]),
+                                m[2] / m[0],
+                                m[3] / m[1],
+                                m[5] / (m[4] * 0.7724),
+                                st.size_gain,
+                                st.scale
+                            );
+                        }
                     }
                 }
             }
@@ -583,6 +607,15 @@ fn main() {
                 })
                 .collect();
             println!("{} (sigma {}): {}", family.name, family.sigma, cells.join(", "));
+            let cells: Vec<String> = gains
+                .iter_mut()
+                .zip(AT)
+                .map(|(v, a)| {
+                    v.sort_by(f64::total_cmp);
+                    format!("{a}: {:.3} / {:.3} / {:.3}", v[v.len() / 10], v[v.len() / 2], v[v.len() * 9 / 10])
+                })
+                .collect();
+            println!("  size mixture's gain per completion (p10 / median / p90): {}", cells.join(", "));
         }
         return;
     }

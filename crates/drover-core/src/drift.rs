@@ -129,6 +129,24 @@
 //! completion's posterior probability of being a straggler averaged with `straggler_fraction`
 //! as a prior worth 500 completions, kept within 0.5-15%.
 //!
+//! Two job sizes (2026-12-03). A class mixing jobs of two sizes (30% of them 2.5x larger,
+//! say) is bimodal in ln: a single lognormal reads a scale of ~0.54 where each size spreads by
+//! 0.25, and every completion then carries a fifth of the evidence it could. From
+//! `sizes_from` (200) completions on an online EM (`learn_sizes`) fits two Gaussian
+//! components of the learnt residuals sharing one spread (responsibilities weighed by how
+//! unlikely a completion is to be a straggler; offsets Huber-clipped; the spread a trimmed
+//! mean like the scale's), and keeps the mean log-likelihood gain of that mixture over the
+//! single spread, judged out of sample over the last ~500 completions. Once mature, with the
+//! gain above `sizes_min_gain` (0.03 nats) and each size at least 8%, the CUSUMs of
+//! `sizes_cusums` (1.5x to 12x) judge under the mixture, each size with stragglers of its
+//! own. On the bench's `two sizes` family the gain reads ~0.09 at 1,000 completions and 0.13
+//! at 3,000, on every single-size family under 0.015 (90th percentile at 3,000). Not the
+//! 1.12x CUSUM: four to five times sharper under the mixture, its drift under the null is as
+//! much more sensitive to a small error in the sizes' offsets, and with it the family's false
+//! alarms were 2.1 per 10,000; the thresholds keep following the pooled scale (at the
+//! mixture's spread the 12x one fell to 7 nats and false alarms rose to 0.3). The mixture
+//! moved that family's 1.5x median from 46 to 20 completions (BENCHMARKS.md).
+//!
 //! Bursts (2026-12-01). Until then the location learnt from the raw ln-duration's deviation
 //! from it, i.e. it was a mean over the times of day the completions happened at. With steady
 //! arrivals that mean is the daily mean, but a burst of ~20 completions at one time of day
@@ -226,6 +244,18 @@ pub const MAX_STRAGGLER_SHARE: f64 = 0.15;
 /// sqrt(π/2 - 1) for the mean absolute deviation of Gaussian data.
 const SCALE_RELATIVE_SE: f64 = 0.755_511_4;
 const YOUNG_FREEZE_DEFAULT: f64 = 0.5;
+/// Running means of the size mixture (`DetectorState::size_moments`).
+const SIZE_MOMENTS: usize = 6;
+/// The size mixture is used only after learning from this many completions...
+const MIN_SIZE_COMPLETIONS: f64 = 300.0;
+/// ...and only if each size makes up at least this share (fewer big jobs are stragglers).
+const MIN_SIZE_SHARE: f64 = 0.08;
+/// Bound, in nats, on one completion's part in the mixture's mean gain.
+const SIZE_GAIN_CAP: f64 = 5.0;
+/// Completions' worth of the mixture's starting point in its running means.
+const SIZE_PRIOR: f64 = 50.0;
+/// Memory of the mixture's mean gain, in completions: it judges the mixture as it is now.
+const SIZE_GAIN_MEMORY: f64 = 500.0;
 
 /// Tuning of a [`Detector`]. The defaults suit classes whose jobs take minutes to hours and
 /// finish a few times per hour; all counts are in completions, not wall-clock time.
@@ -295,6 +325,24 @@ pub struct DetectorConfig {
     /// them, and when it freezes they are never learnt. Once mature, the completions still
     /// waiting are learnt and the baseline learns at once again.
     pub young_learning_lag: usize,
+    /// Learn whether the class mixes two job sizes: from `sizes_from` completions on, an
+    /// online EM fits two Gaussian components of the residuals sharing one spread (their
+    /// shares, offsets and spread, stragglers weighed out), and once mature, if the mixture
+    /// has explained each completion better than the single spread by at least
+    /// `sizes_min_gain` nats on average (judged out of sample), every completion is judged
+    /// under the mixture: a class of 30% jobs 2.5x larger than the rest then has the
+    /// evidence of a spread of 0.25 per job, not that of the 0.54 a single lognormal reads.
+    pub learn_sizes: bool,
+    /// Which CUSUMs judge under the size mixture when it is in use (the others keep the
+    /// single spread). Not the 1.12x one: sharper by the ratio of the spreads squared (~4.7
+    /// for the 30%-at-2.5x class), its drift under the null is also that much more sensitive
+    /// to a small error in the sizes' offsets.
+    pub sizes_cusums: [bool; SHIFTS],
+    /// Completions after which the size mixture starts learning.
+    pub sizes_from: f64,
+    /// Mean log-likelihood gain per completion (nats) of the mixture over the single spread
+    /// above which the mixture is used.
+    pub sizes_min_gain: f64,
     /// Width, in standard errors, of the band a residual is judged against for the daily
     /// profile's own uncertainty where it extrapolates (0: off). At a time of day the class
     /// rarely completes at (past the end of office-hours bursts, say) the harmonic fit is
@@ -406,6 +454,10 @@ impl Default for DetectorConfig {
             young_z: 1.2,
             young_freeze_fraction: YOUNG_FREEZE_DEFAULT,
             young_learning_lag: 0,
+            learn_sizes: true,
+            sizes_cusums: [false, true, true, true, true],
+            sizes_from: 200.0,
+            sizes_min_gain: 0.03,
             profile_leverage_z: 4.0,
             week_harmonics: 0,
             threshold_scale: 0.25,
@@ -538,6 +590,18 @@ pub struct DetectorState {
     /// completion time and ln-duration of each.
     #[serde(default)]
     pub young_pending: std::collections::VecDeque<[f64; 2]>,
+    /// The size mixture's running means (`learn_sizes`): each component's weight, its weight
+    /// times its (Huber-clipped) residual, then the weighted share of residuals inside the
+    /// spread's clip and their weighted absolute deviation from their component (empty until
+    /// `sizes_from`, and in older snapshots).
+    #[serde(default)]
+    pub size_moments: Vec<f64>,
+    /// Completions the size mixture has learnt from.
+    #[serde(default)]
+    pub size_count: f64,
+    /// Running mean of the log-likelihood gain of the mixture over the single spread.
+    #[serde(default)]
+    pub size_gain: f64,
 }
 
 /// Number of recent durations kept for [`Detector::recent_median_s`].
@@ -599,6 +663,9 @@ impl Detector {
             level_step_inside: Vec::new(),
             step_level_free: cfg.step_from_level_free,
             young_pending: std::collections::VecDeque::new(),
+            size_moments: Vec::new(),
+            size_count: 0.0,
+            size_gain: 0.0,
         };
         let mut detector = Detector { cfg, st, step: WeekStep::default() };
         detector.seed_trimmed_scale();
@@ -793,7 +860,7 @@ impl Detector {
             return None;
         }
         let expected = self.expected_ln(timestamp_unix_s);
-        let model = NullModel::new(self.scale(), self.straggler_share(), &self.cfg);
+        let model = self.null_model(self.scale(), true);
         Some(Baseline { median_s: expected.exp(), p99_s: (expected + model.quantile(0.99)).exp(), scale: self.scale() })
     }
 
@@ -1194,17 +1261,25 @@ impl Detector {
 
     fn accumulate(&mut self, residual: f64) {
         let (margin, scale) = self.judged();
-        let model = NullModel::new(scale, self.straggler_share(), &self.cfg);
-        let u = (residual - margin).max(-LOWER_Z_CAP * model.sigma);
-        let ln_null = model.ln_density(u);
+        // The single spread and, when in use, the size mixture; each CUSUM judges under the
+        // one `sizes_cusums` gives it.
+        let judges: [(NullModel, f64, f64, f64); 2] = std::array::from_fn(|k| {
+            let model = self.null_model(scale, k == 1);
+            let u = (residual - margin).max(model.lowest_offset() - LOWER_Z_CAP * model.sigma);
+            let ln_null = model.ln_density(u);
+            let centre = model.mode_offset();
+            (model, u, ln_null, centre)
+        });
         let thresholds = self.thresholds();
         for (j, s) in self.st.cusum.iter_mut().enumerate() {
+            let (model, u, ln_null, centre) = &judges[usize::from(self.cfg.sizes_cusums[j])];
+            let (u, ln_null, centre) = (*u, *ln_null, *centre);
             let shift = self.cfg.shift_ratios[j].max(1.0).ln();
             let single_completion_limit = self.cfg.max_share_per_completion[j].min(1.0) * thresholds[j];
-            let llr = if j == SHIFTS - 1 && u > shift {
+            let llr = if j == SHIFTS - 1 && u > centre + shift {
                 // Slower than the largest shift tested is at least that suspicious; the
                 // straggler tail would otherwise explain a 12x job that is also a straggler.
-                model.ln_density(0.0) - model.ln_density(shift)
+                model.ln_density(centre) - model.ln_density(centre + shift)
             } else {
                 model.ln_density(u - shift) - ln_null
             };
@@ -1220,6 +1295,8 @@ impl Detector {
 
     /// Every CUSUM's threshold at the learnt scale (see `threshold`).
     fn thresholds(&self) -> [f64; SHIFTS] {
+        // At the pooled scale also under the size mixture: at the sizes' spread the 12x
+        // threshold of a 30%-at-2.5x class fell from 11.4 to 7 nats and false alarms rose.
         let scale = self.scale();
         std::array::from_fn(|j| self.threshold(j, scale))
     }
@@ -1267,6 +1344,96 @@ impl Detector {
         }
     }
 
+    /// The size mixture's parameters as learnt, or `None` before `sizes_from`.
+    fn learnt_sizes(&self) -> Option<Sizes> {
+        let m = &self.st.size_moments;
+        if m.len() != SIZE_MOMENTS {
+            return None;
+        }
+        let total = (m[0] + m[1]).max(1e-12);
+        let sigma = m[5] / (m[4].max(1e-12) * TRIMMED_ABS_NORMAL_MEAN);
+        Some(Sizes {
+            weights: [m[0] / total, m[1] / total],
+            offsets: [m[2] / m[0].max(1e-12), m[3] / m[1].max(1e-12)],
+            sigma: sigma.max(self.cfg.min_scale),
+        })
+    }
+
+    /// The size mixture when completions are judged under it (`learn_sizes`): mature, learnt
+    /// from enough completions, both sizes common, and better than the single spread.
+    fn sizes(&self) -> Option<Sizes> {
+        if !self.cfg.learn_sizes
+            || (self.st.completions as f64) < self.cfg.mature_completions
+            || self.st.size_count < MIN_SIZE_COMPLETIONS
+            || self.st.size_gain < self.cfg.sizes_min_gain
+        {
+            return None;
+        }
+        self.learnt_sizes().filter(|sizes| sizes.weights[0].min(sizes.weights[1]) >= MIN_SIZE_SHARE)
+    }
+
+    /// The null model a residual is judged under: the single spread `sigma`, or (with
+    /// `with_sizes`, when in use) the size mixture, its spread widened as `sigma` is beyond
+    /// the learnt scale (the young band).
+    fn null_model(&self, sigma: f64, with_sizes: bool) -> NullModel {
+        let share = self.straggler_share();
+        match self.sizes().filter(|_| with_sizes) {
+            Some(sizes) => {
+                let widen = sigma / self.scale();
+                NullModel::new(sizes.sigma * widen, share, &self.cfg).with_sizes(&sizes)
+            }
+            None => NullModel::new(sigma, share, &self.cfg),
+        }
+    }
+
+    /// One step of the size mixture's online EM on a learnt residual (out of sample), after
+    /// its gain over the single spread has been counted.
+    fn learn_sizes(&mut self, residual: f64) {
+        if !self.cfg.learn_sizes || (self.st.completions as f64) < self.cfg.sizes_from {
+            return;
+        }
+        let scale = self.scale();
+        if self.st.size_moments.len() != SIZE_MOMENTS {
+            // Two halves a scale either side, each with 0.6 of the spread: EM separates real
+            // sizes from there, and merges a single one (its gain stays near 0).
+            let sigma = 0.6 * scale;
+            let inside = INSIDE_CLIP_NORMAL_SHARE;
+            self.st.size_moments =
+                vec![0.5, 0.5, -0.5 * scale, 0.5 * scale, inside, inside * TRIMMED_ABS_NORMAL_MEAN * sigma];
+            self.st.size_count = 0.0;
+            self.st.size_gain = 0.0;
+        }
+        let Some(sizes) = self.learnt_sizes() else { return };
+        let share = self.straggler_share();
+        let mixed = NullModel::new(sizes.sigma, share, &self.cfg).with_sizes(&sizes);
+        let single = NullModel::new(scale, share, &self.cfg);
+        let (core, tail) = mixed.ln_parts(residual);
+        let gain = (log_add_exp(core, tail) - single.ln_density(residual)).clamp(-SIZE_GAIN_CAP, SIZE_GAIN_CAP);
+        self.st.size_count += 1.0;
+        self.st.size_gain += learning_rate(self.st.size_count, SIZE_GAIN_MEMORY) * (gain - self.st.size_gain);
+        let rate = learning_rate(self.st.size_count + SIZE_PRIOR, self.cfg.baseline_memory);
+        // E step: each size's responsibility for the residual, the whole weighed by how likely
+        // it is not a straggler's.
+        let weight = 1.0 / (1.0 + (tail - core).exp());
+        let z: [f64; 2] = std::array::from_fn(|k| (residual - sizes.offsets[k]) / sizes.sigma);
+        let ln_r: [f64; 2] = std::array::from_fn(|k| sizes.weights[k].max(1e-12).ln() - 0.5 * z[k] * z[k]);
+        let first = 1.0 / (1.0 + (ln_r[1] - ln_r[0]).exp());
+        let resp = [first * weight, (1.0 - first) * weight];
+        let m = &mut self.st.size_moments;
+        let (mut inside_share, mut inside_abs) = (0.0, 0.0);
+        for k in 0..2 {
+            let clipped = sizes.offsets[k] + huber(residual - sizes.offsets[k], sizes.sigma);
+            m[k] += rate * (resp[k] - m[k]);
+            m[2 + k] += rate * (resp[k] * clipped - m[2 + k]);
+            if z[k].abs() < SCALE_CLIP {
+                inside_share += resp[k];
+                inside_abs += resp[k] * (residual - sizes.offsets[k]).abs();
+            }
+        }
+        m[4] += rate * (inside_share - m[4]);
+        m[5] += rate * (inside_abs - m[5]);
+    }
+
     /// Moves the baseline towards this completion. `residual` was computed before the update,
     /// so the scale measures genuine prediction error, profile noise included.
     fn learn(&mut self, x: f64, timestamp_unix_s: f64, basis: &[f64; PROFILE_TERMS], residual: f64) {
@@ -1276,7 +1443,7 @@ impl Detector {
             // straggler under the current share, after `STRAGGLER_PRIOR` completions' worth of
             // the configured one.
             let share = self.straggler_share();
-            let posterior = NullModel::new(scale, share, &self.cfg).straggler_posterior(residual);
+            let posterior = self.null_model(scale, true).straggler_posterior(residual);
             let rate = learning_rate(self.learnt_completions() as f64 + STRAGGLER_PRIOR, self.cfg.baseline_memory);
             self.st.straggler_share =
                 (share + rate * (posterior - share)).clamp(MIN_STRAGGLER_SHARE, MAX_STRAGGLER_SHARE);
@@ -1291,6 +1458,7 @@ impl Detector {
         };
         self.st.location += rate * huber(level_error, scale);
         self.learn_level_share(timestamp_unix_s, rate);
+        self.learn_sizes(residual);
         // Trimmed mean of |residual| inside the clip: consistent for the Gaussian core whatever
         // the share of stragglers beyond it (the clipped mean used before 2026-12-01 assumed
         // `straggler_fraction` there, and read 4% low without stragglers, 6% high with 5%).
@@ -1420,7 +1588,17 @@ fn packed(i: usize, j: usize) -> usize {
 /// of stragglers whose extra log-duration is exponential (smoothed by the same Gaussian noise,
 /// i.e. an exponentially modified Gaussian). A shifted copy of the same density is the
 /// "slowed down" hypothesis, so stragglers are expected before and after a change alike.
+/// Two job sizes: their shares, offsets from the baseline (ln) and common spread.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sizes {
+    weights: [f64; 2],
+    offsets: [f64; 2],
+    sigma: f64,
+}
+
 struct NullModel {
+    /// Offsets and ln-weights of the sizes (one size at 0 unless `with_sizes`).
+    sizes: Option<([f64; 2], [f64; 2])>,
     sigma: f64,
     eps: f64,
     tail_start: f64,
@@ -1434,6 +1612,7 @@ impl NullModel {
         let eps = straggler_share.clamp(0.0, 0.5);
         let tail_mean = cfg.straggler_mean_log.max(1e-3);
         NullModel {
+            sizes: None,
             sigma,
             eps,
             tail_start: cfg.straggler_min_ratio.max(1.0).ln(),
@@ -1443,9 +1622,34 @@ impl NullModel {
         }
     }
 
-    /// Probability that a residual exceeds `u`: the Gaussian core's upper tail plus the
-    /// stragglers' (an exponentially modified Gaussian starting at `tail_start`).
+    /// The same with two job sizes: each size a core and stragglers of its own.
+    fn with_sizes(mut self, sizes: &Sizes) -> Self {
+        let ln_w = [sizes.weights[0].max(1e-12).ln(), sizes.weights[1].max(1e-12).ln()];
+        self.sizes = Some((sizes.offsets, ln_w));
+        self
+    }
+
+    /// The smallest size's offset (0 for one size).
+    fn lowest_offset(&self) -> f64 {
+        self.sizes.map_or(0.0, |(offsets, _)| offsets[0].min(offsets[1]))
+    }
+
+    /// The commoner size's offset (0 for one size).
+    fn mode_offset(&self) -> f64 {
+        self.sizes.map_or(0.0, |(offsets, ln_w)| if ln_w[0] >= ln_w[1] { offsets[0] } else { offsets[1] })
+    }
+
+    /// Probability that a residual exceeds `u`.
     fn survival(&self, u: f64) -> f64 {
+        match self.sizes {
+            None => self.survival_one(u),
+            Some((offsets, ln_w)) => (0..2).map(|k| ln_w[k].exp() * self.survival_one(u - offsets[k])).sum(),
+        }
+    }
+
+    /// Probability that a residual of one size exceeds `u`: the Gaussian core's upper tail
+    /// plus the stragglers' (an exponentially modified Gaussian starting at `tail_start`).
+    fn survival_one(&self, u: f64) -> f64 {
         let eps = self.eps;
         let rate = 1.0 / self.tail_mean;
         let core = ln_normal_cdf(-u / self.sigma).exp();
@@ -1461,7 +1665,11 @@ impl NullModel {
     /// Residual exceeded with probability `1 - p`, by bisection (not on the per-completion path).
     fn quantile(&self, p: f64) -> f64 {
         let target = (1.0 - p).clamp(1e-12, 1.0 - 1e-12);
-        let (mut lo, mut hi) = (-10.0 * self.sigma, self.tail_start + 40.0 * (self.tail_mean + self.sigma));
+        let highest = self.sizes.map_or(0.0, |(offsets, _)| offsets[0].max(offsets[1]));
+        let (mut lo, mut hi) = (
+            self.lowest_offset() - 10.0 * self.sigma,
+            highest + self.tail_start + 40.0 * (self.tail_mean + self.sigma),
+        );
         for _ in 0..100 {
             let mid = 0.5 * (lo + hi);
             if self.survival(mid) > target {
@@ -1478,8 +1686,19 @@ impl NullModel {
         log_add_exp(core, tail)
     }
 
-    /// ln of the core's and the stragglers' share of the density at `u`.
+    /// ln of the cores' and the stragglers' share of the density at `u`.
     fn ln_parts(&self, u: f64) -> (f64, f64) {
+        match self.sizes {
+            None => self.ln_parts_one(u),
+            Some((offsets, ln_w)) => {
+                let (c0, t0) = self.ln_parts_one(u - offsets[0]);
+                let (c1, t1) = self.ln_parts_one(u - offsets[1]);
+                (log_add_exp(ln_w[0] + c0, ln_w[1] + c1), log_add_exp(ln_w[0] + t0, ln_w[1] + t1))
+            }
+        }
+    }
+
+    fn ln_parts_one(&self, u: f64) -> (f64, f64) {
         let z = u / self.sigma;
         let core = self.ln_core_weight - 0.5 * z * z;
         let excess = u - self.tail_start;
@@ -2520,7 +2739,16 @@ mod tests {
         let mut detector = Detector::new(DetectorConfig::default());
         run(&mut detector, &data[..STABLE]);
         let mut old = serde_json::to_value(detector.snapshot()).expect("serialises");
-        for key in ["week_step_inside", "week_step_cross", "week_step_level", "straggler_share", "level_step_inside"] {
+        for key in [
+            "week_step_inside",
+            "week_step_cross",
+            "week_step_level",
+            "straggler_share",
+            "level_step_inside",
+            "size_moments",
+            "size_count",
+            "size_gain",
+        ] {
             old.as_object_mut().expect("an object").remove(key);
         }
         let state: DetectorState = serde_json::from_value(old).expect("an old snapshot parses");
@@ -2529,6 +2757,84 @@ mod tests {
         assert_eq!(starts.len(), 1, "{starts:?}");
         assert!(starts[0] < 12, "{starts:?}");
         assert_eq!(restored.snapshot().week_step_inside.len(), WEEK_STEP_STARTS);
+    }
+
+    /// `n` completions of a class mixing two sizes: `share` of the jobs `size` times larger
+    /// than the rest, sigma 0.25 within each, daily +-20%, 2% stragglers at 2-5x.
+    fn two_size_history(seed: u64, n: usize, share: f64, size: f64, factor: impl Fn(usize) -> f64) -> Vec<(f64, f64)> {
+        let mut rng = Rng(seed);
+        let mut t = T0;
+        (0..n)
+            .map(|i| {
+                t += -900.0 * rng.uniform().ln();
+                let daily = 1.0 + 0.2 * (2.0 * std::f64::consts::PI * t / 86_400.0).sin();
+                let mut v = 1800.0 * daily * factor(i) * (0.25 * rng.normal()).exp();
+                if rng.uniform() < share {
+                    v *= size;
+                }
+                if rng.uniform() < 0.02 {
+                    v *= 2.0 + 3.0 * rng.uniform();
+                }
+                (t, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_class_of_two_sizes_is_judged_under_its_mixture_and_one_size_is_not() {
+        for seed in 400..405u64 {
+            let mut detector = Detector::new(DetectorConfig::default());
+            run(&mut detector, &two_size_history(seed, STABLE, 0.3, 2.5, |_| 1.0));
+            let sizes = detector.sizes().expect("two sizes in use");
+            let (small, large) = if sizes.offsets[0] < sizes.offsets[1] { (0, 1) } else { (1, 0) };
+            let gap = sizes.offsets[large] - sizes.offsets[small];
+            assert!((sizes.weights[large] - 0.3).abs() < 0.05, "seed {seed}: {sizes:?}");
+            assert!((gap - 2.5f64.ln()).abs() < 0.1, "seed {seed}: gap {gap}, {sizes:?}");
+            // Each size's own spread, daily profile noise included; the pooled scale reads ~0.54.
+            assert!((sizes.sigma - 0.25).abs() < 0.04, "seed {seed}: {sizes:?}");
+            assert!(detector.scale() > 0.45, "seed {seed}: scale {}", detector.scale());
+
+            let mut one = Detector::new(DetectorConfig::default());
+            run(&mut one, &history(seed, STABLE, |_| 1.0));
+            assert!(
+                one.sizes().is_none(),
+                "seed {seed}: one size, mixture {:?}, gain {}",
+                one.learnt_sizes(),
+                one.st.size_gain
+            );
+        }
+    }
+
+    #[test]
+    fn the_size_mixture_reports_a_1_5x_step_of_a_two_size_class_sooner() {
+        // The same series with and without the mixture: the sum of delays over ten series.
+        let delays = |learn_sizes: bool| -> usize {
+            (410..420u64)
+                .map(|seed| {
+                    let data = two_size_history(seed, STABLE + 200, 0.3, 2.5, |i| if i >= STABLE { 1.5 } else { 1.0 });
+                    let mut detector = Detector::new(DetectorConfig { learn_sizes, ..DetectorConfig::default() });
+                    run(&mut detector, &data[..STABLE]);
+                    assert!(!detector.is_alerting(), "seed {seed}: alerting before the step");
+                    let verdicts = run(&mut detector, &data[STABLE..]);
+                    verdicts.iter().position(|v| v.alert).map_or(200, |i| i + 1)
+                })
+                .sum()
+        };
+        let (mixture, single) = (delays(true), delays(false));
+        assert!(mixture * 3 < single * 2, "mixture {mixture}, single spread {single} (sums over ten series)");
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_size_mixture() {
+        let data = two_size_history(421, STABLE + 500, 0.3, 2.5, |_| 1.0);
+        let mut detector = Detector::new(DetectorConfig::default());
+        run(&mut detector, &data[..STABLE]);
+        let json = serde_json::to_string(&detector.snapshot()).expect("serialises");
+        let parsed = Detector::restore(DetectorConfig::default(), serde_json::from_str(&json).expect("parses"));
+        let (a, b) = (parsed.sizes().expect("in use after a restart"), detector.sizes().expect("in use"));
+        assert!((a.sigma - b.sigma).abs() < 1e-12 && (a.offsets[1] - b.offsets[1]).abs() < 1e-12, "{a:?} {b:?}");
+        let mut restored = Detector::restore(DetectorConfig::default(), detector.snapshot());
+        assert_eq!(run(&mut restored, &data[STABLE..]), run(&mut detector, &data[STABLE..]));
     }
 
     #[test]
