@@ -39,7 +39,13 @@
 //! false alarms far under their limit (0.02-0.06 per 10,000 against 0.5 on the reference) at
 //! the cost of the cold delays; at 1.2 the reference's cold 1.5x median is 25-27 instead of
 //! 29-31 and the wide families' 15-25% shorter, the tightest family's cold false alarms
-//! (`tight+5% stragglers`, whose straggler share is still being learnt) 0.25-0.44. It is off by default (0.5, the
+//! (`tight+5% stragglers`, whose straggler share is still being learnt) 0.25-0.44. Since
+//! 2026-12-03 the expectation's margin is computed at the scale up to
+//! `young_band_scale_cap` (0.3): a baseline error of a fixed share of the scale adds less
+//! evidence per completion on a wide class (error × shift / scale²), whose cold false alarms
+//! were near 0 while its cold delays were 3-4 times the oracle's; with the cap `wide`'s cold
+//! 1.5x median fell from 78 to 61 on the tuning seeds (BENCHMARKS.md).
+//! `young_freeze_fraction` is off by default (0.5, the
 //! same as `freeze_fraction`): 0.2 cuts the cold-start 1.5x median delay on wide classes by
 //! a third or more, but a young baseline frozen on a slightly wrong level stays wrong past
 //! `mature_completions` (1/n learning), and false alarms rise, mature ones included.
@@ -310,6 +316,13 @@ pub struct DetectorConfig {
     pub mature_completions: f64,
     /// Width of that band, in standard errors of the young baseline (0: no widening).
     pub young_z: f64,
+    /// The young band's margin is computed at the learnt scale up to this one (0: no cap).
+    /// The band guards against a young baseline's error, which a CUSUM adds up at
+    /// error × shift / scale² nats per completion: at a fixed share of a wide scale that is
+    /// less evidence than at a narrow one, and a band proportional to the scale over-guards a
+    /// wide class (`wide`'s cold false alarms were 0.007 per 10,000 against a limit of 0.5 while
+    /// its cold 1.5x took 78 completions). 0.3 was chosen on tuning seeds (BENCHMARKS.md).
+    pub young_band_scale_cap: f64,
     /// While young, the baseline already stops learning at this fraction of a threshold (the
     /// smaller of it and `freeze_fraction`): its plain averages weigh each completion 1/n,
     /// so a step in the first hundreds would otherwise be absorbed before it is reported.
@@ -452,6 +465,7 @@ impl Default for DetectorConfig {
             min_alert_completions: 10,
             mature_completions: 1000.0,
             young_z: 1.2,
+            young_band_scale_cap: 0.3,
             young_freeze_fraction: YOUNG_FREEZE_DEFAULT,
             young_learning_lag: 0,
             learn_sizes: true,
@@ -918,7 +932,9 @@ impl Detector {
         let active = self.week_active();
         let week_terms = if active { self.week_terms() + 2 * usize::from(self.step.height != 0.0) } else { 0 };
         let parameters = (1 + self.profile_terms() + week_terms) as f64;
-        (youth * parameters.sqrt() * scale, scale * (1.0 + youth * SCALE_RELATIVE_SE))
+        let band_scale =
+            if self.cfg.young_band_scale_cap > 0.0 { scale.min(self.cfg.young_band_scale_cap) } else { scale };
+        (youth * parameters.sqrt() * band_scale, scale * (1.0 + youth * SCALE_RELATIVE_SE))
     }
 
     fn verdict(&self) -> Verdict {
@@ -2822,6 +2838,29 @@ mod tests {
         };
         let (mixture, single) = (delays(true), delays(false));
         assert!(mixture * 3 < single * 2, "mixture {mixture}, single spread {single} (sums over ten series)");
+    }
+
+    #[test]
+    fn a_wide_young_class_reports_a_step_sooner_with_its_band_capped_and_a_narrow_one_is_unchanged() {
+        let cold = |sigma: f64, cap: f64, seed: u64| -> Vec<Verdict> {
+            let mut data = shaped_history(seed, 500, sigma, 0.0, |_| 1.0);
+            for point in &mut data[150..] {
+                point.1 *= 1.5;
+            }
+            let cfg = DetectorConfig { young_band_scale_cap: cap, ..DetectorConfig::default() };
+            run(&mut Detector::new(cfg), &data)
+        };
+        let delay = |verdicts: &[Verdict]| verdicts[150..].iter().position(|v| v.alert).map_or(350, |i| i + 1);
+        let (mut capped, mut uncapped) = (0, 0);
+        for seed in 430..440u64 {
+            capped += delay(&cold(0.45, 0.3, seed));
+            uncapped += delay(&cold(0.45, 0.0, seed));
+            assert_eq!(cold(0.15, 0.3, seed), cold(0.15, 0.0, seed), "seed {seed}: a narrow class is judged as before");
+        }
+        assert!(
+            capped * 10 < uncapped * 9,
+            "wide cold 1.5x: {capped} capped, {uncapped} uncapped (sums over ten series)"
+        );
     }
 
     #[test]
