@@ -1279,13 +1279,14 @@ impl Detector {
         let (margin, scale) = self.judged();
         // The single spread and, when in use, the size mixture; each CUSUM judges under the
         // one `sizes_cusums` gives it.
-        let judges: [(NullModel, f64, f64, f64); 2] = std::array::from_fn(|k| {
-            let model = self.null_model(scale, k == 1);
+        let judge = |model: NullModel| {
             let u = (residual - margin).max(model.lowest_offset() - LOWER_Z_CAP * model.sigma);
             let ln_null = model.ln_density(u);
             let centre = model.mode_offset();
             (model, u, ln_null, centre)
-        });
+        };
+        let single = judge(self.null_model(scale, false));
+        let judges = [single, if self.sizes().is_some() { judge(self.null_model(scale, true)) } else { single }];
         let thresholds = self.thresholds();
         for (j, s) in self.st.cusum.iter_mut().enumerate() {
             let (model, u, ln_null, centre) = &judges[usize::from(self.cfg.sizes_cusums[j])];
@@ -1612,6 +1613,7 @@ struct Sizes {
     sigma: f64,
 }
 
+#[derive(Clone, Copy)]
 struct NullModel {
     /// Offsets and ln-weights of the sizes (one size at 0 unless `with_sizes`).
     sizes: Option<([f64; 2], [f64; 2])>,
