@@ -572,6 +572,7 @@ fn main() {
             let base = seeds[0] ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
             let mut at: Vec<Vec<f64>> = vec![Vec::new(); AT.len()];
             let mut gains: Vec<Vec<f64>> = vec![Vec::new(); AT.len()];
+            let show_sizes = std::env::var("DRIFT_EVAL_SIZES").is_ok();
             for series in 0..40 {
                 let data = generate(family, series_seed(base, 0, series), 3_000, 3_000, Change::None);
                 let mut detector = Detector::new(cfg.clone());
@@ -581,16 +582,15 @@ fn main() {
                         let st = detector.snapshot();
                         at[k].push(st.scale);
                         gains[k].push(st.size_gain);
-                        if series < 4 && st.size_moments.len() == 6 && std::env::var("DRIFT_EVAL_SIZES").is_ok() {
-                            let m = &st.size_moments;
+                        if let Some(sizes) = detector.learnt_sizes().filter(|_| series < 4 && show_sizes) {
                             println!(
                                 "  series {series} at {}: shares {:.3} {:.3} offsets {:.3} {:.3} sigma {:.3} gain {:.3} scale {:.3}",
                                 i + 1,
-                                m[0] / (m[0] + m[1]),
-                                m[1] / (m[0] + m[1]),
-                                m[2] / m[0],
-                                m[3] / m[1],
-                                m[5] / (m[4] * 0.7724),
+                                sizes.weights[0],
+                                sizes.weights[1],
+                                sizes.offsets[0],
+                                sizes.offsets[1],
+                                sizes.sigma,
                                 st.size_gain,
                                 st.scale
                             );

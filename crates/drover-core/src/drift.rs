@@ -1361,8 +1361,8 @@ impl Detector {
         }
     }
 
-    /// The size mixture's parameters as learnt, or `None` before `sizes_from`.
-    fn learnt_sizes(&self) -> Option<Sizes> {
+    /// The size mixture's parameters as learnt (used or not), or `None` before `sizes_from`.
+    pub fn learnt_sizes(&self) -> Option<Sizes> {
         let m = &self.st.size_moments;
         if m.len() != SIZE_MOMENTS {
             return None;
@@ -1601,18 +1601,20 @@ fn packed(i: usize, j: usize) -> usize {
     i * (i + 1) / 2 + j
 }
 
-/// Density of a log-duration residual when nothing has changed: a Gaussian core plus a share
-/// of stragglers whose extra log-duration is exponential (smoothed by the same Gaussian noise,
-/// i.e. an exponentially modified Gaussian). A shifted copy of the same density is the
-/// "slowed down" hypothesis, so stragglers are expected before and after a change alike.
-/// Two job sizes: their shares, offsets from the baseline (ln) and common spread.
+/// Two job sizes (`DetectorConfig::learn_sizes`): their shares, offsets from the baseline
+/// (ln) and common spread.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Sizes {
-    weights: [f64; 2],
-    offsets: [f64; 2],
-    sigma: f64,
+pub struct Sizes {
+    pub weights: [f64; 2],
+    pub offsets: [f64; 2],
+    pub sigma: f64,
 }
 
+/// Density of a log-duration residual when nothing has changed: a Gaussian core plus a share
+/// of stragglers whose extra log-duration is exponential (smoothed by the same Gaussian noise,
+/// i.e. an exponentially modified Gaussian), one of each per job size. A shifted copy of the
+/// same density is the "slowed down" hypothesis, so stragglers are expected before and after
+/// a change alike.
 #[derive(Clone, Copy)]
 struct NullModel {
     /// Offsets and ln-weights of the sizes (one size at 0 unless `with_sizes`).
