@@ -246,12 +246,31 @@ CONF
     ) || cluster_fail "rabbitmq-server -detached failed for $(cluster_node "$n")" "$n"
 }
 
-cluster_wait_node() {  # n: until its app runs and its AMQP port answers
-    local n=$1 end=$((SECONDS + CLUSTER_DEADLINE))
+# How long a node's VM may take to write its pid file before a missing VM counts as a failed boot.
+readonly CLUSTER_BOOT_GRACE=60
+
+cluster_wait_node() {  # n: until its app runs and its AMQP port answers; 1 if it cannot
+    local n=$1 start=$SECONDS end=$((SECONDS + CLUSTER_DEADLINE))
     until cluster_node_running "$n"; do
-        ((SECONDS < end)) || cluster_fail "$(cluster_node "$n") not running after ${CLUSTER_DEADLINE}s" "$n"
+        if ((SECONDS >= end)); then
+            note "$(cluster_node "$n") not running after ${CLUSTER_DEADLINE}s"
+            return 1
+        fi
+        # A node whose boot failed (its app exited) halts its VM: no use waiting out the deadline.
+        if ((SECONDS - start > CLUSTER_BOOT_GRACE)) && ! cluster_node_pid "$n" >/dev/null; then
+            note "$(cluster_node "$n")'s VM is gone: its boot failed"
+            return 1
+        fi
         sleep 1
     done
+}
+
+# Start every node from empty data and wait for each; 1 if one does not come up.
+cluster_start_afresh() {
+    local n
+    cluster_down
+    for n in $CLUSTER_NODES; do cluster_start_node "$n"; done
+    for n in $CLUSTER_NODES; do cluster_wait_node "$n" || return 1; done
 }
 
 # `<member nodes> <running nodes>` as node n sees them (comma-separated lists):
@@ -275,17 +294,28 @@ print(",".join(s.get("disk_nodes", [])), ",".join(s.get("running_nodes", [])))'
 cluster_up() {
     have rabbitmq-server || apt_install rabbitmq-server
     ensure_python
-    local n
+    local n dead=()
     for n in $CLUSTER_NODES; do
         if cluster_node_running "$n"; then continue; fi
         if cluster_node_pid "$n" >/dev/null; then
             note "$(cluster_node "$n") is up but its app is stopped; running start_app"
             cluster_ctl "$n" start_app >&2 || note "start_app failed on $(cluster_node "$n"); waiting anyway"
         else
-            cluster_start_node "$n"
+            dead+=("$n")
         fi
     done
-    for n in $CLUSTER_NODES; do cluster_wait_node "$n"; done
+    if ((${#dead[@]})); then
+        # A node whose VM is gone (a stopped machine, a killed test) left data that names its old
+        # peers; nodes restarted together from such data race each other's feature-flag sync and
+        # can fail to boot. The tests need a cluster, not its old data: all three start afresh.
+        note "node(s) ${dead[*]} not running: starting the cluster afresh"
+        cluster_start_afresh || { note "retrying once"; cluster_start_afresh; } \
+            || cluster_fail "the cluster's nodes did not come up twice over" "${dead[0]}"
+    else
+        for n in $CLUSTER_NODES; do
+            cluster_wait_node "$n" || cluster_fail "$(cluster_node "$n") did not come up" "$n"
+        done
+    fi
     local first=${CLUSTER_NODES%% *} view members running want end
     want=$(wc -w <<<"$CLUSTER_NODES")
     end=$((SECONDS + CLUSTER_DEADLINE))
@@ -302,7 +332,7 @@ cluster_up() {
             cluster_ctl "$n" join_cluster "$(cluster_node "$first")" >&2 \
                 || cluster_fail "join_cluster $(cluster_node "$first") failed on $(cluster_node "$n")" "$n"
             cluster_ctl "$n" start_app >&2 || cluster_fail "start_app failed on $(cluster_node "$n")" "$n"
-            cluster_wait_node "$n"
+            cluster_wait_node "$n" || cluster_fail "$(cluster_node "$n") did not come up after joining" "$n"
             continue 2
         done
         # Every member running, as the first node sees it.
