@@ -36,7 +36,9 @@
 //! `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that knows the generator's truth
 //! reaches on the same series at the same mature false-alarm rate and which delay targets no
 //! detector can meet (`benches/support/oracle_eval.rs`; `DRIFT_EVAL_ORACLE=only` without the
-//! real detector). The cost per completion is timed roughly here;
+//! real detector). `DRIFT_EVAL_ORACLE=cold` instead runs, on the cold-start cases, a scan that
+//! knows the spread and the profiles but must learn the level, as every new class must
+//! (`benches/support/cold_oracle.rs`). The cost per completion is timed roughly here;
 //! `benches/drift_cost.rs` measures it with criterion.
 //!
 //! Run: `cargo bench --bench drift_eval`
@@ -54,6 +56,8 @@ use rng::Rng;
 #[path = "support/workload.rs"]
 mod workload;
 use workload::{Family, Generator};
+#[path = "support/cold_oracle.rs"]
+mod cold_oracle;
 #[path = "support/oracle.rs"]
 mod oracle;
 #[path = "support/oracle_eval.rs"]
@@ -684,6 +688,10 @@ fn main() {
         return;
     }
     let oracle = std::env::var("DRIFT_EVAL_ORACLE").ok();
+    if oracle.as_deref() == Some("cold") {
+        cold_oracle::run(&families, &seeds, &[COLD_LIMIT, COLD_LIMIT / 10.0]);
+        return;
+    }
     if oracle.as_deref() == Some("only") {
         oracle_eval::run(&cfg.shift_ratios, &families, &seeds, None);
         return;

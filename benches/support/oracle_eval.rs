@@ -28,7 +28,7 @@ use super::{
 const N: usize = drover::drift::SHIFTS;
 
 /// `x = ln(duration) - ln(true median before any change)` for a series of the bench.
-fn generate_x(family: Family, seed: u64, change_at: usize, total: usize, change: Change) -> Vec<f64> {
+pub(super) fn generate_x(family: Family, seed: u64, change_at: usize, total: usize, change: Change) -> Vec<f64> {
     let mut generator = Generator::new(family, seed);
     (0..total)
         .map(|i| {
@@ -196,7 +196,7 @@ pub struct OracleResult {
     pub single: Vec<[CaseResult; N]>,
 }
 
-fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+pub(super) fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
     let chunks: Vec<Vec<(usize, T)>> = {

@@ -64,11 +64,13 @@
 //! not seen a step, so learning by plain averages does not absorb it. Values are clipped at 2
 //! scales and taken after the daily profile as learnt *now* (running moments linear in its
 //! coefficients), since before a class's first day the level and the time of day cannot be
-//! told apart; a window is compared only with 1.5 days of completions before it, the scan ends
+//! told apart; a window is compared only with 1.25 days of completions before it, the scan ends
 //! after 7 days (its history would then hold a weekend it cannot allow for), and it alerts
 //! only when the learnt scale is at least 0.3. On the tuning seeds `wide` cold 1.5x fell from
-//! 61 to 45, `two sizes` from 80 to 56, and `everything`'s caught share rose from 81% to 89%;
-//! the narrow families' false alarms are unchanged (BENCHMARKS.md).
+//! 61 to 40, `two sizes` from 80 to 53, and `everything`'s caught share rose from 81% to 90%;
+//! the narrow families' false alarms are unchanged (BENCHMARKS.md). A scan that knows the
+//! spread and needs only the level (`DRIFT_EVAL_ORACLE=cold`) takes 31 completions on `wide` at
+//! the same false-alarm rate.
 //! [`Detector::rebaseline`] starts a new baseline (after a deploy that changed the run time on
 //! purpose) without a restart. Workload families and cold-start numbers: BENCHMARKS.md.
 //!
@@ -508,7 +510,7 @@ impl Default for DetectorConfig {
             young_freeze_fraction: YOUNG_FREEZE_DEFAULT,
             young_learning_lag: 0,
             young_scan_z: 4.5,
-            young_scan_span_days: 1.5,
+            young_scan_span_days: 1.25,
             young_scan_days: 7.0,
             young_scan_min_scale: 0.3,
             learn_sizes: true,
