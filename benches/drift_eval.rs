@@ -33,6 +33,9 @@
 //! `DRIFT_EVAL_DIAG=scale` prints the learnt scale by completion against the true sigma, and
 //! the size mixture's mean gain per completion (with `DRIFT_EVAL_SIZES=1` also the learnt
 //! sizes of the first four series); `DRIFT_EVAL_DIAG=slow12` also prints the early scale.
+//! `DRIFT_EVAL_DIAG=cold15` runs the evaluation and prints, per cold 1.5x series, its delay,
+//! whether a false alert was firing at the change, and the shares of completions in the weekend
+//! before and after the change.
 //! `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that knows the generator's truth
 //! reaches on the same series at the same mature false-alarm rate and which delay targets no
 //! detector can meet (`benches/support/oracle_eval.rs`; `DRIFT_EVAL_ORACLE=only` without the
@@ -124,13 +127,15 @@ struct SeriesOutcome {
     cold_first_week_exposed: u64,
     /// Completions from the change (first changed completion = 1) to the first alert start.
     delay: Option<usize>,
+    /// An alert (a false one) was still firing at the last completion before the change.
+    firing_at_change: bool,
 }
 
 fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> SeriesOutcome {
     let mut detector = Detector::new(cfg.clone());
     let mut was_alerting = false;
     let (mut cold_false_alarms, mut false_alarms) = (0, 0);
-    let mut delay = None;
+    let (mut delay, mut firing_at_change) = (None, false);
     let warmup = usize::try_from(cfg.warmup).unwrap_or(usize::MAX);
     let (mut first_week_alarms, mut first_week_exposed) = (0, 0);
     let t0 = data.first().map_or(0.0, |d| d.0);
@@ -138,6 +143,9 @@ fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> Se
         let verdict = detector.observe(t, v);
         let started = verdict.alert && !was_alerting;
         was_alerting = verdict.alert;
+        if i + 1 == change_at {
+            firing_at_change = verdict.alert;
+        }
         let first_week = t - t0 < 7.0 * 86_400.0;
         if first_week && i < change_at && i < MATURE_FROM && i >= warmup.max(COLD_FROM) {
             first_week_exposed += 1;
@@ -158,7 +166,35 @@ fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> Se
         cold_exposed: change_at.min(MATURE_FROM).saturating_sub(warmup.max(COLD_FROM)) as u64,
         stable_exposed: change_at.saturating_sub(warmup.max(MATURE_FROM)) as u64,
         delay,
+        firing_at_change,
     }
+}
+
+/// `DRIFT_EVAL_DIAG=cold15`: for every cold 1.5x series, its delay, whether a false alert was
+/// still firing at the change, and the share of completions in the weekend before the change
+/// and in the 100 after it (a first weekend the baseline cannot know yet moves the step).
+fn print_cold_step(
+    family: Family,
+    data: &[(f64, f64)],
+    change_at: usize,
+    base_seed: u64,
+    series: u64,
+    outcome: &SeriesOutcome,
+    seed: u64,
+) {
+    let generator = Generator::new(family, seed);
+    let weekend_share = |range: std::ops::Range<usize>| {
+        let n = range.len().max(1) as f64;
+        range.filter(|&i| generator.hours_since_weekend(data[i].0) < 48.0).count() as f64 / n
+    };
+    println!(
+        "cold15 | {} | {base_seed} | {series} | {} | {} | {:.2} | {:.2}",
+        family.name,
+        fmt_delay(outcome.delay),
+        outcome.firing_at_change,
+        weekend_share(0..change_at),
+        weekend_share(change_at..(change_at + 100).min(data.len())),
+    );
 }
 
 /// `DRIFT_EVAL_DIAG=slow12`: a 12x step caught after more than two completions (or missed),
@@ -370,6 +406,20 @@ fn evaluate_seed(cfg: &DetectorConfig, (family_no, family): (usize, Family), bas
                 && outcome.delay.is_none_or(|d| d > 2)
             {
                 print_slow_12x(cfg, &data, change_at, base_seed, case.name, series, outcome.delay);
+            }
+            if std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("cold15")
+                && case.cold
+                && case.change == Change::Step(1.5)
+            {
+                print_cold_step(
+                    family,
+                    &data,
+                    change_at,
+                    base_seed,
+                    series,
+                    &outcome,
+                    series_seed(base, case_no as u64 + 1, series),
+                );
             }
             out.add(&outcome);
             delays.push(outcome.delay);
@@ -683,7 +733,7 @@ fn main() {
         }
         return;
     }
-    if std::env::var("DRIFT_EVAL_DIAG").is_ok_and(|d| d != "slow12") {
+    if std::env::var("DRIFT_EVAL_DIAG").is_ok_and(|d| d != "slow12" && d != "cold15") {
         diagnose(&cfg, &families, &seeds);
         return;
     }
