@@ -35,7 +35,8 @@
 //! sizes of the first four series); `DRIFT_EVAL_DIAG=slow12` also prints the early scale.
 //! `DRIFT_EVAL_DIAG=cold15` runs the evaluation and prints, per cold 1.5x series, its delay,
 //! whether a false alert was firing at the change, and the shares of completions in the weekend
-//! before and after the change.
+//! before and after the change. `DRIFT_EVAL_DIAG=coldfa` prints each cold-start false alert
+//! (completion, days since the first, the young scan's ratio to its threshold, the scale).
 //! `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that knows the generator's truth
 //! reaches on the same series at the same mature false-alarm rate and which delay targets no
 //! detector can meet (`benches/support/oracle_eval.rs`; `DRIFT_EVAL_ORACLE=only` without the
@@ -150,6 +151,10 @@ fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> Se
         if first_week && i < change_at && i < MATURE_FROM && i >= warmup.max(COLD_FROM) {
             first_week_exposed += 1;
             first_week_alarms += u64::from(started);
+        }
+        if started && i < change_at && i < MATURE_FROM && std::env::var("DRIFT_EVAL_DIAG").as_deref() == Ok("coldfa") {
+            let st = detector.snapshot();
+            println!("coldfa | {i} | {:.2} | {:.2} | {:.3}", (t - t0) / 86_400.0, st.scan_ratio, st.scale);
         }
         match (started, i < change_at) {
             (true, true) if i < MATURE_FROM => cold_false_alarms += 1,
@@ -733,7 +738,7 @@ fn main() {
         }
         return;
     }
-    if std::env::var("DRIFT_EVAL_DIAG").is_ok_and(|d| d != "slow12" && d != "cold15") {
+    if std::env::var("DRIFT_EVAL_DIAG").is_ok_and(|d| !["slow12", "cold15", "coldfa"].contains(&d.as_str())) {
         diagnose(&cfg, &families, &seeds);
         return;
     }
