@@ -6,11 +6,12 @@
 //! Its test is the two-sample scan: at every completion, for every window of the latest k
 //! completions (k from 1 to `LONGEST`, with at least `MIN_BEFORE` before it), the window's mean
 //! against the mean of every completion before it, in standard errors σ√(1/k + 1/n). With a
-//! Gaussian spread and an unknown change point and level, the largest of these z is the
-//! generalised likelihood ratio test (Siegmund and Venkatraman, 1995), which no other test
-//! beats by much. Families with stragglers or two sizes are not Gaussian, the scan is not their
-//! likelihood ratio test, and they are skipped. An alarm restarts it: the history starts again, as for a new class, and no
-//! alarm comes before `WARMUP` completions of history.
+//! Gaussian spread of known σ, the square of the largest z is the generalised likelihood ratio
+//! statistic for a rise of the mean at an unknown time, both levels unknown (the scheme of
+//! Siegmund and Venkatraman, 1995, with the level before the change estimated too). Families
+//! with stragglers or two sizes are not Gaussian, the scan is not their likelihood ratio
+//! test, and they are skipped. An alarm restarts it: the history starts again, as for a new
+//! class, and no alarm comes before `WARMUP` completions of history.
 //!
 //! Its threshold is calibrated per family so that its cold-start false alarms (completions
 //! `COLD_FROM` to `MATURE_FROM` - 1 of stable series) are at a given rate; the stable series
