@@ -1228,6 +1228,13 @@ impl Detector {
         2 * self.cfg.week_harmonics.min(MAX_WEEK_HARMONICS)
     }
 
+    /// Whether the baseline knows the class's week: its weekly profile has learnt over a whole
+    /// week, or none is modelled. Until then a slower weekend cannot be told from drift, and an
+    /// alert should say so.
+    pub fn knows_its_week(&self) -> bool {
+        !(self.week_terms() > 0 || self.has_week_step()) || self.week_active()
+    }
+
     /// Whether the weekly profile is used: once it has learnt over a whole week.
     fn week_active(&self) -> bool {
         match (self.st.week_since_s, self.st.week_latest_s) {

@@ -372,10 +372,13 @@ fn drift_condition(class: &str, scope_host: &str, det: &Detector, now: Now, note
     let key = AlertKey::new(DRIFT, &[("class", class), ("host", scope_host)]);
     let where_ = if scope_host.is_empty() { "fleet-wide".to_string() } else { format!("on {scope_host}") };
     let (summary, mut annotations) = match drift_numbers(det, now.s) {
-        Some(numbers) => (
-            format!("run time of class {class} drifted {where_}: {numbers}"),
-            notes.annotations("baseline learnt from this class's own history; the SLA may still be met"),
-        ),
+        Some(numbers) => {
+            let mut note = "baseline learnt from this class's own history; the SLA may still be met".to_string();
+            if !det.knows_its_week() {
+                note += "; the baseline has not seen a whole week yet, so a slower weekend cannot be told from drift";
+            }
+            (format!("run time of class {class} drifted {where_}: {numbers}"), notes.annotations(&note))
+        }
         None => (format!("run time of class {class} {where_}: learning its baseline"), notes.annotations("")),
     };
     if let Some(b) = det.baseline(now.s) {
@@ -591,6 +594,28 @@ mod tests {
         assert_eq!(drift.len(), 2, "fleet-wide and on h1: {c:#?}");
         assert!(drift[0].summary.contains("4.0x") || drift[0].summary.contains("x)"), "{}", drift[0].summary);
         assert!(drift[0].annotations.contains_key("baseline_median"));
+        assert!(drift[0].annotations["note"].contains("not seen a whole week"), "{:?}", drift[0].annotations);
+    }
+
+    #[test]
+    fn a_drift_alert_says_whether_its_baseline_has_seen_a_whole_week() {
+        // A completion every two hours for nine days, then four times slower.
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let mut t = 1_000_000_000_000i64;
+        for i in 0..108 {
+            let d = 100.0 * (1.0 + 0.05 * ((i % 7) as f64 - 3.0) / 3.0);
+            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, d, t + 86_400_000));
+            t += 7_200_000;
+        }
+        for i in 0..6 {
+            w.observe(&event(EventKind::Succeeded, &format!("s{i}"), "h1", t, 400.0, t + 86_400_000));
+            t += 7_200_000;
+        }
+        let (none, nothing) = (BTreeMap::new(), BTreeMap::new());
+        let c = w.evaluate(t, &none, &nothing);
+        let drift = active(&c, DRIFT);
+        assert!(!drift.is_empty(), "{c:#?}");
+        assert!(!drift[0].annotations["note"].contains("whole week"), "{:?}", drift[0].annotations);
     }
 
     #[test]
