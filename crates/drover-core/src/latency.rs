@@ -564,16 +564,23 @@ mod tests {
         c.iter().filter(|c| c.key.name == name && c.active).collect()
     }
 
+    /// A watch of class `c` that has seen `n` successes on h1 of about `median_s` (±5%), one
+    /// every `gap_ms`, and the time after the last.
+    fn warmed(n: usize, median_s: f64, gap_ms: i64) -> (LatencyWatch, i64) {
+        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let mut t = 1_000_000_000_000i64;
+        for i in 0..n {
+            let d = median_s * (1.0 + 0.05 * ((i % 7) as f64 - 3.0) / 3.0);
+            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, d, t + 86_400_000));
+            t += gap_ms;
+        }
+        (w, t)
+    }
+
     #[test]
     fn a_slow_class_drifts_and_long_running_and_late_jobs_are_seen_before_they_finish() {
-        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
+        let (mut w, mut t) = warmed(60, 100.0, 200_000);
         let day = 86_400_000;
-        let mut t = 1_000_000_000_000i64;
-        for i in 0..60 {
-            let d = 100.0 * (1.0 + 0.05 * ((i % 7) as f64 - 3.0) / 3.0);
-            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, d, t + day));
-            t += 200_000;
-        }
         let (none, nothing) = (BTreeMap::new(), BTreeMap::new());
         let c = w.evaluate(t, &none, &nothing);
         assert!(active(&c, DRIFT).is_empty(), "stable: no drift");
@@ -600,13 +607,7 @@ mod tests {
     #[test]
     fn a_drift_alert_says_whether_its_baseline_has_seen_a_whole_week() {
         // A completion every two hours for nine days, then four times slower.
-        let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
-        let mut t = 1_000_000_000_000i64;
-        for i in 0..108 {
-            let d = 100.0 * (1.0 + 0.05 * ((i % 7) as f64 - 3.0) / 3.0);
-            w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, d, t + 86_400_000));
-            t += 7_200_000;
-        }
+        let (mut w, mut t) = warmed(108, 100.0, 7_200_000);
         for i in 0..6 {
             w.observe(&event(EventKind::Succeeded, &format!("s{i}"), "h1", t, 400.0, t + 86_400_000));
             t += 7_200_000;
@@ -656,13 +657,7 @@ mod tests {
             (10, Some(0.5), 30, false, false),
         ];
         for (running, p, left, risk, long) in cases {
-            let mut w = LatencyWatch::new(cfg(), "h1", ["c".to_string()].into_iter(), None);
-            let mut t = 1_000_000_000_000i64;
-            for i in 0..60 {
-                let d = 1800.0 * (1.0 + 0.05 * ((i % 7) as f64 - 3.0) / 3.0);
-                w.observe(&event(EventKind::Succeeded, &format!("j{i}"), "h1", t, d, t + 86_400_000));
-                t += 200_000;
-            }
+            let (mut w, t) = warmed(60, 1800.0, 200_000);
             w.observe(&event(EventKind::Started, "x", "h1", t - running * min, 0.0, t + left * min));
             let mut e = event(EventKind::Progress, "x", "h1", t - running * min, 0.0, t + left * min);
             e.progress = p;
