@@ -665,7 +665,7 @@ pub struct DetectorState {
     pub size_gain: f64,
     /// The young scan (`young_scan_z`): the latest completions' time and clipped ln-duration
     /// (less `scan_ref`), oldest first, at most the largest window; the moments of every
-    /// young completion, then of each window ([`SCAN_MOMENTS`] numbers each, see
+    /// young completion, then of each window (`SCAN_MOMENTS` numbers each, see
     /// `scan_moments_add`), from which the values after the *current* daily profile follow.
     #[serde(default)]
     pub scan_recent: std::collections::VecDeque<[f64; 2]>,
