@@ -17,7 +17,7 @@
 //! `COLD_FROM` to `MATURE_FROM` - 1 of stable series) are at a given rate; the stable series
 //! come from `CALIBRATION_SEEDS` seeds of their own, for enough alarms at low rates.
 
-use super::oracle_eval::generate_x;
+use super::oracle_eval::{family_base, generate_x};
 use super::workload::Family;
 use super::{cases, fmt_delay, series_seed, summarise, Change, COLD_CHANGE, COLD_FROM, MATURE_FROM, SERIES_PER_CASE};
 
@@ -120,7 +120,7 @@ pub fn run(families: &[(usize, Family)], seeds: &[u64], rates: &[f64]) {
                     let delays: Vec<Option<usize>> = seeds
                         .iter()
                         .flat_map(|&seed| {
-                            let base = seed ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678);
+                            let base = family_base(family_no, seed);
                             (0..SERIES_PER_CASE).map(move |s| series_seed(base, *case_no as u64 + 1, s))
                         })
                         .map(|seed| {

@@ -44,7 +44,7 @@ fn llrs(model: &TrueModel, ln_ratios: &[f64; N], x: f64) -> [f64; N] {
     std::array::from_fn(|j| model.ln_density(x - ln_ratios[j]) - null)
 }
 
-fn family_base(family_no: usize, base_seed: u64) -> u64 {
+pub(super) fn family_base(family_no: usize, base_seed: u64) -> u64 {
     base_seed ^ (family_no as u64).wrapping_mul(0xF00D_5EED_1234_5678)
 }
 
