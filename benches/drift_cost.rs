@@ -11,7 +11,10 @@
 //!   300th and 556th completion (days 3 to 6), where the young two-sample scan runs beside
 //!   the CUSUMs; the second with the scan off (`young_scan_z` 0), so the difference is the
 //!   scan's cost. Each batch of 256 completions starts from a copy of the same young detector
-//!   (the copy is not timed);
+//!   (the copy is not timed); `observe/young_no_sizes` with the scan's size mixture off
+//!   (`young_sizes_z` 0: the difference is fitting it, every 20 completions, on a class of
+//!   one size), and `observe/young_two_sizes` the same completions with 30% of the jobs 2.5x
+//!   larger, where the mixture is in use;
 //! - `snapshot`: copying the whole state out (what a restart persists);
 //! - `snapshot_json`: the same, serialised to JSON.
 //!
@@ -56,6 +59,12 @@ fn workload(seed: u64, factor: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The same completions with 30% of the jobs 2.5 times larger (a class of two job sizes).
+fn with_two_sizes(data: &[(f64, f64)], seed: u64) -> Vec<(f64, f64)> {
+    let mut rng = Rng::new(seed);
+    data.iter().map(|&(t, v)| (t, if rng.uniform() < 0.3 { 2.5 * v } else { v })).collect()
+}
+
 /// A detector that has seen the first `WARM` completions, and the completions to time.
 fn warmed(data: &[(f64, f64)]) -> (Detector, &[(f64, f64)]) {
     let mut detector = Detector::new(DetectorConfig::default());
@@ -83,10 +92,13 @@ fn observe(c: &mut Criterion) {
             assert!(detector.is_alerting(), "a 2x slowdown keeps the alert firing");
         }
     }
-    let data = workload(0xD21F_7C05_7002, 1.0);
-    for (name, cfg) in [
-        ("young", DetectorConfig::default()),
-        ("young_no_scan", DetectorConfig { young_scan_z: 0.0, ..DetectorConfig::default() }),
+    let one_size = workload(0xD21F_7C05_7002, 1.0);
+    let two_sizes = with_two_sizes(&one_size, 0xD21F_7C05_7003);
+    for (name, cfg, data) in [
+        ("young", DetectorConfig::default(), &one_size),
+        ("young_no_scan", DetectorConfig { young_scan_z: 0.0, ..DetectorConfig::default() }, &one_size),
+        ("young_no_sizes", DetectorConfig { young_sizes_z: 0.0, ..DetectorConfig::default() }, &one_size),
+        ("young_two_sizes", DetectorConfig::default(), &two_sizes),
     ] {
         let mut young = Detector::new(cfg);
         for &(t, v) in &data[..YOUNG_FROM] {

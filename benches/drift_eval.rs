@@ -35,7 +35,9 @@
 //! sizes of the first four series); `DRIFT_EVAL_DIAG=slow12` also prints the early scale.
 //! `DRIFT_EVAL_DIAG=cold15` runs the evaluation and prints, per cold 1.5x series, its delay,
 //! whether a false alert was firing at the change, and the shares of completions in the weekend
-//! before and after the change. `DRIFT_EVAL_DIAG=coldfa` prints each cold-start false alert
+//! before and after the change, then the young scan's size mixture at the change (share of
+//! the larger size, both offsets, spread), its gain, and the scan's largest ratio over the 40
+//! completions after the change. `DRIFT_EVAL_DIAG=coldfa` prints each cold-start false alert
 //! (completion, days since the first, the young scan's ratio to its threshold, the scale).
 //! `DRIFT_EVAL_ORACLE=1` adds, per family, what an oracle that knows the generator's truth
 //! reaches on the same series at the same mature false-alarm rate and which delay targets no
@@ -178,7 +180,9 @@ fn run_series(cfg: &DetectorConfig, data: &[(f64, f64)], change_at: usize) -> Se
 /// `DRIFT_EVAL_DIAG=cold15`: for every cold 1.5x series, its delay, whether a false alert was
 /// still firing at the change, and the share of completions in the weekend before the change
 /// and in the 100 after it (a first weekend the baseline cannot know yet moves the step).
+#[allow(clippy::too_many_arguments)]
 fn print_cold_step(
+    cfg: &DetectorConfig,
     family: Family,
     data: &[(f64, f64)],
     change_at: usize,
@@ -192,13 +196,29 @@ fn print_cold_step(
         let n = range.len().max(1) as f64;
         range.filter(|&i| generator.hours_since_weekend(data[i].0) < 48.0).count() as f64 / n
     };
+    // The young scan of two sizes at the change: the mixture it had fitted, its gain, and the
+    // largest scan ratio over the 40 completions after the change.
+    let mut detector = Detector::new(cfg.clone());
+    for &(t, v) in &data[..change_at] {
+        detector.observe(t, v);
+    }
+    let at_change = detector.snapshot();
+    let mut after_max: f64 = 0.0;
+    for &(t, v) in &data[change_at..(change_at + 40).min(data.len())] {
+        detector.observe(t, v);
+        after_max = after_max.max(detector.snapshot().scan_ratio);
+    }
+    let sizes: Vec<String> = at_change.scan_sizes.iter().map(|v| format!("{v:.2}")).collect();
     println!(
-        "cold15 | {} | {base_seed} | {series} | {} | {} | {:.2} | {:.2}",
+        "cold15 | {} | {base_seed} | {series} | {} | {} | {:.2} | {:.2} | sizes [{}] gain {:.3} | scan max {:.2}",
         family.name,
         fmt_delay(outcome.delay),
         outcome.firing_at_change,
         weekend_share(0..change_at),
         weekend_share(change_at..(change_at + 100).min(data.len())),
+        sizes.join(" "),
+        at_change.scan_sizes_gain,
+        after_max,
     );
 }
 
@@ -417,6 +437,7 @@ fn evaluate_seed(cfg: &DetectorConfig, (family_no, family): (usize, Family), bas
                 && case.change == Change::Step(1.5)
             {
                 print_cold_step(
+                    cfg,
                     family,
                     &data,
                     change_at,
