@@ -79,13 +79,13 @@
 //! completions, warm started) to all but the latest 40 of its last 300 young completions
 //! after the daily profile, and when it beats one Gaussian by BIC (`young_sizes_min_gain`,
 //! 0.01 nats per completion beyond the penalty), with each size at least 8% and the sizes at
-//! least 2.5 spreads apart, the scan compares each completion's log-likelihood ratio of
+//! least 3 spreads apart, the scan compares each completion's log-likelihood ratio of
 //! "1.5x slower" under that mixture (stragglers included) instead of its ln-duration. The
 //! earlier and the latest completions are transformed alike, so the comparison stays fair
 //! when nothing changed; the mixture only decides how much a slowdown shows (about 1.6
 //! times the information per completion of a mean difference, for 30% of the jobs 2.5x
 //! larger). On the bench's `two sizes` family its cold 1.5x median fell from 53 to 28 and its
-//! cold false alarms from 0.32 to 0.21 per 10,000; single-size families are judged exactly as
+//! cold false alarms from 0.32 to 0.24 per 10,000; single-size families are judged exactly as
 //! before, but a wide one with 5% stragglers may fit them as a second size (BENCHMARKS.md).
 //! Its cost, in a class's first week only: the young state holds up to 900 more numbers
 //! (time, value and ratio of 300 completions), the fit adds about 2 µs per completion, and
@@ -313,8 +313,9 @@ const SIZES_SCAN_FROM: usize = 60;
 const SIZES_SCAN_REFIT: u64 = 20;
 /// ...and uses it only for sizes at least this many spreads apart: two Gaussians of one spread
 /// closer than two are not even bimodal, and such a fit describes a skewed or straggling
-/// single size, not two sizes.
-const SIZES_SCAN_SEPARATION: f64 = 2.5;
+/// single size, not two sizes; at 3 rather than 2.5, a class of sizes only 2 spreads apart
+/// (where the mixture gains little) raises fewer false alarms in its first week.
+const SIZES_SCAN_SEPARATION: f64 = 3.0;
 /// ...from all but the latest this many, so a slowdown's first completions are judged under a
 /// mixture that has not learnt them (a fit to them would widen its sizes towards them).
 const SIZES_FIT_LAG: usize = 40;
@@ -419,7 +420,7 @@ pub struct DetectorConfig {
     /// this many standard errors (0: off). Used while the mixture explains the young
     /// completions better than one Gaussian by `young_sizes_min_gain` nats each, after a
     /// penalty for its two extra parameters, with each size at least 8% and the sizes at least
-    /// 2.5 spreads apart (module `young_sizes`).
+    /// 3 spreads apart (module `young_sizes`).
     pub young_sizes_z: f64,
     /// See `young_sizes_z`.
     pub young_sizes_min_gain: f64,
