@@ -26,10 +26,10 @@ const CONTAMINATION: f64 = 0.03;
 const MIN_SHARE: f64 = 0.02;
 
 /// Fits two Gaussian sizes sharing one spread to `values` (ln-durations after the daily
-/// profile), from `start` or, without one, from the values' quartiles. Returns the fit and
-/// its mean log-likelihood gain per value over one Gaussian fitted to the same values, less
-/// BIC's penalty for the two extra parameters, ln(n)/n per value. `None` for
-/// fewer than 20 values or no spread.
+/// profile), from `start` or, without one, from the values' 35th and 85th percentiles.
+/// Returns the fit and its mean log-likelihood gain per value over one Gaussian fitted to the
+/// same values, less BIC's penalty for the two extra parameters, ln(n)/n per value. `None`
+/// for fewer than 20 values or no spread.
 pub(super) fn fit(values: &[f64], start: Option<Sizes>, min_spread: f64) -> Option<(Sizes, f64)> {
     let n = values.len();
     if n < 20 {
