@@ -1146,11 +1146,7 @@ impl Detector {
             }
             let (inside_sum, _) = scan_sums(inside, &coef, n);
             let (before_sum, before_sq) = scan_sums(&before, &coef, n);
-            let before_mean = before_sum / before_n;
-            let before_var = (before_sq / before_n - before_mean * before_mean).max(1e-12);
-            let se = (before_var * (1.0 / w as f64 + 1.0 / before_n)).sqrt();
-            let z = (inside_sum / w as f64 - before_mean) / se;
-            best = best.max(z);
+            best = best.max(two_sample_z(inside_sum, w as f64, before_sum, before_sq, before_n));
         }
         if best.is_finite() {
             self.st.scan_ratio = (best / self.cfg.young_scan_z).max(0.0);
@@ -1234,10 +1230,7 @@ impl Detector {
             {
                 continue;
             }
-            let before_mean = (total - inside) / before_n;
-            let before_var = ((total_sq - inside_sq) / before_n - before_mean * before_mean).max(1e-12);
-            let se = (before_var * (1.0 / w as f64 + 1.0 / before_n)).sqrt();
-            best = best.max((inside / w as f64 - before_mean) / se);
+            best = best.max(two_sample_z(inside, w as f64, total - inside, total_sq - inside_sq, before_n));
         }
         Some(if best.is_finite() { (best / self.cfg.young_sizes_z).max(0.0) } else { 0.0 })
     }
@@ -1926,6 +1919,15 @@ fn solve_ridge(
 /// Index of entry (i, j), j <= i, of a packed lower-triangular matrix.
 fn packed(i: usize, j: usize) -> usize {
     i * (i + 1) / 2 + j
+}
+
+/// The young scan's z of a window's mean against the mean of the completions before it, in
+/// standard errors of the difference, both from the earlier completions' own spread.
+fn two_sample_z(inside_sum: f64, inside_n: f64, before_sum: f64, before_sq: f64, before_n: f64) -> f64 {
+    let before_mean = before_sum / before_n;
+    let before_var = (before_sq / before_n - before_mean * before_mean).max(1e-12);
+    let se = (before_var * (1.0 / inside_n + 1.0 / before_n)).sqrt();
+    (inside_sum / inside_n - before_mean) / se
 }
 
 /// Adds (`sign` 1) or removes (-1) a value `y` at daily basis `basis` to a young scan's moments:
